@@ -1,0 +1,152 @@
+"""Turn an `Arch` into a timm EfficientNet / EfficientNetFeatures model, optionally with remapped seed weights.
+
+The models are plain timm models (`timm.models.efficientnet.EfficientNet` built from an arch_def), so
+`features_only`, `out_indices`, `feature_info`, `pretrained_cfg` and timm's weight loading all behave as for
+timm's own MobileNetV2. Seed weights are remapped by FNA parameter remapping (see `fna_zoo.remap`) through
+timm's `pretrained_filter_fn` hook.
+"""
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+from timm.models import build_model_with_cfg
+from timm.models._builder import pretrained_cfg_for_features
+from timm.models._efficientnet_builder import decode_arch_def
+from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
+
+from .arch import Arch, load_arch
+from .remap import WidthMode, remap_filter_fn
+
+__all__ = ['build_backbone', 'create_fna_model', 'arch_model_kwargs', 'DETECTION_OUT_INDICES', 'DEFAULT_SEED']
+
+DEFAULT_SEED = 'mobilenetv2_100'
+# NOTE: timm's features are the stage ends at strides 2/4/8/16/32; detection necks take strides 4-32,
+# which for MobileNetV2-like archs are the 24/32/96/320-channel maps FNA's RetinaNet FPN consumes.
+DETECTION_OUT_INDICES = (1, 2, 3, 4)
+
+
+def _keep_channels(chs: int, **_: Any) -> int:
+    """Channel 'rounding' that keeps the arch's widths as written (timm rounds to multiples of 8)."""
+    return int(chs)
+
+
+def arch_model_kwargs(arch: Arch) -> dict[str, Any]:
+    """kwargs for timm `EfficientNet` / `EfficientNetFeatures` that build `arch`.
+
+    Args:
+        arch: The architecture.
+    """
+    return dict(
+        # NOTE: timm's builder mutates the decoded block dicts, so they are decoded afresh for every model.
+        block_args=decode_arch_def(arch.to_timm_arch_def()),
+        num_features=arch.head_chs or 0,
+        stem_size=arch.stem_chs,
+        fix_stem=True,
+        round_chs_fn=_keep_channels,
+        act_layer=nn.ReLU6,
+        norm_layer=nn.BatchNorm2d,
+    )
+
+
+def create_fna_model(
+        variant: str,
+        arch: Arch,
+        pretrained: bool = False,
+        seed_arch: Arch | str = DEFAULT_SEED,
+        width: WidthMode = 'leading',
+        **kwargs: Any,
+) -> nn.Module:
+    """Build a timm model for `arch` (the timm `_create_effnet` recipe plus seed remapping on load).
+
+    Args:
+        variant: Model name used to look up the pretrained cfg.
+        arch: The architecture.
+        pretrained: Load weights per the pretrained cfg; seed weights are remapped into `arch`, weights
+            already made for `arch` load unchanged.
+        seed_arch: Architecture of the seed checkpoint (an `Arch` or a registered arch name).
+        width: Width selection when remapping, 'leading' or 'bn_gamma'.
+        **kwargs: timm model kwargs (features_only, out_indices, num_classes, pretrained_cfg_overlay, ...).
+    """
+    from .archs import get_arch
+
+    seed = get_arch(seed_arch) if isinstance(seed_arch, str) else seed_arch
+    features_mode = ''
+    model_cls = EfficientNet
+    kwargs_filter = None
+    if kwargs.pop('features_only', False):
+        if 'feature_cfg' in kwargs or 'feature_cls' in kwargs:
+            features_mode = 'cfg'
+        else:
+            kwargs_filter = ('num_classes', 'num_features', 'head_conv', 'global_pool')
+            model_cls = EfficientNetFeatures
+            features_mode = 'cls'
+    model_kwargs = arch_model_kwargs(arch)
+    model_kwargs.update(kwargs)
+    model = build_model_with_cfg(
+        model_cls,
+        variant,
+        pretrained,
+        features_only=features_mode == 'cfg',
+        pretrained_strict=features_mode != 'cls',
+        pretrained_filter_fn=partial(remap_filter_fn, arch=arch, seed_arch=seed, width=width),
+        kwargs_filter=kwargs_filter,
+        **model_kwargs,
+    )
+    if features_mode == 'cls':
+        model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(model.pretrained_cfg)
+    model.fna_arch = arch
+    return model
+
+
+def build_backbone(
+        arch: Arch | str | os.PathLike,
+        pretrained_seed: str | os.PathLike | Mapping[str, torch.Tensor] | None = None,
+        seed_arch: Arch | str = DEFAULT_SEED,
+        width: WidthMode = 'leading',
+        **timm_kwargs: Any,
+) -> nn.Module:
+    """Build a timm model from any architecture, optionally remapping seed weights into it.
+
+    Example::
+
+        arch = fna_zoo.load_arch('runs/search/arch.yaml')
+        model = fna_zoo.build_backbone(arch, 'mobilenetv2_100.safetensors', features_only=True,
+                                       out_indices=fna_zoo.DETECTION_OUT_INDICES)
+
+    Args:
+        arch: An `Arch`, an arch file, a registered arch name or an FNA net_config string.
+        pretrained_seed: Seed weights (a .pth/.safetensors file or a state dict) of `seed_arch`, or None
+            for random init. Weights already made for `arch` (e.g. after retraining) load unchanged.
+        seed_arch: Architecture of the seed weights (default timm `mobilenetv2_100`).
+        width: Width selection when remapping, 'leading' (FNA code) or 'bn_gamma' (FNA paper).
+        **timm_kwargs: timm model kwargs: features_only, out_indices, num_classes, drop_path_rate, ...
+    """
+    arch = load_arch(arch)
+    overlay = dict(timm_kwargs.pop('pretrained_cfg_overlay', None) or {})
+    if isinstance(pretrained_seed, (str, os.PathLike)):
+        path = Path(pretrained_seed)
+        if not path.is_file():
+            raise FileNotFoundError(f'seed weights file {str(path)!r} does not exist')
+        overlay['file'] = str(path)
+    elif pretrained_seed is not None:
+        overlay['state_dict'] = dict(pretrained_seed)
+    from .fna import custom_pretrained_cfg
+
+    # NOTE: the custom cfg describes a 1000-class seed, so timm keeps the seed classifier only for
+    # num_classes=1000 and resets it otherwise; the default is a backbone without classifier.
+    timm_kwargs.setdefault('num_classes', 0)
+    return create_fna_model(
+        'fna_custom',
+        arch,
+        pretrained=pretrained_seed is not None,
+        seed_arch=seed_arch,
+        width=width,
+        pretrained_cfg=custom_pretrained_cfg(),
+        pretrained_cfg_overlay=overlay,
+        **timm_kwargs,
+    )

@@ -1,0 +1,465 @@
+"""Architecture descriptions for FNA backbones: one `Arch` type, many spellings.
+
+An `Arch` is the data a searched (or hand-designed) MobileNetV2-family backbone is made of: a stem width,
+a list of stages (output channels, stride, one op per layer slot) and an optional 1x1 head conv. It
+round-trips to:
+
+* JSON / YAML (`Arch.to_json`, `Arch.from_json`, `Arch.to_yaml`, `Arch.from_yaml`, `Arch.save`, `Arch.load`);
+* FNA `net_config` strings, `[[32, 16], ['k3_e1'], 1]|[[16, 24], ['k3_e6', 'skip'], 2]|...`
+  (`Arch.from_fna_string`, `Arch.to_fna_string`), as written by the FNA search code;
+* timm EfficientNet arch_def lists, `[['ds_r1_k3_s1_c16'], ['ir_r1_k7_s2_e6_c24', ...], ...]`
+  (`Arch.to_timm_arch_def`, `Arch.from_timm_arch_def`).
+
+Ops are `k{K}_e{E}` (inverted residual with a KxK depthwise conv and expansion E; `e1` is the
+depthwise-separable block without the expansion conv) and `skip` (the layer is dropped). As in FNA, skips
+may appear anywhere in a stage of an FNA string and are moved to the end, so a stage's depth is its number
+of non-skip ops and the op list also records how many layer slots the search space had.
+
+Papers:
+* FNA: `Fast Neural Network Adaptation via Parameter Remapping and Architecture Search`, Fang et al.,
+  ICLR 2020 - https://arxiv.org/abs/2001.02525
+* FNA++: Fang et al., TPAMI - https://arxiv.org/abs/2006.12986
+* `Neural Architecture Adaptation for Object Detection by Searching Channel Dimensions and Mapping
+  Pre-trained Parameters`, Jung et al., ICPR 2022 - https://arxiv.org/abs/2206.08509
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import yaml
+
+__all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'load_arch', 'atomic_write_text']
+
+SKIP = 'skip'
+HEAD_OP = 'conv_2d_1x1'  # FNA / code-Jung spelling of the final 1x1 conv stage (e.g. 320 -> 1280)
+_OP_RE = re.compile(r'^k(\d+)_e(\d+)$')
+_STAGE_KEYS = ('out_chs', 'stride', 'ops')
+_ARCH_KEYS = ('stem_chs', 'stages', 'head_chs')
+
+
+@dataclass(frozen=True)
+class Op:
+    """One non-skip layer: a KxK depthwise inverted residual with expansion E (E == 1: no expansion conv).
+
+    Args:
+        kernel: Depthwise kernel size (odd).
+        expansion: Expansion ratio of the first 1x1 conv; 1 means the depthwise-separable block.
+    """
+
+    kernel: int
+    expansion: int
+
+    @classmethod
+    def parse(cls, name: str) -> 'Op':
+        """Parse an op name such as 'k5_e6'.
+
+        Args:
+            name: The op name.
+        """
+        m = _OP_RE.match(str(name))
+        if not m:
+            raise ValueError(f"unknown op {name!r}; expected 'k<kernel>_e<expansion>' (e.g. 'k3_e6') or 'skip'")
+        kernel, expansion = int(m.group(1)), int(m.group(2))
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"op {name!r} has kernel {kernel}; expected an odd kernel size >= 1")
+        if expansion < 1:
+            raise ValueError(f"op {name!r} has expansion {expansion}; expected an integer >= 1")
+        return cls(kernel, expansion)
+
+    @property
+    def name(self) -> str:
+        return f'k{self.kernel}_e{self.expansion}'
+
+    @property
+    def block_type(self) -> str:
+        """timm block type: 'ds' (depthwise-separable) for e1, else 'ir' (inverted residual)."""
+        return 'ds' if self.expansion == 1 else 'ir'
+
+
+def _check_positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{what} is {value!r}; expected a positive integer')
+    return value
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage: layers sharing one output width; the first layer carries the stride.
+
+    Args:
+        out_chs: Output channels of every layer in the stage.
+        stride: Stride of the first layer (1 or 2).
+        ops: One op name per layer slot; 'skip' slots are moved to the end (they drop the layer).
+    """
+
+    out_chs: int
+    stride: int
+    ops: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        _check_positive_int(self.out_chs, 'stage out_chs')
+        if self.stride not in (1, 2):
+            raise ValueError(f'stage stride is {self.stride!r}; expected 1 or 2')
+        ops = tuple(str(o) for o in self.ops)
+        if not ops:
+            raise ValueError('stage has no ops; expected at least one op')
+        for o in ops:
+            if o != SKIP:
+                Op.parse(o)
+        if all(o == SKIP for o in ops):
+            raise ValueError(f'stage ops {list(ops)} are all skip; the first layer of a stage cannot be skipped')
+        # NOTE: FNA moves skips to the end of a stage (tools/utils.py:sort_net_config), so 'skip' means
+        # "drop this layer" whatever its slot; the canonical order keeps the non-skip ops in order.
+        canonical = tuple(o for o in ops if o != SKIP) + tuple(o for o in ops if o == SKIP)
+        object.__setattr__(self, 'ops', canonical)
+
+    @property
+    def layers(self) -> tuple[Op, ...]:
+        """The non-skip layers, in order."""
+        return tuple(Op.parse(o) for o in self.ops if o != SKIP)
+
+    @property
+    def depth(self) -> int:
+        return sum(o != SKIP for o in self.ops)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {'out_chs': self.out_chs, 'stride': self.stride, 'ops': list(self.ops)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = 'stage') -> 'Stage':
+        if not isinstance(d, dict):
+            raise ValueError(f'{where} is {d!r}; expected a mapping with keys {", ".join(_STAGE_KEYS)}')
+        unknown = sorted(set(d) - set(_STAGE_KEYS))
+        missing = [k for k in _STAGE_KEYS if k not in d]
+        if unknown or missing:
+            raise ValueError(
+                f'{where} has unknown keys {unknown} / missing keys {missing}; expected {", ".join(_STAGE_KEYS)}')
+        if isinstance(d['ops'], str) or not isinstance(d['ops'], Sequence):
+            raise ValueError(f"{where} ops is {d['ops']!r}; expected a list of op names")
+        try:
+            return cls(d['out_chs'], d['stride'], tuple(d['ops']))
+        except ValueError as e:
+            raise ValueError(f'{where}: {e}') from None
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A MobileNetV2-family backbone: stem conv, stages of inverted residual layers, optional 1x1 head conv.
+
+    Args:
+        stem_chs: Output channels of the 3x3 stride-2 stem conv.
+        stages: The stages, in order; stage i's input width is stage i-1's output (the stem's for i == 0).
+        head_chs: Output channels of the final 1x1 conv (1280 for MobileNetV2), or None for no head conv.
+    """
+
+    stem_chs: int
+    stages: tuple[Stage, ...]
+    head_chs: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive_int(self.stem_chs, 'arch stem_chs')
+        if self.head_chs is not None:
+            _check_positive_int(self.head_chs, 'arch head_chs')
+        stages = tuple(self.stages)
+        if not stages:
+            raise ValueError('arch has no stages; expected at least one')
+        for i, s in enumerate(stages):
+            if not isinstance(s, Stage):
+                raise ValueError(f'arch stage {i} is {s!r}; expected a Stage')
+        object.__setattr__(self, 'stages', stages)
+
+    # ---------------------------------------------------------------- structure
+    def stage_in_chs(self, index: int) -> int:
+        """Input channels of stage `index`."""
+        return self.stem_chs if index == 0 else self.stages[index - 1].out_chs
+
+    def iter_layers(self) -> Iterator[tuple[int, int, Op, int, int, int]]:
+        """Yield (stage index, layer index, op, in_chs, out_chs, stride) for every non-skip layer."""
+        for si, stage in enumerate(self.stages):
+            in_chs = self.stage_in_chs(si)
+            for li, op in enumerate(stage.layers):
+                yield si, li, op, in_chs if li == 0 else stage.out_chs, stage.out_chs, stage.stride if li == 0 else 1
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        """Number of non-skip layers per stage."""
+        return tuple(s.depth for s in self.stages)
+
+    @property
+    def out_chs(self) -> int:
+        """Channels of the last stage (before the head conv)."""
+        return self.stages[-1].out_chs
+
+    def replace(self, **changes: Any) -> 'Arch':
+        """Return a copy with some fields replaced (e.g. `arch.replace(head_chs=None)`)."""
+        d = {'stem_chs': self.stem_chs, 'stages': self.stages, 'head_chs': self.head_chs}
+        d.update(changes)
+        return Arch(**d)
+
+    # ---------------------------------------------------------------- dict / JSON / YAML
+    def to_dict(self) -> dict[str, Any]:
+        return {'stem_chs': self.stem_chs, 'stages': [s.to_dict() for s in self.stages], 'head_chs': self.head_chs}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> 'Arch':
+        """Build from the dict form written by `to_dict` (unknown or missing keys raise ValueError)."""
+        if not isinstance(d, dict):
+            raise ValueError(f'arch is {type(d).__name__}; expected a mapping with keys {", ".join(_ARCH_KEYS)}')
+        if 'arch' in d and set(d) - {'arch'} <= {'name', 'description'}:
+            d = d['arch']  # tolerate a wrapping {'arch': {...}} as written by search runs
+            if not isinstance(d, dict):
+                raise ValueError(f"arch is {d!r}; expected a mapping with keys {', '.join(_ARCH_KEYS)}")
+        unknown = sorted(set(d) - set(_ARCH_KEYS))
+        if unknown:
+            raise ValueError(f'unknown arch keys {unknown}; expected {", ".join(_ARCH_KEYS)}')
+        for k in ('stem_chs', 'stages'):
+            if k not in d:
+                raise ValueError(f'arch is missing key {k!r}; expected {", ".join(_ARCH_KEYS)}')
+        if not isinstance(d['stages'], list):
+            raise ValueError(f"arch stages is {d['stages']!r}; expected a list of stage mappings")
+        stages = tuple(Stage.from_dict(s, f'arch stage {i}') for i, s in enumerate(d['stages']))
+        return cls(d['stem_chs'], stages, d.get('head_chs'))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> 'Arch':
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f'malformed arch JSON: {e}') from None
+        return cls.from_dict(data)
+
+    def to_yaml(self) -> str:
+        # flow style for op lists keeps one stage per line, the way FNA net_configs read
+        d = self.to_dict()
+        lines = [f'stem_chs: {d["stem_chs"]}', 'stages:']
+        for s in d['stages']:
+            ops = ', '.join(s['ops'])
+            lines.append(f'  - {{out_chs: {s["out_chs"]}, stride: {s["stride"]}, ops: [{ops}]}}')
+        lines.append(f'head_chs: {"null" if d["head_chs"] is None else d["head_chs"]}')
+        return '\n'.join(lines) + '\n'
+
+    @classmethod
+    def from_yaml(cls, text: str) -> 'Arch':
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f'malformed arch YAML: {e}') from None
+        return cls.from_dict(data)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the arch to `path` (.json, .yaml or .yml) atomically (temp file + rename)."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix == '.json':
+            text = self.to_json() + '\n'
+        elif suffix in ('.yaml', '.yml'):
+            text = self.to_yaml()
+        else:
+            raise ValueError(f"arch file {str(path)!r} has suffix {suffix!r}; expected '.json', '.yaml' or '.yml'")
+        atomic_write_text(path, text)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> 'Arch':
+        """Read an arch file (.json, .yaml/.yml, or .txt holding an FNA net_config string)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f'arch file {str(path)!r} does not exist')
+        text = path.read_text()
+        suffix = path.suffix.lower()
+        try:
+            if suffix == '.json':
+                return cls.from_json(text)
+            if suffix in ('.yaml', '.yml'):
+                return cls.from_yaml(text)
+            if suffix == '.txt':
+                return cls.from_fna_string(text)
+        except ValueError as e:
+            raise ValueError(f'{path}: {e}') from None
+        raise ValueError(f"arch file {str(path)!r} has suffix {suffix!r}; expected '.json', '.yaml', '.yml' or '.txt'")
+
+    # ---------------------------------------------------------------- FNA net_config strings
+    @classmethod
+    def from_fna_string(cls, text: str, head_chs: int | None = None) -> 'Arch':
+        """Parse an FNA `net_config` string: `[[C_in, C_out], [ops...], stride]` stages joined by '|'.
+
+        The stem width is the first stage's C_in. A final `[[C, H], ['conv_2d_1x1'], 1]` stage (as in
+        code-Jung's YOLOF configs) sets `head_chs=H`.
+
+        Args:
+            text: The net_config string (newlines and surrounding quotes are ignored).
+            head_chs: Head conv width when the string has no `conv_2d_1x1` stage.
+        """
+        parts = [p.strip() for p in str(text).strip().strip('\'"').split('|')]
+        if not parts or not parts[0]:
+            raise ValueError("empty FNA net_config string; expected stages like \"[[32, 16], ['k3_e1'], 1]|...\"")
+        stages: list[Stage] = []
+        stem_chs = None
+        prev_out = None
+        for i, part in enumerate(parts):
+            where = f'FNA net_config stage {i} {part!r}'
+            try:
+                item = ast.literal_eval(part)
+            except (ValueError, SyntaxError):
+                item = None
+            ok = (isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], (list, tuple))
+                  and len(item[0]) == 2 and isinstance(item[1], (list, tuple)) and all(isinstance(o, str) for o in item[1]))
+            if not ok:
+                raise ValueError(f"malformed {where}; expected [[C_in, C_out], ['op', ...], stride]")
+            (c_in, c_out), ops, stride = item
+            if prev_out is not None and c_in != prev_out:
+                raise ValueError(f'{where} has C_in {c_in}; expected {prev_out} (the previous stage C_out)')
+            if stem_chs is None:
+                stem_chs = c_in
+            if list(ops) == [HEAD_OP]:
+                if i != len(parts) - 1:
+                    raise ValueError(f"{where}: '{HEAD_OP}' is only allowed as the last stage")
+                head_chs = _check_positive_int(c_out, f'{where} head width')
+                break
+            try:
+                stages.append(Stage(c_out, stride, tuple(ops)))
+            except ValueError as e:
+                raise ValueError(f'{where}: {e}') from None
+            prev_out = c_out
+        return cls(_check_positive_int(stem_chs, 'FNA net_config stem width'), tuple(stages), head_chs)
+
+    def to_fna_string(self, multiline: bool = False) -> str:
+        """Format as an FNA `net_config` string (a `conv_2d_1x1` stage is appended when there is a head conv).
+
+        Args:
+            multiline: Put each stage on its own line, as FNA's retrain configs do.
+        """
+        parts = [repr([[self.stage_in_chs(i), s.out_chs], list(s.ops), s.stride]) for i, s in enumerate(self.stages)]
+        if self.head_chs is not None:
+            parts.append(repr([[self.out_chs, self.head_chs], [HEAD_OP], 1]))
+        return ('|\n' if multiline else '|').join(parts)
+
+    # ---------------------------------------------------------------- timm arch_def
+    def to_timm_arch_def(self) -> list[list[str]]:
+        """timm EfficientNet arch_def: one list per stage, one block string per layer (skips dropped)."""
+        arch_def = []
+        for stage in self.stages:
+            blocks = []
+            for li, op in enumerate(stage.layers):
+                stride = stage.stride if li == 0 else 1
+                exp = '' if op.block_type == 'ds' else f'_e{op.expansion}'
+                blocks.append(f'{op.block_type}_r1_k{op.kernel}_s{stride}{exp}_c{stage.out_chs}')
+            arch_def.append(blocks)
+        return arch_def
+
+    @classmethod
+    def from_timm_arch_def(
+            cls,
+            arch_def: Sequence[Sequence[str]],
+            stem_chs: int = 32,
+            head_chs: int | None = None,
+            slots: Sequence[int] | None = None,
+    ) -> 'Arch':
+        """Build from a timm arch_def (block types 'ds' and 'ir'; tokens r, k, s, e, c).
+
+        timm arch_defs carry no stem/head widths and no skip slots, so those are arguments.
+
+        Args:
+            arch_def: One list of block strings per stage, e.g. `[['ir_r2_k3_s2_e6_c24'], ...]`.
+            stem_chs: Stem conv width.
+            head_chs: Head conv width, or None.
+            slots: Layer slots per stage; stages with fewer layers are padded with 'skip'.
+        """
+        stages = []
+        for si, blocks in enumerate(arch_def):
+            if isinstance(blocks, str):
+                raise ValueError(f'timm arch_def stage {si} is the string {blocks!r}; expected a list of block strings')
+            ops: list[str] = []
+            stride = out_chs = None
+            for bi, block in enumerate(blocks):
+                b = _decode_timm_block(block)
+                if bi > 0 and b['s'] != 1:
+                    raise ValueError(f'timm block {block!r} in stage {si} has stride {b["s"]}; '
+                                     'only the first block string of a stage may have a stride other than 1')
+                if out_chs is not None and b['c'] != out_chs:
+                    raise ValueError(f'timm block {block!r} in stage {si} has c{b["c"]}; expected c{out_chs} '
+                                     '(one output width per stage)')
+                stride = b['s'] if stride is None else stride
+                out_chs = b['c']
+                ops.extend([f'k{b["k"]}_e{b["e"]}'] * b['r'])
+            if not ops:
+                raise ValueError(f'timm arch_def stage {si} is empty; expected at least one block string')
+            if slots is not None:
+                if si >= len(slots) or slots[si] < len(ops):
+                    raise ValueError(f'slots {list(slots)} has no room for the {len(ops)} layers of stage {si}')
+                ops.extend([SKIP] * (slots[si] - len(ops)))
+            stages.append(Stage(out_chs, stride, tuple(ops)))
+        return cls(stem_chs, tuple(stages), head_chs)
+
+
+def _decode_timm_block(block: str) -> dict[str, int]:
+    """Decode the subset of timm's block grammar an `Arch` can express."""
+    tokens = str(block).split('_')
+    if tokens[0] not in ('ds', 'ir'):
+        raise ValueError(f"timm block {block!r} has block type {tokens[0]!r}; expected 'ds' or 'ir'")
+    out: dict[str, int] = {'r': 1, 'k': 3, 's': 1, 'e': 1}
+    for tok in tokens[1:]:
+        m = re.match(r'^([rksec])(\d+)$', tok)
+        if not m:
+            raise ValueError(f'timm block {block!r} has unsupported token {tok!r}; expected r<n>, k<n>, s<n>, e<n>, c<n>')
+        out[m.group(1)] = int(m.group(2))
+    if 'c' not in out:
+        raise ValueError(f'timm block {block!r} has no output channels; expected a c<n> token')
+    if tokens[0] == 'ds' and out['e'] != 1:
+        raise ValueError(f"timm block {block!r} is 'ds' with expansion {out['e']}; expected e1")
+    if tokens[0] == 'ir' and out['e'] == 1:
+        # NOTE: a timm 'ir' block with e1 keeps its 1x1 expansion conv, an FNA 'k*_e1' op has none.
+        raise ValueError(f"timm block {block!r} is 'ir' with e1; write it as 'ds' (FNA e1 ops have no expansion conv)")
+    return out
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through a temp file in the same folder and a rename (no half-written files).
+
+    Args:
+        path: Destination file.
+        text: File content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_arch(spec: 'Arch | str | os.PathLike') -> Arch:
+    """Resolve an arch from an `Arch`, a file path, a registered arch/model name or an FNA net_config string.
+
+    Args:
+        spec: e.g. `'fna_retinanet_backbone'`, `'mobilenetv2_100'`, `'runs/search/arch.yaml'` or
+            `"[[32, 16], ['k3_e1'], 1]|..."`.
+    """
+    from .archs import get_arch, list_archs  # local: archs imports this module
+
+    if isinstance(spec, Arch):
+        return spec
+    text = str(spec).strip()
+    if text.startswith('['):
+        return Arch.from_fna_string(text)
+    if text in list_archs():
+        return get_arch(text)
+    path = Path(text)
+    if path.suffix or os.sep in text:
+        return Arch.load(path)
+    raise ValueError(f'unknown arch {text!r}; expected an arch file (.yaml/.json/.txt), an FNA net_config string '
+                     f'or one of {", ".join(list_archs())}')

@@ -1,0 +1,72 @@
+"""FNA detection backbones as timm models.
+
+* FNA: `Fast Neural Network Adaptation via Parameter Remapping and Architecture Search`, Fang et al.,
+  ICLR 2020 - https://arxiv.org/abs/2001.02525
+* FNA++: `FNA++: Fast Network Adaptation via Parameter Remapping and Architecture Search`, Fang et al.,
+  TPAMI - https://arxiv.org/abs/2006.12986
+* `Neural Architecture Adaptation for Object Detection by Searching Channel Dimensions and Mapping
+  Pre-trained Parameters`, Jung et al., ICPR 2022 - https://arxiv.org/abs/2206.08509
+
+The architectures are the published FNA RetinaNet and SSDLite backbones (data files in `fna_zoo/archs/`).
+Weights tagged `paramremap_in1k` are timm's ImageNet MobileNetV2 (`mobilenetv2_100.ra_in1k`, by Ross
+Wightman) remapped into the architecture by FNA parameter remapping when loaded: no ImageNet training of
+the derived network, no fine-tuning. Tags `coco_retrain` name weights a user retrained on COCO; they load
+with `pretrained_cfg_overlay=dict(file=...)`, `checkpoint_path=` or `local-dir:`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import generate_default_cfgs, register_model
+from timm.models.efficientnet import EfficientNet
+
+from ._builder import create_fna_model
+from .archs import get_arch
+
+__all__: list[str] = []  # models are reached through timm.create_model
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        'num_classes': 0, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'conv_stem', 'classifier': 'classifier',
+        'paper_ids': ('arXiv:2001.02525', 'arXiv:2006.12986', 'arXiv:2206.08509'),
+        'origin_url': 'https://github.com/JaminFong/FNA', 'license': 'apache-2.0',
+        **kwargs,
+    }
+
+
+_SEED = dict(
+    hf_hub_id='timm/mobilenetv2_100.ra_in1k',
+    description='ImageNet MobileNetV2 seed (timm mobilenetv2_100.ra_in1k) remapped into the FNA arch on load.',
+)
+_RETRAIN = dict(description='COCO-retrained weights you made: load with pretrained_cfg_overlay=dict(file=...).')
+
+default_cfgs = generate_default_cfgs({
+    'fna_retinanet_backbone.paramremap_in1k': _cfg(**_SEED),
+    'fna_retinanet_backbone.coco_retrain': _cfg(**_RETRAIN),
+    'fna_ssdlite_backbone.paramremap_in1k': _cfg(**_SEED),
+    'fna_ssdlite_backbone.coco_retrain': _cfg(**_RETRAIN),
+})
+
+
+def custom_pretrained_cfg() -> dict[str, Any]:
+    """Pretrained cfg of a model built from an unregistered arch; its weights (an overlay) are a 1000-class seed."""
+    return _cfg(architecture='fna_custom', num_classes=1000)
+
+
+@register_model
+def fna_retinanet_backbone(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
+    """FNA RetinaNet backbone (MobileNetV2 seed adapted by FNA search on COCO)."""
+    arch = get_arch('fna_retinanet_backbone')
+    return create_fna_model('fna_retinanet_backbone', arch, pretrained, **kwargs)
+
+
+@register_model
+def fna_ssdlite_backbone(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
+    """FNA SSDLite backbone (MobileNetV2 seed adapted by FNA search on COCO), with the 1x1 conv to 1280."""
+    arch = get_arch('fna_ssdlite_backbone')
+    return create_fna_model('fna_ssdlite_backbone', arch, pretrained, **kwargs)

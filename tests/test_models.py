@@ -1,0 +1,66 @@
+"""Every registered fna* model behaves like a timm model (parametrized over timm.list_models('fna*'))."""
+import pytest
+import timm
+import torch
+
+from fna_zoo import DETECTION_OUT_INDICES, count_arch, count_model, get_arch
+
+MODELS = timm.list_models('fna*')
+
+
+def test_registry():
+    assert MODELS == ['fna_retinanet_backbone', 'fna_ssdlite_backbone']
+    assert timm.list_models('fna*', pretrained=True) == [f'{m}.paramremap_in1k' for m in MODELS]
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_forward_backward(name):
+    model = timm.create_model(name, num_classes=7)
+    x = torch.randn(2, 3, 64, 96)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    feats = model.forward_features(x)
+    assert feats.shape[1] == model.num_features and feats.shape[-2:] == (2, 3)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_features_only(name):
+    model = timm.create_model(name, features_only=True, out_indices=DETECTION_OUT_INDICES).eval()
+    assert model.feature_info.channels() == [24, 32, 96, 320]
+    assert model.feature_info.reduction() == [4, 8, 16, 32]
+    outs = model(torch.randn(1, 3, 64, 128))
+    assert [o.shape[1] for o in outs] == model.feature_info.channels()
+    assert [64 // o.shape[2] for o in outs] == model.feature_info.reduction()
+    assert [128 // o.shape[3] for o in outs] == model.feature_info.reduction()
+    default = timm.create_model(name, features_only=True)
+    assert default.feature_info.reduction() == [2, 4, 8, 16, 32]
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_default_cfg(name):
+    model = timm.create_model(name)
+    cfg = model.pretrained_cfg
+    assert cfg['architecture'] == name and cfg['tag'] == 'paramremap_in1k'
+    assert cfg['hf_hub_id'] == 'timm/mobilenetv2_100.ra_in1k'
+    assert isinstance(model.get_submodule(cfg['first_conv']), torch.nn.Conv2d)
+    assert cfg['num_classes'] == model.num_classes == 0
+    c, h, w = cfg['input_size']
+    feats = model.forward_features(torch.randn(1, c, h, w))
+    assert tuple(feats.shape[-2:]) == cfg['pool_size']
+    with_head = timm.create_model(name, num_classes=10)
+    assert with_head.get_submodule(cfg['classifier']).out_features == 10
+    assert model.fna_arch is get_arch(name)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_analytic_count_matches_hooks(name):
+    model = timm.create_model(name, num_classes=1000)
+    assert count_model(model, (3, 320, 256)) == count_arch(get_arch(name), (320, 256), num_classes=1000)
+
+
+def test_pretrained_offline_without_file_fails_fast():
+    # HF_HUB_OFFLINE=1 (conftest/CI): hub weights are not reachable, timm raises instead of hanging
+    with pytest.raises(Exception, match='(?i)offline|cannot find|not found|local'):
+        timm.create_model('fna_retinanet_backbone', pretrained=True)
