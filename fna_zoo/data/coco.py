@@ -1,0 +1,119 @@
+"""COCO-format detection data: a dataset over `instances_*.json` + an image folder, and the COCO tree layout."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as F
+
+__all__ = ['CocoDetection', 'coco_split_paths', 'collate']
+
+_logger = logging.getLogger(__name__)
+
+
+def coco_split_paths(root: str | os.PathLike, split: str) -> tuple[Path, Path]:
+    """(annotation file, image folder) of a split in a COCO tree: `annotations/instances_{split}.json`, `{split}/`.
+
+    Args:
+        root: The COCO root folder.
+        split: e.g. 'train2017' or 'val2017'.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f'data folder {str(root)!r} does not exist; expected a COCO tree '
+                                '(annotations/instances_<split>.json, <split>/)')
+    return root / 'annotations' / f'instances_{split}.json', root / split
+
+
+def collate(batch: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
+    """Detection collate: lists of images and targets (images may differ in size)."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+class CocoDetection(Dataset):
+    """Images and boxes of a COCO-format annotation file.
+
+    Items are `(image, target)`: a float image (3, H, W) in [0, 1] and `{'boxes': (N, 4) xyxy float,
+    'labels': (N,) int64 in 0..num_classes-1, 'image_id': int}`. Labels index the sorted category ids
+    (`label_to_cat` maps them back for COCO evaluation). Crowd boxes are left out.
+
+    Args:
+        ann_file: COCO `instances_*.json`.
+        img_dir: Folder with the images (`file_name` of each image entry is relative to it).
+        transforms: torchvision.transforms.v2 transform applied to (uint8 image, target).
+        train: Keep only images with at least one usable box.
+    """
+
+    def __init__(self, ann_file: str | os.PathLike, img_dir: str | os.PathLike,
+                 transforms: Callable | None = None, train: bool = False) -> None:
+        self.ann_file, self.img_dir = Path(ann_file), Path(img_dir)
+        if not self.ann_file.is_file():
+            raise FileNotFoundError(f'annotation file {str(self.ann_file)!r} does not exist')
+        if not self.img_dir.is_dir():
+            raise FileNotFoundError(f'image folder {str(self.img_dir)!r} does not exist')
+        try:
+            data = json.loads(self.ann_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f'malformed annotation file {str(self.ann_file)!r}: {e}') from None
+        missing = [k for k in ('images', 'annotations', 'categories') if not isinstance(data, dict) or k not in data]
+        if missing:
+            raise ValueError(f'malformed annotation file {str(self.ann_file)!r}: missing {missing}; '
+                             'expected COCO keys images, annotations, categories')
+        if not data['images'] or not data['categories']:
+            raise ValueError(f'annotation file {str(self.ann_file)!r} has no images or no categories')
+        self.transforms = transforms
+        self.cat_ids = sorted(c['id'] for c in data['categories'])
+        self.cat_names = {c['id']: c.get('name', str(c['id'])) for c in data['categories']}
+        self.label_to_cat = dict(enumerate(self.cat_ids))
+        cat_to_label = {c: i for i, c in enumerate(self.cat_ids)}
+        self.images = {im['id']: im for im in data['images']}
+        self.boxes: dict[int, list[tuple[list[float], int]]] = {i: [] for i in self.images}
+        for a in data['annotations']:
+            if a.get('iscrowd', 0) or a['image_id'] not in self.boxes:
+                continue
+            x, y, w, h = a['bbox']
+            if w > 1 and h > 1:
+                self.boxes[a['image_id']].append(([x, y, x + w, y + h], cat_to_label[a['category_id']]))
+        self.ids = sorted(i for i in self.images if not train or self.boxes[i])
+        if not self.ids:
+            raise ValueError(f'annotation file {str(self.ann_file)!r} has no images with boxes to train on')
+        absent = [self.images[i]['file_name'] for i in self.ids[:100000]
+                  if not (self.img_dir / self.images[i]['file_name']).is_file()]
+        if absent:
+            raise FileNotFoundError(f'{len(absent)} images of {str(self.ann_file)!r} are missing from '
+                                    f'{str(self.img_dir)!r}, e.g. {absent[0]!r}')
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.cat_ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        image_id = self.ids[index]
+        path = self.img_dir / self.images[image_id]['file_name']
+        try:
+            with Image.open(path) as im:
+                image = tv_tensors.Image(F.pil_to_tensor(im.convert('RGB')))
+        except FileNotFoundError:
+            raise FileNotFoundError(f'image {str(path)!r} (image id {image_id}) does not exist') from None
+        entries = self.boxes[image_id]
+        boxes = torch.tensor([b for b, _ in entries], dtype=torch.float32).reshape(-1, 4)
+        target = {
+            'boxes': tv_tensors.BoundingBoxes(boxes, format='XYXY', canvas_size=tuple(image.shape[-2:])),
+            'labels': torch.tensor([lab for _, lab in entries], dtype=torch.int64),
+            'image_id': image_id,
+        }
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        target['boxes'] = target['boxes'].as_subclass(torch.Tensor)
+        return F.to_dtype(image, torch.float32, scale=True).as_subclass(torch.Tensor), target

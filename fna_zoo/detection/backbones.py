@@ -1,0 +1,181 @@
+"""Backbones for torchvision detectors from any timm model or FNA `Arch`.
+
+Detector settings follow FNA (Fang et al., ICLR 2020 - https://arxiv.org/abs/2001.02525): RetinaNet takes
+the stride 8/16/32 stage ends into an FPN; SSDLite taps the stride-16 expansion of the first layer of the
+stride-32 stage (576 channels for MobileNetV2-like archs) and the 1x1-conv-to-1280 output, then adds
+depthwise-separable extra layers.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from functools import partial
+from typing import Any, Callable, Mapping
+
+import timm
+import torch
+from torch import nn
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
+
+from ..arch import Arch, load_arch
+from ..archs import list_archs
+from .._builder import build_backbone
+
+__all__ = ['SeedSpec', 'load_seed_state_dict', 'create_backbone', 'FPNBackbone', 'SSDLiteBackbone']
+
+_logger = logging.getLogger(__name__)
+
+SeedSpec = str | os.PathLike | Mapping[str, torch.Tensor] | None
+
+
+def load_seed_state_dict(seed: SeedSpec, seed_model: str = 'mobilenetv2_100') -> Mapping[str, torch.Tensor] | str | None:
+    """Resolve seed weights: None (random init), 'timm' (timm's hub weights of `seed_model`), a file or a state dict.
+
+    Args:
+        seed: The seed spec.
+        seed_model: timm model whose hub weights 'timm' means.
+    """
+    if seed is None or isinstance(seed, Mapping):
+        return seed
+    if str(seed) == 'timm':
+        _logger.info('loading seed weights of %s through timm', seed_model)
+        return timm.create_model(seed_model, pretrained=True).state_dict()
+    if not os.path.isfile(seed):
+        raise FileNotFoundError(f"seed weights file {str(seed)!r} does not exist; expected a .pth/.safetensors file, "
+                                "'timm' or null")
+    return str(seed)
+
+
+def _is_arch(spec: Any) -> bool:
+    return isinstance(spec, Arch) or str(spec) in list_archs() or str(spec).lstrip().startswith('[') \
+        or str(spec).endswith(('.yaml', '.yml', '.json', '.txt'))
+
+
+def create_backbone(spec: Arch | str | os.PathLike, seed: SeedSpec = None, **timm_kwargs: Any) -> nn.Module:
+    """A timm model from an FNA arch (with seed remapping) or from any timm model name (with its own weights).
+
+    Args:
+        spec: An `Arch`, arch file, registered arch name or FNA string; or a timm model name ('efficientnet_b0').
+        seed: Seed weights (see `load_seed_state_dict`); for a plain timm model, 'timm' or a weights file.
+        **timm_kwargs: features_only, out_indices, ...
+    """
+    if _is_arch(spec):
+        return build_backbone(load_arch(spec), load_seed_state_dict(seed), **timm_kwargs)
+    name = str(spec)
+    if name not in timm.list_models():
+        raise ValueError(f'unknown backbone {name!r}; expected an FNA arch ({", ".join(list_archs())}, an arch file '
+                         'or an FNA net_config string) or a timm model name')
+    if seed is None:
+        return timm.create_model(name, **timm_kwargs)
+    if str(seed) == 'timm':
+        return timm.create_model(name, pretrained=True, **timm_kwargs)
+    if isinstance(seed, Mapping):
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=dict(seed)), **timm_kwargs)
+    load_seed_state_dict(seed)  # existence check with a clear message
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(seed)), **timm_kwargs)
+
+
+class FPNBackbone(nn.Module):
+    """timm feature extractor + FPN (P3-P5 from C3-C5, P6 from C5, P7 from P6), as FNA's RetinaNet neck.
+
+    Args:
+        body: A timm `features_only` model returning the stride 8/16/32 maps.
+        out_channels: FPN width.
+    """
+
+    def __init__(self, body: nn.Module, out_channels: int = 256) -> None:
+        super().__init__()
+        self.body = body
+        chs = body.feature_info.channels()
+        # NOTE: LastLevelP6P7 takes P6 from C5 when C5's width differs from the FPN's (320 != 256), which is
+        # FNA's add_extra_convs on the input; the paper's parameter count (11.49M) confirms it.
+        self.fpn = FeaturePyramidNetwork(chs, out_channels, extra_blocks=LastLevelP6P7(chs[-1], out_channels))
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> 'OrderedDict[str, torch.Tensor]':
+        feats = self.body(x)
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+
+
+def _extra_block(in_chs: int, out_chs: int, norm_layer: Callable[..., nn.Module]) -> nn.Sequential:
+    """1x1 conv to out/2, depthwise 3x3 stride 2, 1x1 conv to out; each with BN + ReLU6 (FNA/torchvision SSDLite)."""
+    mid = out_chs // 2
+    return nn.Sequential(
+        nn.Conv2d(in_chs, mid, 1, bias=False), norm_layer(mid), nn.ReLU6(inplace=True),
+        nn.Conv2d(mid, mid, 3, stride=2, padding=1, groups=mid, bias=False), norm_layer(mid), nn.ReLU6(inplace=True),
+        nn.Conv2d(mid, out_chs, 1, bias=False), norm_layer(out_chs), nn.ReLU6(inplace=True),
+    )
+
+
+class SSDLiteBackbone(nn.Module):
+    """SSDLite features from a timm EfficientNet-family model (stem, IR stages, 1x1 head conv).
+
+    Outputs: the expansion (after its BN + act) of the first layer of the stage that goes from stride 16 to
+    32, the head-conv output, then one map per extra block (widths `extra_chs`).
+
+    Args:
+        body: A timm EfficientNet / MobileNetV2-style model with `conv_head` (features_only=False).
+        extra_chs: Output widths of the extra blocks (FNA/SSDLite: 512, 256, 256, 128).
+        norm_layer: Norm for the extra blocks.
+    """
+
+    def __init__(self, body: nn.Module, extra_chs: tuple[int, ...] = (512, 256, 256, 128),
+                 norm_layer: Callable[..., nn.Module] = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03)) -> None:
+        super().__init__()
+        if not hasattr(body, 'blocks') or not isinstance(getattr(body, 'conv_head', None), nn.Conv2d):
+            raise ValueError(f'SSDLite needs a timm EfficientNet-family model with a 1x1 head conv; got '
+                             f'{type(body).__name__} (an FNA arch needs head_chs, e.g. 1280)')
+        self.body = body
+        self.tap = self._find_tap(body)
+        tap_block = body.blocks[self.tap][0]
+        head_chs = body.conv_head.out_channels
+        self.extras = nn.ModuleList()
+        prev = head_chs
+        for c in extra_chs:
+            self.extras.append(_extra_block(prev, c, norm_layer))
+            prev = c
+        for m in self.extras.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.03)  # NOTE: FNA/torchvision SSDLite init for new layers
+        self.out_channels = [tap_block.conv_pw.out_channels, head_chs, *extra_chs]
+
+    @staticmethod
+    def _find_tap(body: nn.Module) -> int:
+        """Index of the stage whose first layer takes stride 16 to 32."""
+        stride = body.conv_stem.stride[0]
+        for si, stage in enumerate(body.blocks):
+            first = stage[0]
+            s = first.conv_dw.stride[0]
+            if stride == 16 and s == 2:
+                if not hasattr(first, 'conv_pwl'):
+                    raise ValueError(f'the first layer of stage {si} has no expansion conv (an e1 op); SSDLite taps '
+                                     'its expansion, expected an e3/e6 op there')
+                return si
+            stride *= s
+        raise ValueError('backbone has no stride-16 to stride-32 stage for the SSDLite tap; expected output stride 32')
+
+    def forward(self, x: torch.Tensor) -> 'OrderedDict[str, torch.Tensor]':
+        m = self.body
+        x = m.bn1(m.conv_stem(x))
+        feats = []
+        for si, stage in enumerate(m.blocks):
+            if si != self.tap:
+                x = stage(x)
+                continue
+            first = stage[0]
+            # the tap layer, unrolled (timm InvertedResidual.forward) to expose its expansion output
+            shortcut = x
+            x = first.bn1(first.conv_pw(x))
+            feats.append(x)
+            x = first.bn3(first.conv_pwl(first.se(first.aa(first.bn2(first.conv_dw(x))))))
+            if first.has_skip:
+                x = first.drop_path(x) + shortcut
+            for block in stage[1:]:
+                x = block(x)
+        x = m.bn2(m.conv_head(x))
+        feats.append(x)
+        for extra in self.extras:
+            x = extra(x)
+            feats.append(x)
+        return OrderedDict((str(i), f) for i, f in enumerate(feats))

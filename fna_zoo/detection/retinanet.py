@@ -1,0 +1,69 @@
+"""RetinaNet with FPN on any timm / FNA backbone, with FNA's settings as defaults.
+
+RetinaNet: Lin et al., `Focal Loss for Dense Object Detection` - https://arxiv.org/abs/1708.02002.
+Settings of FNA (Fang et al., ICLR 2020 - https://arxiv.org/abs/2001.02525, `fna_retinanet_fpn_retrain.py`):
+FPN on strides 8/16/32 with P6 from C5 and P7 (5 levels), 4-conv heads, 9 anchors per location
+(octave scale 4, 3 scales, ratios 0.5/1/2), focal loss (gamma 2, alpha 0.25), smooth-L1 (beta 1/9),
+test score 0.05, NMS 0.5, 100 detections per image. Built on torchvision's RetinaNet (no compiled extras).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead, _default_anchorgen
+
+from ..arch import Arch
+from .backbones import FPNBackbone, SeedSpec, create_backbone
+
+__all__ = ['build_retinanet']
+
+
+def build_retinanet(
+        backbone: Arch | str | os.PathLike = 'fna_retinanet_backbone',
+        *,
+        num_classes: int = 80,
+        seed_weights: SeedSpec = None,
+        head_width: int = 256,
+        min_size: int = 800,
+        max_size: int = 1333,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        topk_candidates: int = 1000,
+        out_indices: tuple[int, ...] = (2, 3, 4),
+        **kwargs: Any,
+) -> RetinaNet:
+    """Build a torchvision RetinaNet around an FNA arch or a timm model.
+
+    Example::
+
+        model = build_retinanet('fna_retinanet_backbone', seed_weights='mobilenetv2_100.pth', num_classes=80)
+        model.eval(); detections = model([image])  # image: float tensor (3, H, W) in [0, 1]
+
+    Args:
+        backbone: An FNA arch (name, file, FNA string or `Arch`) or a timm model name.
+        num_classes: Object classes (sigmoid outputs, no background class); labels are 0..num_classes-1.
+        seed_weights: Seed weights remapped into the backbone: None, 'timm', a file or a state dict.
+        head_width: FPN and head width (256 in the paper).
+        min_size: Shorter image side after resizing (keeps the aspect ratio).
+        max_size: Cap on the longer side.
+        score_thresh: Test score threshold.
+        nms_thresh: Test NMS IoU threshold.
+        detections_per_img: Detections kept per image.
+        topk_candidates: Candidates per level before NMS.
+        out_indices: timm feature indices for C3-C5 (strides 8/16/32).
+        **kwargs: Passed to torchvision `RetinaNet`.
+    """
+    body = create_backbone(backbone, seed_weights, features_only=True, out_indices=out_indices)
+    neck = FPNBackbone(body, head_width)
+    anchors = _default_anchorgen()
+    head = RetinaNetHead(head_width, anchors.num_anchors_per_location()[0], num_classes)
+    head.regression_head._loss_type = 'smooth_l1'  # NOTE: torchvision uses beta=1/9 for it, FNA's 0.11
+    return RetinaNet(
+        neck, num_classes, min_size=min_size, max_size=max_size,
+        image_mean=list(IMAGENET_DEFAULT_MEAN), image_std=list(IMAGENET_DEFAULT_STD),
+        anchor_generator=anchors, head=head, score_thresh=score_thresh, nms_thresh=nms_thresh,
+        detections_per_img=detections_per_img, topk_candidates=topk_candidates, **kwargs,
+    )

@@ -1,0 +1,78 @@
+"""SSDLite on any timm EfficientNet-family / FNA backbone, with FNA's settings as defaults.
+
+SSDLite: Sandler et al., `MobileNetV2: Inverted Residuals and Linear Bottlenecks` - https://arxiv.org/abs/1801.04381.
+Settings of FNA (Fang et al., ICLR 2020 - https://arxiv.org/abs/2001.02525, `fna_ssdlite_retrain.py`):
+320x320 input; features: the 576-channel stride-16 expansion of the 96->160 stage's first layer, the
+1x1-conv-to-1280 output and four depthwise-separable extra layers (512, 256, 256, 128); SSDLite heads
+(depthwise 3x3 + BN + ReLU6, then 1x1) with 4/6/6/6/4/4 anchors per location, box sizes from 0.2 to 0.95;
+softmax over classes + background; test score 0.02, NMS 0.6, 200 detections per image.
+"""
+from __future__ import annotations
+
+import os
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+from torchvision.models.detection.ssd import SSD
+from torchvision.models.detection.ssdlite import SSDLiteHead
+
+from ..arch import Arch
+from .backbones import SeedSpec, SSDLiteBackbone, create_backbone
+
+__all__ = ['SSDLite', 'build_ssdlite']
+
+
+class SSDLite(SSD):
+    """torchvision SSD whose labels are 0..num_classes-1 like RetinaNet's (background is handled inside)."""
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
+        if targets is not None:
+            targets = [{**t, 'labels': t['labels'] + 1} for t in targets]  # torchvision SSD: 0 is background
+        out = super().forward(images, targets)
+        if self.training or torch.jit.is_scripting():
+            return out
+        return [{**d, 'labels': d['labels'] - 1} for d in out]
+
+
+def build_ssdlite(
+        backbone: Arch | str | os.PathLike = 'fna_ssdlite_backbone',
+        *,
+        num_classes: int = 80,
+        seed_weights: SeedSpec = None,
+        image_size: int = 320,
+        extra_chs: tuple[int, ...] = (512, 256, 256, 128),
+        score_thresh: float = 0.02,
+        nms_thresh: float = 0.6,
+        detections_per_img: int = 200,
+        topk_candidates: int = 400,
+        **kwargs: Any,
+) -> SSDLite:
+    """Build an SSDLite detector around an FNA arch (with a head conv) or a timm EfficientNet-family model.
+
+    Args:
+        backbone: An FNA arch (name, file, FNA string or `Arch`) or a timm model name.
+        num_classes: Object classes, labels 0..num_classes-1 (the head has num_classes + 1 outputs).
+        seed_weights: Seed weights remapped into the backbone: None, 'timm', a file or a state dict.
+        image_size: Square input size.
+        extra_chs: Widths of the extra layers.
+        score_thresh: Test score threshold.
+        nms_thresh: Test NMS IoU threshold.
+        detections_per_img: Detections kept per image.
+        topk_candidates: Candidates per class before NMS.
+        **kwargs: Passed to torchvision `SSD`.
+    """
+    body = create_backbone(backbone, seed_weights)
+    norm_layer = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03)  # NOTE: FNA SSDLite: BN eps 1e-3
+    features = SSDLiteBackbone(body, extra_chs, norm_layer)
+    anchors = DefaultBoxGenerator([[2]] + [[2, 3]] * 3 + [[2]] * 2, min_ratio=0.2, max_ratio=0.95)
+    head = SSDLiteHead(features.out_channels, anchors.num_anchors_per_location(), num_classes + 1, norm_layer)
+    return SSDLite(
+        features, anchors, (image_size, image_size), num_classes + 1,
+        image_mean=list(IMAGENET_DEFAULT_MEAN), image_std=list(IMAGENET_DEFAULT_STD), head=head,
+        score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img,
+        topk_candidates=topk_candidates, **kwargs,
+    )

@@ -1,0 +1,7 @@
+"""Training and evaluation engine: configs, checkpoints, DDP, retraining, COCO evaluation."""
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import DEFAULTS, load_config
+from .evaluate import coco_evaluate, evaluate
+from .train import retrain
+
+__all__ = ['DEFAULTS', 'load_config', 'load_checkpoint', 'save_checkpoint', 'coco_evaluate', 'evaluate', 'retrain']

@@ -1,0 +1,94 @@
+"""Command lines of `search/retrain.py` and `search/test.py` (the scripts are thin wrappers)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .checkpoint import load_checkpoint
+from .config import load_config
+from .distributed import cleanup, init_distributed
+from .evaluate import STAT_NAMES, evaluate
+from .train import build_datasets, build_model, data_root, retrain
+
+__all__ = ['retrain_main', 'test_main', 'format_stats']
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--config', help='YAML config (see configs/)')
+    p.add_argument('--data_path', '--data-path', help='COCO tree root (annotations/instances_<split>.json, <split>/); '
+                   'default: the built-in synthetic set')
+    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='config overrides, e.g. train.lr=0.01')
+
+
+def _setup_logging() -> None:
+    rank = int(os.environ.get('RANK', '0'))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format='%(asctime)s %(levelname)s %(name)s: %(message)s', stream=sys.stderr)
+
+
+def format_stats(stats: dict[str, float]) -> str:
+    """One line of COCO bbox metrics in percent, e.g. 'AP 31.2 | AP50 ...'."""
+    return ' | '.join(f'{k} {100 * stats[k]:.1f}' for k in STAT_NAMES)
+
+
+def retrain_main(argv: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description='Retrain a detector on a derived FNA backbone (seed weights remapped in).')
+    _common(p)
+    p.add_argument('--arch', help='searched architecture file (.yaml/.json/.txt) for the backbone')
+    p.add_argument('--output', help='run folder (default: config output)')
+    p.add_argument('--resume', action='store_true', help='continue from <output>/last.pth')
+    args = p.parse_args(argv)
+    _setup_logging()
+    overrides = list(args.set)
+    if args.arch:
+        overrides.append(f'model.backbone={args.arch}')
+    if args.data_path:
+        overrides.append(f'data.path={args.data_path}')
+    if args.output:
+        overrides.append(f'output={args.output}')
+    cfg = load_config(args.config, overrides)
+    try:
+        result = retrain(cfg, resume=args.resume)
+    finally:
+        cleanup()
+    if int(os.environ.get('RANK', '0')) == 0:
+        print(f"run folder: {cfg['output']}  (steps: {result['step']})")
+        if 'AP' in result:
+            print(f'val bbox: {format_stats(result)}')
+    return result
+
+
+def test_main(argv: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description='Evaluate a retrained detector with COCO bbox metrics.')
+    _common(p)
+    p.add_argument('--checkpoint', required=True, help='final.pth or last.pth of a retrain run')
+    p.add_argument('--out', help='detections json (default: detections_<split>.json beside the checkpoint)')
+    p.add_argument('--backend', default='auto', choices=['auto', 'pycocotools', 'faster_coco_eval'])
+    args = p.parse_args(argv)
+    _setup_logging()
+    state = load_checkpoint(args.checkpoint)
+    overrides = list(args.set) + ([f'data.path={args.data_path}'] if args.data_path else [])
+    cfg = load_config(args.config, overrides) if args.config else state['config']
+    if not args.config:
+        from .config import apply_overrides
+        apply_overrides(cfg, overrides)
+    cfg['model'] = state['config']['model']  # the model is the checkpoint's, whatever the config says
+    cfg['detector'] = state['config']['detector']
+    dist_info = init_distributed(cfg['device'])
+    try:
+        _, val = build_datasets(cfg, data_root(cfg, dist_info), train=False)
+        model = build_model(cfg, state['num_classes'], with_seed=False)
+        model.load_state_dict(state['model'])
+        model.to(dist_info.device)
+        out = Path(args.out or Path(args.checkpoint).with_name(f"detections_{cfg['data']['val_split']}.json"))
+        stats = evaluate(model, val, out, cfg['eval']['batch_size'], dist_info, cfg['data']['workers'], args.backend)
+    finally:
+        cleanup()
+    if dist_info.is_main:
+        print(f'detections: {out}')
+        print(f"{cfg['data']['val_split']} bbox: {format_stats(stats)}")
+    return stats

@@ -1,0 +1,84 @@
+"""Detectors: the paper's whole-detector counts, forward/loss on FNA and plain timm backbones, errors."""
+import pytest
+import torch
+
+from fna_zoo import count_model
+from fna_zoo.detection import DetectorCore, build_detector, build_retinanet, build_ssdlite
+
+
+@pytest.mark.parametrize('builder, backbone, size, gmadds, mparams', [
+    # FNA paper table (method.md section 6): whole detectors, 80 classes
+    (build_retinanet, 'mobilenetv2_100', (800, 1088), 133.05, 11.49),
+    (build_retinanet, 'fna_retinanet_backbone', (800, 1088), 133.03, 11.73),
+    (build_ssdlite, 'mobilenetv2_100', (320, 320), 0.81, 4.32),
+    (build_ssdlite, 'fna_ssdlite_backbone', (320, 320), 0.88, 4.63),
+])
+def test_paper_detector_counts(builder, backbone, size, gmadds, mparams):
+    c = count_model(DetectorCore(builder(backbone, num_classes=80)), (3, *size))
+    assert round(c.gmadds, 2) == gmadds and round(c.mparams, 2) == mparams
+
+
+def _targets(n: int, num_classes: int) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        xy = torch.rand(3, 2, generator=g) * 60
+        wh = 20 + torch.rand(3, 2, generator=g) * 40
+        out.append({'boxes': torch.cat([xy, xy + wh], 1), 'labels': torch.randint(0, num_classes, (3,), generator=g)})
+    return out
+
+
+@pytest.mark.parametrize('name, backbone, kwargs', [
+    ('retinanet', 'fna_retinanet_backbone', dict(min_size=128, max_size=128, head_width=32)),
+    ('retinanet', 'efficientnet_b0', dict(min_size=128, max_size=128, head_width=32)),
+    ('ssdlite', 'fna_ssdlite_backbone', dict(image_size=128)),
+    ('ssdlite', 'efficientnet_b0', dict(image_size=128)),
+])
+def test_train_and_eval_forward(name, backbone, kwargs):
+    torch.manual_seed(0)
+    model = build_detector(name, backbone=backbone, num_classes=5, score_thresh=0.0, **kwargs)
+    images = [torch.rand(3, 128, 128), torch.rand(3, 96, 128)]
+    losses = model(images, _targets(2, 5))
+    assert set(losses) == {'classification', 'bbox_regression'}
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        dets = model(images)
+    assert len(dets) == 2 and len(dets[0]['boxes']) > 0
+    assert dets[0]['labels'].min() >= 0 and dets[0]['labels'].max() < 5  # labels 0..C-1 for both detectors
+    assert (dets[1]['boxes'][:, 2] <= 128 + 1e-3).all() and (dets[1]['boxes'][:, 3] <= 96 + 1e-3).all()
+
+
+def test_ssdlite_taps_fna_features():
+    model = build_ssdlite('fna_ssdlite_backbone').eval()
+    assert model.backbone.out_channels == [576, 1280, 512, 256, 256, 128]
+    feats = model.backbone(torch.zeros(1, 3, 320, 320))
+    assert [f.shape[1] for f in feats.values()] == model.backbone.out_channels
+    assert [f.shape[-1] for f in feats.values()] == [20, 10, 5, 3, 2, 1]
+
+
+def test_retinanet_fpn_levels():
+    model = build_retinanet('fna_retinanet_backbone')
+    assert model.backbone.body.feature_info.channels() == [32, 96, 320]
+    feats = model.backbone(torch.zeros(1, 3, 800, 1088))
+    assert [tuple(f.shape[-2:]) for f in feats.values()] == [(100, 136), (50, 68), (25, 34), (13, 17), (7, 9)]
+    assert all(f.shape[1] == 256 for f in feats.values())
+
+
+def test_seed_weights_reach_the_backbone(seed_file, seed_state_dict):
+    model = build_retinanet('fna_retinanet_backbone', seed_weights=seed_file)
+    body = model.backbone.body
+    assert torch.equal(body.conv_stem.weight, seed_state_dict['conv_stem.weight'])
+    assert torch.equal(body.blocks[2][0].conv_dw.weight[:, :, 2:5, 2:5], seed_state_dict['blocks.2.0.conv_dw.weight'])
+
+
+def test_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown detector 'yolo'; expected one of retinanet, ssdlite"):
+        build_detector('yolo')
+    with pytest.raises(ValueError, match="unknown backbone 'resnet_nope'"):
+        build_retinanet('resnet_nope')
+    with pytest.raises(ValueError, match='SSDLite needs a timm EfficientNet-family model with a 1x1 head conv'):
+        build_ssdlite('fna_retinanet_backbone')  # the RetinaNet arch has no 1280 head conv
+    with pytest.raises(FileNotFoundError, match="seed weights file '.*nope.pth' does not exist"):
+        build_retinanet('fna_retinanet_backbone', seed_weights=str(tmp_path / 'nope.pth'))
