@@ -35,7 +35,7 @@ from typing import Any, Iterator, Sequence
 
 import yaml
 
-__all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'load_arch', 'atomic_write_text']
+__all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'is_arch_spec', 'load_arch', 'atomic_write_text']
 
 SKIP = 'skip'
 HEAD_OP = 'conv_2d_1x1'  # FNA / code-Jung spelling of the final 1x1 conv stage (e.g. 320 -> 1280)
@@ -442,6 +442,24 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+_ARCH_SUFFIXES = ('.json', '.yaml', '.yml', '.txt')
+
+
+def is_arch_spec(spec: object) -> bool:
+    """Whether `load_arch` reads `spec` as an architecture (an `Arch`, a registered arch name, an FNA
+    net_config string or an arch file name), as opposed to, e.g., a timm model name.
+
+    Args:
+        spec: The candidate.
+    """
+    from .archs import list_archs  # local: archs imports this module
+
+    if isinstance(spec, Arch):
+        return True
+    text = str(spec).strip()
+    return text.startswith('[') or text in list_archs() or Path(text).suffix.lower() in _ARCH_SUFFIXES
+
+
 def load_arch(spec: 'Arch | str | os.PathLike') -> Arch:
     """Resolve an arch from an `Arch`, a file path, a registered arch/model name or an FNA net_config string.
 
@@ -458,8 +476,7 @@ def load_arch(spec: 'Arch | str | os.PathLike') -> Arch:
         return Arch.from_fna_string(text)
     if text in list_archs():
         return get_arch(text)
-    path = Path(text)
-    if path.suffix or os.sep in text:
-        return Arch.load(path)
+    if Path(text).suffix or os.sep in text:
+        return Arch.load(text)
     raise ValueError(f'unknown arch {text!r}; expected an arch file (.yaml/.json/.txt), an FNA net_config string '
                      f'or one of {", ".join(list_archs())}')

@@ -1,5 +1,5 @@
 """Detectors (torchvision RetinaNet + FPN and SSDLite) around FNA / timm backbones, with FNA's settings."""
-from .backbones import FPNBackbone, SSDLiteBackbone, create_backbone, load_seed_state_dict
+from .backbones import FPNBackbone, SSDLiteBackbone, create_backbone, resolve_seed
 from .core import DetectorCore
 from .retinanet import build_retinanet
 from .ssdlite import SSDLite, build_ssdlite
@@ -20,4 +20,4 @@ def build_detector(name: str, **kwargs):
 
 
 __all__ = ['DETECTORS', 'build_detector', 'build_retinanet', 'build_ssdlite', 'SSDLite', 'DetectorCore',
-           'FPNBackbone', 'SSDLiteBackbone', 'create_backbone', 'load_seed_state_dict']
+           'FPNBackbone', 'SSDLiteBackbone', 'create_backbone', 'resolve_seed']

@@ -18,19 +18,20 @@ import torch
 from torch import nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
-from ..arch import Arch, load_arch
+from ..arch import Arch, is_arch_spec, load_arch
 from ..archs import list_archs
 from .._builder import build_backbone
 
-__all__ = ['SeedSpec', 'load_seed_state_dict', 'create_backbone', 'FPNBackbone', 'SSDLiteBackbone']
+__all__ = ['SeedSpec', 'resolve_seed', 'create_backbone', 'FPNBackbone', 'SSDLiteBackbone']
 
 _logger = logging.getLogger(__name__)
 
 SeedSpec = str | os.PathLike | Mapping[str, torch.Tensor] | None
 
 
-def load_seed_state_dict(seed: SeedSpec, seed_model: str = 'mobilenetv2_100') -> Mapping[str, torch.Tensor] | str | None:
-    """Resolve seed weights: None (random init), 'timm' (timm's hub weights of `seed_model`), a file or a state dict.
+def resolve_seed(seed: SeedSpec, seed_model: str = 'mobilenetv2_100') -> Mapping[str, torch.Tensor] | str | None:
+    """Seed weights as `build_backbone` takes them: None, a state dict ('timm': the hub weights of
+    `seed_model`, loaded through timm) or the path of an existing weights file.
 
     Args:
         seed: The seed spec.
@@ -47,21 +48,16 @@ def load_seed_state_dict(seed: SeedSpec, seed_model: str = 'mobilenetv2_100') ->
     return str(seed)
 
 
-def _is_arch(spec: Any) -> bool:
-    return isinstance(spec, Arch) or str(spec) in list_archs() or str(spec).lstrip().startswith('[') \
-        or str(spec).endswith(('.yaml', '.yml', '.json', '.txt'))
-
-
 def create_backbone(spec: Arch | str | os.PathLike, seed: SeedSpec = None, **timm_kwargs: Any) -> nn.Module:
     """A timm model from an FNA arch (with seed remapping) or from any timm model name (with its own weights).
 
     Args:
         spec: An `Arch`, arch file, registered arch name or FNA string; or a timm model name ('efficientnet_b0').
-        seed: Seed weights (see `load_seed_state_dict`); for a plain timm model, 'timm' or a weights file.
+        seed: Seed weights (see `resolve_seed`); for a plain timm model, 'timm' or a weights file.
         **timm_kwargs: features_only, out_indices, ...
     """
-    if _is_arch(spec):
-        return build_backbone(load_arch(spec), load_seed_state_dict(seed), **timm_kwargs)
+    if is_arch_spec(spec):
+        return build_backbone(load_arch(spec), resolve_seed(seed), **timm_kwargs)
     name = str(spec)
     if name not in timm.list_models():
         raise ValueError(f'unknown backbone {name!r}; expected an FNA arch ({", ".join(list_archs())}, an arch file '
@@ -72,7 +68,7 @@ def create_backbone(spec: Arch | str | os.PathLike, seed: SeedSpec = None, **tim
         return timm.create_model(name, pretrained=True, **timm_kwargs)
     if isinstance(seed, Mapping):
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=dict(seed)), **timm_kwargs)
-    load_seed_state_dict(seed)  # existence check with a clear message
+    resolve_seed(seed)  # existence check with a clear message
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(seed)), **timm_kwargs)
 
 

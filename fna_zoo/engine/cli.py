@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .checkpoint import load_checkpoint
-from .config import load_config
+from .config import apply_overrides, load_config
 from .distributed import cleanup, init_distributed
 from .evaluate import STAT_NAMES, evaluate
 from .train import build_datasets, build_model, data_root, retrain
@@ -72,10 +73,7 @@ def test_main(argv: Sequence[str] | None = None) -> dict:
     _setup_logging()
     state = load_checkpoint(args.checkpoint)
     overrides = list(args.set) + ([f'data.path={args.data_path}'] if args.data_path else [])
-    cfg = load_config(args.config, overrides) if args.config else state['config']
-    if not args.config:
-        from .config import apply_overrides
-        apply_overrides(cfg, overrides)
+    cfg = load_config(args.config, overrides) if args.config else apply_overrides(copy.deepcopy(state['config']), overrides)
     cfg['model'] = state['config']['model']  # the model is the checkpoint's, whatever the config says
     cfg['detector'] = state['config']['detector']
     dist_info = init_distributed(cfg['device'])

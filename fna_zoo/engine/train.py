@@ -23,10 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
-from ..arch import atomic_write_text, load_arch
+from ..arch import atomic_write_text, is_arch_spec, load_arch
 from ..data import CocoDetection, coco_split_paths, collate, make_synthetic_coco, train_transforms
 from ..detection import DETECTORS
-from ..detection.backbones import _is_arch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import model_kwargs
 from .distributed import DistInfo, barrier, init_distributed
@@ -151,7 +150,7 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / 'config.yaml', yaml.safe_dump(cfg, sort_keys=False))
         backbone = cfg['model']['backbone']
-        if backbone is not None and _is_arch(backbone):
+        if backbone is not None and is_arch_spec(backbone):
             load_arch(backbone).save(out / 'arch.yaml')
     ddp = DistributedDataParallel(model) if dist_info.distributed else model
 
