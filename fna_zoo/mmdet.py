@@ -11,6 +11,7 @@ values and `HistoryBuffer`s next to the tensors. mmdet is an optional extra: `sc
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any, Sequence
 
 import numpy as np
@@ -30,9 +31,25 @@ def _numpy_globals() -> list[Any]:
     return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype, *dtypes]
 
 
-# NOTE: what mmengine Runner checkpoints hold besides tensors (message hub history, numpy scalars); all of
-# it is plain data, so allowing these types keeps weights-only loading safe.
-MMENGINE_SAFE_GLOBALS: list[Any] = [HistoryBuffer, *_numpy_globals()]
+_HISTORY_STATISTICS = frozenset({'min', 'max', 'current', 'mean'})
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """The only `getattr` an mmengine checkpoint needs: a HistoryBuffer statistics method."""
+    if obj is HistoryBuffer and (name in _HISTORY_STATISTICS or name in HistoryBuffer._statistics_methods):
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(f'checkpoint asks for getattr({obj!r}, {name!r}); only HistoryBuffer statistics '
+                                 'methods are allowed under weights-only loading')
+
+
+# NOTE: what mmengine Runner checkpoints hold besides tensors: message-hub history (HistoryBuffer, numpy
+# arrays and scalars) and HistoryBuffer's statistics methods, pickled as getattr(HistoryBuffer, 'min').
+# The builtin getattr is NOT allowed (it would reopen arbitrary code execution); its pickled name is
+# mapped to `_history_buffer_getattr`, so weights-only loading stays safe.
+MMENGINE_SAFE_GLOBALS: list[Any] = [
+    HistoryBuffer, *_numpy_globals(),
+    (_history_buffer_getattr, '__builtin__.getattr'), (_history_buffer_getattr, 'builtins.getattr'),
+]
 torch.serialization.add_safe_globals(MMENGINE_SAFE_GLOBALS)
 
 

@@ -18,12 +18,14 @@ from fna_zoo.detection import build_retinanet
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
+RETINA_KWARGS = 'model.kwargs={min_size: 64, max_size: 64, head_width: 16, score_thresh: 0.0}'
+
+
+def tiny_overrides(tmp_path: Path, *extra: str, kwargs: str = RETINA_KWARGS) -> list[str]:
     return [
         f'data.synthetic.root={tmp_path / "data"}', 'data.synthetic.num_train=16', 'data.synthetic.num_val=6',
         'data.synthetic.image_size=64', 'data.workers=0', 'model.backbone=fna_retinanet_backbone',
-        'model.kwargs={min_size: 64, max_size: 64, head_width: 16, score_thresh: 0.0}',
-        'train.batch_size=4', 'train.warmup_iters=2', 'train.lr=0.01', 'train.log_interval=1',
+        kwargs, 'train.batch_size=4', 'train.warmup_iters=2', 'train.lr=0.01', 'train.log_interval=1',
         'train.ckpt_interval=2', 'train.epochs=2', 'eval.batch_size=6', *extra,
     ]
 
@@ -128,3 +130,12 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert state['step'] == 2
     dets = json.loads((tmp_path / 'ddp' / 'detections_val.json').read_text())
     assert {d['image_id'] for d in dets} == set(range(1, 7))  # both ranks' shards gathered
+
+
+def test_ssdlite_retrain_runs(tmp_path):
+    result = cli.retrain_main(['--output', str(tmp_path / 'ssd'), '--set', *tiny_overrides(
+        tmp_path, 'detector=ssdlite', 'model.backbone=fna_ssdlite_backbone', 'train.optimizer=rmsprop',
+        'train.max_iters=2', kwargs='model.kwargs={image_size: 64, score_thresh: 0.0}')])
+    assert result['step'] == 2 and 0.0 <= result['AP'] <= 1.0
+    assert load_checkpoint(tmp_path / 'ssd' / 'final.pth')['config']['detector'] == 'ssdlite'
+    assert (tmp_path / 'ssd' / 'arch.yaml').read_text().startswith('stem_chs: 32')

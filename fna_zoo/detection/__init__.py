@@ -1,4 +1,8 @@
 """Detectors (torchvision RetinaNet + FPN and SSDLite) around FNA / timm backbones, with FNA's settings."""
+from typing import Any
+
+from torch import nn
+
 from .backbones import FPNBackbone, SSDLiteBackbone, create_backbone, resolve_seed
 from .core import DetectorCore
 from .retinanet import build_retinanet
@@ -7,7 +11,7 @@ from .ssdlite import SSDLite, build_ssdlite
 DETECTORS = {'retinanet': build_retinanet, 'ssdlite': build_ssdlite}
 
 
-def build_detector(name: str, **kwargs):
+def build_detector(name: str, **kwargs: Any) -> nn.Module:
     """Build a detector by name ('retinanet' or 'ssdlite').
 
     Args:
