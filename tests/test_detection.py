@@ -82,3 +82,14 @@ def test_errors(tmp_path):
         build_ssdlite('fna_retinanet_backbone')  # the RetinaNet arch has no 1280 head conv
     with pytest.raises(FileNotFoundError, match="seed weights file '.*nope.pth' does not exist"):
         build_retinanet('fna_retinanet_backbone', seed_weights=str(tmp_path / 'nope.pth'))
+
+
+def test_plain_timm_backbone_takes_its_own_weights(tmp_path):
+    import timm
+
+    ref = timm.create_model('efficientnet_b0')
+    path = tmp_path / 'effb0.pth'
+    torch.save(ref.state_dict(), path)
+    model = build_retinanet('efficientnet_b0.ra_in1k', seed_weights=str(path), num_classes=3)  # a tagged timm name
+    assert model.backbone.body.feature_info.channels() == [40, 112, 320]
+    assert torch.equal(model.backbone.body.conv_stem.weight, ref.conv_stem.weight)

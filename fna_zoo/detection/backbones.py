@@ -59,17 +59,17 @@ def create_backbone(spec: Arch | str | os.PathLike, seed: SeedSpec = None, **tim
     if is_arch_spec(spec):
         return build_backbone(load_arch(spec), resolve_seed(seed), **timm_kwargs)
     name = str(spec)
-    if name not in timm.list_models():
+    if not timm.is_model(name):
         raise ValueError(f'unknown backbone {name!r}; expected an FNA arch ({", ".join(list_archs())}, an arch file '
                          'or an FNA net_config string) or a timm model name')
     if seed is None:
         return timm.create_model(name, **timm_kwargs)
-    if str(seed) == 'timm':
-        return timm.create_model(name, pretrained=True, **timm_kwargs)
+    overlay = None  # 'timm': the model's own pretrained cfg
     if isinstance(seed, Mapping):
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=dict(seed)), **timm_kwargs)
-    resolve_seed(seed)  # existence check with a clear message
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(seed)), **timm_kwargs)
+        overlay = dict(state_dict=dict(seed))
+    elif str(seed) != 'timm':
+        overlay = dict(file=resolve_seed(seed))
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **timm_kwargs)
 
 
 class FPNBackbone(nn.Module):
