@@ -85,7 +85,7 @@ class CocoDetection(Dataset):
         self.ids = sorted(i for i in self.images if not train or self.boxes[i])
         if not self.ids:
             raise ValueError(f'annotation file {str(self.ann_file)!r} has no images with boxes to train on')
-        absent = [self.images[i]['file_name'] for i in self.ids[:100000]
+        absent = [self.images[i]['file_name'] for i in self.ids
                   if not (self.img_dir / self.images[i]['file_name']).is_file()]
         if absent:
             raise FileNotFoundError(f'{len(absent)} images of {str(self.ann_file)!r} are missing from '

@@ -108,8 +108,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         except ValueError as e:
             raise ValueError(f'{p}: {e}') from None
     apply_overrides(cfg, overrides)
-    if cfg['detector'] not in ('retinanet', 'ssdlite'):
-        raise ValueError(f"config detector is {cfg['detector']!r}; expected 'retinanet' or 'ssdlite'")
+    from ..detection import DETECTORS  # local: keeps config parsing free of model imports until needed
+
+    if cfg['detector'] not in DETECTORS:
+        raise ValueError(f"config detector is {cfg['detector']!r}; expected one of {', '.join(DETECTORS)}")
     if cfg['train']['optimizer'] not in ('sgd', 'rmsprop', 'adamw'):
         raise ValueError(f"config train.optimizer is {cfg['train']['optimizer']!r}; expected 'sgd', 'rmsprop' or 'adamw'")
     return cfg

@@ -155,8 +155,8 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     ddp = DistributedDataParallel(model) if dist_info.distributed else model
 
     sampler = DistributedSampler(train_ds, seed=cfg['seed']) if dist_info.distributed else None
-    iters_per_epoch = math.ceil(len(train_ds) / (t['batch_size'] * dist_info.world_size))
-    total = t['epochs'] * iters_per_epoch if t['max_iters'] is None else min(t['max_iters'], t['epochs'] * iters_per_epoch)
+    epoch_batches = math.ceil(len(sampler or train_ds) / t['batch_size'])  # this process's batches per epoch
+    total = t['epochs'] * epoch_batches if t['max_iters'] is None else min(t['max_iters'], t['epochs'] * epoch_batches)
     fields = ['step', 'epoch', 'lr', 'loss', 'classification', 'bbox_regression', 'time']
     metrics_csv = out / 'metrics.csv'
     if dist_info.is_main and (state is None or not metrics_csv.exists()):  # a fresh run starts a fresh log
@@ -200,15 +200,16 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
             step += 1
             done_in_epoch += 1
             bar.update(1)
-            parts = {k: float(v.detach()) for k, v in losses.items()}
-            bar.set_postfix(loss=f'{loss.item():.3f}', lr=f'{lr:.4f}')
+            loss_value = loss.item()
+            bar.set_postfix(loss=f'{loss_value:.3f}', lr=f'{lr:.4f}')
             if dist_info.is_main and (step % t['log_interval'] == 0 or step == total):
-                cls = parts.get('classification', float('nan'))
-                reg = parts.get('bbox_regression', float('nan'))
+                cls, reg = (float(losses[k].detach()) if k in losses else float('nan')
+                            for k in ('classification', 'bbox_regression'))
                 with metrics_csv.open('a') as f:
-                    csv.writer(f).writerow([step, epoch, f'{lr:.6g}', f'{loss.item():.5f}', f'{cls:.5f}', f'{reg:.5f}',
+                    csv.writer(f).writerow([step, epoch, f'{lr:.6g}', f'{loss_value:.5f}', f'{cls:.5f}', f'{reg:.5f}',
                                             f'{time.perf_counter() - tic:.3f}'])
-            if step % t['ckpt_interval'] == 0 and step < total:
+            # the epoch end and the run end write their own checkpoint below
+            if step % t['ckpt_interval'] == 0 and step < total and done_in_epoch < epoch_batches:
                 checkpoint(epoch, done_in_epoch)
             if step >= total:
                 break
