@@ -13,12 +13,14 @@ TORCH=$($PY -c 'import torch; print(torch.__version__.split("+")[0])')
 CACHE=${FNA_ZOO_CACHE:-$HOME/.cache/fna_zoo}/wheels/torch-$TORCH
 MMCV=2.1.0
 
-# NOTE: setuptools < 70 stays installed: mmcv's build and mmengine at run time (mmdet:: config paths) import
-# pkg_resources, which newer setuptools dropped; torch declares setuptools>=77 only for its own C++ builds.
-$PY -m pip install -q "setuptools<70" wheel ninja "mmengine==0.10.7"
+# NOTE: mmengine imports pkg_resources at run time (mmdet:: config paths), which setuptools >= 81 dropped;
+# torch declares setuptools >= 77. 77..80 satisfies both, so a later `make venv` leaves it in place.
+RUNTIME_SETUPTOOLS="setuptools>=77,<81"
+$PY -m pip install -q "$RUNTIME_SETUPTOOLS" wheel ninja "mmengine==0.10.7"
 wheel=$(ls "$CACHE"/mmcv-$MMCV-*.whl 2>/dev/null | head -n 1 || true)
 if [ -z "$wheel" ]; then
     echo "building mmcv $MMCV from source against torch $TORCH (about 14 minutes on 2 cores)..."
+    $PY -m pip install -q "setuptools<70"  # mmcv's setup.py itself needs the old pkg_resources (tested recipe)
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     $PY -m pip download -q --no-deps --no-binary :all: "mmcv==$MMCV" -d "$tmp"
@@ -31,5 +33,5 @@ if [ -z "$wheel" ]; then
     cp "$built" "$CACHE/.$(basename "$built").tmp" && mv "$CACHE/.$(basename "$built").tmp" "$CACHE/$(basename "$built")"
     wheel="$CACHE/$(basename "$built")"
 fi
-$PY -m pip install -q "$wheel" "mmdet==3.3.0"
+$PY -m pip install -q "$wheel" "mmdet==3.3.0" "$RUNTIME_SETUPTOOLS"
 $PY -c 'import mmcv, mmdet, mmengine; from mmcv.ops import batched_nms; print("mmdet extra:", mmdet.__version__, "mmcv", mmcv.__version__, "mmengine", mmengine.__version__)'
