@@ -23,7 +23,9 @@ if [ -z "$wheel" ]; then
     $PY -m pip install -q "setuptools<70"  # mmcv's setup.py itself needs the old pkg_resources (tested recipe)
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    $PY -m pip download -q --no-deps --no-binary :all: "mmcv==$MMCV" -d "$tmp"
+    # NOTE: pip prepares the sdist's metadata even for a download; in an isolated build environment that
+    # gets the newest setuptools, which has no pkg_resources for mmcv's setup.py, so use the venv's (< 70).
+    $PY -m pip download -q --no-deps --no-build-isolation --no-binary :all: "mmcv==$MMCV" -d "$tmp"
     tar xzf "$tmp/mmcv-$MMCV.tar.gz" -C "$tmp"
     sed -i "s/'-std=c++17'/'-std=c++20'/g" "$tmp/mmcv-$MMCV/setup.py"
     MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} \
