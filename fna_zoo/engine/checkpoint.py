@@ -47,7 +47,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # truncated or foreign files fail in many ways inside torch.load
-        raise ValueError(f'checkpoint {str(path)!r} is corrupt or not a checkpoint: {type(e).__name__}: {e}') from None
+        raise ValueError(f'checkpoint {str(path)!r} is corrupt or not a checkpoint ({type(e).__name__}); expected a '
+                         '.pth file written by this project') from None
     if not isinstance(state, dict) or any(k not in state for k in _REQUIRED):
         raise ValueError(f'checkpoint {str(path)!r} lacks {list(_REQUIRED)}; expected a file written by search/retrain.py')
     return state
