@@ -20,7 +20,7 @@ from torch import nn
 
 from .arch import Arch, Op
 
-__all__ = ['Complexity', 'conv_out_size', 'conv_madds', 'op_complexity', 'count_arch', 'count_model']
+__all__ = ['Complexity', 'conv_out_size', 'conv_madds', 'conv_bn_complexity', 'op_complexity', 'count_arch', 'count_model']
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,18 @@ def conv_madds(in_chs: int, out_chs: int, kernel: int, out_hw: tuple[int, int], 
     return kernel * kernel * in_chs // groups * out_chs * hw + (out_chs * hw if bias else 0)
 
 
-def _conv_bn(in_chs: int, out_chs: int, kernel: int, stride: int, in_hw: tuple[int, int], groups: int = 1
-             ) -> tuple[Complexity, tuple[int, int]]:
+def conv_bn_complexity(in_chs: int, out_chs: int, kernel: int, stride: int, in_hw: tuple[int, int], groups: int = 1
+                       ) -> tuple[Complexity, tuple[int, int]]:
+    """Cost of a bias-free conv followed by an affine BN, and its output size.
+
+    Args:
+        in_chs: Input channels.
+        out_chs: Output channels.
+        kernel: Square kernel size.
+        stride: Conv stride.
+        in_hw: Input height and width.
+        groups: Conv groups.
+    """
     out_hw = (conv_out_size(in_hw[0], kernel, stride), conv_out_size(in_hw[1], kernel, stride))
     params = kernel * kernel * in_chs // groups * out_chs + 2 * out_chs
     return Complexity(conv_madds(in_chs, out_chs, kernel, out_hw, groups), params), out_hw
@@ -89,11 +99,11 @@ def op_complexity(op: Op, in_chs: int, out_chs: int, stride: int, in_hw: tuple[i
     hw = in_hw
     mid = in_chs * op.expansion
     if op.block_type == 'ir':
-        c, hw = _conv_bn(in_chs, mid, 1, 1, hw)
+        c, hw = conv_bn_complexity(in_chs, mid, 1, 1, hw)
         total += c
-    c, hw = _conv_bn(mid, mid, op.kernel, stride, hw, groups=mid)
+    c, hw = conv_bn_complexity(mid, mid, op.kernel, stride, hw, groups=mid)
     total += c
-    c, hw = _conv_bn(mid, out_chs, 1, 1, hw)
+    c, hw = conv_bn_complexity(mid, out_chs, 1, 1, hw)
     return total + c, hw
 
 
@@ -109,13 +119,13 @@ def count_arch(arch: Arch, input_size: Sequence[int] = (224, 224), num_classes: 
     """
     if len(input_size) == 3:
         in_chans, *input_size = input_size
-    total, hw = _conv_bn(in_chans, arch.stem_chs, 3, 2, tuple(input_size))
+    total, hw = conv_bn_complexity(in_chans, arch.stem_chs, 3, 2, tuple(input_size))
     for _, _, op, in_c, out_c, stride in arch.iter_layers():
         c, hw = op_complexity(op, in_c, out_c, stride, hw)
         total += c
     feat = arch.out_chs
     if arch.head_chs is not None:
-        c, hw = _conv_bn(feat, arch.head_chs, 1, 1, hw)
+        c, hw = conv_bn_complexity(feat, arch.head_chs, 1, 1, hw)
         total += c
         feat = arch.head_chs
     if num_classes:

@@ -48,14 +48,19 @@ def resolve_seed(seed: SeedSpec, seed_model: str = 'mobilenetv2_100') -> Mapping
     return str(seed)
 
 
-def create_backbone(spec: Arch | str | os.PathLike, seed: SeedSpec = None, **timm_kwargs: Any) -> nn.Module:
+def create_backbone(spec: Arch | str | os.PathLike | nn.Module, seed: SeedSpec = None, **timm_kwargs: Any) -> nn.Module:
     """A timm model from an FNA arch (with seed remapping) or from any timm model name (with its own weights).
 
     Args:
-        spec: An `Arch`, arch file, registered arch name or FNA string; or a timm model name ('efficientnet_b0').
+        spec: An `Arch`, arch file, registered arch name or FNA string; or a timm model name ('efficientnet_b0');
+            or a ready module (e.g. the search's super network), used as it is.
         seed: Seed weights (see `resolve_seed`); for a plain timm model, 'timm' or a weights file.
         **timm_kwargs: features_only, out_indices, ...
     """
+    if isinstance(spec, nn.Module):
+        if seed is not None:
+            raise ValueError('seed weights are for backbones built here; a ready backbone module brings its own')
+        return spec
     if is_arch_spec(spec):
         return build_backbone(load_arch(spec), resolve_seed(seed), **timm_kwargs)
     name = str(spec)
@@ -111,7 +116,9 @@ class SSDLiteBackbone(nn.Module):
     32, the head-conv output, then one map per extra block (widths `extra_chs`).
 
     Args:
-        body: A timm EfficientNet / MobileNetV2-style model with `conv_head` (features_only=False).
+        body: A timm EfficientNet / MobileNetV2-style model with `conv_head` (features_only=False), or a module
+            providing those two maps itself through `ssdlite_features(x)` and `ssdlite_channels` (the search's
+            super network).
         extra_chs: Output widths of the extra blocks (FNA/SSDLite: 512, 256, 256, 128).
         norm_layer: Norm for the extra blocks.
     """
@@ -119,13 +126,16 @@ class SSDLiteBackbone(nn.Module):
     def __init__(self, body: nn.Module, extra_chs: tuple[int, ...] = (512, 256, 256, 128),
                  norm_layer: Callable[..., nn.Module] = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03)) -> None:
         super().__init__()
-        if not hasattr(body, 'blocks') or not isinstance(getattr(body, 'conv_head', None), nn.Conv2d):
-            raise ValueError(f'SSDLite needs a timm EfficientNet-family model with a 1x1 head conv; got '
-                             f'{type(body).__name__} (an FNA arch needs head_chs, e.g. 1280)')
         self.body = body
-        self.tap = self._find_tap(body)
-        tap_block = body.blocks[self.tap][0]
-        head_chs = body.conv_head.out_channels
+        if hasattr(body, 'ssdlite_features'):
+            self.tap = None
+            tap_chs, head_chs = body.ssdlite_channels
+        else:
+            if not hasattr(body, 'blocks') or not isinstance(getattr(body, 'conv_head', None), nn.Conv2d):
+                raise ValueError(f'SSDLite needs a timm EfficientNet-family model with a 1x1 head conv; got '
+                                 f'{type(body).__name__} (an FNA arch needs head_chs, e.g. 1280)')
+            self.tap = self._find_tap(body)
+            tap_chs, head_chs = body.blocks[self.tap][0].conv_pw.out_channels, body.conv_head.out_channels
         self.extras = nn.ModuleList()
         prev = head_chs
         for c in extra_chs:
@@ -134,7 +144,7 @@ class SSDLiteBackbone(nn.Module):
         for m in self.extras.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, 0.0, 0.03)  # NOTE: FNA/torchvision SSDLite init for new layers
-        self.out_channels = [tap_block.conv_pw.out_channels, head_chs, *extra_chs]
+        self.out_channels = [tap_chs, head_chs, *extra_chs]
 
     @staticmethod
     def _find_tap(body: nn.Module) -> int:
@@ -152,6 +162,15 @@ class SSDLiteBackbone(nn.Module):
         raise ValueError('backbone has no stride-16 to stride-32 stage for the SSDLite tap; expected output stride 32')
 
     def forward(self, x: torch.Tensor) -> 'OrderedDict[str, torch.Tensor]':
+        feats = self.body.ssdlite_features(x) if self.tap is None else self._timm_features(x)
+        x = feats[-1]
+        for extra in self.extras:
+            x = extra(x)
+            feats.append(x)
+        return OrderedDict((str(i), f) for i, f in enumerate(feats))
+
+    def _timm_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[tapped expansion, head conv output] of a timm EfficientNet-family body."""
         m = self.body
         x = m.bn1(m.conv_stem(x))
         feats = []
@@ -169,9 +188,5 @@ class SSDLiteBackbone(nn.Module):
                 x = first.drop_path(x) + shortcut
             for block in stage[1:]:
                 x = block(x)
-        x = m.bn2(m.conv_head(x))
-        feats.append(x)
-        for extra in self.extras:
-            x = extra(x)
-            feats.append(x)
-        return OrderedDict((str(i), f) for i, f in enumerate(feats))
+        feats.append(m.bn2(m.conv_head(x)))
+        return feats

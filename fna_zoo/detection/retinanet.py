@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import nn
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead, _default_anchorgen
 
 from ..arch import Arch
@@ -21,7 +22,7 @@ __all__ = ['build_retinanet']
 
 
 def build_retinanet(
-        backbone: Arch | str | os.PathLike = 'fna_retinanet_backbone',
+        backbone: Arch | str | os.PathLike | nn.Module = 'fna_retinanet_backbone',
         *,
         num_classes: int = 80,
         seed_weights: SeedSpec = None,
@@ -43,7 +44,7 @@ def build_retinanet(
         model.eval(); detections = model([image])  # image: float tensor (3, H, W) in [0, 1]
 
     Args:
-        backbone: An FNA arch (name, file, FNA string or `Arch`) or a timm model name.
+        backbone: An FNA arch (name, file, FNA string or `Arch`), a timm model name, or a ready backbone module.
         num_classes: Object classes (sigmoid outputs, no background class); labels are 0..num_classes-1.
         seed_weights: Seed weights remapped into the backbone: None, 'timm', a file or a state dict.
         head_width: FPN and head width (256 in the paper).

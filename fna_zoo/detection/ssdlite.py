@@ -39,7 +39,7 @@ class SSDLite(SSD):
 
 
 def build_ssdlite(
-        backbone: Arch | str | os.PathLike = 'fna_ssdlite_backbone',
+        backbone: Arch | str | os.PathLike | nn.Module = 'fna_ssdlite_backbone',
         *,
         num_classes: int = 80,
         seed_weights: SeedSpec = None,
@@ -54,7 +54,7 @@ def build_ssdlite(
     """Build an SSDLite detector around an FNA arch (with a head conv) or a timm EfficientNet-family model.
 
     Args:
-        backbone: An FNA arch (name, file, FNA string or `Arch`) or a timm model name.
+        backbone: An FNA arch (name, file, FNA string or `Arch`), a timm model name, or a ready backbone module.
         num_classes: Object classes, labels 0..num_classes-1 (the head has num_classes + 1 outputs).
         seed_weights: Seed weights remapped into the backbone: None, 'timm', a file or a state dict.
         image_size: Square input size.

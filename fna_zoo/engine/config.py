@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import yaml
 
-__all__ = ['DEFAULTS', 'load_config', 'apply_overrides', 'model_kwargs']
+__all__ = ['DEFAULTS', 'SEARCH_DEFAULTS', 'load_config', 'apply_overrides', 'model_kwargs']
 
 DEFAULTS: dict[str, Any] = {
     'detector': 'retinanet',          # 'retinanet' or 'ssdlite'
@@ -56,6 +56,39 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# Architecture search (`search/run.py`): the same sections (the `train` section drives the weight steps)
+# plus `search`. FNA's RetinaNet search settings (method.md section 3.3) are the defaults.
+SEARCH_DEFAULTS: dict[str, Any] = copy.deepcopy(DEFAULTS)
+SEARCH_DEFAULTS['train'].update(epochs=14, batch_size=1, lr=0.02, weight_decay=1e-4, lr_steps=[8, 11, 14],
+                                ckpt_interval=500)
+SEARCH_DEFAULTS['output'] = 'runs/search'
+SEARCH_DEFAULTS['search'] = {
+    'space': {
+        'seed': 'mobilenetv2_100',    # registered seed arch (and the timm model whose weights it has)
+        'fixed_stages': 1,            # leading stages kept as in the seed (MobileNetV2: the 16-channel e1 stage)
+        'layers': [4, 4, 4, 4, 4, 1],  # layer slots per searchable stage (depth = slots that are not skip)
+        'first_ops': ['k3_e3', 'k3_e6', 'k5_e3', 'k5_e6', 'k7_e3', 'k7_e6'],           # a stage's first layer
+        'ops': ['k3_e3', 'k3_e6', 'k5_e3', 'k5_e6', 'k7_e3', 'k7_e6', 'skip'],      # its other layers
+        'width_mults': [0.5, 0.75, 1.0, 1.25, 1.5],  # output width candidates per stage, x the seed width
+        'width_divisor': 8,           # widths are rounded to multiples of this
+        'tap_expansion': 6,           # SSDLite: the tapped layer (stride 16 -> 32) may only use this expansion
+        'temperature': 1.0,           # softmax temperature of the architecture probabilities (FNA SSDLite: 0.9)
+    },
+    'remap_width': 'leading',         # seed -> super network width rule ('leading' or 'bn_gamma'), as retraining
+    'weight_ratio': 0.5,              # share of the training images for weight steps; the rest feed arch steps
+    'arch_update_epoch': 8,           # epochs of weight-only warm-up (uniform paths) before arch steps start
+    'arch_steps': 1,                  # alternation: this many arch steps ...
+    'weight_steps': 1,                # ... then this many weight steps (FNA SSDLite: 5)
+    'relaxation': 'darts',            # arch steps: 'darts' (all candidates, FNA) or 'gumbel' (one sampled path)
+    'gumbel_tau': 1.0,
+    'arch_optimizer': {'lr': 3.0e-4, 'betas': [0.5, 0.999], 'weight_decay': 1.0e-3, 'grad_clip': 35.0},
+    'objective': {'type': 'madds', 'lambda': 0.02, 'input_size': [800, 1088], 'target': None},
+    'arch_log_interval': 100,         # weight steps between logged argmax archs / probability snapshots
+    'eval_derived': True,             # at the end: recalibrate BN on the derived path and report its COCO AP
+    'bn_calib_batches': 20,
+}
+
+
 def _merge(base: dict[str, Any], update: dict[str, Any], where: str, open_keys: bool = False) -> None:
     for key, value in update.items():
         path = f'{where}.{key}' if where else key
@@ -85,14 +118,16 @@ def apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return cfg
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = (),
+                defaults: dict[str, Any] = DEFAULTS) -> dict[str, Any]:
     """Defaults, then the YAML file, then overrides.
 
     Args:
         path: A YAML config file (None: defaults only).
         overrides: `key.sub=value` strings.
+        defaults: `DEFAULTS` (retraining) or `SEARCH_DEFAULTS` (architecture search).
     """
-    cfg = copy.deepcopy(DEFAULTS)
+    cfg = copy.deepcopy(defaults)
     if path is not None:
         p = Path(path)
         if not p.is_file():

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ['DistInfo', 'init_distributed', 'barrier', 'all_gather_objects', 'cleanup']
+__all__ = ['DistInfo', 'init_distributed', 'barrier', 'all_gather_objects', 'average_gradients', 'cleanup']
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,28 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def average_gradients(params: 'list[torch.nn.Parameter]') -> None:
+    """Average the gradients of `params` over the processes (one all-reduce; a no-op when not distributed).
+
+    Every process must hold gradients for the same parameters (e.g. all sampled the same path).
+
+    Args:
+        params: The parameters whose `.grad` to average.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def cleanup() -> None:

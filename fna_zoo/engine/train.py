@@ -14,7 +14,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 import yaml
@@ -31,7 +31,8 @@ from .config import model_kwargs
 from .distributed import DistInfo, barrier, init_distributed
 from .evaluate import evaluate
 
-__all__ = ['data_root', 'build_datasets', 'build_model', 'lr_factor', 'retrain']
+__all__ = ['data_root', 'build_datasets', 'build_model', 'build_optimizer', 'lr_factor', 'set_lr', 'SkipSampler',
+           'retrain']
 
 _logger = logging.getLogger(__name__)
 
@@ -83,8 +84,14 @@ def lr_factor(it: int, epoch: int, cfg_train: dict[str, Any]) -> float:
     return factor
 
 
-def _optimizer(model: nn.Module, t: dict[str, Any]) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(params: Iterable[nn.Parameter], t: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimizer of a config's `train` section ('sgd', 'adamw' or 'rmsprop').
+
+    Args:
+        params: The parameters to optimise (those without `requires_grad` are left out).
+        t: The `train` section.
+    """
+    params = [p for p in params if p.requires_grad]
     if t['optimizer'] == 'sgd':
         return torch.optim.SGD(params, lr=t['lr'], momentum=t['momentum'], weight_decay=t['weight_decay'])
     if t['optimizer'] == 'adamw':
@@ -92,12 +99,12 @@ def _optimizer(model: nn.Module, t: dict[str, Any]) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=t['lr'], eps=t['eps'], momentum=t['momentum'], weight_decay=t['weight_decay'])
 
 
-def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for g in opt.param_groups:
         g['lr'] = lr
 
 
-class _Skip(Sampler):
+class SkipSampler(Sampler):
     """The indices of `sampler` after the first `skip`."""
 
     def __init__(self, sampler: Sampler, skip: int) -> None:
@@ -138,7 +145,7 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     model = build_model(cfg, num_classes, with_seed=state is None).to(dist_info.device)
     if t['sync_bn'] and dist_info.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    opt = _optimizer(model, t)
+    opt = build_optimizer(model.parameters(), t)
     epoch, step, done_in_epoch = 0, 0, 0
     if state is not None:
         model.load_state_dict(state['model'])
@@ -179,13 +186,13 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
         gen = torch.Generator().manual_seed(cfg['seed'] + epoch)
         order = sampler or RandomSampler(train_ds, generator=gen)
         loader = DataLoader(train_ds, batch_size=t['batch_size'], num_workers=cfg['data']['workers'],
-                            sampler=_Skip(order, done_in_epoch * t['batch_size']), collate_fn=collate,
+                            sampler=SkipSampler(order, done_in_epoch * t['batch_size']), collate_fn=collate,
                             generator=gen)
         ddp.train()
         for images, targets in loader:
             tic = time.perf_counter()
             lr = t['lr'] * lr_factor(step, epoch, t)
-            _set_lr(opt, lr)
+            set_lr(opt, lr)
             images = [im.to(dist_info.device) for im in images]
             targets = [{k: v.to(dist_info.device) if torch.is_tensor(v) else v for k, v in tt.items()} for tt in targets]
             losses = ddp(images, targets)

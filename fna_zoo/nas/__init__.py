@@ -1,0 +1,14 @@
+"""Architecture adaptation search (FNA + Jung et al.'s channel search); not imported by `import fna_zoo`.
+
+* `space`: the search space around a seed `Arch` (ops, depth, per-stage widths) and its `Path`s;
+* `supernet`: the super network (candidate ops, width masks, architecture parameters, seed remapping);
+* `cost`: cost tables and the objectives of architecture steps (`madds` built in);
+* `searcher`: the alternating weight / architecture optimisation, checkpoints and outputs;
+* `plot`: probabilities over a search as a PNG.
+"""
+from .cost import OBJECTIVES, CostObjective, CostTable, build_objective, madds_table
+from .space import Path, SearchSpace, StageSpace
+from .supernet import SuperNet
+
+__all__ = ['Path', 'SearchSpace', 'StageSpace', 'SuperNet', 'CostTable', 'CostObjective', 'OBJECTIVES',
+           'build_objective', 'madds_table']

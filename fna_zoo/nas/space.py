@@ -1,0 +1,189 @@
+"""The search space: per-layer ops, depth (skip) and per-stage output widths around a seed `Arch`.
+
+FNA (Fang et al., ICLR 2020 - https://arxiv.org/abs/2001.02525) searches, per stage of the MobileNetV2 seed,
+up to 4 layers: the first layer picks one of k{3,5,7} x e{3,6}, the others may also be `skip` (a dropped
+layer, moved to the stage end), the last stage picks its op only. Jung et al. (ICPR 2022 -
+https://arxiv.org/abs/2206.08509) also search each stage's output channels; here a stage picks its width
+from multiples of the seed width (rounded to multiples of 8), shared by all its layers so residual adds stay
+aligned, and a layer's expansion width follows its input width (`e x C_in`), as in the derived network.
+
+A point of the space is a `Path`: per searchable stage, the op index of every layer slot and a width index.
+`SearchSpace.derive` turns it into the `Arch` that retraining, the zoo and export read.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from timm.layers import make_divisible
+
+from ..arch import SKIP, Arch, Op, Stage
+from ..archs import get_arch, list_archs
+
+__all__ = ['Path', 'StageSpace', 'SearchSpace']
+
+
+@dataclass(frozen=True)
+class Path:
+    """One architecture of the space: op index per layer slot and width index, per searchable stage.
+
+    Args:
+        ops: For each searchable stage, the index (into that slot's candidates) of every slot's op.
+        widths: For each searchable stage, the index of its output width.
+    """
+
+    ops: tuple[tuple[int, ...], ...]
+    widths: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StageSpace:
+    """Candidates of one searchable stage.
+
+    Args:
+        index: The stage's index in the seed `Arch`.
+        stride: Stride of its first layer.
+        widths: Output width candidates, ascending.
+        slots: Candidate op names of each layer slot (slot 0 has no 'skip').
+    """
+
+    index: int
+    stride: int
+    widths: tuple[int, ...]
+    slots: tuple[tuple[str, ...], ...]
+
+    @property
+    def max_width(self) -> int:
+        return self.widths[-1]
+
+
+class SearchSpace:
+    """Searchable stages of a seed arch, with their op and width candidates.
+
+    Args:
+        seed: The seed architecture (every searchable layer of it must be an inverted residual, 'ir').
+        seed_name: Registered name of the seed (recorded in outputs; also the timm model of its weights).
+        fixed_stages: Leading stages kept exactly as in the seed.
+        layers: Layer slots per searchable stage (one entry per stage after the fixed ones).
+        first_ops: Candidates of a stage's first layer.
+        ops: Candidates of the other layers ('skip' allowed).
+        width_mults: Output width multipliers of the seed widths.
+        width_divisor: Widths are rounded to multiples of this (timm `make_divisible`).
+        head_chs: Width of the final 1x1 conv of derived archs (None: no head conv, e.g. for RetinaNet).
+        tap_expansion: When set, the first layer of the stage going from stride 16 to 32 may only use ops of
+            this expansion (FNA's SSDLite taps that layer's expansion).
+        temperature: Softmax temperature of the architecture probabilities.
+    """
+
+    def __init__(self, seed: Arch, seed_name: str, fixed_stages: int, layers: Sequence[int], first_ops: Sequence[str],
+                 ops: Sequence[str], width_mults: Sequence[float], width_divisor: int = 8,
+                 head_chs: int | None = None, tap_expansion: int | None = None, temperature: float = 1.0) -> None:
+        self.seed, self.seed_name, self.head_chs, self.temperature = seed, seed_name, head_chs, float(temperature)
+        n = len(seed.stages)
+        if not isinstance(fixed_stages, int) or not 0 <= fixed_stages < n:
+            raise ValueError(f'search space fixed_stages is {fixed_stages!r}; expected 0..{n - 1} for the {n}-stage seed')
+        self.fixed_stages = fixed_stages
+        if len(layers) != n - fixed_stages:
+            raise ValueError(f'search space layers {list(layers)} has {len(layers)} entries; expected {n - fixed_stages} '
+                             f'(one per searchable stage of {seed_name})')
+        first_ops, ops = [str(o) for o in first_ops], [str(o) for o in ops]
+        if SKIP in first_ops:
+            raise ValueError(f"search space first_ops {first_ops} has 'skip'; the first layer of a stage cannot be skipped")
+        for name in first_ops + ops:
+            if name != SKIP:
+                self._check_mappable(name)
+        if not width_mults or any(not isinstance(m, (int, float)) or m <= 0 for m in width_mults):
+            raise ValueError(f'search space width_mults is {list(width_mults)}; expected positive multipliers')
+        tap = self._tap_stage(seed) if tap_expansion is not None else None
+        stages = []
+        for si in range(fixed_stages, n):
+            s, n_slots = seed.stages[si], layers[si - fixed_stages]
+            if not isinstance(n_slots, int) or n_slots < 1:
+                raise ValueError(f'search space layers entry {n_slots!r} for stage {si}; expected a positive integer')
+            first = first_ops
+            if si == tap:
+                first = [o for o in first_ops if Op.parse(o).expansion == tap_expansion]
+            if not first or (n_slots > 1 and not ops):
+                which = f'e{tap_expansion} first_ops for the SSDLite tap of stage {si}' if si == tap and not first else 'ops'
+                raise ValueError(f'search space has no valid architecture: no {which}; first_ops {first_ops}, ops {ops}')
+            widths = sorted({make_divisible(s.out_chs * m, width_divisor) for m in width_mults})
+            stages.append(StageSpace(si, s.stride, tuple(widths), (tuple(first),) + (tuple(ops),) * (n_slots - 1)))
+        self.stages: tuple[StageSpace, ...] = tuple(stages)
+
+    @staticmethod
+    def _check_mappable(name: str) -> None:
+        op = Op.parse(name)  # raises for unknown ops
+        if op.expansion < 2:
+            raise ValueError(f"op {name!r} cannot be mapped from the seed: its searchable layers are inverted residuals "
+                             "with an expansion conv; expected an op with expansion >= 2 (e.g. 'k3_e3')")
+
+    @staticmethod
+    def _tap_stage(seed: Arch) -> int:
+        stride = 2
+        for si, s in enumerate(seed.stages):
+            if stride == 16 and s.stride == 2:
+                return si
+            stride *= s.stride
+        raise ValueError('seed arch has no stage going from stride 16 to 32 for the SSDLite tap; expected output stride 32')
+
+    @classmethod
+    def from_config(cls, space: dict[str, Any], detector: str) -> 'SearchSpace':
+        """The space of a search config's `search.space` section, for 'retinanet' or 'ssdlite'.
+
+        Args:
+            space: The `search.space` mapping (see `fna_zoo.engine.config.SEARCH_DEFAULTS`).
+            detector: The detector; SSDLite keeps the seed's head conv and constrains the tapped layer.
+        """
+        name = space['seed']
+        if name not in list_archs():
+            raise ValueError(f'search space seed {name!r} is unknown; expected one of {", ".join(list_archs())}')
+        seed = get_arch(name)
+        ssd = detector == 'ssdlite'
+        return cls(seed, name, space['fixed_stages'], space['layers'], space['first_ops'], space['ops'],
+                   space['width_mults'], space['width_divisor'], head_chs=seed.head_chs if ssd else None,
+                   tap_expansion=space['tap_expansion'] if ssd else None, temperature=space['temperature'])
+
+    # ------------------------------------------------------------------ structure
+    def in_widths(self, k: int) -> tuple[int, ...]:
+        """Input width candidates of searchable stage `k` (the previous stage's widths, or its fixed width)."""
+        if k > 0:
+            return self.stages[k - 1].widths
+        return (self.seed.stage_in_chs(self.stages[0].index),)
+
+    def num_paths(self) -> int:
+        """Number of distinct architectures (skips moved to the stage end, so only their count matters)."""
+        total = 1
+        for st in self.stages:
+            first, rest = len(st.slots[0]), st.slots[1:]
+            non_skip = [sum(o != SKIP for o in slot) for slot in rest]
+            # depth d keeps the first d - 1 of the other slots as ops, the rest skip
+            depth_choices = sum(math.prod(non_skip[:d]) for d in range(len(rest) + 1)
+                                if all(SKIP in slot for slot in rest[d:]))
+            total *= first * depth_choices * len(st.widths)
+        return total
+
+    def derive(self, path: Path, widths: Sequence[int] | None = None) -> Arch:
+        """The architecture of a path (skips dropped at the stage end, as FNA derives).
+
+        Args:
+            path: The path.
+            widths: Output width of each searchable stage instead of the path's (e.g. the maximum widths).
+        """
+        stages = list(self.seed.stages[:self.fixed_stages])
+        for k, st in enumerate(self.stages):
+            ops = tuple(st.slots[slot][i] for slot, i in enumerate(path.ops[k]))
+            width = st.widths[path.widths[k]] if widths is None else widths[k]
+            stages.append(Stage(width, st.stride, ops))
+        return Arch(self.seed.stem_chs, tuple(stages), self.head_chs)
+
+    def max_path_arch(self, path: Path) -> Arch:
+        """The path's ops at every stage's largest width (the super network's weights of that path)."""
+        return self.derive(path, [st.max_width for st in self.stages])
+
+    def describe(self) -> str:
+        lines = [f'seed {self.seed_name}, {self.num_paths():.3g} architectures']
+        for st in self.stages:
+            lines.append(f'  stage {st.index}: widths {list(st.widths)}, slots '
+                         + ' | '.join(','.join(slot) for slot in st.slots))
+        return '\n'.join(lines)

@@ -1,0 +1,477 @@
+"""The super network: every candidate op of every layer, weights shared across widths by channel masks.
+
+Structure (FNA, Fang et al., ICLR 2020 - https://arxiv.org/abs/2001.02525): the seed's stem and fixed
+stages, then per searchable stage its layer slots; a slot holds one `CandidateOp` per candidate op
+(timm `InvertedResidual` parameter names), each built at the largest widths it can see. Architecture
+parameters are one logit vector per slot (ops) and per stage (widths).
+
+Channel encoding (our choice; Jung et al., ICPR 2022 - https://arxiv.org/abs/2206.08509, do not publish
+theirs): weights live at each stage's largest width, and a width `w` keeps the leading `w` channels, the
+rest are multiplied by zero (FBNetV2-style masks, OFA-style leading-channel sharing). A layer's expansion
+channels follow its input width (`e x C_in`) the same way. Relaxed, a mask is the probability-weighted sum
+of the candidates' 0/1 masks. Leading channels are exactly what `remap_state_dict` keeps when it shrinks a
+width, so a sampled path computes what the derived network remapped from the super network computes
+(`path_state_dict`), and a super network seeded by remapping sees, at each width, what retraining's seed
+remap gives that width.
+
+Modes: `set_path(path)` runs one path (weight steps, evaluation), `set_relaxed()` runs every candidate
+weighted by its probability (DARTS, FNA's arch step), `set_relaxed(gumbel=True)` runs one Gumbel-sampled
+path whose straight-through weights pass gradients to every logit (GDAS-style, cheaper).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from timm.models._features import FeatureInfo
+
+from ..arch import SKIP, Arch, Op, Stage
+from ..remap import WidthMode, expected_shapes, remap_state_dict
+from .space import Path, SearchSpace
+
+__all__ = ['CandidateOp', 'MixedLayer', 'SuperNet']
+
+_logger = logging.getLogger(__name__)
+
+
+def _mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return x if mask is None else x * mask.view(1, -1, 1, 1)
+
+
+def _width_mask(probs: torch.Tensor, widths: torch.Tensor, channels: int) -> torch.Tensor:
+    """Expected 0/1 mask of `channels` channels when width `widths[i]` has probability `probs[i]`."""
+    keep = (torch.arange(channels, device=probs.device)[None] < widths[:, None]).to(probs.dtype)
+    return (probs[:, None] * keep).sum(0)
+
+
+class CandidateOp(nn.Module):
+    """One op at its largest widths, with timm's parameter names (`InvertedResidual` / `DepthwiseSeparableConv`).
+
+    Args:
+        op: Kernel and expansion.
+        in_chs: Largest input width.
+        out_chs: Largest output width.
+        stride: Depthwise conv stride.
+    """
+
+    def __init__(self, op: Op, in_chs: int, out_chs: int, stride: int) -> None:
+        super().__init__()
+        self.op = op
+        k = op.kernel
+        if op.block_type == 'ir':
+            mid = in_chs * op.expansion
+            self.conv_pw = nn.Conv2d(in_chs, mid, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(mid)
+            self.conv_dw = nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False)
+            self.bn2 = nn.BatchNorm2d(mid)
+            self.conv_pwl = nn.Conv2d(mid, out_chs, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(out_chs)
+        else:
+            self.conv_dw = nn.Conv2d(in_chs, in_chs, k, stride, k // 2, groups=in_chs, bias=False)
+            self.bn1 = nn.BatchNorm2d(in_chs)
+            self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(out_chs)
+
+    def forward(self, x: torch.Tensor, mid_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (output without residual, expansion output)."""
+        if self.op.block_type == 'ds':
+            mid = F.relu6(self.bn1(self.conv_dw(x)))
+            return self.bn2(self.conv_pw(mid)), mid
+        # NOTE: masks go after the activation: a masked channel is exactly zero (BN of an all-zero channel is
+        # its beta, not zero), so the next conv sees only the kept channels, as in the narrower derived layer.
+        mid = _mask(F.relu6(self.bn1(self.conv_pw(x))), mid_mask)
+        h = _mask(F.relu6(self.bn2(self.conv_dw(mid))), mid_mask)
+        return self.bn3(self.conv_pwl(h)), mid
+
+
+    def forward_sliced(self, x: torch.Tensor, out_chs: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The op at the input's width and `out_chs` outputs, computed on the leading slices of its weights.
+
+        Exactly the masked forward's leading channels at the cost of the narrow layer (a sampled path's
+        weight step costs what training the derived network costs).
+        """
+        in_chs = x.shape[1]
+        if self.op.block_type == 'ds':
+            mid = F.relu6(_sliced_bn(self.bn1, _sliced_conv(self.conv_dw, x, in_chs, 1), in_chs))
+            return _sliced_bn(self.bn2, _sliced_conv(self.conv_pw, mid, out_chs, in_chs), out_chs), mid
+        mid_chs = in_chs * self.op.expansion
+        mid = F.relu6(_sliced_bn(self.bn1, _sliced_conv(self.conv_pw, x, mid_chs, in_chs), mid_chs))
+        h = F.relu6(_sliced_bn(self.bn2, _sliced_conv(self.conv_dw, mid, mid_chs, 1), mid_chs))
+        return _sliced_bn(self.bn3, _sliced_conv(self.conv_pwl, h, out_chs, mid_chs), out_chs), mid
+
+
+def _sliced_conv(conv: nn.Conv2d, x: torch.Tensor, out_chs: int, in_per_group: int) -> torch.Tensor:
+    groups = out_chs if conv.groups > 1 else 1  # depthwise convs keep one group per channel
+    return F.conv2d(x, conv.weight[:out_chs, :in_per_group], None, conv.stride, conv.padding, conv.dilation, groups)
+
+
+def _sliced_bn(bn: nn.BatchNorm2d, x: torch.Tensor, chs: int) -> torch.Tensor:
+    """`bn` on its leading `chs` channels (running statistics of those channels updated in place, as `bn` would)."""
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # cumulative average (BN recalibration)
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    return F.batch_norm(x, bn.running_mean[:chs], bn.running_var[:chs], bn.weight[:chs], bn.bias[:chs],
+                        bn.training or not bn.track_running_stats, momentum, bn.eps)
+
+
+class MixedLayer(nn.Module):
+    """A layer slot: its candidate ops ('skip' is the identity) and their weighted sum.
+
+    Args:
+        names: Candidate op names.
+        in_chs: Largest input width.
+        out_chs: Largest output width.
+        stride: Stride (slot 0 only).
+    """
+
+    def __init__(self, names: tuple[str, ...], in_chs: int, out_chs: int, stride: int) -> None:
+        super().__init__()
+        self.names = names
+        self.expansions = tuple(0 if n == SKIP else Op.parse(n).expansion for n in names)
+        self.ops = nn.ModuleDict({n: CandidateOp(Op.parse(n), in_chs, out_chs, stride) for n in names if n != SKIP})
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, active: list[int], mid_masks: list[torch.Tensor | None],
+                residual: torch.Tensor | float, tap: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weighted sum of the `active` candidates and (tap) of their expansion outputs.
+
+        Args:
+            x: Input.
+            weights: One weight per candidate.
+            active: Indices of the candidates to run (the others weigh zero).
+            mid_masks: Expansion-channel mask per candidate (None: keep all).
+            residual: Weight of the identity shortcut (1 for stride-1 slots after the first; for a first slot,
+                the probability that its input and output widths are equal, when timm adds the residual).
+            tap: Also return the weighted expansion outputs (the candidates must share one expansion).
+        """
+        out = tapped = None
+        for i in active:
+            name = self.names[i]
+            if name == SKIP:
+                y, mid = x, None
+            else:
+                y, mid = self.ops[name](x, mid_masks[i])
+                if not isinstance(residual, float) or residual:
+                    y = y + residual * _fit_channels(x, y.shape[1])
+            out = weights[i] * y if out is None else out + weights[i] * y
+            if tap and mid is not None:
+                tapped = weights[i] * mid if tapped is None else tapped + weights[i] * mid
+        return out, tapped
+
+
+def _fit_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """`x` cut or zero-padded to `channels` channels (a residual between different largest widths)."""
+    if x.shape[1] == channels:
+        return x
+    if x.shape[1] > channels:
+        return x[:, :channels]
+    return F.pad(x, (0, 0, 0, 0, 0, channels - x.shape[1]))
+
+
+class SuperNet(nn.Module):
+    """Backbone super network of a `SearchSpace` (FPN features or SSDLite taps), with architecture parameters.
+
+    Args:
+        space: The search space.
+        out_indices: Feature levels returned by `forward` (timm's stage-end convention; (2, 3, 4) are the
+            stride 8/16/32 maps of MobileNetV2-like seeds).
+    """
+
+    def __init__(self, space: SearchSpace, out_indices: tuple[int, ...] = (2, 3, 4)) -> None:
+        super().__init__()
+        self.space = space
+        seed = space.seed
+        self.conv_stem = nn.Conv2d(3, seed.stem_chs, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(seed.stem_chs)
+        self.blocks = nn.ModuleList()
+        self._fixed_skip: list[list[bool]] = []
+        for si in range(space.fixed_stages):
+            layers = nn.ModuleList()
+            skips = []
+            for _, _, op, in_c, out_c, stride in (t for t in seed.iter_layers() if t[0] == si):
+                layers.append(CandidateOp(op, in_c, out_c, stride))
+                skips.append(in_c == out_c and stride == 1)
+            self.blocks.append(layers)
+            self._fixed_skip.append(skips)
+        for k, st in enumerate(space.stages):
+            in_max = max(space.in_widths(k))
+            self.blocks.append(nn.ModuleList(
+                MixedLayer(names, in_max if slot == 0 else st.max_width, st.max_width, st.stride if slot == 0 else 1)
+                for slot, names in enumerate(st.slots)))
+        last = space.stages[-1].max_width
+        if space.head_chs is not None:
+            self.conv_head = nn.Conv2d(last, space.head_chs, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(space.head_chs)
+        self.op_alphas = nn.ParameterList(
+            nn.Parameter(1e-3 * torch.randn(len(names))) for st in space.stages for names in st.slots)
+        self.width_alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(st.widths))) for st in space.stages)
+        for k, st in enumerate(space.stages):  # candidate widths as buffers, for the masks
+            self.register_buffer(f'_widths{k}', torch.tensor(st.widths), persistent=False)
+            self.register_buffer(f'_in_widths{k}', torch.tensor(space.in_widths(k)), persistent=False)
+        self._features = self._feature_stages()
+        self.out_indices = tuple(out_indices)
+        self.feature_info = FeatureInfo(
+            [dict(num_chs=c, reduction=r, module=f'blocks.{si}') for si, r, c in self._features], self.out_indices)
+        self._mode, self._path, self._tau, self._masked = 'relaxed', None, 1.0, False
+        self._generator: torch.Generator | None = None
+
+    # ------------------------------------------------------------------ structure
+    def _stage_max_width(self, si: int) -> int:
+        k = si - self.space.fixed_stages
+        return self.space.seed.stages[si].out_chs if k < 0 else self.space.stages[k].max_width
+
+    def _feature_stages(self) -> list[tuple[int, int, int]]:
+        """(stage index, reduction, largest channels) of each stage end at which the stride changes, as timm."""
+        stages = self.space.seed.stages
+        out, reduction = [], 2
+        for si, s in enumerate(stages):
+            reduction *= s.stride
+            if si == len(stages) - 1 or stages[si + 1].stride == 2:
+                out.append((si, reduction, self._stage_max_width(si)))
+        return out
+
+    @property
+    def ssdlite_channels(self) -> tuple[int, int]:
+        """Channels of the SSDLite taps: the tapped layer's expansion and the head conv."""
+        if self.space.head_chs is None:
+            raise ValueError('SSDLite needs a super network with a head conv; build the space for ssdlite')
+        k = self._tap_index()
+        exp = max(Op.parse(n).expansion for n in self.space.stages[k].slots[0])
+        return max(self.space.in_widths(k)) * exp, self.space.head_chs
+
+    def _tap_index(self) -> int:
+        return next(k for k, st in enumerate(self.space.stages) if self._reduction_before(st.index) == 16
+                    and st.stride == 2)
+
+    def _reduction_before(self, si: int) -> int:
+        r = 2
+        for s in self.space.seed.stages[:si]:
+            r *= s.stride
+        return r
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.op_alphas) + list(self.width_alphas)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return ((n, p) for n, p in self.named_parameters() if not n.startswith(('op_alphas', 'width_alphas')))
+
+    # ------------------------------------------------------------------ probabilities and paths
+    def probabilities(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(op probabilities per slot, width probabilities per stage): softmax of the logits / temperature."""
+        t = self.space.temperature
+        return [F.softmax(a / t, -1) for a in self.op_alphas], [F.softmax(a / t, -1) for a in self.width_alphas]
+
+    def sample_path(self, generator: torch.Generator, uniform: bool) -> Path:
+        """Draw a path: every slot's op and every stage's width, uniformly or by the current probabilities."""
+        ops_p, width_p = self.probabilities()
+        draw = (lambda p: int(torch.multinomial(torch.ones_like(p) if uniform else p.detach().float().cpu(), 1,
+                                                generator=generator)))
+        it = iter(ops_p)
+        ops = tuple(tuple(draw(next(it)) for _ in st.slots) for st in self.space.stages)
+        return Path(ops, tuple(draw(p) for p in width_p))
+
+    def argmax_path(self) -> Path:
+        """The path of the most likely op of every slot and width of every stage (FNA's derivation)."""
+        it = iter(self.op_alphas)
+        ops = tuple(tuple(int(next(it).argmax()) for _ in st.slots) for st in self.space.stages)
+        return Path(ops, tuple(int(a.argmax()) for a in self.width_alphas))
+
+    def set_path(self, path: Path, masked: bool = False) -> None:
+        """Run one path: one op per slot, one width per stage.
+
+        Args:
+            path: The path.
+            masked: Run it through the relaxed forward with one-hot weights (at the largest widths, masked)
+                instead of on sliced weights; the same result, slower (for checks).
+        """
+        self._mode, self._path, self._masked = 'path', path, masked
+
+    def set_relaxed(self, gumbel: bool = False, generator: torch.Generator | None = None, tau: float = 1.0) -> None:
+        """Run all candidates weighted by their probabilities, or (gumbel) one Gumbel-softmax sampled path.
+
+        Args:
+            gumbel: Sample a hard path with straight-through weights instead of running every candidate.
+            generator: Random source of the Gumbel noise (a fixed one keeps DDP ranks and resumed runs in step).
+            tau: Gumbel-softmax temperature.
+        """
+        self._mode, self._generator, self._tau = ('gumbel' if gumbel else 'relaxed'), generator, tau
+
+    def _choice(self, logits: torch.Tensor, index: int | None) -> tuple[torch.Tensor, list[int]]:
+        """(weights, active candidates) of one slot or stage in the current mode."""
+        if self._mode == 'path':
+            w = torch.zeros_like(logits)
+            w[index] = 1.0
+            return w.detach(), [index]
+        soft = F.softmax(logits / self.space.temperature, -1)
+        if self._mode == 'relaxed':
+            return soft, list(range(len(soft)))
+        u = torch.rand(logits.shape, generator=self._generator).to(logits.device)
+        gumbel = -torch.log(-torch.log(u.clamp_min(1e-10)).clamp_min(1e-10))
+        y = F.softmax((logits / self.space.temperature + gumbel) / self._tau, -1)
+        hard = torch.zeros_like(y)
+        hard[int(y.argmax())] = 1.0
+        return hard - y.detach() + y, [int(y.argmax())]  # straight-through: forward one-hot, gradient soft
+
+    # ------------------------------------------------------------------ forward
+    def _run(self, x: torch.Tensor, tap: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Stage ends of every stage (at the largest widths, zeros beyond the active width) and (tap) the
+        SSDLite tapped expansion."""
+        x = F.relu6(self.bn1(self.conv_stem(x)))
+        ends = []
+        for si, skips in enumerate(self._fixed_skip):
+            for layer, skip in zip(self.blocks[si], skips):
+                y, _ = layer(x)
+                x = y + x if skip else y
+            ends.append(x)
+        if self._mode == 'path' and not self._masked:
+            return self._run_sliced(x, ends, tap)
+        return self._run_masked(x, ends, tap)
+
+    def _run_sliced(self, x: torch.Tensor, ends: list[torch.Tensor], tap: bool
+                    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        path, tapped = self._path, None
+        tap_k = self._tap_index() if tap else -1
+        for k, st in enumerate(self.space.stages):
+            width = st.widths[path.widths[k]]
+            for slot, layer in enumerate(self.blocks[st.index]):
+                name = layer.names[path.ops[k][slot]]
+                if name == SKIP:
+                    continue
+                y, mid = layer.ops[name].forward_sliced(x, width)
+                x = y + x if slot > 0 or (st.stride == 1 and x.shape[1] == width) else y
+                if k == tap_k and slot == 0:
+                    tapped = _fit_channels(mid, self.ssdlite_channels[0])
+            ends.append(_fit_channels(x, st.max_width))
+        if self.space.head_chs is not None and tap:
+            head = F.conv2d(x, self.conv_head.weight[:, :x.shape[1]])
+            ends.append(F.relu6(self.bn2(head)))
+        return ends, tapped
+
+    def _run_masked(self, x: torch.Tensor, ends: list[torch.Tensor], tap: bool
+                    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        tapped = None
+        alphas = iter(self.op_alphas)
+        path = self._path
+        tap_k = self._tap_index() if tap else -1
+        prev_w: torch.Tensor | None = None
+        for k, st in enumerate(self.space.stages):
+            widths, in_widths = getattr(self, f'_widths{k}'), getattr(self, f'_in_widths{k}')
+            w_weights, _ = self._choice(self.width_alphas[k], path.widths[k] if path else None)
+            out_mask = _width_mask(w_weights, widths, st.max_width)
+            for slot, layer in enumerate(self.blocks[st.index]):
+                op_w, active = self._choice(next(alphas), path.ops[k][slot] if path else None)
+                p_in = (prev_w if prev_w is not None else torch.ones(1, device=x.device)) if slot == 0 else w_weights
+                w_in = in_widths if slot == 0 else widths
+                mids = [None if i not in active or n == SKIP else
+                        _width_mask(p_in, w_in * layer.expansions[i], layer.ops[n].bn1.num_features)
+                        for i, n in enumerate(layer.names)]
+                if slot > 0:
+                    residual: torch.Tensor | float = 1.0
+                elif st.stride == 1:
+                    # NOTE: timm adds a residual to a stage's first layer when its input and output widths
+                    # happen to be equal (stride 1); weight it by the probability that they are.
+                    same = (w_in[:, None] == widths[None, :]).to(w_weights.dtype)
+                    residual = p_in @ same @ w_weights
+                else:
+                    residual = 0.0
+                y, mid = layer(x, op_w, active, mids, residual, tap=k == tap_k and slot == 0)
+                x = _mask(y, out_mask)
+                if k == tap_k and slot == 0:
+                    tapped = mid
+            prev_w = w_weights
+            ends.append(x)
+        if self.space.head_chs is not None and tap:
+            ends.append(F.relu6(self.bn2(self.conv_head(x))))
+        return ends, tapped
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps at `out_indices` (for an FPN), in the current mode."""
+        ends, _ = self._run(x)
+        feats = [ends[si] for si, _, _ in self._features]
+        return [feats[i] for i in self.out_indices]
+
+    def ssdlite_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[the tapped layer's expansion (stride 16), the head conv output (stride 32)] for SSDLite."""
+        ends, tapped = self._run(x, tap=True)
+        return [tapped, ends[-1]]
+
+    # ------------------------------------------------------------------ weights
+    def load_seed(self, seed_state_dict: Mapping[str, torch.Tensor], width: WidthMode = 'leading',
+                  noise: float = 1e-5) -> None:
+        """Remap seed weights into every candidate op (FNA seed -> super network remapping).
+
+        Every candidate op of a slot starts from the same seed layer (depth rule), its kernel centred, its
+        widths by `remap_state_dict` at the largest widths (grown channels: zero plus FNA++ noise).
+
+        Args:
+            seed_state_dict: Weights of the space's seed arch (timm key names).
+            width: Width rule, 'leading' (FNA code) or 'bn_gamma'.
+            noise: Noise scale of grown channels.
+        """
+        space = self.space
+        names = sorted({n for st in space.stages for slot in st.slots for n in slot if n != SKIP})
+        sd = self.state_dict()
+        for i, name in enumerate(names):
+            stages = list(space.seed.stages[:space.fixed_stages])
+            stages += [Stage(st.max_width, st.stride, (name,) * len(st.slots)) for st in space.stages]
+            arch = Arch(space.seed.stem_chs, tuple(stages), space.head_chs)
+            remapped = remap_state_dict(seed_state_dict, space.seed, arch, _init_state_dict(arch), width, noise)
+            for key, value in remapped.items():
+                target = self._super_key(key, name)
+                if target is not None and (i == 0 or '.ops.' in target):
+                    sd[target] = value
+        self.load_state_dict(sd)
+
+    def _super_key(self, key: str, name: str) -> str | None:
+        """Super network key of a key of the all-`name` arch (None: `name` is not a candidate there)."""
+        parts = key.split('.')
+        if parts[0] != 'blocks' or int(parts[1]) < self.space.fixed_stages:
+            return key
+        si, slot = int(parts[1]), int(parts[2])
+        layer = self.blocks[si][slot]
+        return f'blocks.{si}.{slot}.ops.{name}.{".".join(parts[3:])}' if name in layer.ops else None
+
+    def path_state_dict(self, path: Path) -> dict[str, torch.Tensor]:
+        """Weights of the derived network of `path` (timm key names) cut from the super network.
+
+        The path's tensors at the largest widths are sliced to the path's widths by `remap_state_dict`
+        (leading channels), so `build_backbone(space.derive(path))` loaded with them computes what the
+        super network computes on that path.
+
+        Args:
+            path: The path.
+        """
+        big = self.space.max_path_arch(path)
+        sd = self.state_dict()
+        src = {k: v for k, v in sd.items() if not k.startswith(('op_alphas', 'width_alphas', 'blocks.'))}
+        for si in range(self.space.fixed_stages):
+            src.update({k: v for k, v in sd.items() if k.startswith(f'blocks.{si}.')})
+        for k, st in enumerate(self.space.stages):
+            kept = [(slot, st.slots[slot][i]) for slot, i in enumerate(path.ops[k]) if st.slots[slot][i] != SKIP]
+            for li, (slot, name) in enumerate(kept):
+                prefix = f'blocks.{st.index}.{slot}.ops.{name}.'
+                src.update({f'blocks.{st.index}.{li}.{key[len(prefix):]}': v for key, v in sd.items()
+                            if key.startswith(prefix)})
+        derived = self.space.derive(path)
+        return remap_state_dict(src, big, derived, _init_state_dict(derived), 'leading')
+
+
+def _init_state_dict(arch: Arch) -> dict[str, torch.Tensor]:
+    """A freshly initialised state dict of `arch`'s timm model as remapping needs it (BN gamma/var 1, rest 0)."""
+    out = {}
+    for key, shape in expected_shapes(arch).items():
+        if key.endswith('num_batches_tracked'):
+            out[key] = torch.zeros((), dtype=torch.long)
+        elif key.endswith(('bn1.weight', 'bn2.weight', 'bn3.weight', 'running_var')):
+            out[key] = torch.ones(shape)
+        else:
+            out[key] = torch.zeros(shape)
+    return out

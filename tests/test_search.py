@@ -1,0 +1,240 @@
+"""Architecture search: space, super network (seed remap, sampled path == derived network), MAdds objective,
+the search loop (outputs, resume, NaN, DDP) and its command line."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from fna_zoo import build_backbone, count_arch, load_arch
+from fna_zoo.detection import SSDLiteBackbone
+from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config
+from fna_zoo.nas import SearchSpace, SuperNet, madds_table
+from fna_zoo.nas import cost as cost_mod
+from fna_zoo.nas.searcher import search
+from fna_zoo.nas.space import Path as ArchPath
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = SEARCH_DEFAULTS['search']['space']
+
+
+def space_of(detector: str = 'retinanet', **changes) -> SearchSpace:
+    return SearchSpace.from_config({**SPACE, **changes}, detector)
+
+
+def test_space_size_and_derive():
+    # FNA's space (fixed widths): 6^6 * 259^5 distinct archs once skips move to the stage end (method.md 1.1)
+    assert space_of(width_mults=[1.0]).num_paths() == 6 ** 6 * 259 ** 5
+    space = space_of()
+    assert [st.widths for st in space.stages][:2] == [(16, 24, 32, 40), (16, 24, 32, 40, 48)]
+    seed_path = ArchPath(tuple(tuple(0 if i < d else len(st.slots[i]) - 1 for i in range(len(st.slots)))
+                               for st, d in zip(space.stages, (2, 3, 4, 3, 3, 1))),
+                         tuple(st.widths.index(space.seed.stages[st.index].out_chs) for st in space.stages))
+    arch = space.derive(seed_path)
+    assert arch.depths == space.seed.depths and arch.head_chs is None  # k3_e3 ops, the seed's depths and widths
+    assert space_of('ssdlite').stages[4].slots[0] == ('k3_e6', 'k5_e6', 'k7_e6')  # the SSDLite tap: e6 only
+
+
+@pytest.mark.parametrize('changes, message', [
+    (dict(ops=['k4_e6']), "op 'k4_e6' has kernel 4; expected an odd kernel"),
+    (dict(ops=['k3_e1', 'skip']), "op 'k3_e1' cannot be mapped from the seed"),
+    (dict(first_ops=['k3_e6', 'skip']), "first_ops .* has 'skip'"),
+    (dict(layers=[4, 4, 1]), r'layers \[4, 4, 1\] has 3 entries; expected 6'),
+    (dict(width_mults=[1.0, -0.5]), 'width_mults is .*; expected positive multipliers'),
+    (dict(seed='resnet50'), "seed 'resnet50' is unknown"),
+])
+def test_space_errors(changes, message):
+    with pytest.raises(ValueError, match=message):
+        space_of(**changes)
+    with pytest.raises(ValueError, match='no valid architecture: no e6 first_ops for the SSDLite tap'):
+        space_of('ssdlite', first_ops=['k3_e3', 'k5_e3'])
+
+
+@pytest.fixture(scope='module')
+def supernets(seed_state_dict):
+    nets = {}
+    for det in ('retinanet', 'ssdlite'):
+        net = SuperNet(space_of(det))
+        net.load_seed(seed_state_dict)
+        nets[det] = net.train()
+    return nets
+
+
+def _features(net: SuperNet, det: str, x: torch.Tensor) -> list[torch.Tensor]:
+    return net(x) if det == 'retinanet' else net.ssdlite_features(x)
+
+
+@pytest.mark.parametrize('det', ['retinanet', 'ssdlite'])
+def test_sampled_path_computes_the_derived_network(supernets, det, image):
+    net, gen = supernets[det], torch.Generator().manual_seed(0)
+    for mode in ('train', 'eval'):
+        net.train(mode == 'train')
+        for _ in range(3):
+            path = net.sample_path(gen, uniform=True)
+            arch = net.space.derive(path)
+            if det == 'retinanet':
+                derived = build_backbone(arch, features_only=True, out_indices=(2, 3, 4))
+            else:
+                derived = SSDLiteBackbone(build_backbone(arch))
+            state = net.path_state_dict(path)
+            (derived.body if det == 'ssdlite' else derived).load_state_dict(state)
+            derived.train(mode == 'train')
+            with torch.no_grad():
+                net.set_path(path)
+                sliced = _features(net, det, image)
+                net.set_path(path, masked=True)
+                masked = _features(net, det, image)
+                ref = derived(image) if det == 'retinanet' else list(derived(image).values())[:2]
+            for s, m, r in zip(sliced, masked, ref):
+                assert torch.equal(s[:, :r.shape[1]], r)  # exactly the derived network, leading channels
+                assert not s[:, r.shape[1]:].any()        # zeros beyond the path's width
+                assert torch.equal(s, m)                  # slicing == masking
+    net.train()
+
+
+def test_seed_remap_into_the_super_network(seed_state_dict, seed_model, image):
+    # the seed's own path (k3_e6, seed depths and widths) computes exactly the seed (eval mode: the seed's BN
+    # statistics), and so does it with every layer k7_e6 (centred kernels) up to float rounding
+    space = space_of()
+    net = SuperNet(space)
+    net.load_seed(seed_state_dict)
+    net.eval()
+    ref = timm.create_model('mobilenetv2_100', features_only=True, out_indices=(2, 3, 4))
+    ref.load_state_dict(seed_model.state_dict(), strict=False)
+    ref.eval()
+    for op, tol in (('k3_e6', 0.0), ('k7_e6', 1e-4)):
+        ops = tuple(tuple(st.slots[i].index(op) if i < d else len(st.slots[i]) - 1 for i in range(len(st.slots)))
+                    for st, d in zip(space.stages, (2, 3, 4, 3, 3, 1)))
+        widths = tuple(st.widths.index(space.seed.stages[st.index].out_chs) for st in space.stages)
+        net.set_path(ArchPath(ops, widths))
+        with torch.no_grad():
+            for got, want in zip(net(image), ref(image)):
+                assert (got[:, :want.shape[1]] - want).abs().max().item() <= tol
+    net.train()
+
+
+@pytest.mark.parametrize('det, size', [('retinanet', (800, 1088)), ('ssdlite', (320, 320))])
+def test_expected_madds(supernets, det, size):
+    net = supernets[det]
+    table = madds_table(net.space, size)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(5):  # at one-hot probabilities the expectation is count_arch of the derived arch, exactly
+        path = net.sample_path(gen, uniform=True)
+        assert table.of_path(path) == count_arch(net.space.derive(path), size).madds
+    ops, widths = net.probabilities()
+    expected = table.expected(ops, widths)
+    expected.backward()
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in net.arch_parameters())
+    net.zero_grad()
+
+
+def test_cost_objective_forms():
+    space = space_of()
+    table = madds_table(space, (800, 1088))
+    log_form = cost_mod.CostObjective(table, 0.02, 1e9, 'GMAdds')
+    assert log_form.loss(torch.tensor(10.0, dtype=torch.float64)).item() == pytest.approx(0.02)
+    target = cost_mod.CostObjective(table, 0.5, 1e9, 'GMAdds', target=4.0)
+    assert target.loss(torch.tensor(3.0, dtype=torch.float64)).item() == 0.0  # below target: no penalty
+    assert target.loss(torch.tensor(8.0, dtype=torch.float64)).item() == pytest.approx(0.5 * 0.30103, rel=1e-4)
+    with pytest.raises(ValueError, match="search objective type 'flops' is unknown; expected one of madds"):
+        cost_mod.build_objective(space, {'type': 'flops', 'lambda': 0.1, 'input_size': [32, 32]})
+
+
+def tiny(tmp_path: Path, *extra: str) -> list[str]:
+    return [f'data.synthetic.root={tmp_path / "data"}', 'data.synthetic.num_train=16', 'data.synthetic.num_val=4',
+            'data.synthetic.image_size=64', 'data.workers=0',
+            'model.kwargs={min_size: 64, max_size: 64, head_width: 16, score_thresh: 0.0}',
+            'train.batch_size=4', 'train.epochs=3', 'train.warmup_iters=1', 'train.optimizer=adamw', 'train.lr=0.001',
+            'train.log_interval=1', 'train.ckpt_interval=2', 'search.arch_update_epoch=1', 'search.arch_log_interval=1',
+            'search.arch_optimizer.lr=0.05', 'search.bn_calib_batches=1', 'eval.batch_size=4',
+            'search.space.layers=[2, 2, 2, 2, 2, 1]', 'search.space.width_mults=[0.5, 1.0]', *extra]
+
+
+def run_search(tmp_path: Path, name: str, *extra: str, resume: bool = False) -> dict:
+    cfg = load_config(None, [f'output={tmp_path / name}', *tiny(tmp_path, *extra)], defaults=SEARCH_DEFAULTS)
+    return search(cfg, resume=resume)
+
+
+def test_search_outputs_and_exact_resume(tmp_path, capsys):
+    full = run_search(tmp_path, 'full')  # 6 weight steps (2 per epoch), arch steps from epoch 1
+    run = tmp_path / 'full'
+    for name in ('arch.yaml', 'alphas.pt', 'summary.json', 'search.log', 'metrics.csv', 'probs.png', 'last.pth',
+                 'config.yaml'):
+        assert (run / name).is_file(), name
+    assert (run / 'probs.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    arch = load_arch(run / 'arch.yaml')
+    summary = json.loads((run / 'summary.json').read_text())
+    assert summary['arch'] == arch.to_fna_string() == full['arch']
+    assert summary['madds'] == count_arch(arch, (800, 1088)).madds and summary['steps'] == 6
+    assert summary['arch_steps'] == 4 and 0.0 <= summary['skip_fraction'] <= 1.0
+    assert len(summary['probabilities']['ops']) == 11 and 0.0 <= summary['supernet_eval']['AP'] <= 1.0
+    assert 'phase' in (run / 'metrics.csv').read_text().splitlines()[0]
+    assert 'argmax arch' in (run / 'search.log').read_text()
+    alphas = torch.load(run / 'alphas.pt', weights_only=True)
+    # killed after step 3 (a checkpoint at step 2 and at the epoch end, step 4 is not reached) ...
+    run_search(tmp_path, 'part', 'train.max_iters=3')
+    resumed = run_search(tmp_path, 'part', resume=True)
+    assert resumed['arch'] == full['arch'] and resumed['steps'] == 6
+    again = torch.load(tmp_path / 'part' / 'alphas.pt', weights_only=True)
+    for a, b in zip(alphas['op_alphas'] + alphas['width_alphas'], again['op_alphas'] + again['width_alphas']):
+        assert torch.allclose(a, b, atol=1e-6)
+    # the derived arch retrains as it is (seed remapped into it)
+    from fna_zoo.engine import cli
+    result = cli.retrain_main(['--output', str(tmp_path / 'retrain'), '--arch', str(run / 'arch.yaml'), '--set',
+                               f'data.synthetic.root={tmp_path / "data"}', 'data.synthetic.num_train=16',
+                               'data.synthetic.num_val=4', 'data.synthetic.image_size=64', 'data.workers=0',
+                               'model.kwargs={min_size: 64, max_size: 64, head_width: 16, score_thresh: 0.0}',
+                               'train.max_iters=2', 'train.batch_size=4', 'eval.batch_size=4'])
+    assert result['step'] == 2 and load_arch(tmp_path / 'retrain' / 'arch.yaml') == arch
+
+
+def test_gumbel_ssdlite_search(tmp_path):
+    result = run_search(tmp_path, 'ssd', 'detector=ssdlite', 'search.relaxation=gumbel', 'search.eval_derived=false',
+                        'search.objective.input_size=[320, 320]', 'train.max_iters=4',
+                        'model.kwargs={image_size: 64, score_thresh: 0.0}')
+    arch = load_arch(tmp_path / 'ssd' / 'arch.yaml')
+    assert arch.head_chs == 1280 and result['madds'] == count_arch(arch, (320, 320)).madds
+    assert arch.stages[5].layers[0].expansion == 6  # the SSDLite tap (96 -> 160 stage) keeps e6
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(cost_mod.CostObjective, 'loss', lambda self, e: e * float('nan'))
+    with pytest.raises(FloatingPointError, match=r'architecture loss is nan at step 2; search stopped, the last '
+                                                 r'good checkpoint is .*last.pth'):
+        run_search(tmp_path, 'nan')
+    assert torch.load(tmp_path / 'nan' / 'last.pth', weights_only=True)['step'] == 2
+    assert not (tmp_path / 'nan' / 'arch.yaml').exists()
+
+
+def test_cli_errors_leave_nothing(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE='1')
+    for args, message in (
+            (['--set', 'search.space.ops=[k3_e1]'], "error: op 'k3_e1' cannot be mapped from the seed"),
+            (['--set', 'search.objectiv.lambda=1'], "error: unknown config key 'search.objectiv'"),
+            (['--set', 'search.relaxation=random'], "error: config search.relaxation is 'random'; expected one of"),
+            (['--config', str(tmp_path / 'none.yaml')], 'error: config file .* does not exist'),
+    ):
+        out = tmp_path / 'run'
+        proc = subprocess.run([sys.executable, str(ROOT / 'search' / 'run.py'), '--output', str(out), *args],
+                              env=env, capture_output=True, text=True, timeout=300)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert re.match(message, lines[0]), lines[0]
+        assert not out.exists()
+
+
+def test_ddp_ranks_derive_the_same_arch(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+           str(ROOT / 'search' / 'run.py'), '--output', str(tmp_path / 'ddp'),
+           '--set', *tiny(tmp_path, 'train.batch_size=2', 'train.max_iters=3', 'search.eval_derived=false')]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / 'ddp' / 'summary.json').read_text())
+    assert summary['processes'] == 2 and proc.stdout.count('derived arch') == 1  # only rank 0 prints
+    assert summary['arch'] == load_arch(tmp_path / 'ddp' / 'arch.yaml').to_fna_string()
