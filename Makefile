@@ -16,7 +16,8 @@ venv: .venv/.installed
 
 demo: venv
 	$(PY) -m fna_zoo.demo
-	$(PY) search/retrain.py --config configs/demo_retinanet.yaml
+	$(PY) search/run.py --config configs/demo_search.yaml
+	$(PY) search/retrain.py --config configs/demo_retinanet.yaml --arch runs/demo_search/arch.yaml
 	$(PY) search/test.py --checkpoint runs/demo_retinanet/final.pth
 
 test: venv

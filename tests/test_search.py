@@ -145,18 +145,21 @@ def test_cost_objective_forms():
         cost_mod.build_objective(space, {'type': 'flops', 'lambda': 0.1, 'input_size': [32, 32]})
 
 
-def tiny(tmp_path: Path, *extra: str) -> list[str]:
+RETINA = 'model.kwargs={min_size: 64, max_size: 64, head_width: 16, score_thresh: 0.0}'
+
+
+def tiny(tmp_path: Path, *extra: str, kwargs: str = RETINA) -> list[str]:
     return [f'data.synthetic.root={tmp_path / "data"}', 'data.synthetic.num_train=16', 'data.synthetic.num_val=4',
-            'data.synthetic.image_size=64', 'data.workers=0',
-            'model.kwargs={min_size: 64, max_size: 64, head_width: 16, score_thresh: 0.0}',
+            'data.synthetic.image_size=64', 'data.workers=0', kwargs,
             'train.batch_size=4', 'train.epochs=3', 'train.warmup_iters=1', 'train.optimizer=adamw', 'train.lr=0.001',
             'train.log_interval=1', 'train.ckpt_interval=2', 'search.arch_update_epoch=1', 'search.arch_log_interval=1',
             'search.arch_optimizer.lr=0.05', 'search.bn_calib_batches=1', 'eval.batch_size=4',
             'search.space.layers=[2, 2, 2, 2, 2, 1]', 'search.space.width_mults=[0.5, 1.0]', *extra]
 
 
-def run_search(tmp_path: Path, name: str, *extra: str, resume: bool = False) -> dict:
-    cfg = load_config(None, [f'output={tmp_path / name}', *tiny(tmp_path, *extra)], defaults=SEARCH_DEFAULTS)
+def run_search(tmp_path: Path, name: str, *extra: str, resume: bool = False, kwargs: str = RETINA) -> dict:
+    cfg = load_config(None, [f'output={tmp_path / name}', *tiny(tmp_path, *extra, kwargs=kwargs)],
+                      defaults=SEARCH_DEFAULTS)
     return search(cfg, resume=resume)
 
 
@@ -188,15 +191,14 @@ def test_search_outputs_and_exact_resume(tmp_path, capsys):
     result = cli.retrain_main(['--output', str(tmp_path / 'retrain'), '--arch', str(run / 'arch.yaml'), '--set',
                                f'data.synthetic.root={tmp_path / "data"}', 'data.synthetic.num_train=16',
                                'data.synthetic.num_val=4', 'data.synthetic.image_size=64', 'data.workers=0',
-                               'model.kwargs={min_size: 64, max_size: 64, head_width: 16, score_thresh: 0.0}',
-                               'train.max_iters=2', 'train.batch_size=4', 'eval.batch_size=4'])
+                               RETINA, 'train.max_iters=2', 'train.batch_size=4', 'eval.batch_size=4'])
     assert result['step'] == 2 and load_arch(tmp_path / 'retrain' / 'arch.yaml') == arch
 
 
 def test_gumbel_ssdlite_search(tmp_path):
     result = run_search(tmp_path, 'ssd', 'detector=ssdlite', 'search.relaxation=gumbel', 'search.eval_derived=false',
                         'search.objective.input_size=[320, 320]', 'train.max_iters=4',
-                        'model.kwargs={image_size: 64, score_thresh: 0.0}')
+                        kwargs='model.kwargs={image_size: 64, score_thresh: 0.0}')
     arch = load_arch(tmp_path / 'ssd' / 'arch.yaml')
     assert arch.head_chs == 1280 and result['madds'] == count_arch(arch, (320, 320)).madds
     assert arch.stages[5].layers[0].expansion == 6  # the SSDLite tap (96 -> 160 stage) keeps e6
@@ -238,3 +240,15 @@ def test_ddp_ranks_derive_the_same_arch(tmp_path):
     summary = json.loads((tmp_path / 'ddp' / 'summary.json').read_text())
     assert summary['processes'] == 2 and proc.stdout.count('derived arch') == 1  # only rank 0 prints
     assert summary['arch'] == load_arch(tmp_path / 'ddp' / 'arch.yaml').to_fna_string()
+
+
+@pytest.mark.parametrize('name', ['fna_retinanet_search', 'fna_ssdlite_search', 'demo_search'])
+def test_search_configs_build(name):
+    cfg = load_config(ROOT / 'configs' / f'{name}.yaml', defaults=SEARCH_DEFAULTS)
+    space = SearchSpace.from_config(cfg['search']['space'], cfg['detector'])
+    assert [len(st.slots) for st in space.stages] == [4, 4, 4, 4, 4, 1]
+    if name.startswith('fna_'):  # the paper's search settings (method.md 3.3)
+        ssd = cfg['detector'] == 'ssdlite'
+        assert cfg['search']['objective']['lambda'] == (0.15 if ssd else 0.02)
+        assert cfg['search']['arch_update_epoch'] == (15 if ssd else 8) and cfg['train']['epochs'] == (30 if ssd else 14)
+        assert (cfg['search']['weight_steps'], space.temperature) == ((5, 0.9) if ssd else (1, 1.0))

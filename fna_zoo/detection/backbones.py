@@ -22,7 +22,7 @@ from ..arch import Arch, is_arch_spec, load_arch
 from ..archs import list_archs
 from .._builder import build_backbone
 
-__all__ = ['SeedSpec', 'resolve_seed', 'create_backbone', 'FPNBackbone', 'SSDLiteBackbone']
+__all__ = ['SeedSpec', 'resolve_seed', 'check_backbone', 'create_backbone', 'FPNBackbone', 'SSDLiteBackbone']
 
 _logger = logging.getLogger(__name__)
 
@@ -48,6 +48,21 @@ def resolve_seed(seed: SeedSpec, seed_model: str = 'mobilenetv2_100') -> Mapping
     return str(seed)
 
 
+def check_backbone(spec: Arch | str | os.PathLike) -> str:
+    """Raise a clear error for a backbone spec that is neither an FNA arch nor a timm model (cheap: builds
+    nothing); returns the spec as text.
+
+    Args:
+        spec: As for `create_backbone`.
+    """
+    if is_arch_spec(spec):
+        load_arch(spec)
+    elif not timm.is_model(str(spec)):
+        raise ValueError(f'unknown backbone {str(spec)!r}; expected an FNA arch ({", ".join(list_archs())}, an arch '
+                         'file or an FNA net_config string) or a timm model name')
+    return str(spec)
+
+
 def create_backbone(spec: Arch | str | os.PathLike | nn.Module, seed: SeedSpec = None, **timm_kwargs: Any) -> nn.Module:
     """A timm model from an FNA arch (with seed remapping) or from any timm model name (with its own weights).
 
@@ -63,10 +78,7 @@ def create_backbone(spec: Arch | str | os.PathLike | nn.Module, seed: SeedSpec =
         return spec
     if is_arch_spec(spec):
         return build_backbone(load_arch(spec), resolve_seed(seed), **timm_kwargs)
-    name = str(spec)
-    if not timm.is_model(name):
-        raise ValueError(f'unknown backbone {name!r}; expected an FNA arch ({", ".join(list_archs())}, an arch file '
-                         'or an FNA net_config string) or a timm model name')
+    name = check_backbone(spec)
     if seed is None:
         return timm.create_model(name, **timm_kwargs)
     overlay = None  # 'timm': the model's own pretrained cfg

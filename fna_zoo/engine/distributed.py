@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ['DistInfo', 'init_distributed', 'barrier', 'all_gather_objects', 'average_gradients', 'cleanup']
+__all__ = ['DistInfo', 'init_distributed', 'barrier', 'all_gather_objects', 'average_gradients', 'broadcast_state', 'cleanup']
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,20 @@ def average_gradients(params: 'list[torch.nn.Parameter]') -> None:
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def broadcast_state(module: 'torch.nn.Module') -> None:
+    """Copy rank 0's parameters and buffers to every process (what DDP does when it wraps a model; a no-op
+    when not distributed). Needed wherever gradients are averaged by hand (`average_gradients`).
+
+    Args:
+        module: The model.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, 0)
 
 
 def cleanup() -> None:

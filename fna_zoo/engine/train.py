@@ -26,6 +26,7 @@ from tqdm import tqdm
 from ..arch import atomic_write_text, is_arch_spec, load_arch
 from ..data import CocoDetection, coco_split_paths, collate, make_synthetic_coco, train_transforms
 from ..detection import DETECTORS
+from ..detection.backbones import check_backbone
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import model_kwargs
 from .distributed import DistInfo, barrier, init_distributed
@@ -134,6 +135,8 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     torch.manual_seed(cfg['seed'] + dist_info.rank)
     random.seed(cfg['seed'] + dist_info.rank)
 
+    if cfg['model']['backbone'] is not None:  # a bad backbone fails before any data is written
+        check_backbone(cfg['model']['backbone'])
     root = data_root(cfg, dist_info)
     train_ds, val_ds = build_datasets(cfg, root)
     num_classes = cfg['model']['num_classes'] or train_ds.num_classes

@@ -37,7 +37,8 @@ from ..detection import DETECTORS
 from ..detection.backbones import resolve_seed
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.config import model_kwargs
-from ..engine.distributed import DistInfo, all_gather_objects, average_gradients, barrier, init_distributed
+from ..engine.distributed import (DistInfo, all_gather_objects, average_gradients, barrier, broadcast_state,
+                                  init_distributed)
 from ..engine.evaluate import evaluate
 from ..engine.train import SkipSampler, build_datasets, build_optimizer, data_root, lr_factor, set_lr
 from .cost import CostObjective, build_objective
@@ -236,6 +237,7 @@ def search(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
         model.load_state_dict(state['model'])
     device = dist_info.device
     model.to(device)
+    broadcast_state(model)  # new layers were initialised from per-rank seeds: every rank starts from rank 0's
     alphas = supernet.arch_parameters()
     weights = [p for p in model.parameters() if all(p is not a for a in alphas)]
     w_opt = build_optimizer(weights, t)

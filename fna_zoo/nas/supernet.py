@@ -314,7 +314,7 @@ class SuperNet(nn.Module):
         if self._mode == 'relaxed':
             return soft, list(range(len(soft)))
         u = torch.rand(logits.shape, generator=self._generator).to(logits.device)
-        gumbel = -torch.log(-torch.log(u.clamp_min(1e-10)).clamp_min(1e-10))
+        gumbel = -torch.log((-torch.log(u.clamp_min(1e-10))).clamp_min(1e-10))
         y = F.softmax((logits / self.space.temperature + gumbel) / self._tau, -1)
         hard = torch.zeros_like(y)
         hard[int(y.argmax())] = 1.0

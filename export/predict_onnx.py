@@ -1,0 +1,140 @@
+"""Run an exported FNA detector (`fna-export --what nms`) on an image with onnxruntime, numpy and PIL only.
+
+    python export/predict_onnx.py model.onnx image.jpg [--output image_det.png] [--score-thresh 0.3]
+                                  [--classes red_disc,green_square,...] [--draw-scale 3]
+
+Prints one line per detection (label, score, box x1 y1 x2 y2 in the image's pixels) and draws the boxes
+into a PNG. The preprocessing is read from the file's metadata: the network input size, the resize mode
+('letterbox' for RetinaNet: keep the aspect ratio and pad right/bottom with the mean colour; 'stretch' for
+SSD) and the mean; the graph itself normalises and runs NMS. No torch needed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageDraw
+
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
+
+
+def load_session(path: str) -> tuple[ort.InferenceSession, dict[str, str]]:
+    """An onnxruntime CPU session and the file's metadata; checks that it is a detector with NMS."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f'model {path!r} does not exist; expected an ONNX file from fna-export')
+    try:
+        sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    except Exception as e:  # noqa: BLE001  (onnxruntime raises its own types for unreadable files)
+        raise ValueError(f'model {path!r} is not a readable ONNX file ({type(e).__name__}); expected an ONNX file '
+                         'from fna-export') from None
+    meta = sess.get_modelmeta().custom_metadata_map
+    if meta.get('fna_zoo.what') != 'nms':
+        raise ValueError(f"model {path!r} is a {meta.get('fna_zoo.what', 'foreign')!r} export; expected a detector "
+                         'exported with --what nms')
+    return sess, meta
+
+
+def preprocess(image: Image.Image, size: tuple[int, int], resize: str, mean: Sequence[float]
+               ) -> tuple[np.ndarray, tuple[float, float]]:
+    """The network input [1, 3, H, W] in [0, 1] and the (x, y) scale from the image to it.
+
+    Mirrors `fna_zoo.export.quantize.preprocess` (which uses torch's bilinear resize; PIL's differs slightly).
+    """
+    w, h = image.size
+    H, W = size
+    if resize == 'stretch':
+        arr = np.asarray(image.resize((W, H), Image.BILINEAR), dtype=np.float32) / 255.0
+        return arr.transpose(2, 0, 1)[None], (W / w, H / h)
+    s = min(H / h, W / w)
+    nh, nw = min(H, round(h * s)), min(W, round(w * s))
+    canvas = np.empty((H, W, 3), dtype=np.float32)
+    canvas[:] = np.asarray(mean, dtype=np.float32)
+    canvas[:nh, :nw] = np.asarray(image.resize((nw, nh), Image.BILINEAR), dtype=np.float32) / 255.0
+    return canvas.transpose(2, 0, 1)[None], (s, s)
+
+
+def predict(sess: ort.InferenceSession, meta: dict[str, str], image: Image.Image, score_thresh: float = 0.0
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes [N, 4] xyxy in image pixels, scores [N], labels [N]) with score >= `score_thresh`."""
+    size = tuple(int(v) for v in meta['input_size'].split(','))
+    x, (sx, sy) = preprocess(image, size, meta.get('resize', 'letterbox'), json.loads(meta['mean']))
+    boxes, scores, labels, num = sess.run(['boxes', 'scores', 'labels', 'num_detections'],
+                                          {sess.get_inputs()[0].name: x})
+    n = int(num[0])
+    boxes, scores, labels = boxes[0, :n] / np.array([sx, sy, sx, sy], dtype=np.float32), scores[0, :n], labels[0, :n]
+    keep = scores >= score_thresh
+    return boxes[keep], scores[keep], labels[keep]
+
+
+def draw(image: Image.Image, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, names: Sequence[str],
+         scale: int = 1) -> Image.Image:
+    """The image (enlarged `scale` times) with boxes and 'name score' tags."""
+    im = image.convert('RGB')
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    d = ImageDraw.Draw(im)
+    order = np.argsort(scores, kind='stable')  # the best detection is drawn last, on top
+    for box, score, label in zip(boxes[order], scores[order], labels[order]):
+        colour = PALETTE[int(label) % len(PALETTE)]
+        x1, y1, x2, y2 = (float(v) * scale for v in box)
+        d.rectangle([x1, y1, x2, y2], outline=colour, width=2)
+        tag = f'{names[int(label)] if int(label) < len(names) else int(label)} {score:.2f}'
+        tw = d.textlength(tag)
+        d.rectangle([x1, max(0, y1 - 11), x1 + tw + 2, max(11, y1)], fill=colour)
+        d.text((x1 + 1, max(0, y1 - 11)), tag, fill=(0, 0, 0))
+    return im
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description='Detect objects in an image with an exported FNA detector (ONNX).')
+    p.add_argument('model', help='ONNX file from fna-export --what nms')
+    p.add_argument('image', help='image file')
+    p.add_argument('--output', '-o', help='PNG with the boxes (default: <image>_det.png beside the image)')
+    p.add_argument('--score-thresh', type=float, default=0.3, help='only report and draw scores >= this (default 0.3)')
+    p.add_argument('--classes', help="comma-separated class names in label order (default: the file's "
+                   'class_names metadata, else label numbers)')
+    p.add_argument('--draw-scale', type=int, default=1, help='enlarge the drawing (small images), e.g. 3')
+    args = p.parse_args(argv)
+    if not Path(args.image).is_file():
+        raise FileNotFoundError(f'image {args.image!r} does not exist')
+    out = Path(args.output) if args.output else Path(args.image).with_name(Path(args.image).stem + '_det.png')
+    if out.suffix.lower() != '.png':
+        raise ValueError(f'output {str(out)!r} has suffix {out.suffix!r}; expected a .png file')
+    sess, meta = load_session(args.model)
+    try:
+        image = Image.open(args.image).convert('RGB')
+    except OSError:
+        raise ValueError(f'image {args.image!r} is not a readable image; expected a PNG/JPEG file') from None
+    boxes, scores, labels = predict(sess, meta, image, args.score_thresh)
+    names = args.classes.split(',') if args.classes else json.loads(meta.get('class_names', '[]'))
+    for box, score, label in zip(boxes, scores, labels):
+        name = names[int(label)] if int(label) < len(names) else str(int(label))
+        print(f'{name:>14s}  {score:.3f}  [{box[0]:.1f}, {box[1]:.1f}, {box[2]:.1f}, {box[3]:.1f}]')
+    print(f'{len(boxes)} detections (score >= {args.score_thresh}) -> {out}')
+    fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else '.', prefix=f'.{out.stem}.', suffix='.png')
+    os.close(fd)
+    try:
+        draw(image, boxes, scores, labels, names, args.draw_scale).save(tmp, format='PNG', optimize=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp files are 0600
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except (ValueError, OSError) as e:  # the project's CLI convention: one line, exit 2
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,239 @@
+"""`fna-export` (also `python -m fna_zoo.export`): ONNX export with a parity gate, INT8 and TensorRT.
+
+    fna-export --model fna_retinanet_backbone --output out/backbone.onnx [--input-size 800 1088]
+    fna-export --arch runs/search/arch.yaml --output out/searched.onnx
+    fna-export --checkpoint runs/demo_retinanet/final.pth --output out/retinanet.onnx [--what raw|nms]
+               [--int8 --calib-images 32 --data_path /data/coco --ap-drop-max 0.02]
+               [--format engine --fp16]
+
+Exit codes: 0 written; 1 parity (or INT8 AP) gate failed, nothing written at the output path; 2 user error
+(one `error: ...` line).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..cli_errors import CliParser, run_cli
+
+__all__ = ['export_main', 'main']
+
+_logger = logging.getLogger(__name__)
+
+
+def _parser() -> CliParser:
+    p = CliParser(prog='fna-export', description='Export an FNA / timm backbone or a retrained detector to ONNX '
+                  '(parity-checked against PyTorch), optionally INT8 (onnxruntime) and a TensorRT engine.')
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument('--model', help='zoo arch name (e.g. fna_retinanet_backbone) or any timm model name (timm:NAME forces '
+                     "timm's own model): backbone export")
+    src.add_argument('--arch', help='arch file (.yaml/.json/.txt, as search writes): backbone export')
+    src.add_argument('--checkpoint', help='retrain checkpoint (final.pth) of a RetinaNet or SSDLite: detector export')
+    p.add_argument('--what', choices=['backbone', 'raw', 'nms'],
+                   help='backbone features; raw head outputs (+ anchors); detections with in-graph NMS '
+                        '(default: nms for --checkpoint, backbone otherwise)')
+    p.add_argument('--output', '-o', required=True, help='ONNX file to write (.onnx)')
+    p.add_argument('--input-size', nargs=2, type=int, metavar=('H', 'W'),
+                   help='input size (multiples of 32); default: 224 224 for backbones (any size works at run '
+                        "time), the detector's own size for checkpoints")
+    p.add_argument('--batch', type=int, default=1, help='export batch size (default 1)')
+    p.add_argument('--static', action='store_true', help='fixed batch size (default: dynamic batch)')
+    p.add_argument('--opset', type=int, default=18, help='ONNX opset (default 18, range 11..20)')
+    p.add_argument('--out-indices', nargs='+', type=int, help='backbone: timm feature indices (default 1 2 3 4)')
+    p.add_argument('--seed-weights', help="backbone: seed weights ('timm' or a file; default random init)")
+    p.add_argument('--score-thresh', type=float, help="nms: score threshold (default: the detector's)")
+    p.add_argument('--iou-thresh', type=float, help="nms: NMS IoU threshold (default: the detector's)")
+    p.add_argument('--max-dets', type=int, help="nms: detections per image (default: the detector's)")
+    p.add_argument('--simplify', action='store_true', help='simplify with onnxslim (pip install onnxslim)')
+    p.add_argument('--atol', type=float, default=1e-3, help='parity tolerance, ORT vs PyTorch (default 1e-3)')
+    p.add_argument('--int8', action='store_true', help='also write <output>.int8.onnx: onnxruntime static QDQ '
+                   'quantization, gated by the AP drop against fp32 (nms exports)')
+    p.add_argument('--int8-output', help='INT8 file (default: <output stem>.int8.onnx)')
+    p.add_argument('--calib-images', type=int, default=32, help='INT8 calibration images (default 32)')
+    p.add_argument('--data_path', '--data-path', help="COCO tree for calibration and AP (default: the checkpoint's "
+                   'data, i.e. the built-in synthetic set)')
+    p.add_argument('--ap-drop-max', type=float, default=0.02,
+                   help='largest accepted INT8 AP drop, in AP units [0, 1] (default 0.02 = 2 points)')
+    p.add_argument('--format', choices=['onnx', 'engine'], default='onnx',
+                   help='engine: also build a TensorRT engine <output stem>.engine (needs tensorrt)')
+    p.add_argument('--fp16', action='store_true', help='engine: FP16 precision')
+    p.add_argument('--max-batch', type=int, default=32, help='engine: largest batch of the optimisation profile')
+    p.add_argument('--timing-cache', help='engine: TensorRT timing cache file (default: beside the engine)')
+    p.add_argument('--verbose', '-v', action='store_true', help='log progress')
+    return p
+
+
+def _validate(p: CliParser, args: Any) -> None:
+    """All checks that need no model, so a bad argument fails before any heavy work."""
+    from .onnx_export import MAX_OPSET, MIN_OPSET, check_input_size, check_output_path
+
+    what = args.what or ('nms' if args.checkpoint else 'backbone')
+    args.what = what
+    if args.checkpoint and what == 'backbone':
+        raise ValueError("--what backbone exports a --model or --arch; for a --checkpoint expected 'raw' or 'nms'")
+    if not args.checkpoint and what != 'backbone':
+        raise ValueError(f'--what {what} needs a detector --checkpoint; --model / --arch export the backbone')
+    check_input_size(args.input_size, 'detector' if args.checkpoint else 'backbone')
+    if args.batch < 1:
+        raise ValueError(f'--batch is {args.batch}; expected a positive integer')
+    if not MIN_OPSET <= args.opset <= MAX_OPSET:
+        raise ValueError(f'--opset is {args.opset}; expected {MIN_OPSET}..{MAX_OPSET}')
+    if args.score_thresh is not None and not 0 <= args.score_thresh < 1:
+        raise ValueError(f'--score-thresh is {args.score_thresh}; expected a value in [0, 1)')
+    if args.iou_thresh is not None and not 0 < args.iou_thresh <= 1:
+        raise ValueError(f'--iou-thresh is {args.iou_thresh}; expected a value in (0, 1]')
+    if args.max_dets is not None and args.max_dets < 1:
+        raise ValueError(f'--max-dets is {args.max_dets}; expected a positive integer')
+    if args.atol <= 0:
+        raise ValueError(f'--atol is {args.atol}; expected a positive tolerance')
+    if (args.score_thresh is not None or args.iou_thresh is not None or args.max_dets is not None) and what != 'nms':
+        raise ValueError('--score-thresh / --iou-thresh / --max-dets apply to --what nms; expected no NMS options here')
+    args.output = check_output_path(args.output)
+    if args.int8:
+        if what != 'nms':
+            raise ValueError(f'--int8 is gated by detection AP, so it needs --what nms; got --what {what}')
+        if args.calib_images < 1:
+            raise ValueError(f'--calib-images is {args.calib_images}; expected at least 1')
+        if not 0 <= args.ap_drop_max <= 1:
+            raise ValueError(f'--ap-drop-max is {args.ap_drop_max}; expected AP units in [0, 1] (0.02 = 2 points)')
+        args.int8_output = check_output_path(args.int8_output or args.output.with_suffix('.int8.onnx'))
+        if args.int8_output.resolve() == args.output.resolve():
+            raise ValueError(f'--int8-output {str(args.int8_output)!r} is the fp32 output; expected another file')
+    elif args.int8_output:
+        raise ValueError('--int8-output needs --int8')
+    if args.arch and not Path(args.arch).is_file():
+        raise FileNotFoundError(f'arch file {args.arch!r} does not exist; expected a .yaml/.json/.txt arch file')
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist; expected a final.pth of search/retrain.py')
+    if args.data_path is not None and not Path(args.data_path).is_dir():
+        raise FileNotFoundError(f'data folder {args.data_path!r} does not exist; expected a COCO tree '
+                                '(annotations/instances_<split>.json, <split>/)')
+    if args.format == 'engine' and args.max_batch < args.batch:
+        raise ValueError(f'--max-batch {args.max_batch} is below --batch {args.batch}; expected max-batch >= batch')
+    if args.fp16 and args.format != 'engine':
+        raise ValueError('--fp16 applies to TensorRT engines; expected --format engine with it')
+    if args.simplify:
+        try:
+            import onnxslim  # noqa: F401
+        except ImportError:
+            raise ValueError("--simplify needs onnxslim; install it with pip install 'fna-zoo[slim]' "
+                             '(or pip install onnxslim)') from None
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"fna-export needs onnx and onnxruntime ({e}); install pip install 'fna-zoo[export]'") from None
+
+
+def _backbone_spec(args: Any) -> Any:
+    import timm
+
+    from .. import fna  # noqa: F401  (registers the fna* models)
+    from ..arch import is_arch_spec, load_arch
+
+    if args.arch:
+        return load_arch(args.arch)
+    name = args.model[len('timm:'):] if args.model.startswith('timm:') else args.model
+    if timm.is_model(name) or (name == args.model and is_arch_spec(args.model)):
+        return args.model
+    from ..archs import list_archs
+
+    raise ValueError(f'unknown model {args.model!r}; expected a zoo arch ({", ".join(list_archs())}) or a timm '
+                     'model name (timm.list_models())')
+
+
+def export_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run `fna-export`; returns what was written (paths, parity reports, INT8 numbers)."""
+    p = _parser()
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format='%(asctime)s %(levelname)s %(name)s: %(message)s', stream=sys.stderr)
+    _validate(p, args)
+
+    from .onnx_export import backbone_target, detector_target, export_with_gate
+
+    if args.checkpoint:
+        target = detector_target(args.checkpoint, args.what, tuple(args.input_size) if args.input_size else None,
+                                 args.score_thresh, args.iou_thresh, args.max_dets)
+    else:
+        target = backbone_target(_backbone_spec(args), args.seed_weights, args.out_indices,
+                                 tuple(args.input_size) if args.input_size else (224, 224),
+                                 name=args.arch or args.model)
+    dynamic = not args.static
+    written, reports = export_with_gate(target, args.output, args.batch, dynamic, args.opset, args.simplify, args.atol)
+    h, w = target.input_size
+    for batch, report in reports:
+        print(f'batch {batch}: {report.summary()}')
+    if written is None:
+        print(f'error: onnxruntime differs from PyTorch beyond the tolerance {args.atol:g}; nothing written to '
+              f'{str(args.output)!r} (raise --atol if the difference is acceptable)', file=sys.stderr)
+        sys.exit(1)
+    size_mb = written.stat().st_size / 2 ** 20
+    print(f'wrote {written} ({target.what}, {size_mb:.1f} MB, opset {args.opset}, input {h}x{w}'
+          f'{"" if not target.dynamic_size or not dynamic else " (H, W dynamic)"}, '
+          f'batch {"dynamic" if dynamic else args.batch}; outputs {", ".join(target.output_names)})')
+    result: dict[str, Any] = {'output': written, 'parity': reports, 'target': target}
+    engine_source = written
+    if args.int8:
+        result['int8'] = _int8(args, target, written)
+        engine_source = result['int8']['path']
+    if args.format == 'engine':
+        from .tensorrt import TensorRTUnavailable, build_engine
+
+        precision = 'int8' if args.int8 else ('fp16' if args.fp16 else 'fp32')
+        try:
+            engine = build_engine(engine_source, Path(engine_source).with_suffix('.engine'), target.input_size,
+                                  precision, args.batch, args.max_batch, dynamic, args.timing_cache)
+        except TensorRTUnavailable as e:
+            raise ValueError(str(e)) from None
+        print(f'wrote {engine} (TensorRT {precision}; versions in {engine}.json)')
+        result['engine'] = engine
+    return result
+
+
+def _int8(args: Any, target: Any, fp32_path: Path) -> dict[str, Any]:
+    """Calibrate, quantize, then compare INT8 with fp32 (AP, size, latency); nothing written on a failed gate."""
+    import json
+
+    from ..engine.checkpoint import load_checkpoint
+    from ..engine.cli import format_stats
+    from .onnx_export import publish
+    from .quantize import calibration_batches, eval_dataset, onnx_ap, ort_latency_ms, quantize_int8
+
+    cfg = load_checkpoint(args.checkpoint)['config']
+    meta = target.metadata
+    mean, resize = json.loads(meta['mean']), meta['resize']
+    dataset = eval_dataset(cfg, args.data_path)
+    batches = calibration_batches(dataset, args.calib_images, target.input_size, resize, mean)
+    int8_path = Path(args.int8_output)
+    tmp = int8_path.with_name(f'.{int8_path.stem}.gate.onnx')
+    try:
+        quantize_int8(fp32_path, tmp, batches)
+        ap32 = onnx_ap(fp32_path, dataset, target.input_size, resize, mean)
+        ap8 = onnx_ap(tmp, dataset, target.input_size, resize, mean)
+        lat32 = ort_latency_ms(fp32_path, batches[0])
+        lat8 = ort_latency_ms(tmp, batches[0])
+        drop = ap32['AP'] - ap8['AP']
+        size32, size8 = fp32_path.stat().st_size / 2 ** 20, tmp.stat().st_size / 2 ** 20
+        print(f'fp32: {format_stats(ap32)} | {size32:.2f} MB | ORT {lat32:.1f} ms (batch 1)')
+        print(f'int8: {format_stats(ap8)} | {size8:.2f} MB | ORT {lat8:.1f} ms (batch 1)')
+        print(f'int8 AP drop {100 * drop:.2f} points (max {100 * args.ap_drop_max:.2f}; {len(dataset)} images, '
+              f'{len(batches)} calibration images)')
+        if drop > args.ap_drop_max:
+            print(f'error: INT8 AP drop {100 * drop:.2f} points exceeds --ap-drop-max {100 * args.ap_drop_max:.2f}; '
+                  f'nothing written to {str(int8_path)!r}', file=sys.stderr)
+            tmp.unlink(missing_ok=True)
+            sys.exit(1)
+        publish(tmp, int8_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f'wrote {int8_path}')
+    return {'path': int8_path, 'ap_fp32': ap32, 'ap_int8': ap8, 'ms_fp32': lat32, 'ms_int8': lat8,
+            'mb_fp32': size32, 'mb_int8': size8}
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run_cli(export_main))

@@ -1,0 +1,254 @@
+"""INT8 for CPU deployment without TensorRT: onnxruntime static quantization (QDQ), gated by COCO AP.
+
+Calibration runs the fp32 detector-with-NMS on N images of the dataset (`--data_path`, or the built-in
+synthetic set the checkpoint was trained on), preprocessed exactly as at deployment (letterbox for RetinaNet,
+stretch for SSD, see `preprocess`). The gate for INT8 is the AP drop against fp32 on the same images, not a
+max difference: both files are run with onnxruntime over the evaluation split and scored with
+`fna_zoo.engine.evaluate.coco_evaluate`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import CocoDetection, coco_split_paths, make_synthetic_coco
+from ..engine.evaluate import coco_evaluate
+from .onnx_export import publish
+from .parity import ort_session
+
+__all__ = ['eval_dataset', 'preprocess', 'calibration_batches', 'quantize_int8', 'onnx_coco_detections',
+           'onnx_ap', 'ort_latency_ms']
+
+_logger = logging.getLogger(__name__)
+
+
+def eval_dataset(cfg: dict[str, Any] | None, data_path: str | os.PathLike | None = None,
+                 split: str | None = None) -> CocoDetection:
+    """The evaluation (and calibration) dataset: `data_path`'s split, else the config's data (its COCO
+    path or its built-in synthetic set, written when missing), else the default built-in set.
+
+    Args:
+        cfg: A run config (a checkpoint's), or None for the defaults.
+        data_path: A COCO tree root overriding the config.
+        split: Split name (default: the config's val split).
+    """
+    from ..engine.config import DEFAULTS
+
+    data = (cfg or DEFAULTS)['data']
+    split = split or data.get('val_split', 'val2017')
+    root = data_path if data_path is not None else data.get('path')
+    if root is None:
+        syn = dict(data['synthetic'])
+        root = make_synthetic_coco(syn.pop('root'), **syn)
+    return CocoDetection(*coco_split_paths(root, split))
+
+
+def preprocess(image: torch.Tensor, size: tuple[int, int], resize: str, mean: Sequence[float]
+               ) -> tuple[np.ndarray, tuple[float, float]]:
+    """An image as the exported detectors take it (same as `export/predict_onnx.py`, in torch).
+
+    Args:
+        image: Float image (3, h, w) in [0, 1].
+        size: Network input (H, W).
+        resize: 'letterbox' (keep the aspect ratio, pad right/bottom with the mean colour, i.e. 0 after
+            normalisation as torchvision pads) or 'stretch' (resize to H x W, as torchvision's SSD).
+        mean: Normalisation mean (the padding colour).
+
+    Returns:
+        (array [3, H, W] float32, (x scale, y scale) from the image to the network input).
+    """
+    h, w = image.shape[-2:]
+    H, W = size
+    if resize == 'stretch':
+        out = F.interpolate(image[None], size=(H, W), mode='bilinear', align_corners=False)[0]
+        return out.numpy().astype(np.float32), (W / w, H / h)
+    s = min(H / h, W / w)
+    nh, nw = min(H, round(h * s)), min(W, round(w * s))
+    canvas = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1).expand(3, H, W).clone()
+    canvas[:, :nh, :nw] = F.interpolate(image[None], size=(nh, nw), mode='bilinear', align_corners=False)[0]
+    return canvas.numpy(), (s, s)
+
+
+def calibration_batches(dataset: CocoDetection, num_images: int, size: tuple[int, int], resize: str,
+                        mean: Sequence[float]) -> list[np.ndarray]:
+    """`num_images` preprocessed images (batches of one) spread evenly over the dataset.
+
+    Args:
+        dataset: The dataset.
+        num_images: How many (at most the dataset size).
+        size: Network input (H, W).
+        resize: See `preprocess`.
+        mean: Normalisation mean.
+    """
+    if num_images < 1:
+        raise ValueError(f'--calib-images is {num_images}; expected at least 1')
+    n = min(num_images, len(dataset))
+    picks = np.linspace(0, len(dataset) - 1, n).round().astype(int)
+    return [preprocess(dataset[int(i)][0], size, resize, mean)[0][None] for i in picks]
+
+
+class _Reader:
+    """onnxruntime `CalibrationDataReader` over a list of batches."""
+
+    def __init__(self, input_name: str, batches: list[np.ndarray]) -> None:
+        self.input_name, self.batches = input_name, batches
+        self._it: Iterator[np.ndarray] = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._it, None)
+        return None if batch is None else {self.input_name: batch}
+
+    def rewind(self) -> None:
+        self._it = iter(self.batches)
+
+
+def _unshare_conv_biases(model: 'onnx.ModelProto') -> int:  # noqa: F821
+    """Give every Conv its own bias initializer; returns how many were copied.
+
+    NOTE: RetinaNet / SSD heads run one conv over all levels, so a bias is shared by several Convs. A
+    quantized bias is int32 at scale input_scale * weight_scale, which differs per level: the quantizer
+    converts the first use and leaves the other levels' Convs in float ('Expected bias ... to be an
+    initializer'). Copies make each level quantize on its own.
+    """
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    seen: set[str] = set()
+    copies = 0
+    for node in model.graph.node:
+        if node.op_type != 'Conv' or len(node.input) < 3 or node.input[2] not in inits:
+            continue
+        name = node.input[2]
+        if name in seen:
+            copy = numpy_helper.from_array(numpy_helper.to_array(inits[name]), f'{name}.{node.name or copies}')
+            model.graph.initializer.append(copy)
+            node.input[2] = copy.name
+            copies += 1
+        seen.add(name)
+    return copies
+
+
+def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, batches: list[np.ndarray],
+                  per_channel: bool = True) -> Path:
+    """Static QDQ quantization (int8 weights, uint8 activations, MinMax calibration), written atomically.
+
+    The normalisation and the postprocessing (box decoding, NMS) stay in float: only the network is quantized.
+
+    Args:
+        fp32_path: The fp32 ONNX file.
+        int8_path: Where to write the INT8 file.
+        batches: Calibration batches (see `calibration_batches`).
+        per_channel: Per-channel weight scales.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    ort.set_default_logger_severity(3)
+    model = onnx.load(str(fp32_path))
+    # NOTE: box decoding (exp, products with anchor sizes) and the coordinate offsets of the per-class NMS
+    # need float precision; quantizing them moves boxes by whole pixels. The TorchScript exporter names
+    # nodes by module scope, so the postprocess and normalisation nodes are found by prefix.
+    exclude = [n.name for n in model.graph.node if n.name.startswith(('/postprocess', '/normalize'))]
+    _unshare_conv_biases(model)
+    int8_path = Path(int8_path)
+    fd, tmp = tempfile.mkstemp(dir=int8_path.parent, prefix=f'.{int8_path.stem}.', suffix='.tmp.onnx')
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        # NOTE: the quantizer logs through the root logger and suggests `quant_pre_process`; that pass renames
+        # and fuses nodes (losing the scope names used for `exclude`) and is not needed for these graphs.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_static(tmp, tmp, _Reader(model.graph.input[0].name, batches),
+                            quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            nodes_to_exclude=exclude)
+        finally:
+            root.setLevel(level)
+        q = onnx.load(tmp)
+        del q.metadata_props[:]
+        for p in model.metadata_props:
+            q.metadata_props.add(key=p.key, value=p.value)
+        q.metadata_props.add(key='quantization', value=f'onnxruntime static QDQ int8, {len(batches)} calibration images')
+        onnx.save(q, tmp)
+        publish(tmp, int8_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return int8_path
+
+
+def onnx_coco_detections(path: str | os.PathLike, dataset: CocoDetection, size: tuple[int, int], resize: str,
+                         mean: Sequence[float]) -> list[dict[str, Any]]:
+    """COCO result entries of an exported detector-with-NMS over `dataset` (onnxruntime, batch 1).
+
+    Args:
+        path: The ONNX file.
+        dataset: The dataset.
+        size: Network input (H, W).
+        resize: See `preprocess`.
+        mean: Normalisation mean.
+    """
+    sess = ort_session(path)
+    name = sess.get_inputs()[0].name
+    results = []
+    for idx in range(len(dataset)):
+        image, target = dataset[idx]
+        x, (sx, sy) = preprocess(image, size, resize, mean)
+        boxes, scores, labels, num = sess.run(['boxes', 'scores', 'labels', 'num_detections'], {name: x[None]})
+        n = int(num[0])
+        for box, score, label in zip(boxes[0, :n], scores[0, :n], labels[0, :n]):
+            x1, y1, x2, y2 = box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy
+            results.append({'image_id': int(target['image_id']), 'category_id': dataset.label_to_cat[int(label)],
+                            'bbox': [round(float(v), 2) for v in (x1, y1, x2 - x1, y2 - y1)],
+                            'score': round(float(score), 5)})
+    return results
+
+
+def onnx_ap(path: str | os.PathLike, dataset: CocoDetection, size: tuple[int, int], resize: str,
+            mean: Sequence[float]) -> dict[str, float]:
+    """COCO bbox metrics (AP, AP50, ...) of an exported detector-with-NMS on `dataset`.
+
+    Args:
+        path: The ONNX file.
+        dataset: The dataset.
+        size: Network input (H, W).
+        resize: See `preprocess`.
+        mean: Normalisation mean.
+    """
+    return coco_evaluate(dataset.ann_file, onnx_coco_detections(path, dataset, size, resize, mean))
+
+
+def ort_latency_ms(path: str | os.PathLike, x: np.ndarray, runs: int = 20, warmup: int = 3,
+                   threads: int | None = None) -> float:
+    """Median onnxruntime CPU latency in milliseconds.
+
+    Args:
+        path: The ONNX file.
+        x: Input batch.
+        runs: Timed runs.
+        warmup: Untimed runs first.
+        threads: Intra-op threads (None: onnxruntime's default).
+    """
+    sess = ort_session(path, threads)
+    feed = {sess.get_inputs()[0].name: x}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        tic = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - tic)
+    return 1000 * statistics.median(times)

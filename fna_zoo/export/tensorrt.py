@@ -1,0 +1,158 @@
+"""TensorRT engines from the exported ONNX files (only where the `tensorrt` Python package is installed).
+
+Engines are tied to the GPU model and the TensorRT version that built them, so the build records both in
+`<engine>.json` beside the engine; ship the ONNX file and rebuild on the target. Where `tensorrt` is
+missing, `build_engine` raises `TensorRTUnavailable` with the `trtexec` command that builds the same engine.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Literal
+
+import numpy as np
+
+from ..arch import atomic_write_text
+
+__all__ = ['TensorRTUnavailable', 'Precision', 'trtexec_command', 'build_engine']
+
+_logger = logging.getLogger(__name__)
+
+Precision = Literal['fp32', 'fp16', 'int8']
+
+
+class TensorRTUnavailable(ImportError):
+    """The `tensorrt` Python package is not importable."""
+
+
+def _shapes(input_size: tuple[int, int], batch: int, max_batch: int, dynamic: bool) -> tuple[str, str, str]:
+    h, w = input_size
+    lo, hi = (1, max_batch) if dynamic else (batch, batch)
+    return (f'images:{lo}x3x{h}x{w}', f'images:{batch}x3x{h}x{w}', f'images:{hi}x3x{h}x{w}')
+
+
+def trtexec_command(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, input_size: tuple[int, int],
+                    precision: Precision = 'fp32', batch: int = 1, max_batch: int = 32, dynamic: bool = True) -> str:
+    """The `trtexec` command line that builds the engine `build_engine` would.
+
+    Args:
+        onnx_path: The ONNX file.
+        engine_path: Engine to write.
+        input_size: (H, W).
+        precision: 'fp32', 'fp16' or 'int8' (int8 expects the QDQ model from `--int8`).
+        batch: Optimal batch.
+        max_batch: Largest batch of the optimisation profile.
+        dynamic: Whether the batch dimension is dynamic.
+    """
+    lo, opt, hi = _shapes(input_size, batch, max_batch, dynamic)
+    cmd = (f'trtexec --onnx={onnx_path} --saveEngine={engine_path} --minShapes={lo} --optShapes={opt} '
+           f'--maxShapes={hi} --timingCacheFile={Path(engine_path).with_suffix(".timing.cache")}')
+    return cmd + {'fp32': '', 'fp16': ' --fp16', 'int8': ' --int8 --fp16'}[precision]
+
+
+def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, input_size: tuple[int, int],
+                 precision: Precision = 'fp32', batch: int = 1, max_batch: int = 32, dynamic: bool = True,
+                 timing_cache: str | os.PathLike | None = None, workspace_gib: float = 4.0,
+                 calib_images: Iterable[np.ndarray] | None = None) -> Path:
+    """Build a serialized TensorRT engine from an ONNX file (atomic write), plus `<engine>.json` with the
+    TensorRT version, GPU name, precision and shapes.
+
+    Args:
+        onnx_path: The ONNX file (input `images`).
+        engine_path: Engine to write.
+        input_size: (H, W).
+        precision: 'fp32', 'fp16' or 'int8'. For int8 pass the QDQ model from `--int8` (explicit quantization;
+            the scales come from its calibration) or `calib_images` for TensorRT's own entropy calibration.
+        batch: Optimal batch of the optimisation profile.
+        max_batch: Largest batch (dynamic batch only).
+        dynamic: Whether the batch dimension is dynamic.
+        timing_cache: Timing cache file, read when present and written back (default: beside the engine).
+        workspace_gib: Builder workspace limit.
+        calib_images: Calibration batches `[N, 3, H, W]` float32 for implicit int8.
+    """
+    engine_path = Path(engine_path)
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise TensorRTUnavailable(
+            "--format engine needs the tensorrt Python package (pip install 'tensorrt' on a machine with an NVIDIA "
+            f"GPU and CUDA); the ONNX file is written, build the engine with: "
+            f"{trtexec_command(onnx_path, engine_path, input_size, precision, batch, max_batch, dynamic)}") from None
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT >= 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = '; '.join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ValueError(f'TensorRT cannot parse {str(onnx_path)!r}: {errors}')
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if precision in ('fp16', 'int8'):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == 'int8':
+        config.set_flag(trt.BuilderFlag.INT8)
+        if calib_images is not None:
+            config.int8_calibrator = _calibrator(trt, list(calib_images), engine_path.with_suffix('.calib.cache'))
+    lo, opt, hi = (tuple(int(v) for v in s.split(':')[1].split('x')) for s in _shapes(input_size, batch, max_batch,
+                                                                                      dynamic))
+    profile = builder.create_optimization_profile()
+    profile.set_shape(network.get_input(0).name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    cache_path = Path(timing_cache) if timing_cache else engine_path.with_suffix('.timing.cache')
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b'')
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f'TensorRT failed to build an engine from {str(onnx_path)!r} (see its log above)')
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = engine_path.with_name(f'.{engine_path.name}.tmp')
+    tmp.write_bytes(bytes(serialized))
+    os.replace(tmp, engine_path)
+    cache_tmp = cache_path.with_name(f'.{cache_path.name}.tmp')
+    cache_tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    os.replace(cache_tmp, cache_path)
+    info = {'tensorrt': trt.__version__, 'gpu': _gpu_name(), 'precision': precision, 'onnx': str(onnx_path),
+            'min_shape': list(lo), 'opt_shape': list(opt), 'max_shape': list(hi), 'timing_cache': str(cache_path)}
+    atomic_write_text(engine_path.with_suffix(engine_path.suffix + '.json'), json.dumps(info, indent=2))
+    _logger.info('TensorRT %s engine for %s written to %s', precision, info['gpu'], engine_path)
+    return engine_path
+
+
+def _gpu_name() -> str:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'unknown'
+    except Exception:  # noqa: BLE001  (only informative)
+        return 'unknown'
+
+
+def _calibrator(trt, batches: list[np.ndarray], cache_file: Path):  # pragma: no cover (needs a GPU)
+    """TensorRT entropy calibrator over host batches (copied to the GPU with torch)."""
+    import torch
+
+    class _Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches, self.index, self.current = batches, 0, None
+
+        def get_batch_size(self) -> int:
+            return int(self.batches[0].shape[0])
+
+        def get_batch(self, names):
+            if self.index >= len(self.batches):
+                return None
+            self.current = torch.from_numpy(np.ascontiguousarray(self.batches[self.index])).cuda()
+            self.index += 1
+            return [int(self.current.data_ptr())]
+
+        def read_calibration_cache(self):
+            return cache_file.read_bytes() if cache_file.is_file() else None
+
+        def write_calibration_cache(self, cache) -> None:
+            cache_file.write_bytes(bytes(cache))
+
+    return _Calibrator()
