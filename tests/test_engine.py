@@ -41,6 +41,8 @@ def test_config_layers_and_errors(tmp_path):
     cfg = load_config(None, ['model.kwargs.min_sise=3'])
     with pytest.raises(ValueError, match='unknown config key model.kwargs.min_sise for retinanet; expected one of'):
         model_kwargs(cfg, build_retinanet)
+    with pytest.raises(ValueError, match='config model.kwargs.min_size is -5; expected a positive integer'):
+        model_kwargs(load_config(None, ['model.kwargs.min_size=-5']), build_retinanet)
     bad = tmp_path / 'bad.yaml'
     bad.write_text('data: {pathh: x}\n')
     with pytest.raises(ValueError, match=r"bad.yaml: unknown config key 'data.pathh'"):

@@ -162,7 +162,13 @@ def model_kwargs(cfg: dict[str, Any], builder: Any) -> dict[str, Any]:
     params = inspect.signature(builder).parameters
     allowed = [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY and n not in ('num_classes', 'seed_weights')]
     kwargs = dict(cfg['model']['kwargs'] or {})
-    for k in kwargs:
+    for k, v in kwargs.items():
         if k not in allowed:
             raise ValueError(f'unknown config key model.kwargs.{k} for {cfg["detector"]}; expected one of {", ".join(allowed)}')
+        if k in _POSITIVE_SIZES and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f'config model.kwargs.{k} is {v!r}; expected a positive integer')
     return kwargs
+
+
+_POSITIVE_SIZES = ('min_size', 'max_size', 'image_size', 'head_width', 'detections_per_img',
+                   'topk_candidates')

@@ -45,7 +45,7 @@ from .cost import CostObjective, build_objective
 from .space import Path, SearchSpace
 from .supernet import SuperNet
 
-__all__ = ['build_search', 'recalibrate_bn', 'search']
+__all__ = ['check_search_config', 'build_search', 'recalibrate_bn', 'search']
 
 _logger = logging.getLogger(__name__)
 
@@ -53,12 +53,11 @@ _FIELDS = ['step', 'epoch', 'phase', 'lr', 'loss', 'detection', 'cost', 'cost_lo
            'skip_fraction', 'time']
 
 
-def build_search(cfg: dict[str, Any], num_classes: int) -> tuple[SearchSpace, SuperNet, nn.Module, CostObjective]:
-    """(space, super network, detector around it, cost objective) of a search config; checks the config first.
+def check_search_config(cfg: dict[str, Any]) -> tuple[SearchSpace, CostObjective, dict[str, Any]]:
+    """(space, cost objective, detector kwargs) of a search config, or a clear error for a bad value.
 
     Args:
         cfg: The search config (`fna_zoo.engine.config.SEARCH_DEFAULTS` layout).
-        num_classes: Object classes of the detector.
     """
     s = cfg['search']
     if cfg['model']['backbone'] is not None:
@@ -73,11 +72,19 @@ def build_search(cfg: dict[str, Any], num_classes: int) -> tuple[SearchSpace, Su
         if not isinstance(s[key], int) or s[key] < 1:
             raise ValueError(f'config search.{key} is {s[key]!r}; expected a positive integer')
     space = SearchSpace.from_config(s['space'], cfg['detector'])
-    objective = build_objective(space, s['objective'])
-    builder = DETECTORS[cfg['detector']]
-    kwargs = model_kwargs(cfg, builder)
+    return space, build_objective(space, s['objective']), model_kwargs(cfg, DETECTORS[cfg['detector']])
+
+
+def build_search(cfg: dict[str, Any], num_classes: int) -> tuple[SearchSpace, SuperNet, nn.Module, CostObjective]:
+    """(space, super network, detector around it, cost objective) of a search config; checks the config first.
+
+    Args:
+        cfg: The search config (`fna_zoo.engine.config.SEARCH_DEFAULTS` layout).
+        num_classes: Object classes of the detector.
+    """
+    space, objective, kwargs = check_search_config(cfg)
     supernet = SuperNet(space, tuple(kwargs.pop('out_indices', (2, 3, 4))))
-    detector = builder(backbone=supernet, num_classes=num_classes, **kwargs)
+    detector = DETECTORS[cfg['detector']](backbone=supernet, num_classes=num_classes, **kwargs)
     return space, supernet, detector, objective
 
 
@@ -210,7 +217,7 @@ def search(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     dist_info = init_distributed(cfg['device'])
     s, t, out = cfg['search'], cfg['train'], FsPath(cfg['output'])
     last = out / 'last.pth'
-    SearchSpace.from_config(s['space'], cfg['detector'])  # bad spaces fail before anything is written
+    check_search_config(cfg)  # a bad config fails before anything is written
     torch.manual_seed(cfg['seed'] + dist_info.rank)
     random.seed(cfg['seed'] + dist_info.rank)
 
