@@ -57,7 +57,7 @@ def create_fna_model(
         variant: str,
         arch: Arch,
         pretrained: bool = False,
-        seed_arch: Arch | str = DEFAULT_SEED,
+        seed_arch: Arch | str | None = None,
         width: WidthMode = 'leading',
         **kwargs: Any,
 ) -> nn.Module:
@@ -68,12 +68,14 @@ def create_fna_model(
         arch: The architecture.
         pretrained: Load weights per the pretrained cfg; seed weights are remapped into `arch`, weights
             already made for `arch` load unchanged.
-        seed_arch: Architecture of the seed checkpoint (an `Arch` or a registered arch name).
+        seed_arch: Architecture of the seed checkpoint (an `Arch` or a registered arch name); None: the
+            arch's own `seed` (MobileNetV2 when it names none).
         width: Width selection when remapping, 'leading' or 'bn_gamma'.
         **kwargs: timm model kwargs (features_only, out_indices, num_classes, pretrained_cfg_overlay, ...).
     """
     from .archs import get_arch
 
+    seed_arch = seed_arch if seed_arch is not None else arch.seed or DEFAULT_SEED
     seed = get_arch(seed_arch) if isinstance(seed_arch, str) else seed_arch
     features_mode = ''
     model_cls = EfficientNet
@@ -106,7 +108,7 @@ def create_fna_model(
 def build_backbone(
         arch: Arch | str | os.PathLike,
         pretrained_seed: str | os.PathLike | Mapping[str, torch.Tensor] | None = None,
-        seed_arch: Arch | str = DEFAULT_SEED,
+        seed_arch: Arch | str | None = None,
         width: WidthMode = 'leading',
         **timm_kwargs: Any,
 ) -> nn.Module:
@@ -122,7 +124,8 @@ def build_backbone(
         arch: An `Arch`, an arch file, a registered arch name or an FNA net_config string.
         pretrained_seed: Seed weights (a .pth/.safetensors file or a state dict) of `seed_arch`, or None
             for random init. Weights already made for `arch` (e.g. after retraining) load unchanged.
-        seed_arch: Architecture of the seed weights (default timm `mobilenetv2_100`).
+        seed_arch: Architecture of the seed weights; None: the seed the arch records (default timm
+            `mobilenetv2_100`).
         width: Width selection when remapping, 'leading' (FNA code) or 'bn_gamma' (FNA paper).
         **timm_kwargs: timm model kwargs: features_only, out_indices, num_classes, drop_path_rate, ...
     """

@@ -41,7 +41,7 @@ SKIP = 'skip'
 HEAD_OP = 'conv_2d_1x1'  # FNA / code-Jung spelling of the final 1x1 conv stage (e.g. 320 -> 1280)
 _OP_RE = re.compile(r'^k(\d+)_e(\d+)$')
 _STAGE_KEYS = ('out_chs', 'stride', 'ops')
-_ARCH_KEYS = ('stem_chs', 'stages', 'head_chs')
+_ARCH_KEYS = ('stem_chs', 'stages', 'head_chs', 'seed')
 
 
 @dataclass(frozen=True)
@@ -157,14 +157,19 @@ class Arch:
         stem_chs: Output channels of the 3x3 stride-2 stem conv.
         stages: The stages, in order; stage i's input width is stage i-1's output (the stem's for i == 0).
         head_chs: Output channels of the final 1x1 conv (1280 for MobileNetV2), or None for no head conv.
+        seed: Registered name of the seed network whose weights are remapped into this arch (None: the
+            MobileNetV2 seed, `mobilenetv2_100`, as for arch files written before the field existed).
     """
 
     stem_chs: int
     stages: tuple[Stage, ...]
     head_chs: int | None = None
+    seed: str | None = None
 
     def __post_init__(self) -> None:
         _check_positive_int(self.stem_chs, 'arch stem_chs')
+        if self.seed is not None and (not isinstance(self.seed, str) or not self.seed.strip()):
+            raise ValueError(f'arch seed is {self.seed!r}; expected a registered seed name such as mobilenetv2_100')
         if self.head_chs is not None:
             _check_positive_int(self.head_chs, 'arch head_chs')
         stages = tuple(self.stages)
@@ -199,13 +204,16 @@ class Arch:
 
     def replace(self, **changes: Any) -> 'Arch':
         """Return a copy with some fields replaced (e.g. `arch.replace(head_chs=None)`)."""
-        d = {'stem_chs': self.stem_chs, 'stages': self.stages, 'head_chs': self.head_chs}
+        d = {'stem_chs': self.stem_chs, 'stages': self.stages, 'head_chs': self.head_chs, 'seed': self.seed}
         d.update(changes)
         return Arch(**d)
 
     # ---------------------------------------------------------------- dict / JSON / YAML
     def to_dict(self) -> dict[str, Any]:
-        return {'stem_chs': self.stem_chs, 'stages': [s.to_dict() for s in self.stages], 'head_chs': self.head_chs}
+        d = {'stem_chs': self.stem_chs, 'stages': [s.to_dict() for s in self.stages], 'head_chs': self.head_chs}
+        if self.seed is not None:
+            d['seed'] = self.seed
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> 'Arch':
@@ -225,7 +233,7 @@ class Arch:
         if not isinstance(d['stages'], list):
             raise ValueError(f"arch stages is {d['stages']!r}; expected a list of stage mappings")
         stages = tuple(Stage.from_dict(s, f'arch stage {i}') for i, s in enumerate(d['stages']))
-        return cls(d['stem_chs'], stages, d.get('head_chs'))
+        return cls(d['stem_chs'], stages, d.get('head_chs'), d.get('seed'))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -246,6 +254,8 @@ class Arch:
             ops = ', '.join(s['ops'])
             lines.append(f'  - {{out_chs: {s["out_chs"]}, stride: {s["stride"]}, ops: [{ops}]}}')
         lines.append(f'head_chs: {"null" if d["head_chs"] is None else d["head_chs"]}')
+        if self.seed is not None:
+            lines.append(f'seed: {self.seed}')
         return '\n'.join(lines) + '\n'
 
     @classmethod

@@ -150,3 +150,18 @@ def test_model_built_from_arch_has_its_widths():
     assert m.conv_stem.out_channels == 20 and m.blocks[1][0].conv_pwl.out_channels == 20
     assert m.blocks[1][0].conv_dw.kernel_size == (5, 5) and m.conv_head.out_channels == 100
     assert m(torch.randn(1, 3, 32, 32)).shape == (1, 100)
+
+
+def test_arch_records_its_seed(tmp_path, seed_file, seed_state_dict):
+    arch = get_arch('fna_retinanet_backbone').replace(seed='mobilenetv2_100')
+    for suffix in ('.yaml', '.json'):
+        assert Arch.load(arch.save(tmp_path / f'a{suffix}')) == arch
+    assert 'seed: mobilenetv2_100' in (tmp_path / 'a.yaml').read_text()
+    assert get_arch('fna_retinanet_backbone').seed is None  # files without the field: the MobileNetV2 seed
+    # the recorded seed is the one remapped from, without being told (an unknown one is named in the error)
+    model = build_backbone(arch, seed_file)
+    assert torch.equal(model.conv_stem.weight, seed_state_dict['conv_stem.weight'])
+    with pytest.raises(ValueError, match="unknown arch 'resnet_seed'"):
+        build_backbone(arch.replace(seed='resnet_seed'), seed_file)
+    with pytest.raises(ValueError, match="arch seed is ''; expected a registered seed name"):
+        arch.replace(seed='')

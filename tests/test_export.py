@@ -95,6 +95,7 @@ def test_backbone_export_parity_dynamic_batch_and_size(tmp_path, capsys):
     meta = metadata_of(out)
     assert meta['fna_zoo.what'] == 'backbone' and meta['opset'] == '18' and meta['dynamic_size'] == 'true'
     assert meta['arch'] == load_arch('fna_retinanet_backbone').to_fna_string()
+    assert meta['seed_network'] == 'mobilenetv2_100'  # the arch's recorded seed (default: MobileNetV2)
     assert json.loads(meta['mean']) == pytest.approx([0.485, 0.456, 0.406])
     # another batch and image size than the export's, against PyTorch
     x = torch.rand(2, 3, 128, 160)
@@ -118,6 +119,7 @@ def test_arch_file_and_timm_backbones(tmp_path):
     res = export_main(['--model', 'timm:mobilenetv2_100', '--output', str(tmp_path / 't.onnx'), '--input-size', '64', '64'])
     assert all(r.passed for _, r in res['parity'])
     assert metadata_of(tmp_path / 't.onnx')['arch'] == 'timm:mobilenetv2_100'
+    assert metadata_of(tmp_path / 't.onnx')['seed_network'] == 'mobilenetv2_100'
 
 
 @pytest.mark.parametrize('detector', ['retinanet', 'ssdlite'])

@@ -171,6 +171,7 @@ def test_search_outputs_and_exact_resume(tmp_path, capsys):
         assert (run / name).is_file(), name
     assert (run / 'probs.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     arch = load_arch(run / 'arch.yaml')
+    assert arch.seed == 'mobilenetv2_100'  # the arch file names its seed for retraining, export and the zoo
     summary = json.loads((run / 'summary.json').read_text())
     assert summary['arch'] == arch.to_fna_string() == full['arch']
     assert summary['madds'] == count_arch(arch, (800, 1088)).madds and summary['steps'] == 6

@@ -20,7 +20,7 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 
 from ..arch import Arch, is_arch_spec, load_arch
 from ..archs import list_archs
-from .._builder import build_backbone
+from .._builder import DEFAULT_SEED, build_backbone
 
 __all__ = ['SeedSpec', 'resolve_seed', 'check_backbone', 'create_backbone', 'FPNBackbone', 'SSDLiteBackbone']
 
@@ -29,7 +29,7 @@ _logger = logging.getLogger(__name__)
 SeedSpec = str | os.PathLike | Mapping[str, torch.Tensor] | None
 
 
-def resolve_seed(seed: SeedSpec, seed_model: str = 'mobilenetv2_100') -> Mapping[str, torch.Tensor] | str | None:
+def resolve_seed(seed: SeedSpec, seed_model: str = DEFAULT_SEED) -> Mapping[str, torch.Tensor] | str | None:
     """Seed weights as `build_backbone` takes them: None, a state dict ('timm': the hub weights of
     `seed_model`, loaded through timm) or the path of an existing weights file.
 
@@ -77,7 +77,8 @@ def create_backbone(spec: Arch | str | os.PathLike | nn.Module, seed: SeedSpec =
             raise ValueError('seed weights are for backbones built here; a ready backbone module brings its own')
         return spec
     if is_arch_spec(spec):
-        return build_backbone(load_arch(spec), resolve_seed(seed), **timm_kwargs)
+        arch = load_arch(spec)
+        return build_backbone(arch, resolve_seed(seed, arch.seed or DEFAULT_SEED), **timm_kwargs)
     name = check_backbone(spec)
     if seed is None:
         return timm.create_model(name, **timm_kwargs)

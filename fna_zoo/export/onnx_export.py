@@ -178,6 +178,16 @@ def _arch_string(spec: Any) -> str:
     return f'timm:{spec}'
 
 
+def _seed_network(spec: Any) -> str:
+    """The seed network an arch spec's weights are remapped from (a timm model is its own seed)."""
+    from .._builder import DEFAULT_SEED
+    from ..arch import is_arch_spec, load_arch
+
+    if spec is not None and not (isinstance(spec, str) and spec.startswith('timm:')) and is_arch_spec(spec):
+        return load_arch(spec).seed or DEFAULT_SEED
+    return str(spec).removeprefix('timm:')
+
+
 def backbone_target(spec: Any, seed_weights: Any = None, out_indices: Sequence[int] | None = None,
                     input_size: tuple[int, int] = (224, 224), name: str | None = None) -> ExportTarget:
     """A feature extractor to export: an FNA arch (name, file, FNA string, `Arch`) or any timm model name.
@@ -207,7 +217,7 @@ def backbone_target(spec: Any, seed_weights: Any = None, out_indices: Sequence[i
     mean, std = cfg.get('mean', (0.485, 0.456, 0.406)), cfg.get('std', (0.229, 0.224, 0.225))
     names = [f'feat_s{r}' for r in body.feature_info.reduction()]
     meta = {'arch': _arch_string(spec), 'backbone': name or (spec if isinstance(spec, str) else 'arch'),
-            'seed_weights': str(seed_weights),
+            'seed_network': _seed_network(spec), 'seed_weights': str(seed_weights),
             'mean': _meta_list(mean), 'std': _meta_list(std), 'feature_channels': json.dumps(body.feature_info.channels())}
     return ExportTarget(BackboneExport(body, mean, std).eval(), 'backbone', tuple(input_size), names,
                         dynamic_size=True, metadata=meta)
@@ -297,7 +307,8 @@ def detector_target(checkpoint: str | os.PathLike, what: What = 'nms', input_siz
     backbone = cfg['model']['backbone'] or ('fna_retinanet_backbone' if cfg['detector'] == 'retinanet'
                                             else 'fna_ssdlite_backbone')
     meta = {'arch': _arch_string(backbone), 'backbone': str(backbone), 'detector': cfg['detector'],
-            'seed_weights': str(cfg['model'].get('seed_weights')), 'seed': str(cfg.get('seed')),
+            'seed_network': _seed_network(backbone), 'seed_weights': str(cfg['model'].get('seed_weights')),
+            'train_seed': str(cfg.get('seed')),
             'num_classes': str(state['num_classes']), 'mean': _meta_list(t.image_mean), 'std': _meta_list(t.image_std),
             'resize': 'stretch' if t.fixed_size is not None else 'letterbox', 'checkpoint_step': str(state.get('step'))}
     names = _class_names(cfg, state['num_classes'])

@@ -164,7 +164,7 @@ class SearchSpace:
         return total
 
     def derive(self, path: Path, widths: Sequence[int] | None = None) -> Arch:
-        """The architecture of a path (skips dropped at the stage end, as FNA derives).
+        """The architecture of a path (skips dropped at the stage end, as FNA derives), naming its seed.
 
         Args:
             path: The path.
@@ -175,7 +175,7 @@ class SearchSpace:
             ops = tuple(st.slots[slot][i] for slot, i in enumerate(path.ops[k]))
             width = st.widths[path.widths[k]] if widths is None else widths[k]
             stages.append(Stage(width, st.stride, ops))
-        return Arch(self.seed.stem_chs, tuple(stages), self.head_chs)
+        return Arch(self.seed.stem_chs, tuple(stages), self.head_chs, self.seed_name)
 
     def max_path_arch(self, path: Path) -> Arch:
         """The path's ops at every stage's largest width (the super network's weights of that path)."""

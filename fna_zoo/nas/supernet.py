@@ -21,7 +21,7 @@ path whose straight-through weights pass gradients to every logit (GDAS-style, c
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -254,14 +254,8 @@ class SuperNet(nn.Module):
         return r
 
     def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture logits (op logits of every slot, then width logits of every stage)."""
         return list(self.op_alphas) + list(self.width_alphas)
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
-
-    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        return ((n, p) for n, p in self.named_parameters() if not n.startswith(('op_alphas', 'width_alphas')))
 
     # ------------------------------------------------------------------ probabilities and paths
     def probabilities(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
