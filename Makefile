@@ -19,6 +19,12 @@ demo: venv
 	$(PY) search/run.py --config configs/demo_search.yaml
 	$(PY) search/retrain.py --config configs/demo_retinanet.yaml --arch runs/demo_search/arch.yaml
 	$(PY) search/test.py --checkpoint runs/demo_retinanet/final.pth
+	.venv/bin/fna-export --checkpoint runs/demo_retinanet/final.pth --output runs/demo_export/retinanet.onnx --int8
+	.venv/bin/fna-bench runs/demo_search/arch.yaml --backends eager ort --input-size 128 128 -o runs/demo_bench/backbone
+	.venv/bin/fna-bench runs/demo_retinanet/final.pth runs/demo_export/retinanet.int8.onnx --what detector \
+		--backends eager ort --input-size 128 128 -o runs/demo_bench/detector
+	.venv/bin/fna-bench report --results benchmarks/results/amd-epyc-2c/results.json runs/demo_bench/backbone/results.json \
+		--runs-dirs runs/demo_retinanet -o runs/demo_report
 
 test: venv
 	$(PY) -m pytest -q tests
