@@ -93,7 +93,9 @@ def test_sampled_path_computes_the_derived_network(supernets, det, image):
             for s, m, r in zip(sliced, masked, ref):
                 assert torch.equal(s[:, :r.shape[1]], r)  # exactly the derived network, leading channels
                 assert not s[:, r.shape[1]:].any()        # zeros beyond the path's width
-                assert torch.equal(s, m)                  # slicing == masking
+                # slicing == masking; masked convs run at the largest widths, whose kernels may sum in another
+                # order (it depends on the thread count), so to float rounding
+                assert torch.allclose(s, m, rtol=1e-5, atol=1e-5)
     net.train()
 
 

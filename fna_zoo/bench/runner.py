@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -9,7 +10,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -38,6 +39,19 @@ def _row(src: ModelSource, what: str, backend: str, precision: str, device: str,
     return row
 
 
+def _keeps_threads(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Restore torch's intra-op thread count after `fn` (which may set it for its measurements)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        before = torch.get_num_threads()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+    return wrapper
+
+
+@_keeps_threads
 def run_grid(models: Sequence[str], backends: Sequence[str], what: str = 'backbone', batches: Sequence[int] = (1,),
              sizes: Sequence[tuple[int, int]] = ((800, 1088),), warmup: int = 3, runs: int | None = 10,
              min_time: float | None = None, threads: int | None = None, device: str = 'cpu',
@@ -91,6 +105,7 @@ def run_grid(models: Sequence[str], backends: Sequence[str], what: str = 'backbo
     return rows
 
 
+@_keeps_threads
 def compare(a: tuple[str, str], b: tuple[str, str], what: str = 'backbone', batch: int = 1,
             size: tuple[int, int] = (800, 1088), warmup: int = 3, runs: int = 10, threads: int | None = None,
             device: str = 'cpu', detector: str = 'retinanet') -> dict[str, Any]:
