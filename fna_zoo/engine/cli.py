@@ -88,7 +88,7 @@ def test_main(argv: Sequence[str] | None = None) -> dict:
             p.error('one of --checkpoint or --job_name is required')
         args.checkpoint = str(Path(RUNS_DIR) / args.job_name / 'final.pth')
     state = load_checkpoint(args.checkpoint)
-    overrides = list(args.set) + ([f'data.path={args.data_path}'] if args.data_path else [])
+    overrides = common_overrides(args)
     cfg = load_config(args.config, overrides) if args.config else apply_overrides(copy.deepcopy(state['config']), overrides)
     cfg['model'] = state['config']['model']  # the model is the checkpoint's, whatever the config says
     cfg['detector'] = state['config']['detector']

@@ -95,14 +95,14 @@ class SearchSpace:
                 self._check_mappable(name)
         if not width_mults or any(not isinstance(m, (int, float)) or m <= 0 for m in width_mults):
             raise ValueError(f'search space width_mults is {list(width_mults)}; expected positive multipliers')
-        tap = self._tap_stage(seed) if tap_expansion is not None else None
+        tap = self._tap_stage(seed) if tap_expansion is not None or head_chs is not None else None
         stages = []
         for si in range(fixed_stages, n):
             s, n_slots = seed.stages[si], layers[si - fixed_stages]
             if not isinstance(n_slots, int) or n_slots < 1:
                 raise ValueError(f'search space layers entry {n_slots!r} for stage {si}; expected a positive integer')
             first = first_ops
-            if si == tap:
+            if si == tap and tap_expansion is not None:
                 first = [o for o in first_ops if Op.parse(o).expansion == tap_expansion]
             if not first or (n_slots > 1 and not ops):
                 which = f'e{tap_expansion} first_ops for the SSDLite tap of stage {si}' if si == tap and not first else 'ops'
@@ -110,6 +110,11 @@ class SearchSpace:
             widths = sorted({make_divisible(s.out_chs * m, width_divisor) for m in width_mults})
             stages.append(StageSpace(si, s.stride, tuple(widths), (tuple(first),) + (tuple(ops),) * (n_slots - 1)))
         self.stages: tuple[StageSpace, ...] = tuple(stages)
+        if tap is not None and tap < fixed_stages:
+            raise ValueError(f'search space fixed_stages is {fixed_stages}, which fixes stage {tap}, the SSDLite tap; '
+                             f'expected at most {tap}')
+        # searchable stage whose first layer's expansion SSDLite taps (stride 16 -> 32), or None
+        self.tap_stage: int | None = None if tap is None else tap - fixed_stages
 
     @staticmethod
     def _check_mappable(name: str) -> None:

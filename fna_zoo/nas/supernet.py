@@ -237,21 +237,11 @@ class SuperNet(nn.Module):
     @property
     def ssdlite_channels(self) -> tuple[int, int]:
         """Channels of the SSDLite taps: the tapped layer's expansion and the head conv."""
-        if self.space.head_chs is None:
+        k = self.space.tap_stage
+        if self.space.head_chs is None or k is None:
             raise ValueError('SSDLite needs a super network with a head conv; build the space for ssdlite')
-        k = self._tap_index()
         exp = max(Op.parse(n).expansion for n in self.space.stages[k].slots[0])
         return max(self.space.in_widths(k)) * exp, self.space.head_chs
-
-    def _tap_index(self) -> int:
-        return next(k for k, st in enumerate(self.space.stages) if self._reduction_before(st.index) == 16
-                    and st.stride == 2)
-
-    def _reduction_before(self, si: int) -> int:
-        r = 2
-        for s in self.space.seed.stages[:si]:
-            r *= s.stride
-        return r
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture logits (op logits of every slot, then width logits of every stage)."""
@@ -332,7 +322,7 @@ class SuperNet(nn.Module):
     def _run_sliced(self, x: torch.Tensor, ends: list[torch.Tensor], tap: bool
                     ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         path, tapped = self._path, None
-        tap_k = self._tap_index() if tap else -1
+        tap_k = self.space.tap_stage if tap else None
         for k, st in enumerate(self.space.stages):
             width = st.widths[path.widths[k]]
             for slot, layer in enumerate(self.blocks[st.index]):
@@ -354,7 +344,7 @@ class SuperNet(nn.Module):
         tapped = None
         alphas = iter(self.op_alphas)
         path = self._path
-        tap_k = self._tap_index() if tap else -1
+        tap_k = self.space.tap_stage if tap else None
         prev_w: torch.Tensor | None = None
         for k, st in enumerate(self.space.stages):
             widths, in_widths = getattr(self, f'_widths{k}'), getattr(self, f'_in_widths{k}')
