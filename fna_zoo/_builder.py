@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import torch
 from torch import nn
+from timm.layers import get_act_layer
 from timm.models import build_model_with_cfg
 from timm.models._builder import pretrained_cfg_for_features
 from timm.models._efficientnet_builder import decode_arch_def
@@ -48,7 +49,7 @@ def arch_model_kwargs(arch: Arch) -> dict[str, Any]:
         stem_size=arch.stem_chs,
         fix_stem=True,
         round_chs_fn=_keep_channels,
-        act_layer=nn.ReLU6,
+        act_layer=get_act_layer(arch.act),
         norm_layer=nn.BatchNorm2d,
     )
 

@@ -35,13 +35,16 @@ from typing import Any, Iterator, Sequence
 
 import yaml
 
-__all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'is_arch_spec', 'load_arch', 'atomic_write_text']
+__all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'ACTS', 'is_arch_spec', 'load_arch', 'atomic_write_text', 'se_reduce_chs']
 
 SKIP = 'skip'
 HEAD_OP = 'conv_2d_1x1'  # FNA / code-Jung spelling of the final 1x1 conv stage (e.g. 320 -> 1280)
 _OP_RE = re.compile(r'^k(\d+)_e(\d+)$')
 _STAGE_KEYS = ('out_chs', 'stride', 'ops')
-_ARCH_KEYS = ('stem_chs', 'stages', 'head_chs', 'seed')
+_ARCH_KEYS = ('stem_chs', 'stages', 'head_chs', 'seed', 'act', 'se_ratio')
+# NOTE: activation names as timm's `get_act_layer` spells them ('silu' is EfficientNet's swish).
+ACTS = ('relu6', 'relu', 'silu')
+DEFAULT_ACT = 'relu6'
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,8 @@ class Stage:
 
 @dataclass(frozen=True)
 class Arch:
-    """A MobileNetV2-family backbone: stem conv, stages of inverted residual layers, optional 1x1 head conv.
+    """A MobileNetV2 / EfficientNet-family backbone: stem conv, stages of inverted residual layers (with
+    squeeze-excitation when `se_ratio` is set), optional 1x1 head conv; one activation throughout.
 
     Args:
         stem_chs: Output channels of the 3x3 stride-2 stem conv.
@@ -159,15 +163,29 @@ class Arch:
         head_chs: Output channels of the final 1x1 conv (1280 for MobileNetV2), or None for no head conv.
         seed: Registered name of the seed network whose weights are remapped into this arch (None: the
             MobileNetV2 seed, `mobilenetv2_100`, as for arch files written before the field existed).
+        act: Activation of every conv + BN (and of the SE reduce conv): 'relu6' (MobileNetV2), 'silu'
+            (EfficientNet's swish) or 'relu'.
+        se_ratio: Squeeze-excitation in every layer, timm's ratio relative to the layer's *input* width
+            (EfficientNet: 0.25; see `se_reduce_chs`), or None for no SE (MobileNetV2).
     """
 
     stem_chs: int
     stages: tuple[Stage, ...]
     head_chs: int | None = None
     seed: str | None = None
+    act: str = DEFAULT_ACT
+    se_ratio: float | None = None
 
     def __post_init__(self) -> None:
         _check_positive_int(self.stem_chs, 'arch stem_chs')
+        if self.act not in ACTS:
+            raise ValueError(f'arch act is {self.act!r}; expected one of {", ".join(ACTS)}')
+        if self.se_ratio is not None:
+            ok = isinstance(self.se_ratio, (int, float)) and not isinstance(self.se_ratio, bool)
+            if not ok or not 0 < self.se_ratio <= 1:
+                raise ValueError(f'arch se_ratio is {self.se_ratio!r}; expected a number in (0, 1] (EfficientNet: '
+                                 '0.25) or null for no squeeze-excitation')
+            object.__setattr__(self, 'se_ratio', float(self.se_ratio))
         if self.seed is not None and (not isinstance(self.seed, str) or not self.seed.strip()):
             raise ValueError(f'arch seed is {self.seed!r}; expected a registered seed name such as mobilenetv2_100')
         if self.head_chs is not None:
@@ -192,6 +210,15 @@ class Arch:
             for li, op in enumerate(stage.layers):
                 yield si, li, op, in_chs if li == 0 else stage.out_chs, stage.out_chs, stage.stride if li == 0 else 1
 
+    def se_chs(self, op: Op, in_chs: int) -> int:
+        """SE reduce width of a layer with `op` and input width `in_chs` (0 when the arch has no SE).
+
+        Args:
+            op: The layer's op.
+            in_chs: The layer's input channels.
+        """
+        return 0 if self.se_ratio is None else se_reduce_chs(self.se_ratio, in_chs, op.expansion)
+
     @property
     def depths(self) -> tuple[int, ...]:
         """Number of non-skip layers per stage."""
@@ -204,15 +231,21 @@ class Arch:
 
     def replace(self, **changes: Any) -> 'Arch':
         """Return a copy with some fields replaced (e.g. `arch.replace(head_chs=None)`)."""
-        d = {'stem_chs': self.stem_chs, 'stages': self.stages, 'head_chs': self.head_chs, 'seed': self.seed}
+        d = {'stem_chs': self.stem_chs, 'stages': self.stages, 'head_chs': self.head_chs, 'seed': self.seed,
+             'act': self.act, 'se_ratio': self.se_ratio}
         d.update(changes)
         return Arch(**d)
 
     # ---------------------------------------------------------------- dict / JSON / YAML
     def to_dict(self) -> dict[str, Any]:
         d = {'stem_chs': self.stem_chs, 'stages': [s.to_dict() for s in self.stages], 'head_chs': self.head_chs}
+        # NOTE: fields at their MobileNetV2 defaults are left out, so older readers and files stay valid.
         if self.seed is not None:
             d['seed'] = self.seed
+        if self.act != DEFAULT_ACT:
+            d['act'] = self.act
+        if self.se_ratio is not None:
+            d['se_ratio'] = self.se_ratio
         return d
 
     @classmethod
@@ -233,7 +266,7 @@ class Arch:
         if not isinstance(d['stages'], list):
             raise ValueError(f"arch stages is {d['stages']!r}; expected a list of stage mappings")
         stages = tuple(Stage.from_dict(s, f'arch stage {i}') for i, s in enumerate(d['stages']))
-        return cls(d['stem_chs'], stages, d.get('head_chs'), d.get('seed'))
+        return cls(d['stem_chs'], stages, d.get('head_chs'), d.get('seed'), d.get('act', DEFAULT_ACT), d.get('se_ratio'))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -254,8 +287,9 @@ class Arch:
             ops = ', '.join(s['ops'])
             lines.append(f'  - {{out_chs: {s["out_chs"]}, stride: {s["stride"]}, ops: [{ops}]}}')
         lines.append(f'head_chs: {"null" if d["head_chs"] is None else d["head_chs"]}')
-        if self.seed is not None:
-            lines.append(f'seed: {self.seed}')
+        for key in ('seed', 'act', 'se_ratio'):
+            if key in d:
+                lines.append(f'{key}: {d[key]}')
         return '\n'.join(lines) + '\n'
 
     @classmethod
@@ -346,6 +380,9 @@ class Arch:
     def to_fna_string(self, multiline: bool = False) -> str:
         """Format as an FNA `net_config` string (a `conv_2d_1x1` stage is appended when there is a head conv).
 
+        NOTE: FNA strings describe layers and widths only; an arch's seed, activation and SE ratio live in its
+        YAML/JSON form (an FNA string read back is a MobileNetV2-family arch).
+
         Args:
             multiline: Put each stage on its own line, as FNA's retrain configs do.
         """
@@ -363,7 +400,8 @@ class Arch:
             for li, op in enumerate(stage.layers):
                 stride = stage.stride if li == 0 else 1
                 exp = '' if op.block_type == 'ds' else f'_e{op.expansion}'
-                blocks.append(f'{op.block_type}_r1_k{op.kernel}_s{stride}{exp}_c{stage.out_chs}')
+                se = '' if self.se_ratio is None else f'_se{self.se_ratio!r}'
+                blocks.append(f'{op.block_type}_r1_k{op.kernel}_s{stride}{exp}_c{stage.out_chs}{se}')
             arch_def.append(blocks)
         return arch_def
 
@@ -374,18 +412,24 @@ class Arch:
             stem_chs: int = 32,
             head_chs: int | None = None,
             slots: Sequence[int] | None = None,
+            act: str = DEFAULT_ACT,
+            seed: str | None = None,
     ) -> 'Arch':
-        """Build from a timm arch_def (block types 'ds' and 'ir'; tokens r, k, s, e, c).
+        """Build from a timm arch_def (block types 'ds' and 'ir'; tokens r, k, s, e, c, se).
 
-        timm arch_defs carry no stem/head widths and no skip slots, so those are arguments.
+        timm arch_defs carry no stem/head widths, activation, seed or skip slots, so those are arguments. An
+        `se` token must be on every block or on none (an `Arch` has one `se_ratio`).
 
         Args:
             arch_def: One list of block strings per stage, e.g. `[['ir_r2_k3_s2_e6_c24'], ...]`.
             stem_chs: Stem conv width.
             head_chs: Head conv width, or None.
             slots: Layer slots per stage; stages with fewer layers are padded with 'skip'.
+            act: Activation ('relu6' for MobileNetV2, 'silu' for EfficientNet).
+            seed: Registered seed name to record in the arch.
         """
         stages = []
+        se_ratios: set[float | None] = set()
         for si, blocks in enumerate(arch_def):
             if isinstance(blocks, str):
                 raise ValueError(f'timm arch_def stage {si} is the string {blocks!r}; expected a list of block strings')
@@ -401,6 +445,7 @@ class Arch:
                                      '(one output width per stage)')
                 stride = b['s'] if stride is None else stride
                 out_chs = b['c']
+                se_ratios.add(b.get('se'))
                 ops.extend([f'k{b["k"]}_e{b["e"]}'] * b['r'])
             if not ops:
                 raise ValueError(f'timm arch_def stage {si} is empty; expected at least one block string')
@@ -409,20 +454,43 @@ class Arch:
                     raise ValueError(f'slots {list(slots)} has no room for the {len(ops)} layers of stage {si}')
                 ops.extend([SKIP] * (slots[si] - len(ops)))
             stages.append(Stage(out_chs, stride, tuple(ops)))
-        return cls(stem_chs, tuple(stages), head_chs)
+        if len(se_ratios) > 1:
+            shown = sorted('none' if r is None else repr(r) for r in se_ratios)
+            raise ValueError(f'timm arch_def mixes squeeze-excitation ratios {shown}; expected the same se token on '
+                             'every block (or on none)')
+        return cls(stem_chs, tuple(stages), head_chs, seed, act, se_ratios.pop() if se_ratios else None)
 
 
-def _decode_timm_block(block: str) -> dict[str, int]:
+def se_reduce_chs(se_ratio: float, in_chs: int, expansion: int) -> int:
+    """Reduce width of the SE in a layer of input width `in_chs` and expansion `expansion`, as timm builds it.
+
+    NOTE: timm's builder divides the ratio by the expansion (its `se_from_exp=False`) and `SqueezeExcite`
+    rounds `mid * ratio` with Python's `round`; the float arithmetic is repeated here term by term so widths
+    agree with timm exactly (e.g. 0.25 of a 16-channel input gives 4 for e1, e3 and e6 alike).
+
+    Args:
+        se_ratio: The arch's SE ratio (relative to the layer input).
+        in_chs: Layer input channels.
+        expansion: The op's expansion (1: the depthwise-separable block, SE on its input width).
+    """
+    return round(in_chs * expansion * (se_ratio / float(expansion)))
+
+
+def _decode_timm_block(block: str) -> dict[str, Any]:
     """Decode the subset of timm's block grammar an `Arch` can express."""
     tokens = str(block).split('_')
     if tokens[0] not in ('ds', 'ir'):
         raise ValueError(f"timm block {block!r} has block type {tokens[0]!r}; expected 'ds' or 'ir'")
-    out: dict[str, int] = {'r': 1, 'k': 3, 's': 1, 'e': 1}
+    out: dict[str, Any] = {'r': 1, 'k': 3, 's': 1, 'e': 1}
     for tok in tokens[1:]:
-        m = re.match(r'^([rksec])(\d+)$', tok)
+        m = re.match(r'^(?:([rksec])(\d+)|se(\d*\.?\d+))$', tok)
         if not m:
-            raise ValueError(f'timm block {block!r} has unsupported token {tok!r}; expected r<n>, k<n>, s<n>, e<n>, c<n>')
-        out[m.group(1)] = int(m.group(2))
+            raise ValueError(f'timm block {block!r} has unsupported token {tok!r}; expected r<n>, k<n>, s<n>, e<n>, '
+                             'c<n> or se<ratio>')
+        if m.group(3) is not None:
+            out['se'] = float(m.group(3)) or None  # NOTE: timm reads se0 as "no SE"
+        else:
+            out[m.group(1)] = int(m.group(2))
     if 'c' not in out:
         raise ValueError(f'timm block {block!r} has no output channels; expected a c<n> token')
     if tokens[0] == 'ds' and out['e'] != 1:

@@ -2,7 +2,8 @@
 
 Conventions (JaminFong/FNA `tools/multadds_count.py`, reproduced against the FNA tables):
 
-* only Conv2d and Linear layers count; a conv costs `kh * kw * C_in / groups * C_out * H_out * W_out`
+* only Conv2d and Linear layers count (a squeeze-excitation's two 1x1 convs count on its pooled 1x1 map);
+  a conv costs `kh * kw * C_in / groups * C_out * H_out * W_out`
   multiply-adds, plus `C_out * H_out * W_out` when it has a bias; BN, activations and additions are free;
 * batch 1;
 * parameters are all `named_parameters`, BN gamma/beta included (buffers are not parameters).
@@ -20,7 +21,7 @@ from torch import nn
 
 from .arch import Arch, Op
 
-__all__ = ['Complexity', 'conv_out_size', 'conv_madds', 'conv_bn_complexity', 'op_complexity', 'count_arch', 'count_model']
+__all__ = ['Complexity', 'conv_out_size', 'conv_madds', 'conv_bn_complexity', 'se_complexity', 'op_complexity', 'count_arch', 'count_model']
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,23 @@ def conv_bn_complexity(in_chs: int, out_chs: int, kernel: int, stride: int, in_h
     return Complexity(conv_madds(in_chs, out_chs, kernel, out_hw, groups), params), out_hw
 
 
-def op_complexity(op: Op, in_chs: int, out_chs: int, stride: int, in_hw: tuple[int, int]
+def se_complexity(chs: int, se_chs: int) -> Complexity:
+    """Cost of a squeeze-excitation on `chs` channels: two biased 1x1 convs on the pooled 1x1 map.
+
+    NOTE: as for every other layer, only the convs count (the FNA convention); the pooling and the
+    sigmoid-gated product are free, so SE adds `2 * chs * se_chs + chs + se_chs` of both MAdds and params.
+
+    Args:
+        chs: Channels the SE gates (the expansion width; the input width in an e1 layer).
+        se_chs: Reduce width (`Arch.se_chs`).
+    """
+    n = conv_madds(chs, se_chs, 1, (1, 1), bias=True) + conv_madds(se_chs, chs, 1, (1, 1), bias=True)
+    return Complexity(n, n)
+
+
+def op_complexity(op: Op, in_chs: int, out_chs: int, stride: int, in_hw: tuple[int, int], se_chs: int = 0
                   ) -> tuple[Complexity, tuple[int, int]]:
-    """Cost of one op (bias-free convs, each followed by an affine BN) and its output size.
+    """Cost of one op (bias-free convs, each followed by an affine BN; SE if any) and its output size.
 
     Args:
         op: The op (kernel, expansion).
@@ -94,6 +109,7 @@ def op_complexity(op: Op, in_chs: int, out_chs: int, stride: int, in_hw: tuple[i
         out_chs: Output channels.
         stride: Stride of the depthwise conv.
         in_hw: Input height and width.
+        se_chs: SE reduce width (`Arch.se_chs(op, in_chs)`), 0 for no SE.
     """
     total = Complexity(0, 0)
     hw = in_hw
@@ -103,6 +119,8 @@ def op_complexity(op: Op, in_chs: int, out_chs: int, stride: int, in_hw: tuple[i
         total += c
     c, hw = conv_bn_complexity(mid, mid, op.kernel, stride, hw, groups=mid)
     total += c
+    if se_chs:
+        total += se_complexity(mid, se_chs)
     c, hw = conv_bn_complexity(mid, out_chs, 1, 1, hw)
     return total + c, hw
 
@@ -121,7 +139,7 @@ def count_arch(arch: Arch, input_size: Sequence[int] = (224, 224), num_classes: 
         in_chans, *input_size = input_size
     total, hw = conv_bn_complexity(in_chans, arch.stem_chs, 3, 2, tuple(input_size))
     for _, _, op, in_c, out_c, stride in arch.iter_layers():
-        c, hw = op_complexity(op, in_c, out_c, stride, hw)
+        c, hw = op_complexity(op, in_c, out_c, stride, hw, arch.se_chs(op, in_c))
         total += c
     feat = arch.out_chs
     if arch.head_chs is not None:

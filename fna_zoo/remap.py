@@ -30,14 +30,22 @@ __all__ = ['RemapError', 'remap_state_dict', 'remap_filter_fn', 'expected_shapes
 _logger = logging.getLogger(__name__)
 
 WidthMode = Literal['leading', 'bn_gamma']
-Group = Hashable  # a channel group: ('stem',), ('stage', s), ('mid', s, l), ('head',), ('classes',)
+Group = Hashable  # a channel group: ('stem',), ('stage', s), ('mid', s, l), ('se', s, l), ('head',), ('classes',)
 
 # Module name -> (role of dim 0, role of dim 1) per timm block type. Roles: 'in' (block input channels),
-# 'mid' (expanded channels), 'out' (stage output channels), None (no channel selection on that dim).
+# 'mid' (expanded channels), 'out' (stage output channels), 'se' (SE reduce channels), None (no channel
+# selection on that dim).
 _BLOCK_LAYOUT: dict[str, dict[str, tuple[str | None, str | None]]] = {
     'ir': {'conv_pw': ('mid', 'in'), 'bn1': ('mid', None), 'conv_dw': ('mid', None), 'bn2': ('mid', None),
            'conv_pwl': ('out', 'mid'), 'bn3': ('out', None)},
     'ds': {'conv_dw': ('in', None), 'bn1': ('in', None), 'conv_pw': ('out', 'in'), 'bn2': ('out', None)},
+}
+# NOTE: SE widths follow the channels the SE gates (the expansion, or the input of an e1 layer), so its
+# convs take the same selection as those; its reduce channels are a group of their own, remapped by the
+# depth rule like the expansion and kept leading (no BN ranks them).
+_SE_LAYOUT: dict[str, dict[str, tuple[str | None, str | None]]] = {
+    'ir': {'se.conv_reduce': ('se', 'mid'), 'se.conv_expand': ('mid', 'se')},
+    'ds': {'se.conv_reduce': ('se', 'in'), 'se.conv_expand': ('in', 'se')},
 }
 _BN_MODULES = {'bn1', 'bn2', 'bn3'}
 
@@ -54,8 +62,12 @@ def _layout(arch: Arch, num_classes: int) -> dict[str, tuple[str, Group | None, 
     }
     prev: Group = ('stem',)
     for si, li, op, _, _, _ in arch.iter_layers():
-        groups = {'in': prev if li == 0 else ('stage', si), 'mid': ('mid', si, li), 'out': ('stage', si), None: None}
-        for name, (g0, g1) in _BLOCK_LAYOUT[op.block_type].items():
+        groups = {'in': prev if li == 0 else ('stage', si), 'mid': ('mid', si, li), 'out': ('stage', si),
+                  'se': ('se', si, li), None: None}
+        modules = dict(_BLOCK_LAYOUT[op.block_type])
+        if arch.se_ratio is not None:
+            modules.update(_SE_LAYOUT[op.block_type])
+        for name, (g0, g1) in modules.items():
             lay[f'blocks.{si}.{li}.{name}'] = (op.block_type, groups[g0], groups[g1], name in _BN_MODULES)
         if li == arch.stages[si].depth - 1:
             prev = ('stage', si)
@@ -83,8 +95,15 @@ def expected_shapes(arch: Arch, num_classes: int = 0, in_chans: int = 3) -> dict
     """
     shapes: dict[str, tuple[int, ...]] = {}
 
-    def conv(prefix: str, out_c: int, in_c: int, k: int) -> None:
+    def conv(prefix: str, out_c: int, in_c: int, k: int, bias: bool = False) -> None:
         shapes[f'{prefix}.weight'] = (out_c, in_c, k, k)
+        if bias:
+            shapes[f'{prefix}.bias'] = (out_c,)
+
+    def se(prefix: str, chs: int, se_chs: int) -> None:
+        if se_chs:
+            conv(f'{prefix}.se.conv_reduce', se_chs, chs, 1, bias=True)
+            conv(f'{prefix}.se.conv_expand', chs, se_chs, 1, bias=True)
 
     def bn(prefix: str, c: int) -> None:
         for p in ('weight', 'bias', 'running_mean', 'running_var'):
@@ -98,6 +117,7 @@ def expected_shapes(arch: Arch, num_classes: int = 0, in_chans: int = 3) -> dict
         if op.block_type == 'ds':
             conv(f'{p}.conv_dw', in_c, 1, op.kernel)
             bn(f'{p}.bn1', in_c)
+            se(p, in_c, arch.se_chs(op, in_c))
             conv(f'{p}.conv_pw', out_c, in_c, 1)
             bn(f'{p}.bn2', out_c)
         else:
@@ -106,6 +126,7 @@ def expected_shapes(arch: Arch, num_classes: int = 0, in_chans: int = 3) -> dict
             bn(f'{p}.bn1', mid)
             conv(f'{p}.conv_dw', mid, 1, op.kernel)
             bn(f'{p}.bn2', mid)
+            se(p, mid, arch.se_chs(op, in_c))
             conv(f'{p}.conv_pwl', out_c, mid, 1)
             bn(f'{p}.bn3', out_c)
     feat = arch.out_chs
@@ -168,9 +189,9 @@ class _Selector:
 
 
 def _map_group(group: Group | None, src_depths: tuple[int, ...]) -> Group | None:
-    if isinstance(group, tuple) and group[0] == 'mid':
-        _, si, li = group
-        return 'mid', si, min(li, src_depths[si] - 1)
+    if isinstance(group, tuple) and group[0] in ('mid', 'se'):
+        kind, si, li = group
+        return kind, si, min(li, src_depths[si] - 1)
     return group
 
 
@@ -268,6 +289,11 @@ def remap_state_dict(
     if len(seed_arch.stages) != len(target_arch.stages):
         raise RemapError(f'target arch has {len(target_arch.stages)} stages, seed arch has {len(seed_arch.stages)}; '
                          'expected the same number of stages')
+    for field in ('act', 'se_ratio'):
+        if getattr(seed_arch, field) != getattr(target_arch, field):
+            raise RemapError(f'target arch has {field} {getattr(target_arch, field)!r}, seed arch has '
+                             f'{getattr(seed_arch, field)!r}; expected the seed\'s {field} (derive archs from the seed '
+                             'they are remapped from)')
     check_state_dict(seed_state_dict, seed_arch, 'seed state dict')
     num_classes = _num_classes(target_state_dict)
     src_layout = _layout(seed_arch, _num_classes(seed_state_dict))

@@ -58,20 +58,23 @@ def test_json_yaml_file_round_trip(name, tmp_path):
     a = get_arch(name)
     assert Arch.from_json(a.to_json()) == a
     assert Arch.from_yaml(a.to_yaml()) == a
-    assert Arch.from_fna_string(a.to_fna_string()) == a
+    # FNA strings carry layers and widths; seed, activation and SE live in the YAML/JSON forms
+    mbv2_family = a.replace(seed=None, act='relu6', se_ratio=None)
+    assert Arch.from_fna_string(a.to_fna_string()) == mbv2_family
     for suffix in ('.json', '.yaml'):
         path = a.save(tmp_path / f'arch{suffix}')
         assert Arch.load(path) == a == load_arch(path)
     assert not list(tmp_path.glob('.*.tmp'))  # atomic write left no temp file
     (tmp_path / 'arch.txt').write_text(a.to_fna_string(multiline=True))
-    assert load_arch(tmp_path / 'arch.txt') == a
+    assert load_arch(tmp_path / 'arch.txt') == mbv2_family
 
 
 @pytest.mark.parametrize('name', list_archs())
 def test_timm_arch_def_round_trip(name):
     a = get_arch(name)
     slots = [len(s.ops) for s in a.stages]
-    back = Arch.from_timm_arch_def(a.to_timm_arch_def(), stem_chs=a.stem_chs, head_chs=a.head_chs, slots=slots)
+    back = Arch.from_timm_arch_def(a.to_timm_arch_def(), stem_chs=a.stem_chs, head_chs=a.head_chs, slots=slots,
+                                   act=a.act, seed=a.seed)
     assert back == a
 
 
@@ -135,7 +138,8 @@ def test_bad_dicts_and_files(tmp_path):
 @pytest.mark.parametrize('arch_def, match', [
     ([['er_r1_k3_s1_e4_c24']], r"block type 'er'; expected 'ds' or 'ir'"),
     ([['ir_r1_k3_s2_e6_c24', 'ir_r1_k3_s2_e6_c24']], r'only the first block string of a stage'),
-    ([['ir_r1_k3_s2_e6_c24_se0.25']], r"unsupported token 'se0.25'"),
+    ([['ir_r1_k3_s2_e6_c24_se0.25'], ['ir_r1_k3_s2_e6_c32']], r"mixes squeeze-excitation ratios \['0.25', 'none'\]"),
+    ([['ir_r1_k3_s2_e6_c24_a1']], r"unsupported token 'a1'"),
     ([['ir_r1_k3_s2_e1_c24']], r"write it as 'ds'"),
 ])
 def test_bad_timm_arch_defs(arch_def, match):

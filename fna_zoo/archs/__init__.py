@@ -1,6 +1,8 @@
 """Registered architectures, stored as YAML data files beside this module.
 
 * `mobilenetv2_100`: the MobileNetV2 seed (timm `mobilenetv2_100`), Sandler et al. - https://arxiv.org/abs/1801.04381
+* `efficientnet_b0`: the EfficientNet-B0 seed (timm `efficientnet_b0`: SiLU, squeeze-excitation 0.25), Tan & Le -
+  https://arxiv.org/abs/1905.11946
 * `fna_retinanet_backbone`, `fna_ssdlite_backbone`: the FNA-derived detection backbones published with
   FNA (Fang et al., ICLR 2020 - https://arxiv.org/abs/2001.02525), `configs/fna_*_retrain.py` of JaminFong/FNA.
 """
