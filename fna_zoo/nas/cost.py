@@ -88,7 +88,7 @@ def madds_table(space: SearchSpace, input_size: Sequence[int]) -> CostTable:
     constant = c.madds
     for si, _, op, in_c, out_c, stride in seed.iter_layers():
         if si < space.fixed_stages:
-            c, hw = op_complexity(op, in_c, out_c, stride, hw)
+            c, hw = op_complexity(op, in_c, out_c, stride, hw, seed.se_chs(op, in_c))
             constant += c.madds
     first, rest = [], []
     for k, st in enumerate(space.stages):
@@ -98,7 +98,8 @@ def madds_table(space: SearchSpace, input_size: Sequence[int]) -> CostTable:
         for o, name in enumerate(st.slots[0]):
             for i, w_in in enumerate(in_widths):
                 for j, w in enumerate(st.widths):
-                    t[o, i, j] = op_complexity(Op.parse(name), w_in, w, st.stride, hw)[0].madds
+                    op = Op.parse(name)
+                    t[o, i, j] = op_complexity(op, w_in, w, st.stride, hw, seed.se_chs(op, w_in))[0].madds
         first.append(t)
         tables = []
         for slot in st.slots[1:]:
@@ -106,7 +107,8 @@ def madds_table(space: SearchSpace, input_size: Sequence[int]) -> CostTable:
             for o, name in enumerate(slot):
                 if name != SKIP:
                     for j, w in enumerate(st.widths):
-                        r[o, j] = op_complexity(Op.parse(name), w, w, 1, out_hw)[0].madds
+                        op = Op.parse(name)
+                        r[o, j] = op_complexity(op, w, w, 1, out_hw, seed.se_chs(op, w))[0].madds
             tables.append(r)
         rest.append(tables)
         hw = out_hw

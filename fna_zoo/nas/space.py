@@ -180,7 +180,8 @@ class SearchSpace:
             ops = tuple(st.slots[slot][i] for slot, i in enumerate(path.ops[k]))
             width = st.widths[path.widths[k]] if widths is None else widths[k]
             stages.append(Stage(width, st.stride, ops))
-        return Arch(self.seed.stem_chs, tuple(stages), self.head_chs, self.seed_name)
+        # NOTE: the seed's activation and SE ratio carry over (`replace`), so a derived arch is of its seed's family.
+        return self.seed.replace(stages=tuple(stages), head_chs=self.head_chs, seed=self.seed_name)
 
     def max_path_arch(self, path: Path) -> Arch:
         """The path's ops at every stage's largest width (the super network's weights of that path)."""

@@ -21,18 +21,18 @@ path whose straight-through weights pass gradients to every logit (GDAS-style, c
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from timm.models._features import FeatureInfo
 
-from ..arch import SKIP, Arch, Op, Stage
+from ..arch import SKIP, Arch, Op, Stage, se_reduce_chs
 from ..remap import WidthMode, expected_shapes, remap_state_dict
 from .space import Path, SearchSpace
 
-__all__ = ['CandidateOp', 'MixedLayer', 'SuperNet']
+__all__ = ['SqueezeExcite', 'CandidateOp', 'MixedLayer', 'SuperNet']
 
 _logger = logging.getLogger(__name__)
 
@@ -41,10 +41,41 @@ def _mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else x * mask.view(1, -1, 1, 1)
 
 
+# the `Arch.act` names as functions (timm's modules compute the same)
+_ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {'relu6': F.relu6, 'relu': F.relu, 'silu': F.silu}
+
+
 def _width_mask(probs: torch.Tensor, widths: torch.Tensor, channels: int) -> torch.Tensor:
     """Expected 0/1 mask of `channels` channels when width `widths[i]` has probability `probs[i]`."""
     keep = (torch.arange(channels, device=probs.device)[None] < widths[:, None]).to(probs.dtype)
     return (probs[:, None] * keep).sum(0)
+
+
+class SqueezeExcite(nn.Module):
+    """timm's `SqueezeExcite` (mean pool, biased 1x1 reduce, act, biased 1x1 expand, sigmoid gate) at its
+    largest widths, runnable on leading slices or with a reduce-channel mask.
+
+    Args:
+        chs: Largest gated width.
+        rd_chs: Largest reduce width.
+    """
+
+    def __init__(self, chs: int, rd_chs: int) -> None:
+        super().__init__()
+        self.conv_reduce = nn.Conv2d(chs, rd_chs, 1, bias=True)
+        self.conv_expand = nn.Conv2d(rd_chs, chs, 1, bias=True)
+
+    def forward(self, x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor],
+                rd_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # NOTE: the reduce mask goes after the activation: a masked reduce channel still has a bias.
+        s = _mask(act(self.conv_reduce(x.mean((2, 3), keepdim=True))), rd_mask)
+        return x * torch.sigmoid(self.conv_expand(s))
+
+    def forward_sliced(self, x: torch.Tensor, rd_chs: int, act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        chs = x.shape[1]
+        s = F.conv2d(x.mean((2, 3), keepdim=True), self.conv_reduce.weight[:rd_chs, :chs], self.conv_reduce.bias[:rd_chs])
+        gate = F.conv2d(act(s), self.conv_expand.weight[:chs, :rd_chs], self.conv_expand.bias[:chs])
+        return x * torch.sigmoid(gate)
 
 
 class CandidateOp(nn.Module):
@@ -55,37 +86,50 @@ class CandidateOp(nn.Module):
         in_chs: Largest input width.
         out_chs: Largest output width.
         stride: Depthwise conv stride.
+        act: Activation name (`Arch.act`).
+        se_ratio: Squeeze-excitation ratio (`Arch.se_ratio`), None for none.
     """
 
-    def __init__(self, op: Op, in_chs: int, out_chs: int, stride: int) -> None:
+    def __init__(self, op: Op, in_chs: int, out_chs: int, stride: int, act: str = 'relu6',
+                 se_ratio: float | None = None) -> None:
         super().__init__()
-        self.op = op
+        self.op, self.act, self.se_ratio = op, _ACTS[act], se_ratio
         k = op.kernel
+        mid = in_chs * op.expansion
         if op.block_type == 'ir':
-            mid = in_chs * op.expansion
             self.conv_pw = nn.Conv2d(in_chs, mid, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(mid)
             self.conv_dw = nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False)
             self.bn2 = nn.BatchNorm2d(mid)
+            self.se = SqueezeExcite(mid, self.se_chs(in_chs)) if se_ratio else None
             self.conv_pwl = nn.Conv2d(mid, out_chs, 1, bias=False)
             self.bn3 = nn.BatchNorm2d(out_chs)
         else:
             self.conv_dw = nn.Conv2d(in_chs, in_chs, k, stride, k // 2, groups=in_chs, bias=False)
             self.bn1 = nn.BatchNorm2d(in_chs)
+            self.se = SqueezeExcite(in_chs, self.se_chs(in_chs)) if se_ratio else None
             self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(out_chs)
 
-    def forward(self, x: torch.Tensor, mid_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def se_chs(self, in_chs: int) -> int:
+        """SE reduce width at input width `in_chs` (0 without SE)."""
+        return se_reduce_chs(self.se_ratio, in_chs, self.op.expansion) if self.se_ratio else 0
+
+    def _se(self, h: torch.Tensor, rd_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return h if self.se is None else self.se(h, self.act, rd_mask)
+
+    def forward(self, x: torch.Tensor, mid_mask: torch.Tensor | None = None, se_mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (output without residual, expansion output)."""
         if self.op.block_type == 'ds':
-            mid = F.relu6(self.bn1(self.conv_dw(x)))
+            mid = self._se(self.act(self.bn1(self.conv_dw(x))))
             return self.bn2(self.conv_pw(mid)), mid
         # NOTE: masks go after the activation: a masked channel is exactly zero (BN of an all-zero channel is
-        # its beta, not zero), so the next conv sees only the kept channels, as in the narrower derived layer.
-        mid = _mask(F.relu6(self.bn1(self.conv_pw(x))), mid_mask)
-        h = _mask(F.relu6(self.bn2(self.conv_dw(mid))), mid_mask)
+        # its beta, not zero), so the next conv sees only the kept channels, as in the narrower derived layer;
+        # the SE gate keeps a zero channel zero.
+        mid = _mask(self.act(self.bn1(self.conv_pw(x))), mid_mask)
+        h = self._se(_mask(self.act(self.bn2(self.conv_dw(mid))), mid_mask), se_mask)
         return self.bn3(self.conv_pwl(h)), mid
-
 
     def forward_sliced(self, x: torch.Tensor, out_chs: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The op at the input's width and `out_chs` outputs, computed on the leading slices of its weights.
@@ -95,11 +139,13 @@ class CandidateOp(nn.Module):
         """
         in_chs = x.shape[1]
         if self.op.block_type == 'ds':
-            mid = F.relu6(_sliced_bn(self.bn1, _sliced_conv(self.conv_dw, x, in_chs, 1), in_chs))
+            mid = self.act(_sliced_bn(self.bn1, _sliced_conv(self.conv_dw, x, in_chs, 1), in_chs))
+            mid = mid if self.se is None else self.se.forward_sliced(mid, self.se_chs(in_chs), self.act)
             return _sliced_bn(self.bn2, _sliced_conv(self.conv_pw, mid, out_chs, in_chs), out_chs), mid
         mid_chs = in_chs * self.op.expansion
-        mid = F.relu6(_sliced_bn(self.bn1, _sliced_conv(self.conv_pw, x, mid_chs, in_chs), mid_chs))
-        h = F.relu6(_sliced_bn(self.bn2, _sliced_conv(self.conv_dw, mid, mid_chs, 1), mid_chs))
+        mid = self.act(_sliced_bn(self.bn1, _sliced_conv(self.conv_pw, x, mid_chs, in_chs), mid_chs))
+        h = self.act(_sliced_bn(self.bn2, _sliced_conv(self.conv_dw, mid, mid_chs, 1), mid_chs))
+        h = h if self.se is None else self.se.forward_sliced(h, self.se_chs(in_chs), self.act)
         return _sliced_bn(self.bn3, _sliced_conv(self.conv_pwl, h, out_chs, mid_chs), out_chs), mid
 
 
@@ -127,16 +173,21 @@ class MixedLayer(nn.Module):
         in_chs: Largest input width.
         out_chs: Largest output width.
         stride: Stride (slot 0 only).
+        act: Activation name (`Arch.act`).
+        se_ratio: Squeeze-excitation ratio (`Arch.se_ratio`), None for none.
     """
 
-    def __init__(self, names: tuple[str, ...], in_chs: int, out_chs: int, stride: int) -> None:
+    def __init__(self, names: tuple[str, ...], in_chs: int, out_chs: int, stride: int, act: str = 'relu6',
+                 se_ratio: float | None = None) -> None:
         super().__init__()
         self.names = names
         self.expansions = tuple(0 if n == SKIP else Op.parse(n).expansion for n in names)
-        self.ops = nn.ModuleDict({n: CandidateOp(Op.parse(n), in_chs, out_chs, stride) for n in names if n != SKIP})
+        self.ops = nn.ModuleDict({n: CandidateOp(Op.parse(n), in_chs, out_chs, stride, act, se_ratio)
+                                  for n in names if n != SKIP})
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, active: list[int], mid_masks: list[torch.Tensor | None],
-                residual: torch.Tensor | float, tap: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                residual: torch.Tensor | float, tap: bool = False, se_masks: list[torch.Tensor | None] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Weighted sum of the `active` candidates and (tap) of their expansion outputs.
 
         Args:
@@ -147,6 +198,7 @@ class MixedLayer(nn.Module):
             residual: Weight of the identity shortcut (1 for stride-1 slots after the first; for a first slot,
                 the probability that its input and output widths are equal, when timm adds the residual).
             tap: Also return the weighted expansion outputs (the candidates must share one expansion).
+            se_masks: SE reduce-channel mask per candidate (None: keep all).
         """
         out = tapped = None
         for i in active:
@@ -154,7 +206,7 @@ class MixedLayer(nn.Module):
             if name == SKIP:
                 y, mid = x, None
             else:
-                y, mid = self.ops[name](x, mid_masks[i])
+                y, mid = self.ops[name](x, mid_masks[i], se_masks[i] if se_masks else None)
                 if not isinstance(residual, float) or residual:
                     y = y + residual * _fit_channels(x, y.shape[1])
             out = weights[i] * y if out is None else out + weights[i] * y
@@ -185,6 +237,7 @@ class SuperNet(nn.Module):
         super().__init__()
         self.space = space
         seed = space.seed
+        self.act = _ACTS[seed.act]
         self.conv_stem = nn.Conv2d(3, seed.stem_chs, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(seed.stem_chs)
         self.blocks = nn.ModuleList()
@@ -193,14 +246,15 @@ class SuperNet(nn.Module):
             layers = nn.ModuleList()
             skips = []
             for _, _, op, in_c, out_c, stride in (t for t in seed.iter_layers() if t[0] == si):
-                layers.append(CandidateOp(op, in_c, out_c, stride))
+                layers.append(CandidateOp(op, in_c, out_c, stride, seed.act, seed.se_ratio))
                 skips.append(in_c == out_c and stride == 1)
             self.blocks.append(layers)
             self._fixed_skip.append(skips)
         for k, st in enumerate(space.stages):
             in_max = max(space.in_widths(k))
             self.blocks.append(nn.ModuleList(
-                MixedLayer(names, in_max if slot == 0 else st.max_width, st.max_width, st.stride if slot == 0 else 1)
+                MixedLayer(names, in_max if slot == 0 else st.max_width, st.max_width, st.stride if slot == 0 else 1,
+                           seed.act, seed.se_ratio)
                 for slot, names in enumerate(st.slots)))
         last = space.stages[-1].max_width
         if space.head_chs is not None:
@@ -308,7 +362,7 @@ class SuperNet(nn.Module):
     def _run(self, x: torch.Tensor, tap: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Stage ends of every stage (at the largest widths, zeros beyond the active width) and (tap) the
         SSDLite tapped expansion."""
-        x = F.relu6(self.bn1(self.conv_stem(x)))
+        x = self.act(self.bn1(self.conv_stem(x)))
         ends = []
         for si, skips in enumerate(self._fixed_skip):
             for layer, skip in zip(self.blocks[si], skips):
@@ -336,7 +390,7 @@ class SuperNet(nn.Module):
             ends.append(_fit_channels(x, st.max_width))
         if self.space.head_chs is not None and tap:
             head = F.conv2d(x, self.conv_head.weight[:, :x.shape[1]])
-            ends.append(F.relu6(self.bn2(head)))
+            ends.append(self.act(self.bn2(head)))
         return ends, tapped
 
     def _run_masked(self, x: torch.Tensor, ends: list[torch.Tensor], tap: bool
@@ -357,6 +411,10 @@ class SuperNet(nn.Module):
                 mids = [None if i not in active or n == SKIP else
                         _width_mask(p_in, w_in * layer.expansions[i], layer.ops[n].bn1.num_features)
                         for i, n in enumerate(layer.names)]
+                ses = [None if m is None or layer.ops[n].se is None else
+                       _width_mask(p_in, w_in.new_tensor([layer.ops[n].se_chs(int(w)) for w in w_in]),
+                                   layer.ops[n].se.conv_reduce.out_channels)
+                       for m, n in zip(mids, layer.names)]
                 if slot > 0:
                     residual: torch.Tensor | float = 1.0
                 elif st.stride == 1:
@@ -366,14 +424,14 @@ class SuperNet(nn.Module):
                     residual = p_in @ same @ w_weights
                 else:
                     residual = 0.0
-                y, mid = layer(x, op_w, active, mids, residual, tap=k == tap_k and slot == 0)
+                y, mid = layer(x, op_w, active, mids, residual, tap=k == tap_k and slot == 0, se_masks=ses)
                 x = _mask(y, out_mask)
                 if k == tap_k and slot == 0:
                     tapped = mid
             prev_w = w_weights
             ends.append(x)
         if self.space.head_chs is not None and tap:
-            ends.append(F.relu6(self.bn2(self.conv_head(x))))
+            ends.append(self.act(self.bn2(self.conv_head(x))))
         return ends, tapped
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -406,7 +464,7 @@ class SuperNet(nn.Module):
         for i, name in enumerate(names):
             stages = list(space.seed.stages[:space.fixed_stages])
             stages += [Stage(st.max_width, st.stride, (name,) * len(st.slots)) for st in space.stages]
-            arch = Arch(space.seed.stem_chs, tuple(stages), space.head_chs)
+            arch = space.seed.replace(stages=tuple(stages), head_chs=space.head_chs)
             remapped = remap_state_dict(seed_state_dict, space.seed, arch, _init_state_dict(arch), width, noise)
             for key, value in remapped.items():
                 target = self._super_key(key, name)
