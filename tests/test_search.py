@@ -223,6 +223,16 @@ def test_gumbel_ssdlite_search(tmp_path):
     assert arch.stages[5].layers[0].expansion == 6  # the SSDLite tap (96 -> 160 stage) keeps e6
 
 
+def test_effnet_search_derives_an_effnet_arch(tmp_path):
+    result = run_search(tmp_path, 'eff', 'search.space.seed=efficientnet_b0', 'search.relaxation=gumbel',
+                        'search.eval_derived=false', 'train.max_iters=4')
+    arch = load_arch(tmp_path / 'eff' / 'arch.yaml')
+    assert (arch.seed, arch.act, arch.se_ratio) == ('efficientnet_b0', 'silu', 0.25)
+    assert result['madds'] == count_arch(arch, (800, 1088)).madds
+    body = build_backbone(arch, features_only=True, out_indices=(2, 3, 4))  # retraining builds it like this
+    assert body.feature_info.reduction() == [8, 16, 32] and body.blocks[1][0].se is not None
+
+
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(cost_mod.CostObjective, 'loss', lambda self, e: e * float('nan'))
     with pytest.raises(FloatingPointError, match=r'architecture loss is nan at step 2; search stopped, the last '
