@@ -137,3 +137,43 @@ def test_onnx_files_fp32_and_int8(tmp_path):
     assert got[(str(fp32), 'ort')]['precision'] == 'fp32' and got[(str(fp32), 'ort')]['status'] == 'ok'
     assert got[(str(int8), 'ort')]['precision'] == 'int8' and got[(str(int8), 'ort')]['p50_ms'] > 0
     assert got[(str(int8), 'eager')]['status'].startswith('skipped: eager needs a PyTorch model')
+
+
+def test_trt_rows_say_why_they_are_skipped(tmp_path, monkeypatch):
+    import sys
+
+    from fna_zoo.bench.runner import run_grid
+    from fna_zoo.export.tensorrt import EngineRunner, TensorRTUnavailable
+
+    monkeypatch.setitem(sys.modules, 'tensorrt', None)  # as on a machine without TensorRT
+    rows = run_grid(['mobilenetv2_100'], ['trt', 'trt-fp16'], sizes=[(64, 64)], warmup=1, runs=2, threads=1,
+                    progress=False)
+    assert [(r['backend'], r['precision'], r['status']) for r in rows] == [
+        ('trt', 'fp32', 'skipped: tensorrt not installed'), ('trt-fp16', 'fp16', 'skipped: tensorrt not installed')]
+    with pytest.raises(TensorRTUnavailable, match="timing a TensorRT engine needs the tensorrt Python package"):
+        EngineRunner(tmp_path / 'x.engine', None)
+
+
+def test_trt_engine_matches_onnxruntime(tmp_path):
+    # runs where TensorRT and a GPU are (the skip path above runs everywhere)
+    pytest.importorskip('tensorrt')
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip('TensorRT needs a CUDA device')
+    import numpy as np
+    import onnxruntime as ort
+
+    from fna_zoo.bench.backends import Grid, resolve_model
+
+    grid = Grid(tmp_path, device='cuda')
+    src = resolve_model('fna_retinanet_backbone')
+    run = grid.build(src, 'trt', 'backbone', 2, (64, 64))
+    assert run.skip == '' and run.precision == 'fp32'
+    outs = run.fn()
+    torch.cuda.synchronize()
+    path, _ = grid.onnx_file(src, 'backbone', (64, 64))
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)).numpy()
+    ref = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(None, {'images': x})
+    for got, want in zip(outs.values(), ref):
+        assert np.abs(got.cpu().numpy() - want).max() < 1e-3

@@ -1,5 +1,6 @@
 """Runnables for the benchmark grid: PyTorch eager (fp32; fp16 on CUDA), torch.compile, onnxruntime
-(fp32 from an on-the-fly export, or a given ONNX file, e.g. an INT8 one) and TensorRT where installed.
+(fp32 from an on-the-fly export, or a given ONNX file, e.g. an INT8 one) and TensorRT engines (fp32, fp16;
+INT8 from a QDQ file) built from the same ONNX file, on CUDA where `tensorrt` is installed.
 
 A model is a zoo arch name, an arch file, a timm name (`timm:NAME` forces timm's own model), a retrain
 checkpoint (.pth, a detector) or an .onnx file. Every backend turns (model, what, batch, input size) into a
@@ -22,8 +23,9 @@ __all__ = ['BACKENDS', 'ModelSource', 'Runnable', 'Grid', 'resolve_model', 'buil
 
 _logger = logging.getLogger(__name__)
 
-BACKENDS = ('eager', 'eager-fp16', 'compile', 'ort', 'trt')
-_PRECISION = {'eager': 'fp32', 'eager-fp16': 'fp16', 'compile': 'fp32', 'ort': 'fp32', 'trt': 'fp32'}
+BACKENDS = ('eager', 'eager-fp16', 'compile', 'ort', 'trt', 'trt-fp16')
+_PRECISION = {'eager': 'fp32', 'eager-fp16': 'fp16', 'compile': 'fp32', 'ort': 'fp32', 'trt': 'fp32',
+              'trt-fp16': 'fp16'}
 
 
 @dataclass
@@ -219,12 +221,8 @@ class Grid:
             raise ValueError(f'unknown backend {backend!r}; expected one of {", ".join(BACKENDS)}')
         precision = _PRECISION[backend]
         cuda = self.device.startswith('cuda')
-        if backend == 'trt':
-            try:
-                import tensorrt  # noqa: F401
-            except ImportError:
-                return Runnable(None, precision, skip='tensorrt not installed')
-            return Runnable(None, precision, skip='TensorRT runner not wired into fna-bench yet')
+        if backend.startswith('trt'):
+            return self._trt(src, precision, what, batch, size)
         if backend == 'ort':
             try:
                 path, note = self.onnx_file(src, what, size)
@@ -266,6 +264,42 @@ class Grid:
                 return module(x)
 
         return Runnable(run, precision, sync=sync)
+
+
+    def _trt(self, src: ModelSource, precision: str, what: str, batch: int, size: tuple[int, int]) -> Runnable:
+        """A TensorRT engine built from the model's ONNX file (cached in the workdir per precision and batch)."""
+        from ..export.tensorrt import EngineRunner, TensorRTUnavailable, build_engine, import_tensorrt
+        from .timing import cuda_sync
+
+        try:
+            import_tensorrt('the trt backends')
+        except TensorRTUnavailable:
+            return Runnable(None, precision, skip='tensorrt not installed')
+        if not self.device.startswith('cuda'):
+            return Runnable(None, precision, skip='TensorRT runs on CUDA; pass --device cuda')
+        try:
+            path, note = self.onnx_file(src, what, size)
+        except RuntimeError as e:
+            return Runnable(None, precision, skip=' '.join(str(e).split())[:200])
+        if precision == 'fp32' and _onnx_precision(path) == 'int8':
+            precision = 'int8'  # a QDQ file: explicit quantization
+        h, w = _onnx_fixed_size(path) or size
+        stem = hashlib.sha1(f'{path.resolve()}|{precision}|{batch}|{h}x{w}'.encode()).hexdigest()[:12]
+        engine = build_engine(path, self.workdir / f'{stem}.engine', (h, w), precision, batch=batch,
+                              max_batch=batch, timing_cache=self.workdir / 'trt.timing.cache')
+        x = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(0)).to(self.device)
+        runner = EngineRunner(engine, x)
+        runner()
+        return Runnable(runner, precision, sync=cuda_sync(self.device), note=note, extra={'input_size': (h, w)})
+
+
+def _onnx_fixed_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(H, W) of an ONNX file with a fixed input size, or None when they are dynamic."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    h, w = (d.dim_value if d.HasField('dim_value') else None for d in dims[2:4])
+    return (h, w) if h and w else None
 
 
 def build_runnable(grid: Grid, src: ModelSource, backend: str, what: str, batch: int,

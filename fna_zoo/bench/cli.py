@@ -47,7 +47,7 @@ def _parser() -> CliParser:
                    'retrain checkpoints (.pth; --what detector) or .onnx files (e.g. an INT8 file; ort backend)')
     r.add_argument('--backends', nargs='+', default=['eager', 'ort'],
                    help='eager, eager-fp16 (CUDA), compile, ort (onnxruntime; fp32 export, or the .onnx given), '
-                        'trt (default: eager ort)')
+                        'trt / trt-fp16 (TensorRT engines built from that ONNX file; CUDA) (default: eager ort)')
     r.add_argument('--batch', nargs='+', type=int, default=[1], help='batch sizes, e.g. 1 8 (default 1)')
     r.add_argument('--input-size', nargs='+', type=int, metavar='H W',
                    help='one or more H W pairs (multiples of 32; default 800 1088 for --what backbone, and '

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..arch import atomic_write_text
 
-__all__ = ['TensorRTUnavailable', 'Precision', 'trtexec_command', 'build_engine']
+__all__ = ['TensorRTUnavailable', 'Precision', 'trtexec_command', 'build_engine', 'import_tensorrt', 'EngineRunner']
 
 _logger = logging.getLogger(__name__)
 
@@ -25,6 +25,20 @@ Precision = Literal['fp32', 'fp16', 'int8']
 
 class TensorRTUnavailable(ImportError):
     """The `tensorrt` Python package is not importable."""
+
+
+def import_tensorrt(why: str):
+    """`import tensorrt`, or `TensorRTUnavailable` saying what needs it and what to install.
+
+    Args:
+        why: What needs TensorRT (starts the error message).
+    """
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise TensorRTUnavailable(f"{why} needs the tensorrt Python package (pip install 'tensorrt' on a machine with "
+                                  'an NVIDIA GPU and CUDA)') from None
+    return trt
 
 
 def _shapes(input_size: tuple[int, int], batch: int, max_batch: int, dynamic: bool) -> tuple[str, str, str]:
@@ -156,3 +170,56 @@ def _calibrator(trt, batches: list[np.ndarray], cache_file: Path):  # pragma: no
             cache_file.write_bytes(bytes(cache))
 
     return _Calibrator()
+
+
+class EngineRunner:
+    """Runs a serialized TensorRT engine on CUDA tensors (TensorRT >= 10 named-tensor API, torch buffers).
+
+    Every input and output lives in a torch CUDA tensor allocated once, so a call is one
+    `execute_async_v3` on torch's current stream (time it with a CUDA synchronisation, as fna-bench does).
+
+    Args:
+        engine_path: The engine file (`build_engine` or `trtexec --saveEngine`).
+        image: The CUDA input tensor of the engine's single input (its shape sets the dynamic dimensions).
+    """
+
+    def __init__(self, engine_path: str | os.PathLike, image: 'torch.Tensor') -> None:
+        import torch
+
+        trt = import_tensorrt('timing a TensorRT engine')
+        path = Path(engine_path)
+        if not path.is_file():
+            raise FileNotFoundError(f'TensorRT engine {str(path)!r} does not exist')
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise ValueError(f'TensorRT cannot load {str(path)!r}: built by another TensorRT version or GPU, or corrupt')
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        in_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if len(in_names) != 1:
+            raise ValueError(f'engine has inputs {in_names}; expected one image input (as fna-export writes)')
+        self.inputs = {in_names[0]: image.contiguous()}
+        for n, t in self.inputs.items():
+            self.context.set_input_shape(n, tuple(t.shape))
+            self.context.set_tensor_address(n, t.data_ptr())
+        self.outputs: dict[str, torch.Tensor] = {}
+        for n in names:
+            if n in self.inputs:
+                continue
+            shape = tuple(self.context.get_tensor_shape(n))
+            if any(d < 0 for d in shape):
+                # NOTE: NonMaxSuppression outputs are data-dependent; their size is known only after a run.
+                raise ValueError(f'engine output {n!r} has a data-dependent shape {shape}; time the raw export '
+                                 '(fna-export --what raw) instead of the one with in-graph NMS')
+            dtype = torch.from_numpy(np.empty(0, dtype=trt.nptype(self.engine.get_tensor_dtype(n)))).dtype
+            self.outputs[n] = torch.empty(shape, dtype=dtype, device='cuda')
+            self.context.set_tensor_address(n, self.outputs[n].data_ptr())
+
+    def __call__(self) -> dict[str, 'torch.Tensor']:
+        """One inference on the bound inputs; returns the output tensors (filled once the stream is synced)."""
+        import torch
+
+        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+            raise RuntimeError('TensorRT execute_async_v3 failed (see its log above)')
+        return self.outputs
