@@ -140,3 +140,21 @@ def test_family_mismatch_and_bad_fields_are_clear(effnet_file, seed_file):
         Arch.from_dict({**get_arch('efficientnet_b0').to_dict(), 'act': 'gelu'})
     with pytest.raises(ValueError, match=r"arch se_ratio is 1.5; expected a number in \(0, 1\]"):
         get_arch('efficientnet_b0').replace(se_ratio=1.5)
+
+
+def test_timm_seed_weights_come_from_the_arch_seed(effnet, monkeypatch):
+    # seed_weights='timm' asks timm's hub mechanism for the seed the arch records (offline here: intercepted)
+    import fna_zoo.detection.backbones as backbones
+
+    asked = []
+
+    def fake_create_model(name, pretrained=False, **kwargs):
+        asked.append((name, pretrained))
+        return effnet
+
+    monkeypatch.setattr(backbones.timm, 'create_model', fake_create_model)
+    derived = _with_ops(get_arch('efficientnet_b0'), lambda si, o: 'k5_e3' if si == 3 and o != 'skip' else o)
+    model = build_retinanet(derived, seed_weights='timm', num_classes=3)
+    assert asked == [('efficientnet_b0', True)]
+    assert torch.equal(model.backbone.body.conv_stem.weight, effnet.conv_stem.weight)
+    assert timm.models.get_pretrained_cfg('efficientnet_b0').hf_hub_id == 'timm/efficientnet_b0.ra_in1k'
