@@ -12,16 +12,23 @@ Weights tagged `paramremap_in1k` are timm's ImageNet MobileNetV2 (`mobilenetv2_1
 Wightman) remapped into the architecture by FNA parameter remapping when loaded: no ImageNet training of
 the derived network, no fine-tuning. Tags `coco_retrain` name weights a user retrained on COCO; they load
 with `pretrained_cfg_overlay=dict(file=...)`, `checkpoint_path=` or `local-dir:`.
+
+`fna_custom` is the generic entry point for any other arch (a searched one, say): the architecture is the
+model argument `arch=`, so `timm.create_model('fna_custom', arch='runs/search/arch.yaml', features_only=True)`
+builds it without editing the package, and `fna-publish` (`fna_zoo.publish`) writes folders in timm's Hugging
+Face layout whose `config.json` names `fna_custom` with the arch in `model_args` (`local-dir:` / `hf-hub:`).
 """
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Mapping
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 from timm.models.efficientnet import EfficientNet
 
 from ._builder import create_fna_model
+from .arch import Arch, load_arch
 from .archs import get_arch
 
 __all__: list[str] = []  # models are reached through timm.create_model
@@ -44,18 +51,37 @@ _SEED = dict(
     description='ImageNet MobileNetV2 seed (timm mobilenetv2_100.ra_in1k) remapped into the FNA arch on load.',
 )
 _RETRAIN = dict(description='COCO-retrained weights you made: load with pretrained_cfg_overlay=dict(file=...).')
+# NOTE: no weight source, so fna_custom stays out of list_models(pretrained=True); weights come from
+# pretrained_cfg_overlay=dict(file=...) (seed weights are remapped, weights made for the arch load as they are),
+# or from the folder / repo of `local-dir:` / `hf-hub:` whose config.json names fna_custom.
+_CUSTOM = dict(description='Any FNA arch, given as arch=; weights from pretrained_cfg_overlay, local-dir: or hf-hub:.')
 
 default_cfgs = generate_default_cfgs({
     'fna_retinanet_backbone.paramremap_in1k': _cfg(**_SEED),
     'fna_retinanet_backbone.coco_retrain': _cfg(**_RETRAIN),
     'fna_ssdlite_backbone.paramremap_in1k': _cfg(**_SEED),
     'fna_ssdlite_backbone.coco_retrain': _cfg(**_RETRAIN),
+    'fna_custom.untrained': _cfg(**_CUSTOM),
 })
 
 
 def custom_pretrained_cfg() -> dict[str, Any]:
     """Pretrained cfg of a model built from an unregistered arch; its weights (an overlay) are a 1000-class seed."""
     return _cfg(architecture='fna_custom', num_classes=1000)
+
+
+def _custom_arch(arch: Arch | Mapping[str, Any] | str | os.PathLike | None) -> Arch:
+    """The `arch=` of `fna_custom`: an `Arch`, its `to_dict()` form, an arch file or an FNA net_config string.
+
+    Args:
+        arch: The architecture spec (None raises a ValueError saying what to pass).
+    """
+    if arch is None:
+        raise ValueError("fna_custom needs the architecture: pass arch= (a dict from Arch.to_dict(), an arch file "
+                         "such as 'runs/search/arch.yaml', or an FNA net_config string)")
+    if isinstance(arch, Mapping):
+        return Arch.from_dict(dict(arch))
+    return load_arch(arch)
 
 
 @register_model
@@ -70,3 +96,10 @@ def fna_ssdlite_backbone(pretrained: bool = False, **kwargs: Any) -> EfficientNe
     """FNA SSDLite backbone (MobileNetV2 seed adapted by FNA search on COCO), with the 1x1 conv to 1280."""
     arch = get_arch('fna_ssdlite_backbone')
     return create_fna_model('fna_ssdlite_backbone', arch, pretrained, **kwargs)
+
+
+@register_model
+def fna_custom(pretrained: bool = False, arch: Arch | Mapping[str, Any] | str | os.PathLike | None = None,
+               **kwargs: Any) -> EfficientNet:
+    """Any FNA arch, given as `arch=` (an `Arch.to_dict()` dict, an arch file or an FNA net_config string)."""
+    return create_fna_model('fna_custom', _custom_arch(arch), pretrained, **kwargs)

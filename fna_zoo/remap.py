@@ -329,7 +329,10 @@ def remap_state_dict(
 
 
 def _shapes_match(state_dict: Mapping[str, torch.Tensor], model_sd: Mapping[str, torch.Tensor]) -> bool:
-    return all(k in state_dict and tuple(state_dict[k].shape) == tuple(v.shape) for k, v in model_sd.items())
+    # NOTE: the classifier is timm's business (it drops or resets it when num_classes differs from the cfg's),
+    # so a backbone checkpoint matches a model built with a new classifier.
+    return all(k in state_dict and tuple(state_dict[k].shape) == tuple(v.shape) for k, v in model_sd.items()
+               if not k.startswith('classifier.'))
 
 
 def remap_filter_fn(
@@ -351,7 +354,8 @@ def remap_filter_fn(
     model_sd = model.state_dict()
     if _shapes_match(state_dict, model_sd):
         _logger.info('checkpoint matches the model architecture; loading it without remapping')
-        return dict(state_dict)
+        # keys the model lacks (the head conv of a features_only model) are dropped instead of warned about
+        return {k: v for k, v in state_dict.items() if k in model_sd or k.startswith('classifier.')}
     try:
         check_state_dict(state_dict, seed_arch, 'checkpoint')
     except RemapError as e:

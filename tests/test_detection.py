@@ -18,6 +18,43 @@ def test_paper_detector_counts(builder, backbone, size, gmadds, mparams):
     assert round(c.gmadds, 2) == gmadds and round(c.mparams, 2) == mparams
 
 
+@pytest.mark.parametrize('backbone, head_norm, madds, params', [
+    # whole SSDLite at 320x320, 81 classes (80 + background); head_norm=False: torchvision's biased 1x1 conv ends,
+    # True: FNA's 1x1 conv + BN (SSDLightHead)
+    ('mobilenetv2_100', False, 808_424_344, 4_320_438),
+    ('mobilenetv2_100', True, 808_218_304, 4_322_988),
+    ('fna_ssdlite_backbone', False, 880_539_544, 4_627_766),
+    ('fna_ssdlite_backbone', True, 880_333_504, 4_630_316),
+])
+def test_ssdlite_head_forms_exact_counts(backbone, head_norm, madds, params):
+    c = count_model(DetectorCore(build_ssdlite(backbone, num_classes=80, head_norm=head_norm)), (3, 320, 320))
+    assert (c.madds, c.params) == (madds, params)
+
+
+def test_ssdlite_head_forms_differ_by_the_bias_and_bn():
+    # torchvision's form: + one bias add per output element (20x20x4 + 10x10x6 + 5x5x6 + 3x3x6 + 2x2x4 + 1x1x4
+    # anchors x (81 + 4) = 206,040 MAdds); one bias per channel instead of BN gamma/beta (-30 anchors x 85 = -2,550)
+    tv, fna = (count_model(DetectorCore(build_ssdlite('fna_ssdlite_backbone', num_classes=80, head_norm=h)),
+                           (3, 320, 320)) for h in (False, True))
+    assert (tv.madds - fna.madds, tv.params - fna.params) == (206_040, -2_550)
+    model = build_ssdlite('fna_ssdlite_backbone', num_classes=80, head_norm=True)
+    block = model.head.classification_head.module_list[0]
+    assert block[1].bias is None and isinstance(block[2], torch.nn.BatchNorm2d) and block[2].eps == 1e-3
+    assert block[1].out_channels == block[2].num_features == 4 * 81
+
+
+def test_fna_ssdlite_configs_use_fna_head_form():
+    from pathlib import Path
+
+    from fna_zoo.engine import DEFAULTS, load_config
+    from fna_zoo.engine.config import SEARCH_DEFAULTS, model_kwargs
+
+    root = Path(__file__).resolve().parents[1] / 'configs'
+    for name, defaults in (('ssdlite_retrain', DEFAULTS), ('fna_ssdlite_search', SEARCH_DEFAULTS)):
+        cfg = load_config(root / f'{name}.yaml', defaults=defaults)
+        assert model_kwargs(cfg, build_ssdlite)['head_norm'] is True, name
+
+
 def _targets(n: int, num_classes: int) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     out = []
@@ -32,6 +69,7 @@ def _targets(n: int, num_classes: int) -> list[dict]:
     ('retinanet', 'fna_retinanet_backbone', dict(min_size=128, max_size=128, head_width=32)),
     ('retinanet', 'efficientnet_b0', dict(min_size=128, max_size=128, head_width=32)),
     ('ssdlite', 'fna_ssdlite_backbone', dict(image_size=128)),
+    ('ssdlite', 'fna_ssdlite_backbone', dict(image_size=128, head_norm=True)),
     ('ssdlite', 'efficientnet_b0', dict(image_size=128)),
 ])
 def test_train_and_eval_forward(name, backbone, kwargs):

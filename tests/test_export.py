@@ -51,10 +51,10 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def _checkpoint(path: Path, detector: str, data_root: Path) -> Path:
+def _checkpoint(path: Path, detector: str, data_root: Path, *overrides: str) -> Path:
     cfg = load_config(None, [f'detector={detector}', KWARGS[detector], f'data.synthetic.root={data_root}',
                              'data.synthetic.num_train=4', 'data.synthetic.num_val=6', 'data.synthetic.image_size=64',
-                             'data.synthetic.num_classes=3', 'model.num_classes=3'])
+                             'data.synthetic.num_classes=3', 'model.num_classes=3', *overrides])
     torch.manual_seed(0)
     model = build_model(cfg, 3, with_seed=False)
     _spread_head(model)
@@ -291,3 +291,23 @@ def test_predict_onnx_script_without_torch(tmp_path, nms_exports, data_root):
                        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == f"error: model {str(tmp_path / 'none.onnx')!r} does not exist; " \
                                                     'expected an ONNX file from fna-export'
+
+
+def test_ssdlite_fna_head_form_exports(tmp_path, data_root):
+    """FNA's SSDLite head ends (1x1 conv + BN, model.kwargs.head_norm) export raw and with NMS like torchvision's."""
+    ckpt = _checkpoint(tmp_path / 'fna_head.pth', 'ssdlite', data_root, 'model.kwargs.head_norm=true')
+    model, _ = load_detector(ckpt)
+    assert isinstance(model.head.classification_head.module_list[0][2], torch.nn.BatchNorm2d)
+    raw = export_main(['--checkpoint', str(ckpt), '--what', 'raw', '--output', str(tmp_path / 'raw.onnx')])
+    assert all(r.passed for _, r in raw['parity'])
+    res = export_main(['--checkpoint', str(ckpt), '--output', str(tmp_path / 'nms.onnx')])
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = model(list(x))
+    meta = metadata_of(res['output'])
+    out = run_onnx(res['output'], x.numpy())
+    k = int(meta['max_dets'])
+    assert out['num_detections'].sum() > 0
+    report = compare_detections(_padded(ref, k), [out[n] for n in ('boxes', 'scores', 'labels', 'num_detections')],
+                                1e-3, float(meta['score_thresh']), float(meta['iou_thresh']))
+    assert report.passed, report.summary()

@@ -3,19 +3,35 @@ import pytest
 import timm
 import torch
 
-from fna_zoo import DETECTION_OUT_INDICES, count_arch, count_model, get_arch
+from fna_zoo import DETECTION_OUT_INDICES, Arch, count_arch, count_model, get_arch
 
 MODELS = timm.list_models('fna*')
+# fna_custom takes its architecture as the model argument `arch=`: here an unregistered one (FNA's SSDLite arch
+# with other ops in stages 1 and 5), passed the way config.json's model_args carry it (Arch.to_dict()).
+CUSTOM_ARCH = get_arch('fna_ssdlite_backbone').to_dict()
+CUSTOM_ARCH['stages'][1]['ops'] = ['k7_e3', 'k3_e6', 'skip', 'skip']
+CUSTOM_ARCH['stages'][5]['ops'] = ['k3_e6', 'skip', 'skip', 'skip']
+
+
+def _arch(name: str) -> Arch:
+    return Arch.from_dict(CUSTOM_ARCH) if name == 'fna_custom' else get_arch(name)
+
+
+def _create(name: str, **kwargs) -> torch.nn.Module:
+    if name == 'fna_custom':
+        kwargs['arch'] = CUSTOM_ARCH
+    return timm.create_model(name, **kwargs)
 
 
 def test_registry():
-    assert MODELS == ['fna_retinanet_backbone', 'fna_ssdlite_backbone']
-    assert timm.list_models('fna*', pretrained=True) == [f'{m}.paramremap_in1k' for m in MODELS]
+    assert MODELS == ['fna_custom', 'fna_retinanet_backbone', 'fna_ssdlite_backbone']
+    # fna_custom has no weight source of its own (overlay file, local-dir: or hf-hub: bring them)
+    assert timm.list_models('fna*', pretrained=True) == [f'{m}.paramremap_in1k' for m in MODELS if m != 'fna_custom']
 
 
 @pytest.mark.parametrize('name', MODELS)
 def test_forward_backward(name):
-    model = timm.create_model(name, num_classes=7)
+    model = _create(name, num_classes=7)
     x = torch.randn(2, 3, 64, 96)
     out = model(x)
     assert out.shape == (2, 7)
@@ -27,37 +43,40 @@ def test_forward_backward(name):
 
 @pytest.mark.parametrize('name', MODELS)
 def test_features_only(name):
-    model = timm.create_model(name, features_only=True, out_indices=DETECTION_OUT_INDICES).eval()
+    model = _create(name, features_only=True, out_indices=DETECTION_OUT_INDICES).eval()
     assert model.feature_info.channels() == [24, 32, 96, 320]
     assert model.feature_info.reduction() == [4, 8, 16, 32]
     outs = model(torch.randn(1, 3, 64, 128))
     assert [o.shape[1] for o in outs] == model.feature_info.channels()
     assert [64 // o.shape[2] for o in outs] == model.feature_info.reduction()
     assert [128 // o.shape[3] for o in outs] == model.feature_info.reduction()
-    default = timm.create_model(name, features_only=True)
+    default = _create(name, features_only=True)
     assert default.feature_info.reduction() == [2, 4, 8, 16, 32]
 
 
 @pytest.mark.parametrize('name', MODELS)
 def test_default_cfg(name):
-    model = timm.create_model(name)
+    model = _create(name)
     cfg = model.pretrained_cfg
-    assert cfg['architecture'] == name and cfg['tag'] == 'paramremap_in1k'
-    assert cfg['hf_hub_id'] == 'timm/mobilenetv2_100.ra_in1k'
+    if name == 'fna_custom':
+        assert cfg['architecture'] == name and cfg['tag'] == 'untrained' and 'hf_hub_id' not in cfg
+    else:
+        assert cfg['architecture'] == name and cfg['tag'] == 'paramremap_in1k'
+        assert cfg['hf_hub_id'] == 'timm/mobilenetv2_100.ra_in1k'
     assert isinstance(model.get_submodule(cfg['first_conv']), torch.nn.Conv2d)
     assert cfg['num_classes'] == model.num_classes == 0
     c, h, w = cfg['input_size']
     feats = model.forward_features(torch.randn(1, c, h, w))
     assert tuple(feats.shape[-2:]) == cfg['pool_size']
-    with_head = timm.create_model(name, num_classes=10)
+    with_head = _create(name, num_classes=10)
     assert with_head.get_submodule(cfg['classifier']).out_features == 10
-    assert model.fna_arch is get_arch(name)
+    assert model.fna_arch == _arch(name) and (name == 'fna_custom' or model.fna_arch is get_arch(name))
 
 
 @pytest.mark.parametrize('name', MODELS)
 def test_analytic_count_matches_hooks(name):
-    model = timm.create_model(name, num_classes=1000)
-    assert count_model(model, (3, 320, 256)) == count_arch(get_arch(name), (320, 256), num_classes=1000)
+    model = _create(name, num_classes=1000)
+    assert count_model(model, (3, 320, 256)) == count_arch(_arch(name), (320, 256), num_classes=1000)
 
 
 def test_pretrained_offline_without_file_fails_fast():

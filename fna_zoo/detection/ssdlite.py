@@ -6,12 +6,20 @@ Settings of FNA (Fang et al., ICLR 2020 - https://arxiv.org/abs/2001.02525, `fna
 1x1-conv-to-1280 output and four depthwise-separable extra layers (512, 256, 256, 128); SSDLite heads
 (depthwise 3x3 + BN + ReLU6, then 1x1) with 4/6/6/6/4/4 anchors per location, box sizes from 0.2 to 0.95;
 softmax over classes + background; test score 0.02, NMS 0.6, 200 detections per image.
+
+The heads' last 1x1 conv comes in two forms (`head_norm`): torchvision's `SSDLiteHead` ends each prediction
+block in a biased 1x1 conv; FNA's `SSDLightHead` (kept in the code of Jung et al., ICPR 2022 -
+https://arxiv.org/abs/2206.08509) ends it in a bias-free 1x1 conv + BN. At 81 classes and 320x320,
+torchvision's form costs +206,040 MAdds (the bias adds) and -2,550 parameters (one bias instead of BN
+gamma/beta per output channel) against FNA's; both round to the paper's 0.8B / 4.3M. The FNA configs
+(`configs/ssdlite_retrain.yaml`, `configs/fna_ssdlite_search.yaml`) select FNA's form; the builder default
+stays torchvision's so that checkpoints written before the option existed still load.
 """
 from __future__ import annotations
 
 import os
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -24,6 +32,26 @@ from ..arch import Arch
 from .backbones import SeedSpec, SSDLiteBackbone, create_backbone
 
 __all__ = ['SSDLite', 'build_ssdlite']
+
+
+def _norm_prediction_convs(head: SSDLiteHead, norm_layer: Callable[..., nn.Module]) -> None:
+    """Turn the last (biased) 1x1 conv of every prediction block of `head` into FNA's bias-free 1x1 conv + BN.
+
+    The conv keeps its place (key `...module_list.<i>.1.weight`) and init; the BN is appended as
+    `...module_list.<i>.2`, so the head's forward (and ONNX export) is unchanged apart from the BN.
+
+    Args:
+        head: A torchvision `SSDLiteHead`.
+        norm_layer: The norm after each conv (FNA: BN with eps 1e-3).
+    """
+    for sub in (head.classification_head, head.regression_head):
+        for block in sub.module_list:
+            conv = block[1]
+            new = nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=False)
+            with torch.no_grad():
+                new.weight.copy_(conv.weight)
+            block[1] = new
+            block.append(norm_layer(conv.out_channels))
 
 
 class SSDLite(SSD):
@@ -49,6 +77,7 @@ def build_ssdlite(
         nms_thresh: float = 0.6,
         detections_per_img: int = 200,
         topk_candidates: int = 400,
+        head_norm: bool = False,
         **kwargs: Any,
 ) -> SSDLite:
     """Build an SSDLite detector around an FNA arch (with a head conv) or a timm EfficientNet-family model.
@@ -63,6 +92,8 @@ def build_ssdlite(
         nms_thresh: Test NMS IoU threshold.
         detections_per_img: Detections kept per image.
         topk_candidates: Candidates per class before NMS.
+        head_norm: End the prediction blocks in FNA's bias-free 1x1 conv + BN (True) instead of torchvision's
+            biased 1x1 conv (False); see the module docstring for the cost difference.
         **kwargs: Passed to torchvision `SSD`.
     """
     body = create_backbone(backbone, seed_weights)
@@ -70,6 +101,8 @@ def build_ssdlite(
     features = SSDLiteBackbone(body, extra_chs, norm_layer)
     anchors = DefaultBoxGenerator([[2]] + [[2, 3]] * 3 + [[2]] * 2, min_ratio=0.2, max_ratio=0.95)
     head = SSDLiteHead(features.out_channels, anchors.num_anchors_per_location(), num_classes + 1, norm_layer)
+    if head_norm:
+        _norm_prediction_convs(head, norm_layer)
     return SSDLite(
         features, anchors, (image_size, image_size), num_classes + 1,
         image_mean=list(IMAGENET_DEFAULT_MEAN), image_std=list(IMAGENET_DEFAULT_STD), head=head,

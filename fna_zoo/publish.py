@@ -1,0 +1,428 @@
+"""Publish an FNA-derived backbone as a timm model: a folder in timm's own Hugging Face layout.
+
+FNA (Fang et al., `Fast Neural Network Adaptation via Parameter Remapping and Architecture Search`, ICLR 2020 -
+https://arxiv.org/abs/2001.02525) and Jung et al. (`Neural Architecture Adaptation for Object Detection by
+Searching Channel Dimensions and Mapping Pre-trained Parameters`, ICPR 2022 - https://arxiv.org/abs/2206.08509)
+derive detection backbones that are distributed as an arch description plus weights. `publish` turns an arch
+and its weights (the backbone of a retrained detector checkpoint, or seed weights remapped into the arch) into
+
+* `config.json`: `architecture: fna_custom`, `num_classes`, `num_features`, `model_args` holding the arch
+  (`Arch.to_dict()`) and the `pretrained_cfg`, written by timm's own `save_for_hf`;
+* `model.safetensors`: the backbone weights (no classifier: `num_classes=0`);
+* `README.md`: a model card with the arch (YAML and FNA net_config string), its MAdds / params
+  (`fna_zoo.count_arch`, FNA's counting conventions), the seed, and the training data and AP when known.
+
+so that `timm.create_model('local-dir:<folder>', pretrained=True)` (and, after uploading the folder,
+`timm.create_model('hf-hub:<user>/<repo>', pretrained=True)`, the same code path in timm) rebuilds the same
+model, `features_only=True` included. The folder is built beside the output and renamed into place after a
+reload check, so an error leaves nothing behind. The command line is `fna-publish` (`fna_zoo.publish_cli`).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ._builder import DEFAULT_SEED, build_backbone
+from .arch import Arch, is_arch_spec, load_arch
+from .complexity import Complexity, count_arch
+
+__all__ = ['publish', 'checkpoint_backbone', 'CARD_INPUT_SIZES']
+
+_logger = logging.getLogger(__name__)
+
+CARD_INPUT_SIZES: tuple[tuple[int, int], ...] = ((800, 1088), (224, 224))  # FNA RetinaNet size, ImageNet size
+_BODY_PREFIX = 'backbone.body.'  # the timm model inside both detectors (FPNBackbone / SSDLiteBackbone)
+_PAPERS = (
+    'FNA: Fang et al., Fast Neural Network Adaptation via Parameter Remapping and Architecture Search, '
+    'ICLR 2020 - https://arxiv.org/abs/2001.02525',
+    'FNA++: Fang et al., TPAMI - https://arxiv.org/abs/2006.12986',
+    'Jung et al., Neural Architecture Adaptation for Object Detection by Searching Channel Dimensions and '
+    'Mapping Pre-trained Parameters, ICPR 2022 - https://arxiv.org/abs/2206.08509',
+)
+_CITATIONS = (
+    '@inproceedings{fang2020fast,\n  title={Fast Neural Network Adaptation via Parameter Remapping and Architecture '
+    'Search},\n  author={Fang, Jiemin and Sun, Yuzhu and Peng, Kangjian and Zhang, Qian and Li, Yuan and Liu, Wenyu '
+    'and Wang, Xinggang},\n  booktitle={International Conference on Learning Representations},\n  year={2020}\n}',
+    '@misc{jung2022neural,\n  title={Neural Architecture Adaptation for Object Detection by Searching Channel '
+    'Dimensions and Mapping Pre-trained Parameters},\n  year={2022},\n  eprint={2206.08509},\n  '
+    'archivePrefix={arXiv}\n}',
+)
+
+
+# ---------------------------------------------------------------------------------------------- arch helpers
+def _as_arch(spec: Arch | Mapping[str, Any] | str | os.PathLike) -> Arch:
+    return Arch.from_dict(dict(spec)) if isinstance(spec, Mapping) else load_arch(spec)
+
+
+def _arch_key(arch: Arch) -> dict[str, Any]:
+    """The arch as data, with the implicit seed made explicit (old files without `seed` mean MobileNetV2)."""
+    return {**arch.to_dict(), 'seed': arch.seed or DEFAULT_SEED}
+
+
+def _arch_difference(a: Arch, b: Arch) -> str:
+    """A short description of the first difference between two archs."""
+    da, db = _arch_key(a), _arch_key(b)
+    for key in sorted(set(da) | set(db)):
+        va, vb = da.get(key), db.get(key)
+        if va == vb:
+            continue
+        if key == 'stages' and isinstance(va, list) and isinstance(vb, list):
+            if len(va) != len(vb):
+                return f'{len(va)} stages vs {len(vb)}'
+            i = next(i for i, (x, y) in enumerate(zip(va, vb)) if x != y)
+            return f'stage {i} {va[i]} vs {vb[i]}'
+        return f'{key} {va!r} vs {vb!r}'
+    return 'no difference'
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def _checkpoint_arch(path: Path, cfg: Mapping[str, Any]) -> Arch:
+    """The backbone arch a retrain checkpoint was trained with.
+
+    The run folder's `arch.yaml` (the snapshot retraining writes) wins over the config's spec, which may name
+    a file that has changed or moved since.
+    """
+    from .detection import DETECTORS
+
+    if 'search' in cfg:
+        raise ValueError(f'checkpoint {str(path)!r} is an architecture search checkpoint (its weights are the super '
+                         "network's); expected a retrain checkpoint: retrain the derived arch and publish its "
+                         'final.pth, or publish the arch with --seed-weights')
+    detector = cfg.get('detector')
+    if detector not in DETECTORS:
+        raise ValueError(f'checkpoint {str(path)!r} has detector {detector!r}; expected one of {", ".join(DETECTORS)}')
+    configured = (cfg.get('model') or {}).get('backbone')
+    if isinstance(configured, Mapping):
+        return Arch.from_dict(dict(configured))
+    if configured is None:  # the detector's default backbone, a registered FNA arch
+        return load_arch(inspect.signature(DETECTORS[detector]).parameters['backbone'].default)
+    if not is_arch_spec(configured):
+        raise ValueError(f'checkpoint {str(path)!r} has the timm backbone {str(configured)!r}, not an FNA arch; '
+                         "fna-publish publishes FNA archs (a timm model's own weights go through "
+                         'timm.models.push_to_hf_hub)')
+    snapshot = path.parent / 'arch.yaml'
+    if snapshot.is_file():
+        return load_arch(snapshot)
+    try:
+        return load_arch(configured)
+    except FileNotFoundError:
+        raise FileNotFoundError(f'the arch file {str(configured)!r} of checkpoint {str(path)!r} does not exist (and '
+                                'there is no arch.yaml beside the checkpoint); expected --arch with the arch it was '
+                                'trained with') from None
+
+
+def _run_metrics(path: Path, step: Any) -> dict[str, Any]:
+    """The run's metrics.json beside the checkpoint, when it belongs to this checkpoint (same step)."""
+    metrics_file = path.parent / 'metrics.json'
+    if not metrics_file.is_file():
+        return {}
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except (OSError, ValueError):
+        _logger.warning('ignoring unreadable %s', metrics_file)
+        return {}
+    if not isinstance(metrics, dict) or metrics.get('step') != step:
+        _logger.info('%s is not from this checkpoint (step %s); AP not taken from it', metrics_file, step)
+        return {}
+    return metrics
+
+
+def _training_data(cfg: Mapping[str, Any]) -> str:
+    data = cfg.get('data') or {}
+    if data.get('path') is None:
+        syn = data.get('synthetic') or {}
+        return (f"fna_zoo's built-in synthetic COCO-style set ({syn.get('num_classes', '?')} classes, "
+                f"{syn.get('num_train', '?')} training images)")
+    return f"COCO-format data at {data['path']} (train {data.get('train_split')}, val {data.get('val_split')})"
+
+
+def checkpoint_backbone(checkpoint: str | os.PathLike) -> tuple[Arch, dict[str, torch.Tensor], dict[str, Any]]:
+    """The backbone of a retrain checkpoint: (its arch, its timm state dict, what is known about its training).
+
+    Args:
+        checkpoint: A detector checkpoint written by retraining (`final.pth` / `last.pth`).
+    """
+    from .engine.checkpoint import load_checkpoint
+
+    path = Path(checkpoint)
+    state = load_checkpoint(path)
+    cfg = state['config']
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f'checkpoint {str(path)!r} has no run config; expected a file written by search/retrain.py')
+    arch = _checkpoint_arch(path, cfg)
+    weights = state['model']
+    if not isinstance(weights, Mapping):
+        raise ValueError(f'checkpoint {str(path)!r} has no state dict under "model"; expected a detector checkpoint')
+    body = {k[len(_BODY_PREFIX):]: v for k, v in weights.items() if k.startswith(_BODY_PREFIX)}
+    if not body:
+        raise ValueError(f'checkpoint {str(path)!r} has no {_BODY_PREFIX}* weights; expected a RetinaNet / SSDLite '
+                         'checkpoint of search/retrain.py')
+    metrics = _run_metrics(path, state.get('step'))
+    info = {
+        'checkpoint': str(path),
+        'detector': cfg.get('detector'),
+        'detector_num_classes': state.get('num_classes'),
+        'step': state.get('step'),
+        'training_data': _training_data(cfg),
+        'init': (cfg.get('model') or {}).get('seed_weights'),
+        'ap': metrics.get('AP'),
+    }
+    return arch, body, info
+
+
+# ---------------------------------------------------------------------------------------------- model
+def _check_fits(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], arch: Arch, source: str) -> None:
+    """Raise a clear ValueError unless `weights` are exactly the model's (same keys, same shapes)."""
+    model_sd = model.state_dict()
+    for k, v in model_sd.items():
+        if k not in weights:
+            raise ValueError(f'{source} lacks weights for {k!r} of the arch; expected the backbone weights of '
+                             f'{arch.to_fna_string()}')
+        if tuple(weights[k].shape) != tuple(v.shape):
+            raise ValueError(f'{source} does not fit the arch: {k!r} is {tuple(weights[k].shape)} in the weights and '
+                             f'{tuple(v.shape)} in the arch; expected the arch the weights were trained with')
+    extra = sorted(set(weights) - set(model_sd))
+    if extra:
+        more = ', ...' if len(extra) > 3 else ''
+        raise ValueError(f'{source} has weights the arch lacks ({", ".join(extra[:3])}{more}); expected the arch the '
+                         'weights were trained with')
+
+
+def _timm_model(arch: Arch, weights: Mapping[str, torch.Tensor], source: str) -> torch.nn.Module:
+    """The classifier-free `fna_custom` timm model of `arch` holding `weights` (checked to fit exactly)."""
+    import timm
+
+    from . import fna  # noqa: F401  (registers fna_custom)
+
+    model = timm.create_model('fna_custom', arch=arch.to_dict(), num_classes=0)
+    _check_fits(model, weights, arch, source)
+    model.load_state_dict(dict(weights), strict=True)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------- model card
+def _fmt_count(c: Complexity) -> str:
+    return f'{c.params:,} params ({c.mparams:.2f}M), {c.madds:,} MAdds ({c.gmadds:.3f}B)'
+
+
+def _card(name: str, arch: Arch, meta: Mapping[str, Any], notes: list[str]) -> str:
+    from timm.models._hub import generate_readme
+
+    seed = arch.seed or DEFAULT_SEED
+    details: dict[str, Any] = {
+        'Model Type': 'Image feature backbone (FNA-derived, timm EfficientNet-family, no classifier)',
+        'Model Stats': [f'{h}x{w}: {_fmt_count(count_arch(arch, (h, w)))}' for h, w in CARD_INPUT_SIZES]
+        + ['counted with fna_zoo.count_arch (FNA conventions: batch 1, conv MAdds incl. bias adds, BN/activations '
+           'free; params incl. BN gamma/beta)'],
+        'Seed': f'{seed} (the network whose weights were remapped into this arch by FNA parameter remapping)',
+        'Weights': meta['what'],
+    }
+    if meta.get('dataset'):
+        details['Dataset'] = meta['dataset']
+    if meta.get('training_data'):
+        details['Training data'] = meta['training_data']
+    if meta.get('ap') is not None:
+        where = f"{meta['detector']} on the run's validation split" if meta.get('detector') else 'as given'
+        details['Detection AP'] = f"{100 * meta['ap']:.1f} (box AP x100, {where})"
+    details['Papers'] = list(_PAPERS)
+    usage = (
+        '```python\nimport timm\nimport fna_zoo  # registers fna_custom, the entry point config.json names\n\n'
+        f"model = timm.create_model('local-dir:path/to/{name}', pretrained=True).eval()  # pooled features, "
+        f'{arch.head_chs or arch.out_chs} channels\n'
+        f"feats = timm.create_model('local-dir:path/to/{name}', pretrained=True, features_only=True, "
+        'out_indices=(1, 2, 3, 4))\n'
+        "# once uploaded, the same with 'hf-hub:<user>/<repo>' in place of 'local-dir:...'\n```\n\n"
+        'Upload this folder, model card included, with `hf upload <user>/<repo> <folder> .` (huggingface_hub >= 1.0; '
+        'older: `huggingface-cli upload`); or push a loaded model with timm: '
+        "`timm.models.push_to_hf_hub(model, '<user>/<repo>', model_args=dict(arch=model.fna_arch.to_dict()))` "
+        "(timm then writes its own generic card).\n"
+    )
+    card: dict[str, Any] = {
+        'tags': ['image-feature-extraction', 'timm', 'fna', 'object-detection'],
+        'license': 'apache-2.0',
+        'description': ('An FNA-derived detection backbone published with fna-zoo as the timm model `fna_custom` '
+                        '(its architecture travels in `config.json` `model_args.arch`).'
+                        + ''.join(f'\n\n{n}' for n in notes)),
+        'details': details,
+        'usage': usage,
+    }
+    text = generate_readme(card, name, task_name='image-feature-extraction')
+    text += ('\n## Architecture\n\nAs YAML (`fna_zoo.Arch`, what `fna_zoo.load_arch` reads):\n\n'
+             f'```yaml\n{arch.to_yaml()}'
+             f'```\n\nAs an FNA net_config string:\n\n```\n{arch.to_fna_string(multiline=True)}\n```\n')
+    text += '\n## Citation\n' + ''.join(f'```bibtex\n{c}\n```\n' for c in _CITATIONS)
+    return text
+
+
+# ---------------------------------------------------------------------------------------------- files
+def _check_output(output: Path) -> None:
+    if output.is_file() or output.is_symlink():
+        raise FileExistsError(f'output {str(output)!r} is a file; expected a new (or empty) folder')
+    if output.is_dir() and any(output.iterdir()):
+        raise FileExistsError(f'output folder {str(output)!r} exists and is not empty; expected a new (or empty) '
+                              'folder, remove it first')
+
+
+def _check_reload(folder: Path, model: torch.nn.Module) -> None:
+    """Reload `folder` the way users will (`local-dir:`) and require identical outputs."""
+    import timm
+
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    reloaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    with torch.no_grad():
+        same = torch.equal(model(x), reloaded(x))
+    if not same:  # a bug, not a user error: it keeps its traceback
+        raise RuntimeError(f'the folder written to {folder} does not reload to the same model')
+
+
+def _from_checkpoint(checkpoint: str | os.PathLike, given: Arch | None, arch_spec: Any) -> dict[str, Any]:
+    """Arch, weights and card facts of a retrain checkpoint (`given`, when not None, must be its arch)."""
+    ckpt_arch, weights, info = checkpoint_backbone(checkpoint)
+    arch = ckpt_arch
+    notes = []
+    if arch.head_chs is not None and 'conv_head.weight' not in weights:
+        # NOTE: a RetinaNet body is timm's features_only model, which has no head conv: the published model
+        # leaves the (untrained) 1x1 head conv out instead of shipping random weights for it.
+        arch = arch.replace(head_chs=None)
+        notes.append(f'The {info["detector"]} used the stage features only, so the arch\'s 1x1 head conv '
+                     f'(to {ckpt_arch.head_chs}) was not trained and is left out.')
+    if given is not None and _arch_key(given) not in (_arch_key(ckpt_arch), _arch_key(arch)):
+        raise ValueError(f'the arch {str(arch_spec)!r} disagrees with the arch checkpoint {str(checkpoint)!r} was '
+                         f'trained with ({_arch_difference(given, ckpt_arch)}); expected the same arch, or no arch')
+    init = info['init']
+    return {
+        'arch': arch, 'weights': weights, 'notes': notes, 'tag': f"{info['detector']}_retrain",
+        'source': f'the backbone of checkpoint {str(checkpoint)!r}',
+        'what': (f"the backbone of a {info['detector']} retrained for {info['step']} steps "
+                 f"({info['detector_num_classes']} classes), started from "
+                 + ('random init' if init is None else f'seed weights {init!r} remapped into the arch')),
+        'training_data': info['training_data'], 'detector': info['detector'], 'ap': info['ap'],
+    }
+
+
+def _from_seed(seed_weights: str | os.PathLike | Mapping[str, torch.Tensor], arch: Arch) -> dict[str, Any]:
+    """Arch, weights and card facts of seed weights remapped into `arch` (FNA parameter remapping)."""
+    from .detection.backbones import resolve_seed
+
+    seed_name = arch.seed or DEFAULT_SEED
+    weights = build_backbone(arch, resolve_seed(seed_weights, seed_name)).state_dict()
+    what = 'a state dict' if isinstance(seed_weights, Mapping) else repr(str(seed_weights))
+    return {
+        'arch': arch, 'weights': weights, 'notes': [],
+        'tag': 'paramremap_in1k' if str(seed_weights) == 'timm' else 'paramremap',
+        'source': f'seed weights {what} remapped into the arch',
+        'what': f'seed weights {what} of {seed_name} remapped into the arch by FNA parameter remapping '
+                '(no training after remapping)',
+    }
+
+
+def publish(
+        arch: Arch | Mapping[str, Any] | str | os.PathLike | None,
+        output: str | os.PathLike,
+        checkpoint: str | os.PathLike | None = None,
+        seed_weights: str | os.PathLike | Mapping[str, torch.Tensor] | None = None,
+        *,
+        name: str | None = None,
+        dataset: str | None = None,
+        ap: float | None = None,
+        check: bool = True,
+) -> Path:
+    """Write an FNA arch and its weights as a timm model folder (timm's Hugging Face layout); returns the folder.
+
+    Example::
+
+        publish(None, 'hub/fna_retinanet_coco', checkpoint='runs/retrain/final.pth')
+        model = timm.create_model('local-dir:hub/fna_retinanet_coco', pretrained=True, features_only=True)
+
+    Args:
+        arch: The arch (an `Arch`, its dict, an arch file, a registered name or an FNA string). With
+            `checkpoint` it may be None (the checkpoint's own arch); when given, it must be that arch.
+        output: The folder to write; it must not exist or be empty.
+        checkpoint: A retrain checkpoint whose detector backbone weights are published.
+        seed_weights: Instead of a checkpoint: seed weights ('timm', a weights file or a state dict) of the
+            arch's seed, remapped into `arch` by FNA parameter remapping.
+        name: Model name in the model card (default: the output folder's name).
+        dataset: Dataset name for the model card's metadata (e.g. 'coco'); a checkpoint's own data (from its
+            config) is described in the card either way.
+        ap: Detection box AP in [0, 1] for the model card (default: the run's metrics.json, when it belongs
+            to the checkpoint).
+        check: Reload the written folder through `local-dir:` and require identical outputs before the rename.
+    """
+    output = Path(output)
+    if (checkpoint is None) == (seed_weights is None):
+        raise ValueError('expected exactly one weights source: a retrain checkpoint or seed weights to remap')
+    if ap is not None and not 0 <= ap <= 1:
+        raise ValueError(f'AP is {ap}; expected box AP in [0, 1] (0.339 = 33.9 points)')
+    if dataset is not None and not re.fullmatch(r'[\w.\-/]+', dataset):
+        raise ValueError(f'dataset is {dataset!r}; expected a dataset id such as coco or detection-datasets/coco '
+                         '(it goes into the model card metadata)')
+    _check_output(output)  # before any heavy work
+    given = _as_arch(arch) if arch is not None else None
+    if checkpoint is not None:
+        src = _from_checkpoint(checkpoint, given, arch)
+    elif given is None:
+        raise ValueError('seed weights are remapped into an arch; expected an arch (--arch) with them')
+    else:
+        src = _from_seed(seed_weights, given)
+    if ap is not None:
+        src['ap'] = ap
+    src['dataset'] = dataset
+    arch_ = src['arch']
+    model = _timm_model(arch_, src['weights'], src['source'])
+    name = name or output.name
+    counts = {f'{h}x{w}': {'madds': c.madds, 'params': c.params}
+              for h, w in CARD_INPUT_SIZES for c in [count_arch(arch_, (h, w))]}
+    model_config = {
+        'pretrained_cfg': {'tag': src['tag'], 'description': f'{name}: {src["what"]}'},
+        # NOTE: extra top-level keys are kept by timm's config reader but do not affect the model build.
+        'fna_zoo': {
+            'seed': arch_.seed or DEFAULT_SEED, 'fna_net_config': arch_.to_fna_string(), 'weights': src['what'],
+            'dataset': dataset, 'training_data': src.get('training_data'), 'ap': src.get('ap'),
+            'complexity': counts,
+        },
+    }
+    readme = _card(name, arch_, src, src['notes'])
+    return _write_folder(output, model, arch_, model_config, readme, check)
+
+
+def _write_folder(output: Path, model: torch.nn.Module, arch: Arch, model_config: dict[str, Any], readme: str,
+                  check: bool) -> Path:
+    """Build the folder beside `output`, check it, then rename it into place (nothing is left on failure)."""
+    from timm.models import save_for_hf
+
+    created = [p for p in reversed(output.absolute().parents) if not p.exists()]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f'.{output.name}.', suffix='.tmp'))
+    try:
+        save_for_hf(model, tmp, model_config=model_config, model_args={'arch': arch.to_dict()},
+                    safe_serialization=True)
+        (tmp / 'README.md').write_text(readme, encoding='utf-8')
+        # NOTE: mkdtemp makes the folder private (0700) and safetensors writes 0600; publish with the usual modes.
+        tmp.chmod(0o755)
+        for f in tmp.iterdir():
+            f.chmod(0o644)
+        if check:
+            _check_reload(tmp, model)
+        _check_output(output)  # nothing appeared meanwhile
+        if output.is_dir():
+            output.rmdir()  # an empty folder the user made for it
+        os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for p in reversed(created):
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+    _logger.info('published %s (fna_custom, %s)', output, arch.to_fna_string())
+    return output

@@ -1,0 +1,94 @@
+"""`fna-publish` (also `python -m fna_zoo.publish_cli`): an FNA arch + weights as a timm model folder.
+
+    fna-publish --checkpoint runs/retrain/final.pth --output hub/fna_retinanet_coco [--arch arch.yaml]
+                [--name NAME] [--dataset coco] [--ap 0.339]
+    fna-publish --arch runs/search/arch.yaml --seed-weights mobilenetv2_100.safetensors --output hub/my_fna
+
+The folder is in timm's Hugging Face layout (config.json naming `fna_custom` with the arch in `model_args`,
+model.safetensors, README.md model card): `timm.create_model('local-dir:hub/fna_retinanet_coco', pretrained=True)`
+loads it, and after `hf upload <user>/<repo> hub/fna_retinanet_coco .` so does `hf-hub:<user>/<repo>`. FNA: Fang et
+al., ICLR 2020 - https://arxiv.org/abs/2001.02525; Jung et al., ICPR 2022 - https://arxiv.org/abs/2206.08509.
+
+Exit codes: 0 written; 2 user error (one `error: ...` line; nothing is written).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .cli_errors import CliParser, run_cli
+
+__all__ = ['publish_main', 'main']
+
+
+def _parser() -> CliParser:
+    p = CliParser(prog='fna-publish', description='Publish an FNA arch and its weights (a retrain checkpoint, or '
+                  'seed weights remapped into the arch) as a timm model folder in the Hugging Face layout.')
+    p.add_argument('--arch', help='arch file (.yaml/.json/.txt) or registered arch name; with --checkpoint optional '
+                   '(it must be the arch the checkpoint was trained with)')
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument('--checkpoint', help='retrain checkpoint (final.pth of search/retrain.py): its backbone weights')
+    src.add_argument('--seed-weights', help="seed weights to remap into --arch: a .pth/.safetensors file or 'timm' "
+                     '(the hub weights of the arch\'s seed)')
+    p.add_argument('--output', '-o', required=True, help='folder to write (must not exist, or be empty)')
+    p.add_argument('--name', help='model name in the model card (default: the output folder name)')
+    p.add_argument('--dataset', help='training dataset named in the model card (e.g. coco)')
+    p.add_argument('--ap', type=float, help="box AP in [0, 1] for the model card (default: the run's metrics.json)")
+    p.add_argument('--verbose', '-v', action='store_true', help='log progress')
+    return p
+
+
+def _validate(args: Any) -> None:
+    """Checks that need no model, so a bad argument fails before any heavy work."""
+    if args.seed_weights and not args.arch:
+        raise ValueError('--seed-weights are remapped into an arch; expected --arch with them')
+    if args.arch and Path(args.arch).suffix and not Path(args.arch).is_file():
+        raise FileNotFoundError(f'arch file {args.arch!r} does not exist; expected a .yaml/.json/.txt arch file')
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist; expected a final.pth of '
+                                'search/retrain.py')
+    if args.seed_weights and args.seed_weights != 'timm' and not Path(args.seed_weights).is_file():
+        raise FileNotFoundError(f"seed weights file {args.seed_weights!r} does not exist; expected a .pth/.safetensors "
+                                "file or 'timm'")
+    if args.ap is not None and not 0 <= args.ap <= 1:
+        raise ValueError(f'--ap is {args.ap}; expected box AP in [0, 1] (0.339 = 33.9 points)')
+    out = Path(args.output)
+    if out.is_file() or (out.is_dir() and any(out.iterdir())):
+        raise FileExistsError(f'--output {args.output!r} exists and is not an empty folder; expected a new (or empty) '
+                              'folder')
+
+
+def publish_main(argv: Sequence[str] | None = None) -> Path:
+    """Run `fna-publish`; returns the written folder."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format='%(asctime)s %(levelname)s %(name)s: %(message)s', stream=sys.stderr)
+    _validate(args)
+
+    from .arch import Arch
+    from .complexity import count_arch
+    from .publish import CARD_INPUT_SIZES, publish
+
+    folder = publish(args.arch, args.output, checkpoint=args.checkpoint, seed_weights=args.seed_weights,
+                     name=args.name, dataset=args.dataset, ap=args.ap)
+    config = json.loads((folder / 'config.json').read_text())
+    arch = Arch.from_dict(config['model_args']['arch'])  # the arch as written (a RetinaNet drops the head conv)
+    h, w = CARD_INPUT_SIZES[0]
+    c = count_arch(arch, (h, w))
+    print(f'wrote {folder} (fna_custom: config.json, model.safetensors, README.md; {c.mparams:.2f}M params, '
+          f'{c.gmadds:.2f}B MAdds at {h}x{w})')
+    print(f"load it with timm.create_model('local-dir:{folder}', pretrained=True) after import fna_zoo; "
+          f'push it with hf upload <user>/<repo> {folder} .')
+    return folder
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point of `fna-publish`: the project's error convention (see `fna_zoo.cli_errors`)."""
+    return run_cli(publish_main, argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
