@@ -82,7 +82,10 @@ SEARCH_DEFAULTS['search'] = {
     'relaxation': 'darts',            # arch steps: 'darts' (all candidates, FNA) or 'gumbel' (one sampled path)
     'gumbel_tau': 1.0,
     'arch_optimizer': {'lr': 3.0e-4, 'betas': [0.5, 0.999], 'weight_decay': 1.0e-3, 'grad_clip': 35.0},
-    'objective': {'type': 'madds', 'lambda': 0.02, 'input_size': [800, 1088], 'target': None},
+    # type 'madds' or 'latency' (needs `table`, from search/latency_table.py); target: hinge form, in GMAdds / ms;
+    # table with madds: the summary also reports the table's latency; runtime: the table's must match (None: any)
+    'objective': {'type': 'madds', 'lambda': 0.02, 'input_size': [800, 1088], 'target': None, 'table': None,
+                  'runtime': None},
     'arch_log_interval': 100,         # weight steps between logged argmax archs / probability snapshots
     'eval_derived': True,             # at the end: recalibrate BN on the derived path and report its COCO AP
     'bn_calib_batches': 20,

@@ -33,6 +33,8 @@ def search_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         size = 'x'.join(map(str, result['input_size']))
         print(f"backbone at {size}: {result['madds'] / 1e9:.3f}B MAdds, {result['params'] / 1e6:.3f}M params; "
               f"skip fraction {result['skip_fraction']:.2f}, op entropy {result['op_entropy']:.2f}")
+        if result.get('predicted_latency_ms') is not None:
+            print(f"predicted latency (table {result['objective']['table']}): {result['predicted_latency_ms']:.2f} ms")
         if result.get('supernet_eval'):
             print(f"derived path in the super network (BN recalibrated): AP {100 * result['supernet_eval']['AP']:.1f}")
         print(f"retrain it: python search/retrain.py --config <retrain config> --arch {result['arch_file']}")

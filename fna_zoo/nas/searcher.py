@@ -42,6 +42,7 @@ from ..engine.distributed import (DistInfo, all_gather_objects, average_gradient
 from ..engine.evaluate import evaluate
 from ..engine.train import SkipSampler, build_datasets, build_optimizer, data_root, lr_factor, set_lr
 from .cost import CostObjective, build_objective
+from .latency import objective_latency_table, predicted_latency_ms
 from .space import Path, SearchSpace
 from .supernet import SuperNet
 
@@ -72,7 +73,10 @@ def check_search_config(cfg: dict[str, Any]) -> tuple[SearchSpace, CostObjective
         if not isinstance(s[key], int) or s[key] < 1:
             raise ValueError(f'config search.{key} is {s[key]!r}; expected a positive integer')
     space = SearchSpace.from_config(s['space'], cfg['detector'])
-    return space, build_objective(space, s['objective']), model_kwargs(cfg, DETECTORS[cfg['detector']])
+    objective = build_objective(space, s['objective'])
+    if s['objective']['type'] != 'latency':
+        objective_latency_table(space, s['objective'])  # a table given for the summary must fit the space too
+    return space, objective, model_kwargs(cfg, DETECTORS[cfg['detector']])
 
 
 def build_search(cfg: dict[str, Any], num_classes: int) -> tuple[SearchSpace, SuperNet, nn.Module, CostObjective]:
@@ -409,12 +413,14 @@ def _finish(cfg: dict[str, Any], dist_info: DistInfo, space: SearchSpace, supern
     if len(set(archs)) != 1:
         raise RuntimeError(f'processes derived different architectures: {archs}')
     arch = space.derive(path)
+    latency = predicted_latency_ms(space, s['objective'], path, monitor.objective)
     result: dict[str, Any] = {
         'arch': st['arch'], 'arch_file': str(out / 'arch.yaml'), 'seed': space.seed_name, 'detector': cfg['detector'],
         'input_size': list(s['objective']['input_size']), 'madds': st['madds'], 'params': st['params'],
-        'objective': {k: s['objective'][k] for k in ('type', 'lambda', 'target')},
+        'objective': {k: s['objective'][k] for k in ('type', 'lambda', 'target', 'table')},
         'expected_cost': st['expected_cost'], 'cost_unit': monitor.objective.unit,
-        'predicted_latency_ms': None, 'op_entropy': st['op_entropy'], 'width_entropy': st['width_entropy'],
+        'predicted_latency_ms': None if latency is None else round(latency, 4),
+        'op_entropy': st['op_entropy'], 'width_entropy': st['width_entropy'],
         'skip_fraction': st['skip_fraction'], 'probabilities': monitor.named_probabilities(st),
         'steps': step, 'arch_steps': a_stream.position, 'processes': dist_info.world_size,
     }
@@ -439,5 +445,7 @@ def _finish(cfg: dict[str, Any], dist_info: DistInfo, space: SearchSpace, supern
         plot_probabilities(history, space, out / 'probs.png')
         _logger.info('derived arch %s: %.3fB MAdds, %.3fM params at %s', st['arch'], st['madds'] / 1e9,
                      st['params'] / 1e6, 'x'.join(map(str, s['objective']['input_size'])))
+        if latency is not None:
+            _logger.info('derived arch predicted latency: %.3f ms (latency table %s)', latency, s['objective']['table'])
     barrier()
     return result
