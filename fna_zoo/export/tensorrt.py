@@ -10,7 +10,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -112,9 +112,11 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, i
             config.int8_calibrator = _calibrator(trt, list(calib_images), engine_path.with_suffix('.calib.cache'))
     lo, opt, hi = (tuple(int(v) for v in s.split(':')[1].split('x')) for s in _shapes(input_size, batch, max_batch,
                                                                                       dynamic))
-    profile = builder.create_optimization_profile()
-    profile.set_shape(network.get_input(0).name, lo, opt, hi)
-    config.add_optimization_profile(profile)
+    inp = network.get_input(0)
+    if any(d < 0 for d in tuple(inp.shape)):  # a static graph (e.g. a latency-table part) needs no profile
+        profile = builder.create_optimization_profile()
+        profile.set_shape(inp.name, lo, opt, hi)
+        config.add_optimization_profile(profile)
     cache_path = Path(timing_cache) if timing_cache else engine_path.with_suffix('.timing.cache')
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b'')
     config.set_timing_cache(cache, ignore_mismatch=False)
@@ -180,10 +182,10 @@ class EngineRunner:
 
     Args:
         engine_path: The engine file (`build_engine` or `trtexec --saveEngine`).
-        image: The CUDA input tensor of the engine's single input (its shape sets the dynamic dimensions).
+        inputs: The CUDA input tensor(s), in the engine's input order (their shapes set the dynamic dimensions).
     """
 
-    def __init__(self, engine_path: str | os.PathLike, image: 'torch.Tensor') -> None:
+    def __init__(self, engine_path: str | os.PathLike, inputs: 'torch.Tensor | Sequence[torch.Tensor]') -> None:
         import torch
 
         trt = import_tensorrt('timing a TensorRT engine')
@@ -197,9 +199,10 @@ class EngineRunner:
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         in_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        if len(in_names) != 1:
-            raise ValueError(f'engine has inputs {in_names}; expected one image input (as fna-export writes)')
-        self.inputs = {in_names[0]: image.contiguous()}
+        tensors = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
+        if len(tensors) != len(in_names):
+            raise ValueError(f'engine has inputs {in_names}; got {len(tensors)} input tensors')
+        self.inputs = {n: t.contiguous() for n, t in zip(in_names, tensors)}
         for n, t in self.inputs.items():
             self.context.set_input_shape(n, tuple(t.shape))
             self.context.set_tensor_address(n, t.data_ptr())

@@ -181,39 +181,20 @@ def _prepare_ort(module: nn.Module, inputs: Sequence[torch.Tensor], threads: int
 
 
 def _prepare_trt(module: nn.Module, inputs: Sequence[torch.Tensor], fp16: bool) -> Prepared:  # pragma: no cover
-    import tensorrt as trt
+    """A TensorRT engine of the part, built and run by `fna_zoo.export.tensorrt` (static shapes)."""
+    import tempfile
+    from pathlib import Path
 
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_bytes(module, inputs)):
-        raise RuntimeError('TensorRT cannot parse the block: '
-                           + '; '.join(str(parser.get_error(i)) for i in range(parser.num_errors)))
-    config = builder.create_builder_config()
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RuntimeError('TensorRT failed to build an engine for the block')
-    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
-    ctx = engine.create_execution_context()
-    buffers, ins = [], iter(inputs)
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        dtype = torch.float16 if engine.get_tensor_dtype(name) == trt.DataType.HALF else torch.float32
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-            t = next(ins).to('cuda', dtype).contiguous()
-        else:
-            t = torch.empty(tuple(engine.get_tensor_shape(name)), dtype=dtype, device='cuda')
-        ctx.set_tensor_address(name, t.data_ptr())
-        buffers.append(t)
-    stream = torch.cuda.Stream()
+    from ..export.tensorrt import EngineRunner, build_engine
 
-    def run() -> Any:
-        return ctx.execute_async_v3(stream.cuda_stream), buffers
-
-    return run, stream.synchronize
+    x = inputs[0]
+    with tempfile.TemporaryDirectory(prefix='fna_trt_part_') as tmp:
+        onnx_path = Path(tmp) / 'part.onnx'
+        onnx_path.write_bytes(onnx_bytes(module, inputs))
+        engine = build_engine(onnx_path, Path(tmp) / 'part.engine', tuple(x.shape[2:]), 'fp16' if fp16 else 'fp32',
+                              batch=x.shape[0], max_batch=x.shape[0], dynamic=False)
+        runner = EngineRunner(engine, [t.to('cuda').contiguous() for t in inputs])  # reads the engine file now
+    return runner, cuda_sync(torch.device('cuda'))
 
 
 def _check_available(name: str) -> None:
