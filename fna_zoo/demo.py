@@ -14,6 +14,7 @@ import timm
 import torch
 
 from . import DETECTION_OUT_INDICES, Stage, build_backbone, count_arch, get_arch
+from .archs import list_archs
 
 
 def _seed_state_dict(path: str | None) -> tuple[dict, str]:
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     print(f'\n{"model":24s} {"params":>8s} {"MAdds@800x1088":>15s}  features (channels @ stride)')
     for name in timm.list_models('fna*'):
+        if name not in list_archs():  # fna_custom takes its arch as an argument
+            continue
         arch = get_arch(name)
         model = build_backbone(arch, seed_sd, features_only=True, out_indices=DETECTION_OUT_INDICES)
         c = count_arch(arch.replace(head_chs=None), (800, 1088))

@@ -83,3 +83,12 @@ def test_pretrained_offline_without_file_fails_fast():
     # HF_HUB_OFFLINE=1 (conftest/CI): hub weights are not reachable, timm raises instead of hanging
     with pytest.raises(Exception, match='(?i)offline|cannot find|not found|local'):
         timm.create_model('fna_retinanet_backbone', pretrained=True)
+
+
+def test_demo_tour_lists_the_registered_archs(tmp_path, capsys):
+    from fna_zoo.demo import main
+
+    main(['--out', str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert 'fna_retinanet_backbone' in printed and 'fna_custom' not in printed  # fna_custom takes arch=
+    assert sorted(p.stem for p in tmp_path.glob('*.yaml')) == ['fna_retinanet_backbone', 'fna_ssdlite_backbone']
