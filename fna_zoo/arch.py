@@ -31,7 +31,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 
@@ -538,17 +538,20 @@ def is_arch_spec(spec: object) -> bool:
     return text.startswith('[') or text in list_archs() or Path(text).suffix.lower() in _ARCH_SUFFIXES
 
 
-def load_arch(spec: 'Arch | str | os.PathLike') -> Arch:
-    """Resolve an arch from an `Arch`, a file path, a registered arch/model name or an FNA net_config string.
+def load_arch(spec: 'Arch | Mapping[str, Any] | str | os.PathLike') -> Arch:
+    """Resolve an arch from an `Arch`, its dict form (`Arch.to_dict`), a file path, a registered arch/model
+    name or an FNA net_config string.
 
     Args:
-        spec: e.g. `'fna_retinanet_backbone'`, `'mobilenetv2_100'`, `'runs/search/arch.yaml'` or
-            `"[[32, 16], ['k3_e1'], 1]|..."`.
+        spec: e.g. `'fna_retinanet_backbone'`, `'mobilenetv2_100'`, `'runs/search/arch.yaml'`,
+            `"[[32, 16], ['k3_e1'], 1]|..."` or `{'stem_chs': 32, 'stages': [...], ...}`.
     """
     from .archs import get_arch, list_archs  # local: archs imports this module
 
     if isinstance(spec, Arch):
         return spec
+    if isinstance(spec, Mapping):
+        return Arch.from_dict(dict(spec))
     text = str(spec).strip()
     if text.startswith('['):
         return Arch.from_fna_string(text)

@@ -79,8 +79,6 @@ def _custom_arch(arch: Arch | Mapping[str, Any] | str | os.PathLike | None) -> A
     if arch is None:
         raise ValueError("fna_custom needs the architecture: pass arch= (a dict from Arch.to_dict(), an arch file "
                          "such as 'runs/search/arch.yaml', or an FNA net_config string)")
-    if isinstance(arch, Mapping):
-        return Arch.from_dict(dict(arch))
     return load_arch(arch)
 
 

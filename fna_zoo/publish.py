@@ -59,10 +59,6 @@ _CITATIONS = (
 
 
 # ---------------------------------------------------------------------------------------------- arch helpers
-def _as_arch(spec: Arch | Mapping[str, Any] | str | os.PathLike) -> Arch:
-    return Arch.from_dict(dict(spec)) if isinstance(spec, Mapping) else load_arch(spec)
-
-
 def _arch_key(arch: Arch) -> dict[str, Any]:
     """The arch as data, with the implicit seed made explicit (old files without `seed` mean MobileNetV2)."""
     return {**arch.to_dict(), 'seed': arch.seed or DEFAULT_SEED}
@@ -102,7 +98,7 @@ def _checkpoint_arch(path: Path, cfg: Mapping[str, Any]) -> Arch:
         raise ValueError(f'checkpoint {str(path)!r} has detector {detector!r}; expected one of {", ".join(DETECTORS)}')
     configured = (cfg.get('model') or {}).get('backbone')
     if isinstance(configured, Mapping):
-        return Arch.from_dict(dict(configured))
+        return load_arch(configured)
     if configured is None:  # the detector's default backbone, a registered FNA arch
         return load_arch(inspect.signature(DETECTORS[detector]).parameters['backbone'].default)
     if not is_arch_spec(configured):
@@ -366,7 +362,7 @@ def publish(
         raise ValueError(f'dataset is {dataset!r}; expected a dataset id such as coco or detection-datasets/coco '
                          '(it goes into the model card metadata)')
     _check_output(output)  # before any heavy work
-    given = _as_arch(arch) if arch is not None else None
+    given = load_arch(arch) if arch is not None else None
     if checkpoint is not None:
         src = _from_checkpoint(checkpoint, given, arch)
     elif given is None:

@@ -21,11 +21,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..arch import SKIP, Op
+from ..arch import HEAD_OP, SKIP, Op
 from ..complexity import conv_bn_complexity, conv_out_size, op_complexity
 from .space import Path, SearchSpace
 
-__all__ = ['CostTable', 'madds_table', 'OBJECTIVES', 'CostObjective', 'build_objective']
+__all__ = ['CostTable', 'Cell', 'SpaceCells', 'space_cells', 'map_nested', 'madds_table', 'OBJECTIVES', 'CostObjective', 'build_objective']
 
 
 @dataclass
@@ -45,6 +45,23 @@ class CostTable:
     rest: list[list[torch.Tensor]]
     head: torch.Tensor | None
     unit: str
+
+    @classmethod
+    def from_lists(cls, constant: float, first: list, rest: list, head: list | None, unit: str) -> 'CostTable':
+        """A table from nested lists of costs laid out as `SpaceCells` (None, a skip, costs 0).
+
+        Args:
+            constant: Cost of the fixed parts.
+            first: [stage][op][input width][output width].
+            rest: [stage][slot][op][width].
+            head: [last-stage width], or None.
+            unit: Unit of the values.
+        """
+        def t(x: list) -> torch.Tensor:
+            return torch.tensor(map_nested(lambda v: 0.0 if v is None else float(v), x), dtype=torch.float64)
+
+        return cls(float(constant), [t(f) for f in first], [[t(slot) for slot in stage] for stage in rest],
+                   None if head is None else t(head), unit)
 
     def expected(self, op_probs: Sequence[torch.Tensor], width_probs: Sequence[torch.Tensor]) -> torch.Tensor:
         """Expected cost (float64, differentiable in the probabilities).
@@ -76,6 +93,84 @@ class CostTable:
         return float(self.expected(ops, widths))
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One entry of a space's cost table: a candidate layer at its widths, stride and input size.
+
+    Args:
+        op: The op name, or `HEAD_OP` for the head conv.
+        in_chs: Input width.
+        out_chs: Output width.
+        stride: Stride.
+        in_hw: Input (H, W).
+    """
+
+    op: str
+    in_chs: int
+    out_chs: int
+    stride: int
+    in_hw: tuple[int, int]
+
+
+@dataclass
+class SpaceCells:
+    """Every cell of a space's cost table at an input size, in `CostTable`'s layout.
+
+    Args:
+        first: Per searchable stage, its first slot's cells [op][input width][output width].
+        rest: Per searchable stage, per later slot, cells [op][width] (None for 'skip').
+        head: The head conv cell per last-stage width, or None.
+        hw: Input (H, W) of every stage (fixed ones included) and, last, the backbone's output size.
+    """
+
+    first: list[list[list[list[Cell]]]]
+    rest: list[list[list[list[Cell | None]]]]
+    head: list[Cell] | None
+    hw: list[tuple[int, int]]
+
+    def map(self, fn: Callable[[Cell], Any]) -> tuple[list, list, list | None]:
+        """(first, rest, head) with `fn` applied to every cell (None stays None), nesting kept; cells are
+        visited in network order (stage by stage, first slot then the others, then the head)."""
+        def f(cell: Cell | None) -> Any:
+            return None if cell is None else fn(cell)
+
+        first, rest = [], []
+        for f_k, r_k in zip(self.first, self.rest):
+            first.append(map_nested(f, f_k))
+            rest.append(map_nested(f, r_k))
+        return first, rest, None if self.head is None else [f(c) for c in self.head]
+
+
+def map_nested(fn: Callable[[Any], Any], x: Any) -> Any:
+    """`fn` applied to every leaf (non-list) of nested lists `x`."""
+    return [map_nested(fn, v) for v in x] if isinstance(x, list) else fn(x)
+
+
+def space_cells(space: SearchSpace, input_size: Sequence[int]) -> SpaceCells:
+    """The cells of `space` at image size `input_size` (H, W): what every cost table of the space costs.
+
+    Args:
+        space: The search space.
+        input_size: Image (H, W).
+    """
+    # NOTE: odd kernels with padding (k - 1) // 2 give one output size per stride, so sizes need no kernel.
+    hw = [(conv_out_size(int(input_size[0]), 3, 2), conv_out_size(int(input_size[1]), 3, 2))]
+    for s in space.seed.stages[:space.fixed_stages]:
+        hw.append(tuple(conv_out_size(v, 3, s.stride) for v in hw[-1]))
+    first, rest = [], []
+    for k, st in enumerate(space.stages):
+        at, out_hw = hw[-1], tuple(conv_out_size(v, 3, st.stride) for v in hw[-1])
+        first.append([[[Cell(op, w_in, w, st.stride, at) for w in st.widths] for w_in in space.in_widths(k)]
+                      for op in st.slots[0]])
+        rest.append([[[None if op == SKIP else Cell(op, w, w, 1, out_hw) for w in st.widths] for op in slot]
+                     for slot in st.slots[1:]])
+        hw.append(out_hw)
+    head = None
+    if space.head_chs is not None:
+        head = [Cell(HEAD_OP, w, space.head_chs, 1, hw[-1]) for w in space.stages[-1].widths]
+    return SpaceCells(first, rest, head, hw)
+
+
 def madds_table(space: SearchSpace, input_size: Sequence[int]) -> CostTable:
     """MAdds of every candidate at `input_size` (H, W), with the conventions of `fna_zoo.count_arch`.
 
@@ -90,33 +185,15 @@ def madds_table(space: SearchSpace, input_size: Sequence[int]) -> CostTable:
         if si < space.fixed_stages:
             c, hw = op_complexity(op, in_c, out_c, stride, hw, seed.se_chs(op, in_c))
             constant += c.madds
-    first, rest = [], []
-    for k, st in enumerate(space.stages):
-        in_widths = space.in_widths(k)
-        out_hw = tuple(conv_out_size(v, 3, st.stride) for v in hw)  # the same for every odd kernel
-        t = torch.zeros(len(st.slots[0]), len(in_widths), len(st.widths), dtype=torch.float64)
-        for o, name in enumerate(st.slots[0]):
-            for i, w_in in enumerate(in_widths):
-                for j, w in enumerate(st.widths):
-                    op = Op.parse(name)
-                    t[o, i, j] = op_complexity(op, w_in, w, st.stride, hw, seed.se_chs(op, w_in))[0].madds
-        first.append(t)
-        tables = []
-        for slot in st.slots[1:]:
-            r = torch.zeros(len(slot), len(st.widths), dtype=torch.float64)
-            for o, name in enumerate(slot):
-                if name != SKIP:
-                    for j, w in enumerate(st.widths):
-                        op = Op.parse(name)
-                        r[o, j] = op_complexity(op, w, w, 1, out_hw, seed.se_chs(op, w))[0].madds
-            tables.append(r)
-        rest.append(tables)
-        hw = out_hw
-    head = None
-    if space.head_chs is not None:
-        head = torch.tensor([conv_bn_complexity(w, space.head_chs, 1, 1, hw)[0].madds for w in space.stages[-1].widths],
-                            dtype=torch.float64)
-    return CostTable(float(constant), first, rest, head, 'MAdds')
+
+    def madds(cell: Cell) -> int:
+        if cell.op == HEAD_OP:
+            return conv_bn_complexity(cell.in_chs, cell.out_chs, 1, 1, cell.in_hw)[0].madds
+        op = Op.parse(cell.op)
+        return op_complexity(op, cell.in_chs, cell.out_chs, cell.stride, cell.in_hw,
+                             seed.se_chs(op, cell.in_chs))[0].madds
+
+    return CostTable.from_lists(float(constant), *space_cells(space, input_size).map(madds), 'MAdds')
 
 
 # name -> (table builder(space, objective config), scale of the log term's unit)

@@ -49,10 +49,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .._builder import build_backbone
-from ..arch import SKIP, Arch, Stage, atomic_write_text
+from ..arch import HEAD_OP, Arch, Stage, atomic_write_text
 from ..bench.machine import machine_info
-from ..complexity import conv_out_size
-from .cost import OBJECTIVES, CostObjective, CostTable
+from .cost import OBJECTIVES, Cell, CostObjective, CostTable, map_nested, space_cells
 from .latency_runtime import Runtime, measure_module
 from .space import Path, SearchSpace
 
@@ -132,10 +131,6 @@ class TablePlan:
         return keys
 
 
-def _hw(size: tuple[int, int], kernel: int, stride: int) -> tuple[int, int]:
-    return conv_out_size(size[0], kernel, stride), conv_out_size(size[1], kernel, stride)
-
-
 def _check_size(input_size: Sequence[int]) -> tuple[int, int]:
     size = list(input_size) if isinstance(input_size, (list, tuple)) else [input_size]
     if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 32 for v in size):
@@ -158,28 +153,17 @@ def table_plan(space: SearchSpace, input_size: Sequence[int]) -> TablePlan:
         return part.key
 
     add(Part('overhead', 'overhead', ((1, 8, 8, 8),)))
-    seed = space.seed
-    hw = _hw(size, 3, 2)
-    for si in range(space.fixed_stages):
-        hw = _hw(hw, 3, seed.stages[si].stride)
     stem = add(Part(f'stem+{space.fixed_stages}|{size[0]}x{size[1]}', 'stem', ((1, 3) + size,)))
-    first, rest = [], []
-    for k, st in enumerate(space.stages):
-        out_hw = _hw(hw, 3, st.stride)  # the same for every odd kernel
 
-        def block(op: str, c_in: int, c_out: int, stride: int, at: tuple[int, int]) -> str:
-            return add(Part(f'{op}|{c_in}>{c_out}|s{stride}|{at[0]}x{at[1]}', 'block', ((1, c_in) + at,),
-                            (op, c_in, c_out, stride)))
+    def part(cell: Cell) -> str:
+        at = cell.in_hw
+        if cell.op == HEAD_OP:
+            return add(Part(f'head|{cell.in_chs}>{cell.out_chs}|{at[0]}x{at[1]}', 'head', ((1, cell.in_chs) + at,),
+                            (cell.in_chs, cell.out_chs)))
+        return add(Part(f'{cell.op}|{cell.in_chs}>{cell.out_chs}|s{cell.stride}|{at[0]}x{at[1]}', 'block',
+                        ((1, cell.in_chs) + at,), (cell.op, cell.in_chs, cell.out_chs, cell.stride)))
 
-        first.append([[[block(op, c_in, c_out, st.stride, hw) for c_out in st.widths] for c_in in space.in_widths(k)]
-                      for op in st.slots[0]])
-        rest.append([[[None if op == SKIP else block(op, w, w, 1, out_hw) for w in st.widths] for op in slot]
-                     for slot in st.slots[1:]])
-        hw = out_hw
-    head = None
-    if space.head_chs is not None:
-        head = [add(Part(f'head|{w}>{space.head_chs}|{hw[0]}x{hw[1]}', 'head', ((1, w) + hw,), (w, space.head_chs)))
-                for w in space.stages[-1].widths]
+    first, rest, head = space_cells(space, size).map(part)
     # boundary probes at every input shape of a block or head (see `_boundary_ms`)
     for shape in list(dict.fromkeys(p.shapes[0] for p in parts.values() if p.kind in ('block', 'head'))):
         for n in (1, 2):
@@ -500,15 +484,11 @@ def latency_table(space: SearchSpace, input_size: Sequence[int], table: str | os
         raise ValueError(f'{where} is incomplete ({len(plan.cost_keys) - len(missing)} of {len(plan.cost_keys)} '
                          'parts measured); expected a finished table (rerun search/latency_table.py, it resumes)')
 
-    def ms(key: str | None) -> float:
-        return 0.0 if key is None else part_ms(entries, plan, key)
+    def ms(key: str | None) -> float | None:
+        return None if key is None else part_ms(entries, plan, key)
 
-    first = [torch.tensor([[[ms(k) for k in row] for row in op] for op in stage], dtype=torch.float64)
-             for stage in plan.first]
-    rest = [[torch.tensor([[ms(k) for k in op] for op in slot], dtype=torch.float64) for slot in stage]
-            for stage in plan.rest]
-    head = None if plan.head is None else torch.tensor([ms(k) for k in plan.head], dtype=torch.float64)
-    return CostTable(ms(plan.stem), first, rest, head, 'ms')
+    head = None if plan.head is None else map_nested(ms, plan.head)
+    return CostTable.from_lists(ms(plan.stem), map_nested(ms, plan.first), map_nested(ms, plan.rest), head, 'ms')
 
 
 def part_ms(entries: dict[str, Any], plan: TablePlan, key: str) -> float:
