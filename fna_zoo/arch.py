@@ -28,12 +28,13 @@ import ast
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
+
+from .fileio import atomic_write_text
 
 __all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'ACTS', 'is_arch_spec', 'load_arch', 'atomic_write_text', 'se_reduce_chs']
 
@@ -499,25 +500,6 @@ def _decode_timm_block(block: str) -> dict[str, Any]:
         # NOTE: a timm 'ir' block with e1 keeps its 1x1 expansion conv, an FNA 'k*_e1' op has none.
         raise ValueError(f"timm block {block!r} is 'ir' with e1; write it as 'ds' (FNA e1 ops have no expansion conv)")
     return out
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temp file in the same folder and a rename (no half-written files).
-
-    Args:
-        path: Destination file.
-        text: File content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 _ARCH_SUFFIXES = ('.json', '.yaml', '.yml', '.txt')

@@ -1,36 +1,73 @@
-"""Demo CLI: create the FNA zoo models, remap MobileNetV2 seed weights into them, and count them.
+"""Demo CLI: check the ImageNet seed on real photos, remap it into the FNA zoo models, and count them.
 
-Usage: python -m fna_zoo.demo [--seed-weights mobilenetv2_100.pth] [--out runs/demo]
+Usage: python -m fna_zoo.demo [--seed-weights asset:mobilenetv2_100.tv_in1k] [--out runs/demo]
 
-Without --seed-weights it tries timm's hub weights (`mobilenetv2_100.ra_in1k`) and, offline, falls back to
-a random-init seed (the remapping is checked the same way).
+The default seed is torchvision's ImageNet MobileNetV2 as `fna-fetch` stores it (timm `mobilenetv2_100` keys);
+without it, timm's hub weights (`mobilenetv2_100.ra_in1k`), and offline a random-init seed (the remapping is
+checked the same way). With the fetched photos, the seed's top-1 ImageNet class on each is printed, from timm's
+`mobilenetv2_100` and from `build_backbone` of the seed arch (the same numbers: remapping into itself is exact).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Mapping
 
 import timm
 import torch
 
 from . import DETECTION_OUT_INDICES, Stage, build_backbone, count_arch, get_arch
 from .archs import list_archs
+from .assets import AssetMissingError, resolve_asset
+
+_FETCHED_SEED = 'asset:mobilenetv2_100.tv_in1k'
 
 
 def _seed_state_dict(path: str | None) -> tuple[dict, str]:
     if path:
         return timm.create_model('mobilenetv2_100', pretrained=True,
-                                 pretrained_cfg_overlay=dict(file=path)).state_dict(), path
+                                 pretrained_cfg_overlay=dict(file=str(resolve_asset(path)))).state_dict(), path
+    try:
+        return _seed_state_dict(str(resolve_asset(_FETCHED_SEED)))[0], f'{_FETCHED_SEED} (torchvision IMAGENET1K_V1)'
+    except AssetMissingError:
+        pass
     try:
         return timm.create_model('mobilenetv2_100', pretrained=True).state_dict(), 'timm mobilenetv2_100.ra_in1k'
     except Exception:  # offline (HF_HUB_OFFLINE=1) or no network
         torch.manual_seed(0)
-        return timm.create_model('mobilenetv2_100').state_dict(), 'random init (offline; pass --seed-weights)'
+        return timm.create_model('mobilenetv2_100').state_dict(), 'random init (offline; run fna-fetch seed)'
+
+
+def _photo_table(seed: torch.nn.Module, seed_sd: Mapping[str, torch.Tensor]) -> None:
+    """Top-1 ImageNet class of the seed on each fetched photo, through timm and through build_backbone."""
+    from PIL import Image
+    from timm.data import ImageNetInfo, create_transform, resolve_data_config
+
+    from .assets.fetch import PHOTOS
+
+    try:
+        photos = resolve_asset('asset:photos')
+    except AssetMissingError as e:
+        print(f'(no photo check: {e})')
+        return
+    built = build_backbone(get_arch('mobilenetv2_100'), seed_sd, num_classes=1000).eval()
+    tf = create_transform(**resolve_data_config({}, model=seed))
+    info = ImageNetInfo()
+    print(f'\n{"photo":18s} {"top-1 (timm mobilenetv2_100)":36s} {"p":>5s}   {"top-1 (build_backbone seed arch)":36s} {"p":>5s}')
+    for name in PHOTOS:
+        x = tf(Image.open(photos / name).convert('RGB'))[None]
+        cells = []
+        with torch.no_grad():
+            for model in (seed, built):
+                p, i = model(x).softmax(-1)[0].max(0)
+                cells.append(f'{info.index_to_description(int(i))[:36]:36s} {float(p):5.2f}')
+        print(f'{name:18s} {cells[0]}   {cells[1]}')
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--seed-weights', help='MobileNetV2 seed weights (.pth/.safetensors) of timm mobilenetv2_100')
+    p.add_argument('--seed-weights', help=f'MobileNetV2 seed weights: a .pth/.safetensors file of timm mobilenetv2_100 '
+                   f'or {_FETCHED_SEED} (default: that asset when fetched)')
     p.add_argument('--out', default='runs/demo', help='folder for the arch files')
     args = p.parse_args(argv)
 
@@ -39,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     seed = timm.create_model('mobilenetv2_100', num_classes=1000)
     seed.load_state_dict(seed_sd)
     seed.eval()
+    _photo_table(seed, seed_sd)
 
     # kernel remapping is function-preserving: the seed with every searchable layer k7_e6
     s = get_arch('mobilenetv2_100')
@@ -46,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         diff = (build_backbone(k7, seed_sd, num_classes=1000).eval()(x) - seed(x)).abs().max().item()
-    print(f'seed -> all-k7_e6 remap, max |logit diff| vs seed: {diff:.2e}')
+    print(f'\nseed -> all-k7_e6 remap, max |logit diff| vs seed: {diff:.2e}')
 
     out = Path(args.out)
     print(f'\n{"model":24s} {"params":>8s} {"MAdds@800x1088":>15s}  features (channels @ stride)')

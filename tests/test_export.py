@@ -287,6 +287,19 @@ def test_predict_onnx_script_without_torch(tmp_path, nms_exports, data_root):
 
     with Image.open(out) as im:
         assert im.size == (128, 128)
+    # --truth: the image's ground truth beside the detections, each panel enlarged x2, a caption line above
+    ann = data_root / 'annotations' / 'instances_val2017.json'
+    r = subprocess.run([sys.executable, 'export/predict_onnx.py', str(nms_exports['retinanet']), str(image), '-o',
+                        str(out), '--draw-scale', '2', '--truth', str(ann)], capture_output=True, text=True, env=ENV,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    with Image.open(out) as im:
+        assert im.size == (2 * 256 + 8, 256 + 16)
+        assert im.getpixel((1, 17)) != (255, 255, 255)  # the ground-truth panel holds the image
+    r = subprocess.run([sys.executable, 'export/predict_onnx.py', str(nms_exports['retinanet']), str(image), '-o',
+                        str(out), '--truth', str(ROOT / 'pyproject.toml')], capture_output=True, text=True, env=ENV,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: --truth") and 'not a readable COCO annotation file' in r.stderr
     r = subprocess.run([sys.executable, 'export/predict_onnx.py', str(tmp_path / 'none.onnx'), str(image)],
                        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == f"error: model {str(tmp_path / 'none.onnx')!r} does not exist; " \

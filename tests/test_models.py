@@ -26,7 +26,8 @@ def _create(name: str, **kwargs) -> torch.nn.Module:
 def test_registry():
     assert MODELS == ['fna_custom', 'fna_retinanet_backbone', 'fna_ssdlite_backbone']
     # fna_custom has no weight source of its own (overlay file, local-dir: or hf-hub: bring them)
-    assert timm.list_models('fna*', pretrained=True) == [f'{m}.paramremap_in1k' for m in MODELS if m != 'fna_custom']
+    assert timm.list_models('fna*', pretrained=True) == [
+        f'{m}.{tag}' for m in MODELS if m != 'fna_custom' for tag in ('paramremap_in1k', 'paramremap_tv_in1k')]
 
 
 @pytest.mark.parametrize('name', MODELS)

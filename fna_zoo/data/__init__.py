@@ -1,6 +1,8 @@
-"""Detection data: COCO-format datasets, FNA augmentations and the built-in synthetic set."""
+"""Detection data: COCO-format datasets, random windows and tiles of large images, Pascal-VOC conversion,
+FNA augmentations and the built-in synthetic set."""
 from .coco import CocoDetection, coco_split_paths, collate
+from .crops import RandomCrops, crop_boxes, tile_windows
 from .synthetic import CLASSES, make_synthetic_coco
 from .transforms import train_transforms
 
-__all__ = ['CocoDetection', 'coco_split_paths', 'collate', 'CLASSES', 'make_synthetic_coco', 'train_transforms']
+__all__ = ['CocoDetection', 'coco_split_paths', 'collate', 'RandomCrops', 'crop_boxes', 'tile_windows', 'CLASSES', 'make_synthetic_coco', 'train_transforms']

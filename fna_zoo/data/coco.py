@@ -99,6 +99,18 @@ class CocoDetection(Dataset):
         return len(self.ids)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        image, target = self.load(index)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        target['boxes'] = target['boxes'].as_subclass(torch.Tensor)
+        return F.to_dtype(image, torch.float32, scale=True).as_subclass(torch.Tensor), target
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
+        """The `index`-th image as decoded (uint8 `tv_tensors.Image`) and its target, before any transform.
+
+        Args:
+            index: Position in the dataset (not the COCO image id).
+        """
         image_id = self.ids[index]
         path = self.img_dir / self.images[image_id]['file_name']
         try:
@@ -113,7 +125,4 @@ class CocoDetection(Dataset):
             'labels': torch.tensor([lab for _, lab in entries], dtype=torch.int64),
             'image_id': image_id,
         }
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        target['boxes'] = target['boxes'].as_subclass(torch.Tensor)
-        return F.to_dtype(image, torch.float32, scale=True).as_subclass(torch.Tensor), target
+        return image, target

@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from ..arch import Arch, is_arch_spec, load_arch
+from ..assets import ASSET_PREFIX, is_asset_spec, resolve_asset
 from ..archs import list_archs
 from .._builder import DEFAULT_SEED, build_backbone
 
@@ -31,7 +32,8 @@ SeedSpec = str | os.PathLike | Mapping[str, torch.Tensor] | None
 
 def resolve_seed(seed: SeedSpec, seed_model: str = DEFAULT_SEED) -> Mapping[str, torch.Tensor] | str | None:
     """Seed weights as `build_backbone` takes them: None, a state dict ('timm': the hub weights of
-    `seed_model`, loaded through timm) or the path of an existing weights file.
+    `seed_model`, loaded through timm) or the path of an existing weights file (`asset:<name>`: a fetched
+    one, e.g. 'asset:mobilenetv2_100.tv_in1k', torchvision's ImageNet MobileNetV2).
 
     Args:
         seed: The seed spec.
@@ -42,9 +44,16 @@ def resolve_seed(seed: SeedSpec, seed_model: str = DEFAULT_SEED) -> Mapping[str,
     if str(seed) == 'timm':
         _logger.info('loading seed weights of %s through timm', seed_model)
         return timm.create_model(seed_model, pretrained=True).state_dict()
+    if is_asset_spec(seed):
+        # NOTE: fetched weight assets are named <timm model>.<tag>; a seed of another model cannot take them
+        model = str(seed)[len(ASSET_PREFIX):].split('.')[0]
+        if model != seed_model:
+            raise ValueError(f'seed weights {seed!r} are {model} weights, the arch\'s seed is {seed_model}; expected '
+                             f'weights of {seed_model}')
+        return str(resolve_asset(seed))
     if not os.path.isfile(seed):
         raise FileNotFoundError(f"seed weights file {str(seed)!r} does not exist; expected a .pth/.safetensors file, "
-                                "'timm' or null")
+                                "'timm', 'asset:mobilenetv2_100.tv_in1k' or null")
     return str(seed)
 
 

@@ -18,15 +18,20 @@ DEFAULTS: dict[str, Any] = {
     'detector': 'retinanet',          # 'retinanet' or 'ssdlite'
     'model': {
         'backbone': None,             # FNA arch (name / file / FNA string) or timm model; None: detector default
-        'seed_weights': None,         # None (random init), 'timm' (hub mobilenetv2_100.ra_in1k) or a weights file
+        'seed_weights': None,         # None (random init), 'timm' (hub mobilenetv2_100.ra_in1k), a weights file or
+                                      # asset:mobilenetv2_100.tv_in1k (torchvision's ImageNet weights, fna-fetch)
         'num_classes': None,          # None: the number of categories in the training annotations
         'kwargs': {},                 # further builder arguments (min_size, head_width, image_size, ...)
     },
     'data': {
-        'path': None,                 # COCO tree root; None: the built-in synthetic set
+        'path': None,                 # COCO tree root, or asset:neon_trees (fna-fetch); None: the built-in synthetic set
         'train_split': 'train2017',
         'val_split': 'val2017',
         'workers': 2,
+        # training on random windows of large images (aerial sets): `size` px squares, `crops_per_image` per
+        # image and epoch; boxes cut by a window edge are kept (clipped) when at least `min_visible` is inside.
+        # size None: whole images. Validation always uses the split's images as they are (fixed tiles).
+        'train_crop': {'size': None, 'crops_per_image': 1, 'min_visible': 0.5},
         'synthetic': {'root': 'runs/data/synthetic', 'num_train': 400, 'num_val': 100, 'image_size': 128,
                       'num_classes': 6, 'seed': 0},
     },

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 from tqdm import tqdm
 
 from ..arch import atomic_write_text, is_arch_spec, load_arch
-from ..data import CocoDetection, coco_split_paths, collate, make_synthetic_coco, train_transforms
+from ..assets import resolve_asset
+from ..data import CocoDetection, RandomCrops, coco_split_paths, collate, make_synthetic_coco, train_transforms
 from ..detection import DETECTORS
 from ..detection.backbones import check_backbone
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -32,8 +33,8 @@ from .config import model_kwargs
 from .distributed import DistInfo, barrier, init_distributed
 from .evaluate import evaluate
 
-__all__ = ['data_root', 'build_datasets', 'build_model', 'build_optimizer', 'lr_factor', 'set_lr', 'SkipSampler',
-           'retrain']
+__all__ = ['data_root', 'train_dataset', 'build_datasets', 'build_model', 'build_optimizer', 'lr_factor', 'set_lr',
+           'SkipSampler', 'retrain']
 
 _logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ _logger = logging.getLogger(__name__)
 def data_root(cfg: dict[str, Any], dist_info: DistInfo | None = None) -> Path:
     """The COCO tree to use: `data.path`, or the built-in synthetic set (written by the main process)."""
     if cfg['data']['path'] is not None:
-        return Path(cfg['data']['path'])
+        return resolve_asset(cfg['data']['path'])
     syn = dict(cfg['data']['synthetic'])
     root = Path(syn.pop('root'))
     if dist_info is None or dist_info.is_main:
@@ -50,14 +51,29 @@ def data_root(cfg: dict[str, Any], dist_info: DistInfo | None = None) -> Path:
     return root
 
 
-def build_datasets(cfg: dict[str, Any], root: Path, train: bool = True) -> tuple[CocoDetection | None, CocoDetection]:
+def train_dataset(cfg: dict[str, Any], root: Path, augment: bool = True) -> CocoDetection | RandomCrops:
+    """The training split of the COCO tree at `root`: whole images, or random windows (`data.train_crop`).
+
+    Args:
+        cfg: The run config.
+        root: The COCO tree.
+        augment: Apply the detector's training augmentation (off for the search's architecture steps; random
+            windows are still drawn, as the images may be far larger than the input).
+    """
+    transforms = train_transforms(cfg['detector']) if augment else None
+    crop = cfg['data']['train_crop']
+    paths = coco_split_paths(root, cfg['data']['train_split'])
+    if crop['size'] is None:
+        return CocoDetection(*paths, transforms=transforms, train=True)
+    return RandomCrops(CocoDetection(*paths, train=True), crop['size'], crop['crops_per_image'], transforms,
+                       crop['min_visible'])
+
+
+def build_datasets(cfg: dict[str, Any], root: Path, train: bool = True) -> tuple[CocoDetection | RandomCrops | None,
+                                                                                  CocoDetection]:
     """(train dataset or None, val dataset) of the COCO tree at `root`."""
     val = CocoDetection(*coco_split_paths(root, cfg['data']['val_split']))
-    if not train:
-        return None, val
-    tr = CocoDetection(*coco_split_paths(root, cfg['data']['train_split']),
-                       transforms=train_transforms(cfg['detector']), train=True)
-    return tr, val
+    return (train_dataset(cfg, root) if train else None), val
 
 
 def build_model(cfg: dict[str, Any], num_classes: int, with_seed: bool = True) -> nn.Module:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..assets import resolve_asset
 from ..cli_errors import CliParser, run_cli
 
 __all__ = ['export_main', 'main']
@@ -107,7 +108,7 @@ def _validate(p: CliParser, args: Any) -> None:
         raise FileNotFoundError(f'arch file {args.arch!r} does not exist; expected a .yaml/.json/.txt arch file')
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist; expected a final.pth of search/retrain.py')
-    if args.data_path is not None and not Path(args.data_path).is_dir():
+    if args.data_path is not None and not resolve_asset(args.data_path).is_dir():
         raise FileNotFoundError(f'data folder {args.data_path!r} does not exist; expected a COCO tree '
                                 '(annotations/instances_<split>.json, <split>/)')
     if args.format == 'engine' and args.max_batch < args.batch:
@@ -200,13 +201,14 @@ def _int8(args: Any, target: Any, fp32_path: Path) -> dict[str, Any]:
     from ..engine.checkpoint import load_checkpoint
     from ..engine.cli import format_stats
     from .onnx_export import publish
-    from .quantize import calibration_batches, eval_dataset, onnx_ap, ort_latency_ms, quantize_int8
+    from .quantize import calibration_batches, calibration_images, eval_dataset, onnx_ap, ort_latency_ms, quantize_int8
 
     cfg = load_checkpoint(args.checkpoint)['config']
     meta = target.metadata
     mean, resize = json.loads(meta['mean']), meta['resize']
     dataset = eval_dataset(cfg, args.data_path)
-    batches = calibration_batches(dataset, args.calib_images, target.input_size, resize, mean)
+    calib = calibration_images(cfg, args.data_path)
+    batches = calibration_batches(calib, args.calib_images, target.input_size, resize, mean)
     int8_path = Path(args.int8_output)
     tmp = int8_path.with_name(f'.{int8_path.stem}.gate.onnx')
     try:

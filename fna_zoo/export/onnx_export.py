@@ -265,7 +265,9 @@ def _class_names(cfg: dict[str, Any], num_classes: int) -> list[str] | None:
 
             names = [c[0] for c in CLASSES[:num_classes]]
         else:
-            ann = Path(data['path']) / 'annotations' / f"instances_{data.get('val_split', 'val2017')}.json"
+            from ..assets import resolve_asset
+
+            ann = resolve_asset(data['path']) / 'annotations' / f"instances_{data.get('val_split', 'val2017')}.json"
             if not ann.is_file():
                 return None
             cats = sorted(json.loads(ann.read_text())['categories'], key=lambda c: c['id'])

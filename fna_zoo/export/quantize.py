@@ -1,8 +1,9 @@
 """INT8 for CPU deployment without TensorRT: onnxruntime static quantization (QDQ), gated by COCO AP.
 
-Calibration runs the fp32 detector-with-NMS on N images of the dataset (`--data_path`, or the built-in
-synthetic set the checkpoint was trained on), preprocessed exactly as at deployment (letterbox for RetinaNet,
-stretch for SSD, see `preprocess`). The gate for INT8 is the AP drop against fp32 on the same images, not a
+Calibration runs the fp32 detector-with-NMS on N images of the *training* split (`--data_path`, or the data
+the checkpoint was trained on: its COCO tree or the built-in synthetic set; images the run trained on in
+random windows are cut into fixed tiles of that window size), preprocessed exactly as at deployment
+(letterbox for RetinaNet, stretch for SSD, see `preprocess`); the validation split stays unseen. The gate for INT8 is the AP drop against fp32 on the same images, not a
 max difference: both files are run with onnxruntime over the evaluation split and scored with
 `fna_zoo.engine.evaluate.coco_evaluate`.
 """
@@ -20,13 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import CocoDetection, coco_split_paths, make_synthetic_coco
+from ..assets import resolve_asset
+from ..data import CocoDetection, coco_split_paths, make_synthetic_coco, tile_windows
 from ..engine.evaluate import coco_evaluate
 from .onnx_export import publish
 from .parity import ort_session
 
-__all__ = ['eval_dataset', 'preprocess', 'calibration_batches', 'quantize_int8', 'onnx_coco_detections',
-           'onnx_ap', 'ort_latency_ms']
+__all__ = ['eval_dataset', 'calibration_images', 'preprocess', 'calibration_batches', 'quantize_int8',
+           'onnx_coco_detections', 'onnx_ap', 'ort_latency_ms']
 
 _logger = logging.getLogger(__name__)
 
@@ -49,7 +51,29 @@ def eval_dataset(cfg: dict[str, Any] | None, data_path: str | os.PathLike | None
     if root is None:
         syn = dict(data['synthetic'])
         root = make_synthetic_coco(syn.pop('root'), **syn)
-    return CocoDetection(*coco_split_paths(root, split))
+    return CocoDetection(*coco_split_paths(resolve_asset(root), split))
+
+
+def calibration_images(cfg: dict[str, Any] | None, data_path: str | os.PathLike | None = None) -> list[torch.Tensor]:
+    """Float images (3, h, w) in [0, 1] for INT8 calibration: the training split of the run's data, each image
+    cut into fixed tiles of the run's training window (`data.train_crop.size`) when it trained on windows.
+
+    Args:
+        cfg: A run config (a checkpoint's), or None for the defaults.
+        data_path: A COCO tree root overriding the config.
+    """
+    data = (cfg or {}).get('data') or {}
+    dataset = eval_dataset(cfg, data_path, split=data.get('train_split', 'train2017'))
+    tile = ((data.get('train_crop') or {}).get('size'))
+    images = []
+    for i in range(len(dataset)):
+        image = dataset[i][0]
+        if tile is None:
+            images.append(image)
+            continue
+        for x0, y0, x1, y1 in tile_windows(image.shape[-1], image.shape[-2], tile):
+            images.append(image[:, y0:y1, x0:x1])
+    return images
 
 
 def preprocess(image: torch.Tensor, size: tuple[int, int], resize: str, mean: Sequence[float]
@@ -78,12 +102,12 @@ def preprocess(image: torch.Tensor, size: tuple[int, int], resize: str, mean: Se
     return canvas.numpy(), (s, s)
 
 
-def calibration_batches(dataset: CocoDetection, num_images: int, size: tuple[int, int], resize: str,
-                        mean: Sequence[float]) -> list[np.ndarray]:
+def calibration_batches(dataset: CocoDetection | Sequence[torch.Tensor], num_images: int, size: tuple[int, int],
+                        resize: str, mean: Sequence[float]) -> list[np.ndarray]:
     """`num_images` preprocessed images (batches of one) spread evenly over the dataset.
 
     Args:
-        dataset: The dataset.
+        dataset: A dataset of (image, target) items, or a list of float images (see `calibration_images`).
         num_images: How many (at most the dataset size).
         size: Network input (H, W).
         resize: See `preprocess`.
@@ -93,7 +117,8 @@ def calibration_batches(dataset: CocoDetection, num_images: int, size: tuple[int
         raise ValueError(f'--calib-images is {num_images}; expected at least 1')
     n = min(num_images, len(dataset))
     picks = np.linspace(0, len(dataset) - 1, n).round().astype(int)
-    return [preprocess(dataset[int(i)][0], size, resize, mean)[0][None] for i in picks]
+    items = [dataset[int(i)] for i in picks]
+    return [preprocess(item if torch.is_tensor(item) else item[0], size, resize, mean)[0][None] for item in items]
 
 
 class _Reader:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ..arch import atomic_write_text
 from ..complexity import count_arch
-from ..data import CocoDetection, coco_split_paths, collate
+from ..data import CocoDetection, collate
 from ..detection import DETECTORS
 from ..detection.backbones import resolve_seed
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
@@ -40,7 +40,7 @@ from ..engine.config import model_kwargs
 from ..engine.distributed import (DistInfo, all_gather_objects, average_gradients, barrier, broadcast_state,
                                   init_distributed)
 from ..engine.evaluate import evaluate
-from ..engine.train import SkipSampler, build_datasets, build_optimizer, data_root, lr_factor, set_lr
+from ..engine.train import SkipSampler, build_datasets, train_dataset, build_optimizer, data_root, lr_factor, set_lr
 from .cost import CostObjective, build_objective
 from .latency import objective_latency_table, predicted_latency_ms
 from .space import Path, SearchSpace
@@ -227,7 +227,7 @@ def search(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
 
     root = data_root(cfg, dist_info)
     train_ds, val_ds = build_datasets(cfg, root)
-    plain_ds = CocoDetection(*coco_split_paths(root, cfg['data']['train_split']), train=True)
+    plain_ds = train_dataset(cfg, root, augment=False)
     order = list(range(len(train_ds)))
     random.Random(cfg['seed']).shuffle(order)
     n_weight = round(len(order) * s['weight_ratio'])
