@@ -30,7 +30,7 @@ demo: venv assets
 	$(PY) search/test.py --checkpoint runs/demo_retinanet/final.pth
 	.venv/bin/fna-export --checkpoint runs/demo_retinanet/final.pth --output runs/demo_export/retinanet.onnx --int8
 	$(PY) export/predict_onnx.py runs/demo_export/retinanet.onnx $(TREES)/val2017/$(DEMO_TILE) \
-		--truth $(TREES)/annotations/instances_val2017.json --draw-scale 2 -o runs/demo_export/detections.png
+		--truth $(TREES)/annotations/instances_val2017.json --score-thresh 0.2 -o runs/demo_export/detections.png
 	.venv/bin/fna-bench runs/demo_search/arch.yaml --backends eager ort --input-size 320 320 -o runs/demo_bench/backbone
 	.venv/bin/fna-bench runs/demo_retinanet/final.pth runs/demo_export/retinanet.int8.onnx --what detector \
 		--backends eager ort --input-size 320 320 -o runs/demo_bench/detector

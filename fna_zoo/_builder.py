@@ -124,7 +124,8 @@ def build_backbone(
     Args:
         arch: An `Arch`, an arch file, a registered arch name or an FNA net_config string.
         pretrained_seed: Seed weights (a .pth/.safetensors file, `asset:<name>` of a fetched one, or a state
-            dict) of `seed_arch`, or None for random init. Weights already made for `arch` (e.g. after retraining) load unchanged.
+            dict) of `seed_arch`, or None for random init. Weights already made for `arch` (e.g. after
+            retraining) load unchanged.
         seed_arch: Architecture of the seed weights; None: the seed the arch records (default timm
             `mobilenetv2_100`).
         width: Width selection when remapping, 'leading' (FNA code) or 'bn_gamma' (FNA paper).

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ['atomic_path', 'atomic_write_text', 'atomic_write_bytes', 'atomic_dir', 'default_file_mode']
+__all__ = ['atomic_path', 'atomic_write_text', 'atomic_dir', 'default_file_mode']
 
 
 def _umask() -> int:
@@ -63,17 +63,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically.
-
-    Args:
-        path: Destination file.
-        data: File content.
-    """
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 @contextlib.contextmanager

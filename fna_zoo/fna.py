@@ -27,9 +27,8 @@ from typing import Any, Mapping
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
-from timm.models.efficientnet import EfficientNet
-
 from timm.models._builder import resolve_pretrained_cfg
+from timm.models.efficientnet import EfficientNet
 
 from ._builder import create_fna_model
 from .arch import Arch, load_arch
@@ -103,6 +102,14 @@ def _fetched_overlay(variant: str, pretrained: bool, kwargs: dict[str, Any]) -> 
     """Point a fetched-weights tag at the asset in the current cache (in `kwargs`), or say how to fetch it.
 
     Weights given explicitly (`pretrained_cfg_overlay` with `file` or `state_dict`) win, as in timm.
+
+    Args:
+        variant: The registered model name.
+        pretrained: Whether weights are to be loaded at all.
+        kwargs: The model kwargs (`pretrained_cfg` holds the tag of `name.tag`); updated in place.
+
+    Raises:
+        AssetMissingError: The tag's weights are not fetched (the message says how to).
     """
     overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
     if not pretrained or overlay.get('file') or overlay.get('state_dict') is not None:

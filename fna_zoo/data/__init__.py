@@ -5,4 +5,5 @@ from .crops import RandomCrops, crop_boxes, tile_windows
 from .synthetic import CLASSES, make_synthetic_coco
 from .transforms import train_transforms
 
-__all__ = ['CocoDetection', 'coco_split_paths', 'collate', 'RandomCrops', 'crop_boxes', 'tile_windows', 'CLASSES', 'make_synthetic_coco', 'train_transforms']
+__all__ = ['CocoDetection', 'coco_split_paths', 'collate', 'RandomCrops', 'crop_boxes', 'tile_windows', 'CLASSES',
+           'make_synthetic_coco', 'train_transforms']

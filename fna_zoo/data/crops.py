@@ -26,7 +26,8 @@ MIN_VISIBLE = 0.5
 Window = tuple[int, int, int, int]  # x0, y0, x1, y1 (pixel edges, x1/y1 exclusive)
 
 
-def crop_boxes(boxes: torch.Tensor, window: Window, min_visible: float = MIN_VISIBLE) -> tuple[torch.Tensor, torch.Tensor]:
+def crop_boxes(boxes: torch.Tensor, window: Window,
+               min_visible: float = MIN_VISIBLE) -> tuple[torch.Tensor, torch.Tensor]:
     """Boxes seen through a window: (boxes clipped and shifted to window coordinates, indices kept).
 
     Args:

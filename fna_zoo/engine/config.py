@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
         'kwargs': {},                 # further builder arguments (min_size, head_width, image_size, ...)
     },
     'data': {
-        'path': None,                 # COCO tree root, or asset:neon_trees (fna-fetch); None: the built-in synthetic set
+        'path': None,                 # COCO tree root or asset:neon_trees (fna-fetch); None: the built-in synthetic set
         'train_split': 'train2017',
         'val_split': 'val2017',
         'workers': 2,

@@ -3,9 +3,9 @@
 Calibration runs the fp32 detector-with-NMS on N images of the *training* split (`--data_path`, or the data
 the checkpoint was trained on: its COCO tree or the built-in synthetic set; images the run trained on in
 random windows are cut into fixed tiles of that window size), preprocessed exactly as at deployment
-(letterbox for RetinaNet, stretch for SSD, see `preprocess`); the validation split stays unseen. The gate for INT8 is the AP drop against fp32 on the same images, not a
-max difference: both files are run with onnxruntime over the evaluation split and scored with
-`fna_zoo.engine.evaluate.coco_evaluate`.
+(letterbox for RetinaNet, stretch for SSD, see `preprocess`); the validation split stays unseen. The gate
+for INT8 is the AP drop against fp32 on the same images, not a max difference: both files are run with
+onnxruntime over the evaluation split and scored with `fna_zoo.engine.evaluate.coco_evaluate`.
 """
 from __future__ import annotations
 

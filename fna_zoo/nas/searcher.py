@@ -40,7 +40,7 @@ from ..engine.config import model_kwargs
 from ..engine.distributed import (DistInfo, all_gather_objects, average_gradients, barrier, broadcast_state,
                                   init_distributed)
 from ..engine.evaluate import evaluate
-from ..engine.train import SkipSampler, build_datasets, train_dataset, build_optimizer, data_root, lr_factor, set_lr
+from ..engine.train import SkipSampler, build_datasets, build_optimizer, data_root, lr_factor, set_lr, train_dataset
 from .cost import CostObjective, build_objective
 from .latency import objective_latency_table, predicted_latency_ms
 from .space import Path, SearchSpace
