@@ -20,7 +20,7 @@ assets: venv
 	.venv/bin/fna-fetch
 
 # The demo picture: the exported detector on a real validation tile, beside the tile's ground truth
-TREES = $(shell $(PY) -c "from fna_zoo.assets import asset_path; print(asset_path('neon_trees'))")
+TREES = $${FNA_ZOO_CACHE:-$$HOME/.cache/fna_zoo}/data/neon_trees
 DEMO_TILE := 2019_YELL_2_541000_4977000_image_crop_x283_y318.png
 
 demo: venv assets

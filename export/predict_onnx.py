@@ -5,9 +5,10 @@
                                   [--truth instances_val2017.json]
 
 Prints one line per detection (label, score, box x1 y1 x2 y2 in the image's pixels) and draws the boxes
-into a PNG; with `--truth` (the COCO annotation file the image is in) the ground truth is drawn beside them. The preprocessing is read from the file's metadata: the network input size, the resize mode
-('letterbox' for RetinaNet: keep the aspect ratio and pad right/bottom with the mean colour; 'stretch' for
-SSD) and the mean; the graph itself normalises and runs NMS. No torch needed.
+into a PNG; with `--truth` (the COCO annotation file the image is in) the ground truth is drawn beside them.
+The preprocessing is read from the file's metadata: the network input size, the resize mode ('letterbox'
+for RetinaNet: keep the aspect ratio and pad right/bottom with the mean colour; 'stretch' for SSD) and the
+mean; the graph itself normalises and runs NMS. No torch needed.
 """
 from __future__ import annotations
 
@@ -95,7 +96,12 @@ def draw(image: Image.Image, boxes: np.ndarray, scores: np.ndarray, labels: np.n
 
 
 def truth_boxes(ann_file: str, image_name: str) -> np.ndarray:
-    """Ground-truth boxes [N, 4] xyxy of the image named `image_name` in a COCO annotation file."""
+    """Ground-truth boxes [N, 4] xyxy of the image named `image_name` in a COCO annotation file.
+
+    Args:
+        ann_file: The COCO annotation file (e.g. instances_val2017.json).
+        image_name: The image's `file_name` there.
+    """
     try:
         data = json.loads(Path(ann_file).read_text())
         image_id = next((im['id'] for im in data['images'] if im['file_name'] == image_name), None)
@@ -110,7 +116,16 @@ def truth_boxes(ann_file: str, image_name: str) -> np.ndarray:
 
 def side_by_side(image: Image.Image, truth: np.ndarray, detected: Image.Image, threshold: float,
                  num: int, scale: int = 1) -> Image.Image:
-    """[ground truth | detections] panels with a caption line above each."""
+    """[ground truth | detections] panels with a caption line above each.
+
+    Args:
+        image: The image.
+        truth: Ground-truth boxes [N, 4] xyxy in image pixels.
+        detected: The detections drawing (`draw`), `scale` times the image.
+        threshold: The score threshold of the drawn detections (for the caption).
+        num: How many detections are drawn (for the caption).
+        scale: Enlargement of both panels.
+    """
     gt = image.convert('RGB')
     if scale > 1:
         gt = gt.resize((gt.width * scale, gt.height * scale), Image.NEAREST)
@@ -122,7 +137,8 @@ def side_by_side(image: Image.Image, truth: np.ndarray, detected: Image.Image, t
     out.paste(detected, (gt.width + 8, 16))
     d = ImageDraw.Draw(out)
     d.text((2, 2), f'ground truth: {len(truth)} boxes', fill=(0, 0, 0))
-    d.text((gt.width + 10, 2), f'exported detector (onnxruntime): {num} detections, score >= {threshold}', fill=(0, 0, 0))
+    caption = f'exported detector (onnxruntime): {num} detections, score >= {threshold}'
+    d.text((gt.width + 10, 2), caption, fill=(0, 0, 0))
     return out
 
 
@@ -135,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument('--classes', help="comma-separated class names in label order (default: the file's "
                    'class_names metadata, else label numbers)')
     p.add_argument('--draw-scale', type=int, default=1, help='enlarge the drawing (small images), e.g. 3')
-    p.add_argument('--truth', help="COCO annotation file holding the image: draw its ground truth beside the detections")
+    p.add_argument('--truth', help='COCO annotation file holding the image: draw its ground truth beside the '
+                   'detections')
     args = p.parse_args(argv)
     if not Path(args.image).is_file():
         raise FileNotFoundError(f'image {args.image!r} does not exist')
@@ -143,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.suffix.lower() != '.png':
         raise ValueError(f'output {str(out)!r} has suffix {out.suffix!r}; expected a .png file')
     sess, meta = load_session(args.model)
+    if args.truth and not Path(args.truth).is_file():
+        raise FileNotFoundError(f'--truth {args.truth!r} does not exist; expected the COCO annotation file of the '
+                                "image's split")
+    truth = truth_boxes(args.truth, Path(args.image).name) if args.truth else None
     try:
         image = Image.open(args.image).convert('RGB')
     except OSError:
@@ -157,8 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.close(fd)
     try:
         picture = draw(image, boxes, scores, labels, names, args.draw_scale)
-        if args.truth:
-            truth = truth_boxes(args.truth, Path(args.image).name)
+        if truth is not None:
             picture = side_by_side(image, truth, picture, args.score_thresh, len(boxes), args.draw_scale)
         picture.save(tmp, format='PNG', optimize=True)
         umask = os.umask(0)

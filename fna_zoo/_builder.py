@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from functools import partial
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -20,7 +21,7 @@ from timm.models._efficientnet_builder import decode_arch_def
 from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
 
 from .arch import Arch, load_arch
-from .assets import resolve_asset
+from .assets import is_asset_spec, resolve_asset, resolve_weights_asset
 from .remap import WidthMode, remap_filter_fn
 
 __all__ = ['build_backbone', 'create_fna_model', 'arch_model_kwargs', 'DETECTION_OUT_INDICES', 'DEFAULT_SEED']
@@ -134,7 +135,11 @@ def build_backbone(
     arch = load_arch(arch)
     overlay = dict(timm_kwargs.pop('pretrained_cfg_overlay', None) or {})
     if isinstance(pretrained_seed, (str, os.PathLike)):
-        path = resolve_asset(pretrained_seed)
+        path = Path(pretrained_seed)
+        if is_asset_spec(pretrained_seed):
+            # NOTE: a seed given as an Arch object names no timm model to check the weights against
+            path = (resolve_asset(pretrained_seed) if isinstance(seed_arch, Arch) else
+                    resolve_weights_asset(str(pretrained_seed), seed_arch or arch.seed or DEFAULT_SEED))
         if not path.is_file():
             raise FileNotFoundError(f'seed weights file {str(path)!r} does not exist')
         overlay['file'] = str(path)

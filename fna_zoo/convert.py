@@ -41,7 +41,7 @@ def torchvision_mobilenetv2_key(key: str) -> str:
     """The timm `mobilenetv2_100` name of a torchvision `mobilenet_v2` state-dict key.
 
     Args:
-        key: e.g. 'features.3.conv.1.0.weight' (-> 'blocks.2.0.conv_dw.weight').
+        key: e.g. 'features.3.conv.1.0.weight' (-> 'blocks.1.1.conv_dw.weight').
     """
     if key.startswith('classifier.1.'):
         return 'classifier.' + key[len('classifier.1.'):]
@@ -67,7 +67,7 @@ def convert_torchvision_mobilenetv2(state_dict: Mapping[str, torch.Tensor]) -> d
 
         sd = torch.load('mobilenet_v2-b0353104.pth', weights_only=True)
         model = timm.create_model('mobilenetv2_100')
-        model.load_state_dict(fna_zoo.convert_torchvision_mobilenetv2(sd))  # strict: every key matches
+        model.load_state_dict(fna_zoo.convert.convert_torchvision_mobilenetv2(sd))  # strict: every key matches
 
     Args:
         state_dict: torchvision MobileNetV2 weights (width 1.0, 314 tensors with the BN counters).

@@ -10,8 +10,9 @@ checked the same way). With the fetched photos, the seed's top-1 ImageNet class 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import timm
 import torch
@@ -19,6 +20,7 @@ import torch
 from . import DETECTION_OUT_INDICES, Stage, build_backbone, count_arch, get_arch
 from .archs import list_archs
 from .assets import AssetMissingError, resolve_asset
+from .cli_errors import CliParser, run_cli
 
 _FETCHED_SEED = 'asset:mobilenetv2_100.tv_in1k'
 
@@ -53,9 +55,11 @@ def _photo_table(seed: torch.nn.Module, seed_sd: Mapping[str, torch.Tensor]) -> 
     built = build_backbone(get_arch('mobilenetv2_100'), seed_sd, num_classes=1000).eval()
     tf = create_transform(**resolve_data_config({}, model=seed))
     info = ImageNetInfo()
-    print(f'\n{"photo":18s} {"top-1 (timm mobilenetv2_100)":36s} {"p":>5s}   {"top-1 (build_backbone seed arch)":36s} {"p":>5s}')
+    heads = ('top-1 (timm mobilenetv2_100)', 'top-1 (build_backbone seed arch)')
+    print(f'\n{"photo":18s} {heads[0]:36s} {"p":>5s}   {heads[1]:36s} {"p":>5s}')
     for name in PHOTOS:
-        x = tf(Image.open(photos / name).convert('RGB'))[None]
+        with Image.open(photos / name) as im:
+            x = tf(im.convert('RGB'))[None]
         cells = []
         with torch.no_grad():
             for model in (seed, built):
@@ -64,8 +68,13 @@ def _photo_table(seed: torch.nn.Module, seed_sd: Mapping[str, torch.Tensor]) -> 
         print(f'{name:18s} {cells[0]}   {cells[1]}')
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> None:
+    """The tour: seed check on photos, remapping check, the zoo archs counted and saved.
+
+    Args:
+        argv: Command-line arguments (default: `sys.argv[1:]`).
+    """
+    p = CliParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--seed-weights', help=f'MobileNetV2 seed weights: a .pth/.safetensors file of timm mobilenetv2_100 '
                    f'or {_FETCHED_SEED} (default: that asset when fetched)')
     p.add_argument('--out', default='runs/demo', help='folder for the arch files')
@@ -80,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
 
     # kernel remapping is function-preserving: the seed with every searchable layer k7_e6
     s = get_arch('mobilenetv2_100')
-    k7 = s.replace(stages=(s.stages[0],) + tuple(Stage(x.out_chs, x.stride, ('k7_e6',) * len(x.ops)) for x in s.stages[1:]))
+    k7 = s.replace(stages=(s.stages[0],) + tuple(Stage(x.out_chs, x.stride, ('k7_e6',) * len(x.ops))
+                                                 for x in s.stages[1:]))
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         diff = (build_backbone(k7, seed_sd, num_classes=1000).eval()(x) - seed(x)).abs().max().item()
@@ -103,4 +113,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_cli(main))

@@ -26,8 +26,7 @@ import os
 from typing import Any, Mapping
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import generate_default_cfgs, register_model
-from timm.models._builder import resolve_pretrained_cfg
+from timm.models import generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models.efficientnet import EfficientNet
 
 from ._builder import create_fna_model

@@ -318,7 +318,7 @@ def _from_seed(seed_weights: str | os.PathLike | Mapping[str, torch.Tensor], arc
     what = 'a state dict' if isinstance(seed_weights, Mapping) else repr(str(seed_weights))
     return {
         'arch': arch, 'weights': weights, 'notes': [],
-        'tag': _SEED_TAGS.get(str(seed_weights), 'paramremap') if not isinstance(seed_weights, Mapping) else 'paramremap',
+        'tag': 'paramremap' if isinstance(seed_weights, Mapping) else _SEED_TAGS.get(str(seed_weights), 'paramremap'),
         'source': f'seed weights {what} remapped into the arch',
         'what': f'seed weights {what} of {seed_name} remapped into the arch by FNA parameter remapping '
                 '(no training after remapping)',

@@ -1,11 +1,14 @@
-"""Shared fixtures: an offline random-init MobileNetV2 seed standing in for timm's ImageNet weights."""
+"""Shared fixtures: an offline random-init MobileNetV2 seed standing in for timm's ImageNet weights, and tiny
+hand-made Pascal-VOC files."""
 import os
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
+import numpy as np
 import pytest
 import timm
 import torch
+from PIL import Image
 
 import fna_zoo  # noqa: F401  (registers the fna* models)
 
@@ -44,3 +47,20 @@ def seed_file(seed_state_dict, tmp_path_factory) -> str:
 @pytest.fixture
 def image() -> torch.Tensor:
     return torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+
+
+VOC = """<annotation><folder>data</folder><filename>{name}</filename>
+<size><width>{w}</width><height>{h}</height><depth>3</depth></size>
+{objects}</annotation>"""
+OBJ = ('<object><name>{cls}</name><bndbox><xmin>{0}</xmin><ymin>{1}</ymin><xmax>{2}</xmax><ymax>{3}</ymax>'
+       '</bndbox></object>')
+
+
+def write_voc(folder, stem, size, boxes, classes=None):
+    """A tiny VOC pair in `folder`: a random RGB png of `size` (w, h) and its XML; returns their paths."""
+    w, h = size
+    rng = np.random.default_rng(len(boxes))
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f'{stem}.png')
+    objects = ''.join(OBJ.format(*b, cls=(classes or ['Tree'] * len(boxes))[i]) for i, b in enumerate(boxes))
+    (folder / f'{stem}.xml').write_text(VOC.format(name=f'{stem}.png', w=w, h=h, objects=objects))
+    return folder / f'{stem}.png', folder / f'{stem}.xml'

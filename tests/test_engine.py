@@ -134,6 +134,31 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert {d['image_id'] for d in dets} == set(range(1, 7))  # both ranks' shards gathered
 
 
+def test_retrain_on_random_windows_resumes_exactly(tmp_path):
+    windows = ('data.train_crop.size=48', 'data.train_crop.crops_per_image=2', 'train.eval_at_end=false')
+    full = cli.retrain_main(['--output', str(tmp_path / 'full'), '--set',
+                             *tiny_overrides(tmp_path, 'train.max_iters=4', *windows)])
+    cli.retrain_main(['--output', str(tmp_path / 'part'), '--set', *tiny_overrides(tmp_path, 'train.max_iters=2', *windows)])
+    resumed = cli.retrain_main(['--output', str(tmp_path / 'part'), '--resume', '--set',
+                                *tiny_overrides(tmp_path, 'train.max_iters=4', *windows)])
+    a = load_checkpoint(tmp_path / 'full' / 'final.pth')['model']
+    b = load_checkpoint(tmp_path / 'part' / 'final.pth')['model']
+    assert full['step'] == resumed['step'] == 4 and all(torch.equal(a[k], b[k]) for k in a)
+    # 16 images x 2 windows / batch 4 = 8 steps an epoch: the 4 steps stayed in epoch 0
+    assert load_checkpoint(tmp_path / 'full' / 'last.pth')['epoch'] == 0
+
+
+@pytest.mark.parametrize('override, message', [
+    ('data.train_crop.size=0', r"config data.train_crop.size is 0; expected a positive integer \(pixels\) or null"),
+    ("data.train_crop.size='400'", r"config data.train_crop.size is '400'; expected a positive integer"),
+    ('data.train_crop.crops_per_image=0', 'config data.train_crop.crops_per_image is 0; expected a positive integer'),
+    ('data.train_crop.min_visible=1.5', r'config data.train_crop.min_visible is 1.5; expected a share in \(0, 1\]'),
+])
+def test_train_crop_config_errors(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
+
+
 def test_ssdlite_retrain_runs(tmp_path):
     result = cli.retrain_main(['--output', str(tmp_path / 'ssd'), '--set', *tiny_overrides(
         tmp_path, 'detector=ssdlite', 'model.backbone=fna_ssdlite_backbone', 'train.optimizer=rmsprop',

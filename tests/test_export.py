@@ -293,10 +293,15 @@ def test_predict_onnx_script_without_torch(tmp_path, nms_exports, data_root):
                         str(out), '--draw-scale', '2', '--truth', str(ann)], capture_output=True, text=True, env=ENV,
                        cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
+    truth = [a for a in json.loads(ann.read_text())['annotations'] if a['image_id'] == 1]
     with Image.open(image) as src, Image.open(out) as im:
         side = 2 * src.width
-        assert im.size == (2 * side + 8, 2 * src.height + 16)
-        assert im.getpixel((1, 17)) != (255, 255, 255)  # the ground-truth panel holds the image
+        assert im.size == (2 * side + 8, 2 * src.height + 16) and truth
+        # each ground-truth box is drawn in green on the left panel, at twice its size
+        px = np.asarray(im)
+        for a in truth:
+            x, y = round(2 * a['bbox'][0]), round(2 * a['bbox'][1]) + 16
+            assert tuple(px[y, min(x, side - 1)]) == (60, 220, 60)
     r = subprocess.run([sys.executable, 'export/predict_onnx.py', str(nms_exports['retinanet']), str(image), '-o',
                         str(out), '--truth', str(ROOT / 'pyproject.toml')], capture_output=True, text=True, env=ENV,
                        cwd=ROOT, timeout=120)
@@ -325,3 +330,22 @@ def test_ssdlite_fna_head_form_exports(tmp_path, data_root):
     report = compare_detections(_padded(ref, k), [out[n] for n in ('boxes', 'scores', 'labels', 'num_detections')],
                                 1e-3, float(meta['score_thresh']), float(meta['iou_thresh']))
     assert report.passed, report.summary()
+
+
+def test_int8_calibration_uses_training_tiles(data_root):
+    from fna_zoo.export.quantize import calibration_images, eval_dataset
+
+    cfg = load_config(None, [f'data.synthetic.root={data_root}', 'data.synthetic.num_train=4',
+                             'data.synthetic.num_val=6', 'data.synthetic.image_size=64',
+                             'data.synthetic.num_classes=3'])
+    train = eval_dataset(cfg, split='train2017')
+    # whole training images when the run trained on whole images
+    images = calibration_images(cfg, 3)
+    assert len(images) == 3 and torch.equal(images[0], train[0][0]) and torch.equal(images[-1], train[3][0])
+    # 32-px training windows: the 4 images give 4 tiles each; 16 picks are all of them, in order
+    cfg['data']['train_crop']['size'] = 32
+    tiles = calibration_images(cfg, 100)
+    assert len(tiles) == 16 and all(t.shape == (3, 32, 32) for t in tiles)
+    assert torch.equal(tiles[0], train[0][0][:, :32, :32]) and torch.equal(tiles[5], train[1][0][:, :32, 32:])
+    with pytest.raises(ValueError, match='--calib-images is 0; expected at least 1'):
+        calibration_images(cfg, 0)

@@ -35,7 +35,7 @@ def test_atomic_dir(tmp_path):
     assert not dest.exists() and list(tmp_path.iterdir()) == []
     with atomic_dir(dest) as tmp:
         (tmp / 'done').write_text('1')
-    assert (dest / 'done').read_text() == '1' and _mode(dest) == 0o777 & ~_umask()
+    assert (dest / 'done').read_text() == '1' and _mode(dest) == 0o777 & ~_umask()  # as mkdir would make it
     with pytest.raises(FileExistsError, match='exists already; expected a new folder'):
         with atomic_dir(dest):
             pass

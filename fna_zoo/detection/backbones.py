@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from ..arch import Arch, is_arch_spec, load_arch
-from ..assets import ASSET_PREFIX, is_asset_spec, resolve_asset
+from ..assets import is_asset_spec, resolve_weights_asset
 from ..archs import list_archs
 from .._builder import DEFAULT_SEED, build_backbone
 
@@ -45,12 +45,7 @@ def resolve_seed(seed: SeedSpec, seed_model: str = DEFAULT_SEED) -> Mapping[str,
         _logger.info('loading seed weights of %s through timm', seed_model)
         return timm.create_model(seed_model, pretrained=True).state_dict()
     if is_asset_spec(seed):
-        # NOTE: fetched weight assets are named <timm model>.<tag>; a seed of another model cannot take them
-        model = str(seed)[len(ASSET_PREFIX):].split('.')[0]
-        if model != seed_model:
-            raise ValueError(f'seed weights {seed!r} are {model} weights, the arch\'s seed is {seed_model}; expected '
-                             f'weights of {seed_model}')
-        return str(resolve_asset(seed))
+        return str(resolve_weights_asset(str(seed), seed_model))
     if not os.path.isfile(seed):
         raise FileNotFoundError(f"seed weights file {str(seed)!r} does not exist; expected a .pth/.safetensors file, "
                                 "'timm', 'asset:mobilenetv2_100.tv_in1k' or null")

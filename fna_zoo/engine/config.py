@@ -157,7 +157,25 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         raise ValueError(f"config detector is {cfg['detector']!r}; expected one of {', '.join(DETECTORS)}")
     if cfg['train']['optimizer'] not in ('sgd', 'rmsprop', 'adamw'):
         raise ValueError(f"config train.optimizer is {cfg['train']['optimizer']!r}; expected 'sgd', 'rmsprop' or 'adamw'")
+    _check_train_crop(cfg['data']['train_crop'])
     return cfg
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_train_crop(crop: dict[str, Any]) -> None:
+    """One clear error for a bad `data.train_crop` (before any model or data is built)."""
+    if crop['size'] is not None and not _positive_int(crop['size']):
+        raise ValueError(f"config data.train_crop.size is {crop['size']!r}; expected a positive integer (pixels) "
+                         'or null (whole images)')
+    if not _positive_int(crop['crops_per_image']):
+        raise ValueError(f"config data.train_crop.crops_per_image is {crop['crops_per_image']!r}; expected a "
+                         'positive integer')
+    v = crop['min_visible']
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+        raise ValueError(f'config data.train_crop.min_visible is {v!r}; expected a share in (0, 1]')
 
 
 def model_kwargs(cfg: dict[str, Any], builder: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from ..arch import atomic_write_text
+from ..fileio import atomic_write_text
 from ..data import CocoDetection, collate
 from .distributed import DistInfo, all_gather_objects
 

@@ -23,11 +23,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
-from ..arch import atomic_write_text, is_arch_spec, load_arch
+from ..arch import is_arch_spec, load_arch
 from ..assets import resolve_asset
 from ..data import CocoDetection, RandomCrops, coco_split_paths, collate, make_synthetic_coco, train_transforms
 from ..detection import DETECTORS
 from ..detection.backbones import check_backbone
+from ..fileio import atomic_write_text
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import model_kwargs
 from .distributed import DistInfo, barrier, init_distributed

@@ -54,25 +54,39 @@ def eval_dataset(cfg: dict[str, Any] | None, data_path: str | os.PathLike | None
     return CocoDetection(*coco_split_paths(resolve_asset(root), split))
 
 
-def calibration_images(cfg: dict[str, Any] | None, data_path: str | os.PathLike | None = None) -> list[torch.Tensor]:
-    """Float images (3, h, w) in [0, 1] for INT8 calibration: the training split of the run's data, each image
-    cut into fixed tiles of the run's training window (`data.train_crop.size`) when it trained on windows.
+def calibration_images(cfg: dict[str, Any] | None, num_images: int,
+                       data_path: str | os.PathLike | None = None) -> list[torch.Tensor]:
+    """`num_images` float images (3, h, w) in [0, 1] for INT8 calibration, spread evenly over the training split
+    of the run's data; when the run trained on random windows (`data.train_crop.size`), over the fixed tiles
+    of that size of its images. Only the images the picks fall in are decoded.
 
     Args:
         cfg: A run config (a checkpoint's), or None for the defaults.
+        num_images: How many (at most the number of images or tiles).
         data_path: A COCO tree root overriding the config.
     """
+    if num_images < 1:
+        raise ValueError(f'--calib-images is {num_images}; expected at least 1')
     data = (cfg or {}).get('data') or {}
     dataset = eval_dataset(cfg, data_path, split=data.get('train_split', 'train2017'))
-    tile = ((data.get('train_crop') or {}).get('size'))
+    tile = (data.get('train_crop') or {}).get('size')
+    # (dataset index, window or None); COCO image entries carry width and height, so nothing is decoded here
+    units: list[tuple[int, tuple[int, int, int, int] | None]] = []
+    for i, image_id in enumerate(dataset.ids):
+        entry = dataset.images[image_id]
+        if tile is None or 'width' not in entry or 'height' not in entry:
+            units.append((i, None))
+        else:
+            units.extend((i, w) for w in tile_windows(int(entry['width']), int(entry['height']), tile))
+    picks = np.linspace(0, len(units) - 1, min(num_images, len(units))).round().astype(int)
+    decoded: dict[int, torch.Tensor] = {}
     images = []
-    for i in range(len(dataset)):
-        image = dataset[i][0]
-        if tile is None:
-            images.append(image)
-            continue
-        for x0, y0, x1, y1 in tile_windows(image.shape[-1], image.shape[-2], tile):
-            images.append(image[:, y0:y1, x0:x1])
+    for k in picks:
+        i, window = units[int(k)]
+        if i not in decoded:
+            decoded = {i: dataset[i][0]}  # picks are in order: one decoded image at a time
+        image = decoded[i]
+        images.append(image if window is None else image[:, window[1]:window[3], window[0]:window[2]])
     return images
 
 

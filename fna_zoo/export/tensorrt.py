@@ -14,7 +14,7 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
-from ..arch import atomic_write_text
+from ..fileio import atomic_write_text
 
 __all__ = ['TensorRTUnavailable', 'Precision', 'trtexec_command', 'build_engine', 'import_tensorrt', 'EngineRunner']
 

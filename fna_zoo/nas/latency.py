@@ -49,7 +49,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .._builder import build_backbone
-from ..arch import HEAD_OP, Arch, Stage, atomic_write_text
+from ..arch import HEAD_OP, Arch, Stage
+from ..fileio import atomic_write_text
 from ..bench.machine import machine_info
 from .cost import OBJECTIVES, Cell, CostObjective, CostTable, map_nested, space_cells
 from .latency_runtime import Runtime, measure_module

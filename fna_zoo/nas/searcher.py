@@ -30,9 +30,8 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 from tqdm import tqdm
 
-from ..arch import atomic_write_text
 from ..complexity import count_arch
-from ..data import CocoDetection, collate
+from ..data import CocoDetection, RandomCrops, collate
 from ..detection import DETECTORS
 from ..detection.backbones import resolve_seed
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
@@ -41,17 +40,50 @@ from ..engine.distributed import (DistInfo, all_gather_objects, average_gradient
                                   init_distributed)
 from ..engine.evaluate import evaluate
 from ..engine.train import SkipSampler, build_datasets, build_optimizer, data_root, lr_factor, set_lr, train_dataset
+from ..fileio import atomic_write_text
 from .cost import CostObjective, build_objective
 from .latency import objective_latency_table, predicted_latency_ms
 from .space import Path, SearchSpace
 from .supernet import SuperNet
 
-__all__ = ['check_search_config', 'build_search', 'recalibrate_bn', 'search']
+__all__ = ['split_indices', 'check_search_config', 'build_search', 'recalibrate_bn', 'search']
 
 _logger = logging.getLogger(__name__)
 
 _FIELDS = ['step', 'epoch', 'phase', 'lr', 'loss', 'detection', 'cost', 'cost_loss', 'op_entropy', 'width_entropy',
            'skip_fraction', 'time']
+
+
+def split_indices(train_ds: CocoDetection | RandomCrops, weight_ratio: float,
+                  seed: int) -> tuple[list[int], list[int]]:
+    """(weight-step items, architecture-step items) of the training set, split by image as FNA splits it.
+
+    For random windows (`RandomCrops`) every window of an image goes to the image's side. A set of one image
+    (the tree set) cannot be split so: its windows are split instead, and the two sides see windows of the
+    same image.
+
+    Args:
+        train_ds: The training dataset.
+        weight_ratio: Share of the images (or windows) for weight steps.
+        seed: Seed of the shuffle.
+    """
+    per = train_ds.crops_per_image if isinstance(train_ds, RandomCrops) else 1
+    units = len(train_ds) // per
+    if units < 2 and per > 1:
+        _logger.warning('one training image: weight and architecture steps draw windows of the same image')
+        units, per = len(train_ds), 1
+    order = list(range(units))
+    random.Random(seed).shuffle(order)
+    n_weight = round(units * weight_ratio)
+    if not 0 < n_weight < units:
+        raise ValueError(f'{units} training images (or windows of one image) cannot be split by '
+                         f'search.weight_ratio {weight_ratio}; expected at least one for weight steps and one for '
+                         'architecture steps')
+
+    def items(part: list[int]) -> list[int]:
+        return [u * per + k for u in part for k in range(per)]
+
+    return items(order[:n_weight]), items(order[n_weight:])
 
 
 def check_search_config(cfg: dict[str, Any]) -> tuple[SearchSpace, CostObjective, dict[str, Any]]:
@@ -228,13 +260,8 @@ def search(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     root = data_root(cfg, dist_info)
     train_ds, val_ds = build_datasets(cfg, root)
     plain_ds = train_dataset(cfg, root, augment=False)
-    order = list(range(len(train_ds)))
-    random.Random(cfg['seed']).shuffle(order)
-    n_weight = round(len(order) * s['weight_ratio'])
-    if not 0 < n_weight < len(order):
-        raise ValueError(f'{len(order)} training images cannot be split by search.weight_ratio {s["weight_ratio"]}; '
-                         'expected at least one image for weight steps and one for architecture steps')
-    weight_ds, arch_ds = Subset(train_ds, order[:n_weight]), Subset(plain_ds, order[n_weight:])
+    weight_idx, arch_idx = split_indices(train_ds, s['weight_ratio'], cfg['seed'])
+    weight_ds, arch_ds = Subset(train_ds, weight_idx), Subset(plain_ds, arch_idx)
     num_classes = cfg['model']['num_classes'] or train_ds.num_classes
     if num_classes != train_ds.num_classes:
         raise ValueError(f'config model.num_classes is {num_classes}, the training annotations have '
