@@ -61,8 +61,8 @@ _TV_SEED = dict(
     description='torchvision ImageNet MobileNetV2 (MobileNet_V2_Weights.IMAGENET1K_V1, fetched by fna-fetch) '
                 'remapped into the FNA arch on load.',
 )
-# pretrained tag -> the fetched asset its weights come from
-_FETCHED_TAGS = {'paramremap_tv_in1k': _TV_SEED_ASSET}
+# pretrained tag -> the fetched asset its weights come from (fna-publish names remapped seeds by it too)
+FETCHED_TAGS = {'paramremap_tv_in1k': _TV_SEED_ASSET}
 _RETRAIN = dict(description='COCO-retrained weights you made: load with pretrained_cfg_overlay=dict(file=...).')
 # NOTE: no weight source, so fna_custom stays out of list_models(pretrained=True); weights come from
 # pretrained_cfg_overlay=dict(file=...) (seed weights are remapped, weights made for the arch load as they are),
@@ -114,8 +114,8 @@ def _fetched_overlay(variant: str, pretrained: bool, kwargs: dict[str, Any]) -> 
     if not pretrained or overlay.get('file') or overlay.get('state_dict') is not None:
         return
     cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), overlay)
-    if cfg.tag in _FETCHED_TAGS:
-        overlay['file'] = str(resolve_asset(f'asset:{_FETCHED_TAGS[cfg.tag]}'))  # AssetMissingError: how to fetch
+    if cfg.tag in FETCHED_TAGS:
+        overlay['file'] = str(resolve_asset(f'asset:{FETCHED_TAGS[cfg.tag]}'))  # AssetMissingError: how to fetch
         kwargs['pretrained_cfg_overlay'] = overlay
 
 

@@ -33,7 +33,9 @@ import torch
 
 from ._builder import DEFAULT_SEED, build_backbone
 from .arch import Arch, is_arch_spec, load_arch
+from .assets import ASSET_PREFIX
 from .complexity import Complexity, count_arch
+from .fna import FETCHED_TAGS
 
 __all__ = ['publish', 'checkpoint_backbone', 'CARD_INPUT_SIZES']
 
@@ -306,7 +308,7 @@ def _from_checkpoint(checkpoint: str | os.PathLike, given: Arch | None, arch_spe
 
 
 # seed-weight specs whose source has a name of its own (the zoo models' pretrained tags)
-_SEED_TAGS = {'timm': 'paramremap_in1k', 'asset:mobilenetv2_100.tv_in1k': 'paramremap_tv_in1k'}
+_SEED_TAGS = {'timm': 'paramremap_in1k', **{f'{ASSET_PREFIX}{asset}': tag for tag, asset in FETCHED_TAGS.items()}}
 
 
 def _from_seed(seed_weights: str | os.PathLike | Mapping[str, torch.Tensor], arch: Arch) -> dict[str, Any]:

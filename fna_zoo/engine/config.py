@@ -191,7 +191,7 @@ def model_kwargs(cfg: dict[str, Any], builder: Any) -> dict[str, Any]:
     for k, v in kwargs.items():
         if k not in allowed:
             raise ValueError(f'unknown config key model.kwargs.{k} for {cfg["detector"]}; expected one of {", ".join(allowed)}')
-        if k in _POSITIVE_SIZES and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        if k in _POSITIVE_SIZES and not _positive_int(v):
             raise ValueError(f'config model.kwargs.{k} is {v!r}; expected a positive integer')
     return kwargs
 

@@ -208,7 +208,7 @@ def _int8(args: Any, target: Any, fp32_path: Path) -> dict[str, Any]:
     mean, resize = json.loads(meta['mean']), meta['resize']
     dataset = eval_dataset(cfg, args.data_path)
     calib = calibration_images(cfg, args.calib_images, args.data_path)
-    batches = calibration_batches(calib, len(calib), target.input_size, resize, mean)
+    batches = calibration_batches(calib, target.input_size, resize, mean)
     int8_path = Path(args.int8_output)
     tmp = int8_path.with_name(f'.{int8_path.stem}.gate.onnx')
     try:

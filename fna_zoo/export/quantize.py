@@ -79,13 +79,12 @@ def calibration_images(cfg: dict[str, Any] | None, num_images: int,
         else:
             units.extend((i, w) for w in tile_windows(int(entry['width']), int(entry['height']), tile))
     picks = np.linspace(0, len(units) - 1, min(num_images, len(units))).round().astype(int)
-    decoded: dict[int, torch.Tensor] = {}
-    images = []
+    images: list[torch.Tensor] = []
+    current, image = None, None
     for k in picks:
         i, window = units[int(k)]
-        if i not in decoded:
-            decoded = {i: dataset[i][0]}  # picks are in order: one decoded image at a time
-        image = decoded[i]
+        if i != current:  # picks are in order: one decoded image at a time
+            current, image = i, dataset[i][0]
         images.append(image if window is None else image[:, window[1]:window[3], window[0]:window[2]])
     return images
 
@@ -116,23 +115,17 @@ def preprocess(image: torch.Tensor, size: tuple[int, int], resize: str, mean: Se
     return canvas.numpy(), (s, s)
 
 
-def calibration_batches(dataset: CocoDetection | Sequence[torch.Tensor], num_images: int, size: tuple[int, int],
-                        resize: str, mean: Sequence[float]) -> list[np.ndarray]:
-    """`num_images` preprocessed images (batches of one) spread evenly over the dataset.
+def calibration_batches(images: Sequence[torch.Tensor], size: tuple[int, int], resize: str,
+                        mean: Sequence[float]) -> list[np.ndarray]:
+    """The calibration images (`calibration_images`) preprocessed as at deployment, as batches of one.
 
     Args:
-        dataset: A dataset of (image, target) items, or a list of float images (see `calibration_images`).
-        num_images: How many (at most the dataset size).
+        images: Float images (3, h, w) in [0, 1].
         size: Network input (H, W).
         resize: See `preprocess`.
         mean: Normalisation mean.
     """
-    if num_images < 1:
-        raise ValueError(f'--calib-images is {num_images}; expected at least 1')
-    n = min(num_images, len(dataset))
-    picks = np.linspace(0, len(dataset) - 1, n).round().astype(int)
-    items = [dataset[int(i)] for i in picks]
-    return [preprocess(item if torch.is_tensor(item) else item[0], size, resize, mean)[0][None] for item in items]
+    return [preprocess(image, size, resize, mean)[0][None] for image in images]
 
 
 class _Reader:
