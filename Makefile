@@ -25,15 +25,15 @@ DEMO_TILE := 2019_YELL_2_541000_4977000_image_crop_x283_y318.png
 
 demo: venv assets
 	$(PY) -m fna_zoo.demo
-	$(PY) search/run.py --config configs/demo_search.yaml
-	$(PY) search/retrain.py --config configs/demo_retinanet.yaml --arch runs/demo_search/arch.yaml
-	$(PY) search/test.py --checkpoint runs/demo_retinanet/final.pth
+	.venv/bin/fna-search --config configs/demo_search.yaml
+	.venv/bin/fna-retrain --config configs/demo_retinanet.yaml --arch runs/demo_search/arch.yaml
+	.venv/bin/fna-test --checkpoint runs/demo_retinanet/final.pth
 	.venv/bin/fna-export --checkpoint runs/demo_retinanet/final.pth --output runs/demo_export/retinanet.onnx --int8
 	$(PY) export/predict_onnx.py runs/demo_export/retinanet.onnx $(TREES)/val2017/$(DEMO_TILE) \
 		--truth $(TREES)/annotations/instances_val2017.json --score-thresh 0.2 -o runs/demo_export/detections.png
-	.venv/bin/fna-bench runs/demo_search/arch.yaml --backends eager ort --input-size 320 320 -o runs/demo_bench/backbone
-	.venv/bin/fna-bench runs/demo_retinanet/final.pth runs/demo_export/retinanet.int8.onnx --what detector \
-		--backends eager ort --input-size 320 320 -o runs/demo_bench/detector
+	.venv/bin/fna-bench runs/demo_search/arch.yaml --runtimes torch onnxruntime --input-size 320 320 -o runs/demo_bench/backbone
+	.venv/bin/fna-bench runs/demo_retinanet/final.pth runs/demo_export/retinanet.int8.onnx --what raw \
+		--runtimes torch onnxruntime --input-size 320 320 -o runs/demo_bench/detector
 	.venv/bin/fna-bench report --results benchmarks/results/amd-epyc-2c/results.json runs/demo_bench/backbone/results.json \
 		--runs-dirs runs/demo_retinanet -o runs/demo_report
 

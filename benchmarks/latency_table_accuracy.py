@@ -8,7 +8,7 @@
 Draws `--random` archs of the config's space (uniform over every slot's ops and every stage's widths,
 seeded), adds any `--arch` files (e.g. derived archs of searches), builds each whole backbone (random init,
 the module the table predicts: stem, blocks, head conv) on the table's runtime and thread count, and times
-them interleaved (round after round, all archs once per round, `fna_zoo.bench.timing.time_interleaved`), so
+them interleaved (round after round, all archs once per round, `fna_zoo.runtime.timing.time_interleaved`), so
 background load on a shared machine hits every arch alike. Prints per arch: MAdds, predicted ms (the
 table's `CostTable.of_path`, the latency objective at one-hot probabilities), measured median ms and the
 error; then the mean absolute percentage error (MAPE) and the rank correlation over the random archs.
@@ -31,22 +31,22 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fna_zoo import count_arch, load_arch  # noqa: E402
-from fna_zoo.bench.timing import paired_ratio, time_interleaved  # noqa: E402
-from fna_zoo.cli_errors import CliParser, run_cli  # noqa: E402
+from fna_zoo.cli.common import CliParser, run_cli  # noqa: E402
 from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config  # noqa: E402
 from fna_zoo.nas.latency import (arch_module, latency_table, load_table_file, part_module, part_ms,  # noqa: E402
                                   table_plan)
 from fna_zoo.nas.latency_runtime import get_runtime  # noqa: E402
-from fna_zoo.nas.space import Path, SearchSpace  # noqa: E402
+from fna_zoo.nas.space import ArchPath, SearchSpace  # noqa: E402
+from fna_zoo.runtime.timing import paired_ratio, time_interleaved  # noqa: E402
 
 
-def random_path(space: SearchSpace, g: torch.Generator) -> Path:
+def random_path(space: SearchSpace, g: torch.Generator) -> ArchPath:
     pick = lambda n: int(torch.randint(n, (1,), generator=g))  # noqa: E731
-    return Path(tuple(tuple(pick(len(slot)) for slot in st.slots) for st in space.stages),
+    return ArchPath(tuple(tuple(pick(len(slot)) for slot in st.slots) for st in space.stages),
                 tuple(pick(len(st.widths)) for st in space.stages))
 
 
-def path_of(space: SearchSpace, arch) -> Path:
+def path_of(space: SearchSpace, arch) -> ArchPath:
     """The path of an arch of the space (skips fill the slots after a stage's ops)."""
     ops, widths = [], []
     for st in space.stages:
@@ -54,7 +54,7 @@ def path_of(space: SearchSpace, arch) -> Path:
         names = list(stage.ops) + ['skip'] * (len(st.slots) - len(stage.ops))
         ops.append(tuple(slot.index(n) for slot, n in zip(st.slots, names)))
         widths.append(st.widths.index(stage.out_chs))
-    return Path(tuple(ops), tuple(widths))
+    return ArchPath(tuple(ops), tuple(widths))
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -72,11 +72,12 @@ def fresh_parts(space: SearchSpace, size: tuple, runtime, rows: list, image: tor
                   for n in (1, 2)]
         unique = ['overhead'] + list(dict.fromkeys(keys)) + probes
         with runtime.active():
-            fns = [runtime.prepare(arch_module(space.derive(r['path'])), [image])[0]]
+            runners = [runtime.prepare(arch_module(space.derive(r['path'])), [image])]
             for k in unique:
                 module, inputs = part_module(space, plan.parts[k])
-                fns.append(runtime.prepare(module.eval(), inputs)[0])
-            times = time_interleaved(fns, warmup=args.warmup, runs=args.rounds)
+                runners.append(runtime.prepare(module.eval(), inputs))
+            times = time_interleaved([x.fn for x in runners], warmup=args.warmup, runs=args.rounds,
+                                     sync=runners[0].sync)
         med = dict(zip(['whole'] + unique, (1000 * float(np.median(t)) for t in times)))
         fresh = {k: {'ms': v} for k, v in med.items()}
         parts = sum(part_ms(fresh, plan, k) for k in keys)  # the table's rule on the fresh timings
@@ -106,20 +107,22 @@ def main(argv=None) -> dict:
     meta = load_table_file(args.table)
     size = tuple(meta['input_size'])
     table = latency_table(space, size, args.table)
-    runtime = get_runtime(meta['runtime']['name'], meta['runtime']['threads'])
+    runtime = get_runtime(meta['runtime']['name'], meta['runtime']['threads'],
+                          str(meta['runtime'].get('device') or 'cpu').split(' ', 1)[0])
     g = torch.Generator().manual_seed(args.seed)
     rows = [{'name': f'random{i}', 'path': random_path(space, g)} for i in range(args.random)]
     rows += [{'name': a, 'path': path_of(space, load_arch(a))} for a in args.arch]
     image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
-    fns = []
+    runners = []
     with runtime.active():
         for r in rows:
             arch = space.derive(r['path'])
             r.update(arch=arch.to_fna_string(), madds=count_arch(arch, size).madds, predicted=table.of_path(r['path']))
-            fn, sync = runtime.prepare(arch_module(arch), [image])
-            fns.append(fn)
-        times = time_interleaved(fns, warmup=args.warmup, runs=args.rounds, sync=sync)
-    print(f"{runtime.name} ({runtime.version}), {runtime.threads} threads, input {size[0]}x{size[1]}, "
+            runners.append(runtime.prepare(arch_module(arch), [image]))
+        times = time_interleaved([x.fn for x in runners], warmup=args.warmup, runs=args.rounds,
+                                 sync=runners[-1].sync)
+    print(f"{runtime.name} on {runtime.device} ({runtime.version}), {runtime.threads} threads, "
+          f"input {size[0]}x{size[1]}, "
           f"{args.rounds} interleaved rounds; table {args.table}")
     print(f"{'arch':>40} {'GMAdds':>7} {'pred ms':>9} {'meas ms':>9} {'IQR ms':>7} {'err %':>7}")
     for r, t in zip(rows, times):

@@ -4,8 +4,8 @@
                                                       [--size 800 1088] [--runs 15] [--warmup 3] [--threads 2]
 
 A thin wrapper kept for old commands: for each model it runs
-`fna-bench compare MODEL@eager MODEL@ort --input-size H W --runs R --warmup W --threads T` (one timing
-implementation, `fna_zoo.bench.timing`): the backbone is exported with `fna_zoo.export` (random init; weights
+`fna-bench compare MODEL@torch MODEL@onnxruntime --input-size H W --runs R --warmup W --threads T` (one
+timing implementation, `fna_zoo.runtime.timing`): the backbone is exported with `fna_zoo.export` (random init; weights
 do not change the timing), then both runtimes run the same input in alternation and the ratio of the
 per-round timings is printed with its spread.
 """
@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from fna_zoo.bench.cli import bench_main  # noqa: E402
-from fna_zoo.cli_errors import CliParser, run_cli  # noqa: E402
+from fna_zoo.cli.bench import bench_main  # noqa: E402
+from fna_zoo.cli.common import CliParser, run_cli  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     p.add_argument('--threads', type=int, default=2, help='torch and onnxruntime intra-op threads')
     args = p.parse_args(argv)
     for name in args.models:
-        bench_main(['compare', f'{name}@eager', f'{name}@ort', '--input-size', *map(str, args.size),
+        bench_main(['compare', f'{name}@torch', f'{name}@onnxruntime', '--input-size', *map(str, args.size),
                     '--runs', str(args.runs), '--warmup', str(args.warmup), '--threads', str(args.threads)])
 
 

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import torch
 from torch import nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import get_act_layer
 from timm.models import build_model_with_cfg
 from timm.models._builder import pretrained_cfg_for_features
@@ -21,15 +22,31 @@ from timm.models._efficientnet_builder import decode_arch_def
 from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
 
 from .arch import Arch, load_arch
-from .assets import is_asset_spec, resolve_asset, resolve_weights_asset
+from .assets.store import is_asset_spec, resolve_asset, resolve_weights_asset
 from .remap import WidthMode, remap_filter_fn
 
-__all__ = ['build_backbone', 'create_fna_model', 'arch_model_kwargs', 'DETECTION_OUT_INDICES', 'DEFAULT_SEED']
+__all__ = ['build_backbone', 'create_fna_model', 'arch_model_kwargs', 'fna_pretrained_cfg', 'DETECTION_OUT_INDICES',
+           'DEFAULT_SEED']
 
 DEFAULT_SEED = 'mobilenetv2_100'
 # NOTE: timm's features are the stage ends at strides 2/4/8/16/32; detection necks take strides 4-32,
 # which for MobileNetV2-like archs are the 24/32/96/320-channel maps FNA's RetinaNet FPN consumes.
 DETECTION_OUT_INDICES = (1, 2, 3, 4)
+
+
+# NOTE: the pretrained cfg of every FNA model (the model file `fna.py` fills in its tags); it lives here so the
+# builder never imports the model file. A model built from an unregistered arch (`build_backbone`) gets
+# `architecture=fna_custom, num_classes=1000`: its weights, an overlay, are a 1000-class seed.
+def fna_pretrained_cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        'num_classes': 0, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'conv_stem', 'classifier': 'classifier',
+        'paper_ids': ('arXiv:2001.02525', 'arXiv:2006.12986', 'arXiv:2206.08509'),
+        'origin_url': 'https://github.com/JaminFong/FNA', 'license': 'apache-2.0',
+        **kwargs,
+    }
 
 
 def _keep_channels(chs: int, **_: Any) -> int:
@@ -75,7 +92,7 @@ def create_fna_model(
         width: Width selection when remapping, 'leading' or 'bn_gamma'.
         **kwargs: timm model kwargs (features_only, out_indices, num_classes, pretrained_cfg_overlay, ...).
     """
-    from .archs import get_arch
+    from .arch import get_arch
 
     seed_arch = seed_arch if seed_arch is not None else arch.seed or DEFAULT_SEED
     seed = get_arch(seed_arch) if isinstance(seed_arch, str) else seed_arch
@@ -145,8 +162,6 @@ def build_backbone(
         overlay['file'] = str(path)
     elif pretrained_seed is not None:
         overlay['state_dict'] = dict(pretrained_seed)
-    from .fna import custom_pretrained_cfg
-
     # NOTE: the custom cfg describes a 1000-class seed, so timm keeps the seed classifier only for
     # num_classes=1000 and resets it otherwise; the default is a backbone without classifier.
     timm_kwargs.setdefault('num_classes', 0)
@@ -156,7 +171,7 @@ def build_backbone(
         pretrained=pretrained_seed is not None,
         seed_arch=seed_arch,
         width=width,
-        pretrained_cfg=custom_pretrained_cfg(),
+        pretrained_cfg=fna_pretrained_cfg(architecture='fna_custom', num_classes=1000),
         pretrained_cfg_overlay=overlay,
         **timm_kwargs,
     )

@@ -29,6 +29,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -36,7 +37,8 @@ import yaml
 
 from .fileio import atomic_write_text
 
-__all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'ACTS', 'is_arch_spec', 'load_arch', 'atomic_write_text', 'se_reduce_chs']
+__all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'ACTS', 'is_arch_spec', 'load_arch', 'get_arch', 'list_archs', 'atomic_write_text',
+           'se_reduce_chs']
 
 SKIP = 'skip'
 HEAD_OP = 'conv_2d_1x1'  # FNA / code-Jung spelling of the final 1x1 conv stage (e.g. 320 -> 1280)
@@ -505,6 +507,27 @@ def _decode_timm_block(block: str) -> dict[str, Any]:
 _ARCH_SUFFIXES = ('.json', '.yaml', '.yml', '.txt')
 
 
+_REGISTRY = Path(__file__).parent / 'archs'
+
+
+def list_archs() -> list[str]:
+    """Names of the registered architectures (the YAML data files of `fna_zoo/archs/`)."""
+    return sorted(p.stem for p in _REGISTRY.glob('*.yaml'))
+
+
+@lru_cache(maxsize=None)
+def get_arch(name: str) -> Arch:
+    """Return a registered architecture (`Arch` is immutable, so the cached object is safe to share).
+
+    Args:
+        name: One of `list_archs()`.
+    """
+    path = _REGISTRY / f'{name}.yaml'
+    if not path.is_file():
+        raise ValueError(f'unknown arch {name!r}; expected one of {", ".join(list_archs())}')
+    return Arch.load(path)
+
+
 def is_arch_spec(spec: object) -> bool:
     """Whether `load_arch` reads `spec` as an architecture (an `Arch`, a registered arch name, an FNA
     net_config string or an arch file name), as opposed to, e.g., a timm model name.
@@ -512,9 +535,7 @@ def is_arch_spec(spec: object) -> bool:
     Args:
         spec: The candidate.
     """
-    from .archs import list_archs  # local: archs imports this module
-
-    if isinstance(spec, Arch):
+    if isinstance(spec, (Arch, Mapping)):
         return True
     text = str(spec).strip()
     return text.startswith('[') or text in list_archs() or Path(text).suffix.lower() in _ARCH_SUFFIXES
@@ -528,8 +549,6 @@ def load_arch(spec: 'Arch | Mapping[str, Any] | str | os.PathLike') -> Arch:
         spec: e.g. `'fna_retinanet_backbone'`, `'mobilenetv2_100'`, `'runs/search/arch.yaml'`,
             `"[[32, 16], ['k3_e1'], 1]|..."` or `{'stem_chs': 32, 'stages': [...], ...}`.
     """
-    from .archs import get_arch, list_archs  # local: archs imports this module
-
     if isinstance(spec, Arch):
         return spec
     if isinstance(spec, Mapping):

@@ -19,8 +19,8 @@ import torch
 
 from . import DETECTION_OUT_INDICES, Stage, build_backbone, count_arch, get_arch
 from .archs import list_archs
-from .assets import AssetMissingError, resolve_asset
-from .cli_errors import CliParser, run_cli
+from .assets.store import AssetMissingError, resolve_asset
+from .cli.common import CliParser, run_cli
 
 _FETCHED_SEED = 'asset:mobilenetv2_100.tv_in1k'
 
@@ -74,10 +74,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: Command-line arguments (default: `sys.argv[1:]`).
     """
-    p = CliParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CliParser(prog='python -m fna_zoo.demo', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--seed-weights', help=f'MobileNetV2 seed weights: a .pth/.safetensors file of timm mobilenetv2_100 '
                    f'or {_FETCHED_SEED} (default: that asset when fetched)')
-    p.add_argument('--out', default='runs/demo', help='folder for the arch files')
+    p.add_argument('--output', '-o', '--out', dest='output', default='runs/demo', help='folder for the arch files')
     args = p.parse_args(argv)
 
     seed_sd, source = _seed_state_dict(args.seed_weights)
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         diff = (build_backbone(k7, seed_sd, num_classes=1000).eval()(x) - seed(x)).abs().max().item()
     print(f'\nseed -> all-k7_e6 remap, max |logit diff| vs seed: {diff:.2e}')
 
-    out = Path(args.out)
+    out = Path(args.output)
     print(f'\n{"model":24s} {"params":>8s} {"MAdds@800x1088":>15s}  features (channels @ stride)')
     for name in timm.list_models('fna*'):
         if name not in list_archs():  # fna_custom takes its arch as an argument

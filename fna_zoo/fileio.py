@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ['atomic_path', 'atomic_write_text', 'atomic_dir', 'default_file_mode']
+__all__ = ['atomic_path', 'atomic_write_text', 'atomic_dir', 'default_file_mode', 'default_dir_mode', 'commit_file']
 
 
 def _umask() -> int:
@@ -25,6 +25,22 @@ def _umask() -> int:
 def default_file_mode() -> int:
     """The mode `open()` gives a new file: 0666 masked by the process umask."""
     return 0o666 & ~_umask()
+
+
+def default_dir_mode() -> int:
+    """The mode `mkdir` gives a new folder: 0777 masked by the process umask."""
+    return 0o777 & ~_umask()
+
+
+def commit_file(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Rename a finished temp file onto `dest` with the mode `open()` would have given it.
+
+    Args:
+        tmp: The finished file (in `dest`'s folder, so the rename is atomic).
+        dest: Destination.
+    """
+    os.chmod(tmp, default_file_mode())
+    os.replace(tmp, dest)
 
 
 @contextlib.contextmanager
@@ -47,8 +63,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = '.tmp') -> Iterator[Path]
     tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
+        commit_file(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -82,8 +97,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; `mkdir` would give this
+        os.chmod(tmp, default_dir_mode())  # mkdtemp makes it 0700; `mkdir` would give this
         os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+

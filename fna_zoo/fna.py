@@ -25,28 +25,15 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models.efficientnet import EfficientNet
 
-from ._builder import create_fna_model
+from ._builder import create_fna_model, fna_pretrained_cfg
 from .arch import Arch, load_arch
 from .archs import get_arch
-from .assets import asset_path, resolve_asset
+from .assets.store import asset_path, resolve_asset
 
 __all__: list[str] = []  # models are reached through timm.create_model
-
-
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        'num_classes': 0, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'conv_stem', 'classifier': 'classifier',
-        'paper_ids': ('arXiv:2001.02525', 'arXiv:2006.12986', 'arXiv:2206.08509'),
-        'origin_url': 'https://github.com/JaminFong/FNA', 'license': 'apache-2.0',
-        **kwargs,
-    }
 
 
 _SEED = dict(
@@ -70,19 +57,14 @@ _RETRAIN = dict(description='COCO-retrained weights you made: load with pretrain
 _CUSTOM = dict(description='Any FNA arch, given as arch=; weights from pretrained_cfg_overlay, local-dir: or hf-hub:.')
 
 default_cfgs = generate_default_cfgs({
-    'fna_retinanet_backbone.paramremap_in1k': _cfg(**_SEED),
-    'fna_retinanet_backbone.paramremap_tv_in1k': _cfg(**_TV_SEED),
-    'fna_retinanet_backbone.coco_retrain': _cfg(**_RETRAIN),
-    'fna_ssdlite_backbone.paramremap_in1k': _cfg(**_SEED),
-    'fna_ssdlite_backbone.paramremap_tv_in1k': _cfg(**_TV_SEED),
-    'fna_ssdlite_backbone.coco_retrain': _cfg(**_RETRAIN),
-    'fna_custom.untrained': _cfg(**_CUSTOM),
+    'fna_retinanet_backbone.paramremap_in1k': fna_pretrained_cfg(**_SEED),
+    'fna_retinanet_backbone.paramremap_tv_in1k': fna_pretrained_cfg(**_TV_SEED),
+    'fna_retinanet_backbone.coco_retrain': fna_pretrained_cfg(**_RETRAIN),
+    'fna_ssdlite_backbone.paramremap_in1k': fna_pretrained_cfg(**_SEED),
+    'fna_ssdlite_backbone.paramremap_tv_in1k': fna_pretrained_cfg(**_TV_SEED),
+    'fna_ssdlite_backbone.coco_retrain': fna_pretrained_cfg(**_RETRAIN),
+    'fna_custom.untrained': fna_pretrained_cfg(**_CUSTOM),
 })
-
-
-def custom_pretrained_cfg() -> dict[str, Any]:
-    """Pretrained cfg of a model built from an unregistered arch; its weights (an overlay) are a 1000-class seed."""
-    return _cfg(architecture='fna_custom', num_classes=1000)
 
 
 def _custom_arch(arch: Arch | Mapping[str, Any] | str | os.PathLike | None) -> Arch:

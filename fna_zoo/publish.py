@@ -15,7 +15,7 @@ and its weights (the backbone of a retrained detector checkpoint, or seed weight
 so that `timm.create_model('local-dir:<folder>', pretrained=True)` (and, after uploading the folder,
 `timm.create_model('hf-hub:<user>/<repo>', pretrained=True)`, the same code path in timm) rebuilds the same
 model, `features_only=True` included. The folder is built beside the output and renamed into place after a
-reload check, so an error leaves nothing behind. The command line is `fna-publish` (`fna_zoo.publish_cli`).
+reload check, so an error leaves nothing behind. The command line is `fna-publish` (`fna_zoo.cli.publish`).
 """
 from __future__ import annotations
 
@@ -32,9 +32,11 @@ from typing import Any, Mapping
 import torch
 
 from ._builder import DEFAULT_SEED, build_backbone
-from .arch import Arch, is_arch_spec, load_arch
-from .assets import ASSET_PREFIX
+from .arch import Arch, load_arch
+from .assets.store import ASSET_PREFIX
+from .checkpoint import Checkpoint, read_checkpoint
 from .complexity import Complexity, count_arch
+from .fileio import default_dir_mode, default_file_mode
 from .fna import FETCHED_TAGS
 
 __all__ = ['publish', 'checkpoint_backbone', 'CARD_INPUT_SIZES']
@@ -83,39 +85,27 @@ def _arch_difference(a: Arch, b: Arch) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def _checkpoint_arch(path: Path, cfg: Mapping[str, Any]) -> Arch:
-    """The backbone arch a retrain checkpoint was trained with.
-
-    The run folder's `arch.yaml` (the snapshot retraining writes) wins over the config's spec, which may name
-    a file that has changed or moved since.
-    """
+def _checkpoint_arch(ckpt: Checkpoint) -> Arch:
+    """The backbone arch a retrain checkpoint was trained with (stored in it; older checkpoints: the run folder's
+    arch.yaml snapshot, then the config's spec, see `fna_zoo.checkpoint`)."""
     from .detection import DETECTORS
 
-    if 'search' in cfg:
+    path, cfg = ckpt.path, ckpt.config
+    if ckpt.is_search:
         raise ValueError(f'checkpoint {str(path)!r} is an architecture search checkpoint (its weights are the super '
                          "network's); expected a retrain checkpoint: retrain the derived arch and publish its "
                          'final.pth, or publish the arch with --seed-weights')
     detector = cfg.get('detector')
     if detector not in DETECTORS:
         raise ValueError(f'checkpoint {str(path)!r} has detector {detector!r}; expected one of {", ".join(DETECTORS)}')
+    if ckpt.arch is not None:
+        return load_arch(ckpt.arch)
     configured = (cfg.get('model') or {}).get('backbone')
-    if isinstance(configured, Mapping):
-        return load_arch(configured)
     if configured is None:  # the detector's default backbone, a registered FNA arch
         return load_arch(inspect.signature(DETECTORS[detector]).parameters['backbone'].default)
-    if not is_arch_spec(configured):
-        raise ValueError(f'checkpoint {str(path)!r} has the timm backbone {str(configured)!r}, not an FNA arch; '
-                         "fna-publish publishes FNA archs (a timm model's own weights go through "
-                         'timm.models.push_to_hf_hub)')
-    snapshot = path.parent / 'arch.yaml'
-    if snapshot.is_file():
-        return load_arch(snapshot)
-    try:
-        return load_arch(configured)
-    except FileNotFoundError:
-        raise FileNotFoundError(f'the arch file {str(configured)!r} of checkpoint {str(path)!r} does not exist (and '
-                                'there is no arch.yaml beside the checkpoint); expected --arch with the arch it was '
-                                'trained with') from None
+    raise ValueError(f'checkpoint {str(path)!r} has the timm backbone {str(configured)!r}, not an FNA arch; '
+                     "fna-publish publishes FNA archs (a timm model's own weights go through "
+                     'timm.models.push_to_hf_hub)')
 
 
 def _run_metrics(path: Path, step: Any) -> dict[str, Any]:
@@ -149,27 +139,20 @@ def checkpoint_backbone(checkpoint: str | os.PathLike) -> tuple[Arch, dict[str, 
     Args:
         checkpoint: A detector checkpoint written by retraining (`final.pth` / `last.pth`).
     """
-    from .engine.checkpoint import load_checkpoint
-
-    path = Path(checkpoint)
-    state = load_checkpoint(path)
-    cfg = state['config']
-    if not isinstance(cfg, Mapping):
-        raise ValueError(f'checkpoint {str(path)!r} has no run config; expected a file written by search/retrain.py')
-    arch = _checkpoint_arch(path, cfg)
-    weights = state['model']
-    if not isinstance(weights, Mapping):
-        raise ValueError(f'checkpoint {str(path)!r} has no state dict under "model"; expected a detector checkpoint')
+    ckpt = read_checkpoint(checkpoint)
+    path, cfg = ckpt.path, ckpt.config
+    arch = _checkpoint_arch(ckpt)
+    weights = ckpt.weights
     body = {k[len(_BODY_PREFIX):]: v for k, v in weights.items() if k.startswith(_BODY_PREFIX)}
     if not body:
         raise ValueError(f'checkpoint {str(path)!r} has no {_BODY_PREFIX}* weights; expected a RetinaNet / SSDLite '
-                         'checkpoint of search/retrain.py')
-    metrics = _run_metrics(path, state.get('step'))
+                         'checkpoint of fna-retrain')
+    metrics = _run_metrics(path, ckpt.step)
     info = {
         'checkpoint': str(path),
         'detector': cfg.get('detector'),
-        'detector_num_classes': state.get('num_classes'),
-        'step': state.get('step'),
+        'detector_num_classes': ckpt.num_classes,
+        'step': ckpt.step,
         'training_data': _training_data(cfg),
         'init': (cfg.get('model') or {}).get('seed_weights'),
         'ap': metrics.get('AP'),
@@ -408,10 +391,11 @@ def _write_folder(output: Path, model: torch.nn.Module, arch: Arch, model_config
         save_for_hf(model, tmp, model_config=model_config, model_args={'arch': arch.to_dict()},
                     safe_serialization=True)
         (tmp / 'README.md').write_text(readme, encoding='utf-8')
-        # NOTE: mkdtemp makes the folder private (0700) and safetensors writes 0600; publish with the usual modes.
-        tmp.chmod(0o755)
+        # NOTE: mkdtemp makes the folder private (0700) and safetensors writes 0600; publish with the modes
+        # mkdir / open would give (the one rule of fna_zoo.fileio).
+        tmp.chmod(default_dir_mode())
         for f in tmp.iterdir():
-            f.chmod(0o644)
+            f.chmod(default_file_mode())
         if check:
             _check_reload(tmp, model)
         _check_output(output)  # nothing appeared meanwhile

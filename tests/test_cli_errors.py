@@ -18,14 +18,14 @@ import torch
 
 from fna_zoo.data import make_synthetic_coco
 from fna_zoo.engine import load_config, save_checkpoint
-from fna_zoo.engine.train import build_model
+from fna_zoo.engine.config import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1', 'FNA_ZOO_DEBUG': ''}
 # NOTE: forked after imports only (no torch ops ran in the helper), so no thread pools are inherited.
 _FORKSERVER = r"""
 import json, os, runpy, sys, traceback
-import fna_zoo, fna_zoo.engine.cli, fna_zoo.export.cli  # the imports every case shares
+import fna_zoo, fna_zoo.cli.retrain, fna_zoo.cli.test, fna_zoo.cli.export  # the imports every case shares
 results = {}
 for case in json.load(sys.stdin):
     pid = os.fork()

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from fna_zoo.engine import load_checkpoint, load_config, save_checkpoint
-from fna_zoo.engine import cli
+from fna_zoo.cli.retrain import retrain_main
+from fna_zoo.cli.test import test_main as evaluate_main
 from fna_zoo.engine.config import model_kwargs
 from fna_zoo.engine.evaluate import coco_evaluate
 from fna_zoo.engine.train import lr_factor
@@ -73,13 +74,13 @@ def test_checkpoint_atomic_and_corrupt(tmp_path):
 
 def test_retrain_resume_and_test(tmp_path, capsys):
     # an uninterrupted 6-step run ...
-    full = cli.retrain_main(['--output', str(tmp_path / 'full'), '--set', *tiny_overrides(tmp_path, 'train.max_iters=6')])
+    full = retrain_main(['--output', str(tmp_path / 'full'), '--set', *tiny_overrides(tmp_path, 'train.max_iters=6')])
     assert full['step'] == 6
     # ... equals a run stopped at step 3 (mid-epoch) and resumed
-    cli.retrain_main(['--output', str(tmp_path / 'part'), '--set', *tiny_overrides(tmp_path, 'train.max_iters=3',
+    retrain_main(['--output', str(tmp_path / 'part'), '--set', *tiny_overrides(tmp_path, 'train.max_iters=3',
                                                                                 'train.eval_at_end=false')])
     assert load_checkpoint(tmp_path / 'part' / 'last.pth')['step'] == 3
-    resumed = cli.retrain_main(['--output', str(tmp_path / 'part'), '--resume',
+    resumed = retrain_main(['--output', str(tmp_path / 'part'), '--resume',
                             '--set', *tiny_overrides(tmp_path, 'train.max_iters=6')])
     a = load_checkpoint(tmp_path / 'full' / 'final.pth')['model']
     b = load_checkpoint(tmp_path / 'part' / 'final.pth')['model']
@@ -90,7 +91,7 @@ def test_retrain_resume_and_test(tmp_path, capsys):
     assert len((run / 'metrics.csv').read_text().splitlines()) == 1 + 6
     # test.py: the printed AP is pycocotools' AP on the written detections json
     capsys.readouterr()
-    stats = cli.test_main(['--checkpoint', str(run / 'final.pth'), '--out', str(tmp_path / 'dets.json'),
+    stats = evaluate_main(['--checkpoint', str(run / 'final.pth'), '--out', str(tmp_path / 'dets.json'),
                        '--set', f'data.synthetic.root={tmp_path / "data"}'])
     printed = capsys.readouterr().out
     ann = tmp_path / 'data' / 'annotations' / 'instances_val2017.json'
@@ -136,10 +137,10 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 def test_retrain_on_random_windows_resumes_exactly(tmp_path):
     windows = ('data.train_crop.size=48', 'data.train_crop.crops_per_image=2', 'train.eval_at_end=false')
-    full = cli.retrain_main(['--output', str(tmp_path / 'full'), '--set',
+    full = retrain_main(['--output', str(tmp_path / 'full'), '--set',
                              *tiny_overrides(tmp_path, 'train.max_iters=4', *windows)])
-    cli.retrain_main(['--output', str(tmp_path / 'part'), '--set', *tiny_overrides(tmp_path, 'train.max_iters=2', *windows)])
-    resumed = cli.retrain_main(['--output', str(tmp_path / 'part'), '--resume', '--set',
+    retrain_main(['--output', str(tmp_path / 'part'), '--set', *tiny_overrides(tmp_path, 'train.max_iters=2', *windows)])
+    resumed = retrain_main(['--output', str(tmp_path / 'part'), '--resume', '--set',
                                 *tiny_overrides(tmp_path, 'train.max_iters=4', *windows)])
     a = load_checkpoint(tmp_path / 'full' / 'final.pth')['model']
     b = load_checkpoint(tmp_path / 'part' / 'final.pth')['model']
@@ -160,9 +161,45 @@ def test_train_crop_config_errors(override, message):
 
 
 def test_ssdlite_retrain_runs(tmp_path):
-    result = cli.retrain_main(['--output', str(tmp_path / 'ssd'), '--set', *tiny_overrides(
+    result = retrain_main(['--output', str(tmp_path / 'ssd'), '--set', *tiny_overrides(
         tmp_path, 'detector=ssdlite', 'model.backbone=fna_ssdlite_backbone', 'train.optimizer=rmsprop',
         'train.max_iters=2', kwargs='model.kwargs={image_size: 64, score_thresh: 0.0}')])
     assert result['step'] == 2 and 0.0 <= result['AP'] <= 1.0
     assert load_checkpoint(tmp_path / 'ssd' / 'final.pth')['config']['detector'] == 'ssdlite'
     assert (tmp_path / 'ssd' / 'arch.yaml').read_text().startswith('stem_chs: 32')
+
+
+def test_training_run_scaffolding(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from fna_zoo.engine.distributed import DistInfo
+    from fna_zoo.engine.run import MetricsLog, TrainingRun, check_num_classes, epoch_loader, total_steps
+
+    assert total_steps({'epochs': 3, 'max_iters': None}, 4) == 12 and total_steps({'epochs': 3, 'max_iters': 5}, 4) == 5
+    with pytest.raises(ValueError, match='config model.num_classes is 3, the training annotations have 2 categories'):
+        check_num_classes({'model': {'num_classes': 3}}, type('DS', (), {'num_classes': 2})())
+    # a resumed epoch draws exactly the batches the uninterrupted one drew after the skipped ones
+    ds = TensorDataset(torch.arange(10), torch.arange(10))
+    ref = [[int(i) for i in images] for images, _ in epoch_loader(ds, None, 2, 0, seed=7, epoch=0)]
+    tail = [[int(i) for i in images] for images, _ in epoch_loader(ds, None, 2, 0, seed=7, epoch=0, skip_batches=2)]
+    assert tail == ref[2:] and sorted(sum(ref, [])) == list(range(10))
+    # metrics.csv: the header once, rows appended, only by the main process
+    log = MetricsLog(tmp_path / 'm' / 'metrics.csv', ['a', 'b'], enabled=True, fresh=True)
+    log.write([1, 'x'])
+    MetricsLog(log.path, ['a', 'b'], enabled=True, fresh=False).write([2, 'y'])
+    MetricsLog(log.path, ['a', 'b'], enabled=False, fresh=True).write([3, 'z'])
+    assert log.path.read_text().splitlines() == ['a,b', '1,x', '2,y']
+    # last.pth restores the model, the optimizer and the RNG states; config.yaml is written on a fresh run
+    cfg, info = {'output': str(tmp_path / 'run'), 'seed': 0}, DistInfo(0, 1, 0, torch.device('cpu'))
+    model = torch.nn.Linear(2, 1)
+    opt, gen = torch.optim.SGD(model.parameters(), lr=0.1), torch.Generator().manual_seed(1)
+    run = TrainingRun(cfg, info, resume=True, num_classes=2)
+    assert run.begin(model, {'optimizer': opt}, gen) is None and (tmp_path / 'run' / 'config.yaml').is_file()
+    run.save_last(step=4)
+    expected = (torch.rand(3), torch.rand(3, generator=gen), model.weight.detach().clone())
+    torch.nn.init.zeros_(model.weight)
+    again = TrainingRun(cfg, info, resume=True, num_classes=2)
+    state = again.begin(model, {'optimizer': opt}, gen)
+    assert state['step'] == 4 and state['num_classes'] == 2 and again.resumed
+    got = (torch.rand(3), torch.rand(3, generator=gen), model.weight.detach())
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))

@@ -16,9 +16,9 @@ onnx = pytest.importorskip('onnx')
 from fna_zoo.arch import load_arch  # noqa: E402
 from fna_zoo.data import make_synthetic_coco  # noqa: E402
 from fna_zoo.engine import load_config, save_checkpoint  # noqa: E402
-from fna_zoo.engine.train import build_model  # noqa: E402
+from fna_zoo.engine.config import build_model  # noqa: E402
 from fna_zoo.export import compare_detections, load_detector, metadata_of, postprocess_for, run_onnx  # noqa: E402
-from fna_zoo.export.cli import export_main  # noqa: E402
+from fna_zoo.cli.export import export_main  # noqa: E402
 from fna_zoo.export.postprocess import detector_anchors  # noqa: E402
 
 from conftest import randomize_bn  # noqa: E402

@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from fna_zoo import load_arch
-from fna_zoo.bench.timing import stats_from_times
-from fna_zoo.cli_errors import run_cli
+from fna_zoo.runtime.timing import stats_from_times
+from fna_zoo.cli.common import run_cli
 from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config
 from fna_zoo.nas import SearchSpace, build_objective, madds_table
 from fna_zoo.nas import latency as lat
-from fna_zoo.nas.latency_cli import latency_table_main
+from fna_zoo.cli.latency_table import latency_table_main
 from fna_zoo.nas.latency_runtime import get_runtime
 from fna_zoo.nas.searcher import search
-from fna_zoo.nas.space import Path as ArchPath
+from fna_zoo.nas.space import ArchPath
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (64, 64)
@@ -48,7 +48,7 @@ def fake_measure(calls: list):
 def ort_table(tmp_path_factory):
     """A real onnxruntime table of the tiny space (1 warm-up, 2 timed runs per part)."""
     path = tmp_path_factory.mktemp('lat') / 'tiny.json'
-    data = lat.build_latency_table(tiny_space(), SIZE, get_runtime('onnxruntime-cpu', 1), path, warmup=1, repeats=2,
+    data = lat.build_latency_table(tiny_space(), SIZE, get_runtime('onnxruntime', 1), path, warmup=1, repeats=2,
                                    progress=False)
     return path, data
 
@@ -88,7 +88,7 @@ def test_table_builds_and_round_trips(ort_table):
     saved = json.loads(path.read_text())
     assert saved['entries'] == data['entries'] and saved['complete'] is True
     assert saved['format'] == 'fna_zoo.latency_table' and saved['input_size'] == list(SIZE)
-    assert saved['runtime']['name'] == 'onnxruntime-cpu' and saved['runtime']['version'].startswith('onnxruntime ')
+    assert saved['runtime']['name'] == 'onnxruntime' and saved['runtime']['version'].startswith('onnxruntime ')
     rt = saved['runtime']
     assert (rt['threads'], rt['precision'], rt['device'], rt['options']['intra_op_spinning']) == \
         (1, 'fp32', 'cpu', False)
@@ -123,7 +123,7 @@ def test_one_hot_expectation_is_the_table_prediction(ort_table, tmp_path, monkey
     # SSDLite (head conv per last width, the tapped e6 layer) at another size, with a stand-in timer
     monkeypatch.setattr(lat, 'measure_module', fake_measure([]))
     ssd = tiny_space('ssdlite', first_ops=['k3_e3', 'k5_e6', 'k3_e6'])
-    ssd_data = lat.build_latency_table(ssd, (96, 64), get_runtime('onnxruntime-cpu', 1), tmp_path / 's.json',
+    ssd_data = lat.build_latency_table(ssd, (96, 64), get_runtime('onnxruntime', 1), tmp_path / 's.json',
                                        warmup=0, repeats=1, progress=False)
     ssd_table = lat.latency_table(ssd, (96, 64), tmp_path / 's.json')
     assert ssd_table.head is not None and ssd_table.head.shape == (2,)
@@ -158,7 +158,8 @@ def test_gradients_reach_the_probabilities_and_the_target_hinge(ort_table):
     (dict(space=dict(ops=['k3_e3', 'k7_e6', 'skip'])),
      r'another search space \(space\.stages\[0\]\.slots\[1\]: \["k3_e3", "k5_e6", "skip"\] vs \["k3_e3", "k7_e6"'),
     (dict(size=[96, 96]), 'was measured at input size 64x64, the search objective uses 96x96'),
-    (dict(runtime='torch-cpu'), "was measured on runtime 'onnxruntime-cpu'; the search objective expects 'torch-cpu'"),
+    (dict(runtime='torch-cpu'),
+     r"was measured on runtime 'onnxruntime' \(device 'cpu'\); the search objective expects 'torch-cpu'"),
 ])
 def test_a_foreign_table_is_refused_in_one_line(ort_table, change, message):
     path, _ = ort_table
@@ -172,6 +173,52 @@ def test_a_foreign_table_is_refused_in_one_line(ort_table, change, message):
         lat.objective_latency_table(space, {**cfg, 'type': 'madds'})
 
 
+def test_bench_rows_and_tables_record_one_onnxruntime_session_recipe(ort_table):
+    from fna_zoo.bench.runner import run_grid
+
+    path, _ = ort_table
+    table_options = json.loads(path.read_text())['runtime']['options']
+    assert table_options == {'graph_optimization': 'all', 'execution': 'sequential', 'inter_op_threads': 1,
+                             'intra_op_threads': 1, 'intra_op_spinning': False, 'io_binding': True,
+                             'provider': 'CPUExecutionProvider'}
+    rows = run_grid(['mobilenetv2_100'], ['onnxruntime'], sizes=[(64, 64)], warmup=0, runs=1, threads=1,
+                    progress=False)
+    assert rows[0]['status'] == 'ok' and rows[0]['runtime_options'] == table_options
+
+
+def test_a_table_with_old_runtime_names_still_loads_and_resumes(ort_table, tmp_path, monkeypatch):
+    path, data = ort_table
+    old = json.loads(path.read_text())  # as written before the runtime names were unified
+    old['runtime'] = dict(old['runtime'], name='onnxruntime-cpu',
+                          options={'graph_optimization': 'all', 'intra_op_spinning': False, 'io_binding': True})
+    old_path = tmp_path / 'old.json'
+    old_path.write_text(json.dumps(old))
+    space = tiny_space()
+    reference = lat.latency_table(space, SIZE, path)
+    for runtime in (None, 'onnxruntime', 'onnxruntime-cpu', 'ort'):
+        table = lat.latency_table(space, SIZE, old_path, runtime)
+        assert table.constant == reference.constant and all(torch.equal(a, b) for a, b in zip(table.first,
+                                                                                            reference.first))
+    with pytest.raises(ValueError, match=r"measured on runtime 'onnxruntime' \(device 'cpu'\); the search objective "
+                                         "expects 'torch-cuda'"):
+        lat.latency_table(space, SIZE, old_path, 'torch-cuda')
+    calls: list = []
+    monkeypatch.setattr(lat, 'measure_module', fake_measure(calls))
+    again = lat.build_latency_table(space, SIZE, get_runtime('onnxruntime', 1), old_path, progress=False)
+    assert calls == [] and again['runtime']['name'] == 'onnxruntime'
+    assert again['runtime']['options'] == data['runtime']['options'] and again['entries'] == data['entries']
+
+
+def test_default_table_names_keep_the_old_runtime_names():
+    from fna_zoo.cli.latency_table import default_output
+
+    want = Path('runs') / 'latency_tables' / 'fna_ssdlite_search_onnxruntime-cpu_320x320.json'
+    assert default_output('configs/fna_ssdlite_search.yaml', 'onnxruntime', (320, 320)) == want
+    assert default_output('configs/fna_ssdlite_search.yaml', 'onnxruntime-cpu', (320, 320)) == want
+    assert default_output(None, 'torch-cuda', (64, 64)).name == 'default_search_torch-cuda_64x64.json'
+    assert default_output(None, 'torch', (64, 64), 'cuda').name == 'default_search_torch-cuda_64x64.json'
+
+
 def test_latency_objective_needs_a_table():
     with pytest.raises(ValueError, match='search objective type latency needs search.objective.table'):
         build_objective(tiny_space(), {'type': 'latency', 'lambda': 0.1, 'input_size': list(SIZE), 'table': None})
@@ -179,7 +226,7 @@ def test_latency_objective_needs_a_table():
 
 def test_resume_measures_only_the_missing_parts(tmp_path, monkeypatch):
     space, path = tiny_space(), tmp_path / 'r.json'
-    runtime = get_runtime('onnxruntime-cpu', 1)
+    runtime = get_runtime('onnxruntime', 1)
     total = len(lat.table_plan(space, SIZE).parts)
     calls: list = []
     measure = fake_measure(calls)
@@ -209,14 +256,14 @@ def test_resume_measures_only_the_missing_parts(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match='existing latency table .* built for another search space'):
         lat.build_latency_table(tiny_space(width_mults=[1.0]), SIZE, runtime, path, progress=False)
     with pytest.raises(ValueError, match='measured with runtime threads 1, this run uses 2'):
-        lat.build_latency_table(space, SIZE, get_runtime('onnxruntime-cpu', 2), path, progress=False)
+        lat.build_latency_table(space, SIZE, get_runtime('onnxruntime', 2), path, progress=False)
     assert path.read_bytes() == before and calls == []
 
 
 def test_search_summary_reports_the_predicted_latency(tmp_path, monkeypatch):
     monkeypatch.setattr(lat, 'measure_module', fake_measure([]))
     table = tmp_path / 'table.json'
-    data = lat.build_latency_table(tiny_space(), SIZE, get_runtime('onnxruntime-cpu', 1), table, warmup=0, repeats=1,
+    data = lat.build_latency_table(tiny_space(), SIZE, get_runtime('onnxruntime', 1), table, warmup=0, repeats=1,
                                    progress=False)
     overrides = [f'output={tmp_path / "run"}', f'data.synthetic.root={tmp_path / "data"}', 'data.synthetic.num_train=4',
                  'data.synthetic.num_val=2', 'data.synthetic.image_size=64', 'data.workers=0',
@@ -249,7 +296,7 @@ def test_cli_builds_resumes_and_refuses_bad_input_in_one_line(tmp_path, capsys):
     out = tmp_path / 'cli.json'
     base = ['--set', *TINY_SET, '--input-size', '64', '64', '--threads', '1', '--warmup', '0', '--repeats', '1',
             '--no-detector', '--no-progress']
-    code, stdout, _ = cli(['--runtime', 'onnxruntime-cpu', '--output', str(out), *base], capsys)
+    code, stdout, _ = cli(['--runtime', 'onnxruntime', '--output', str(out), *base], capsys)
     assert code == 0 and f'latency table: {out}' in stdout and '22 parts (14 blocks)' in stdout
     built = json.loads(out.read_text())
     assert built['complete'] and built['space'] == lat.space_fingerprint(tiny_space())
@@ -259,14 +306,14 @@ def test_cli_builds_resumes_and_refuses_bad_input_in_one_line(tmp_path, capsys):
             (['--runtime', 'tensorrt', '--output', str(bad), *base], "error: runtime 'tensorrt' needs the tensorrt "
              r'Python package, which is not installed here', bad),
             (['--runtime', 'cuda', '--output', str(bad), *base], "error: runtime 'cuda' is unknown; expected one of "
-             'onnxruntime-cpu, torch-cpu', bad),
-            (['--runtime', 'onnxruntime-cpu', '--output', str(tmp_path / 'bad.csv'), *base],
+             'torch, torch-fp16, torch-compile, onnxruntime, tensorrt, tensorrt-fp16', bad),
+            (['--runtime', 'onnxruntime', '--output', str(tmp_path / 'bad.csv'), *base],
              r"error: output path .*bad.csv' has suffix '.csv'; expected a .json file", tmp_path / 'bad.csv'),
-            (['--runtime', 'onnxruntime-cpu', '--output', str(bad), *base, '--repeats', '0'],
-             'error: repeats is 0; expected an integer >= 1', bad),
-            (['--runtime', 'onnxruntime-cpu', '--output', str(bad), *base, '--set', 'search.space.ops=[k4_e6]'],
+            (['--runtime', 'onnxruntime', '--output', str(bad), *base, '--runs', '0'],
+             'error: --runs is 0; expected an integer >= 1', bad),
+            (['--runtime', 'onnxruntime', '--output', str(bad), *base, '--set', 'search.space.ops=[k4_e6]'],
              "error: op 'k4_e6' has kernel 4", bad),
-            (['--runtime', 'onnxruntime-cpu', '--output', str(out), *base, '--input-size', '96', '96'],
+            (['--runtime', 'onnxruntime', '--output', str(out), *base, '--input-size', '96', '96'],
              "error: existing latency table .* was measured at input size 64x64, the search objective uses 96x96", out),
     ):
         code, _, err = cli(argv, capsys)
@@ -277,7 +324,7 @@ def test_cli_builds_resumes_and_refuses_bad_input_in_one_line(tmp_path, capsys):
 
 
 def test_torch_cpu_runtime_times_a_part_and_restores_threads():
-    runtime = get_runtime('torch-cpu', 1)
+    runtime = get_runtime('torch', 1)
     assert runtime.describe()['version'].startswith('torch ') and runtime.describe()['options'] == {}
     plan = lat.table_plan(tiny_space(), SIZE)
     module, inputs = lat.part_module(tiny_space(), plan.parts[plan.first[0][1][0][1]])
@@ -285,7 +332,7 @@ def test_torch_cpu_runtime_times_a_part_and_restores_threads():
     stats = lat.measure_module(runtime, module, inputs, warmup=1, repeats=3)
     assert stats.n == 3 and stats.p50 > 0 and torch.get_num_threads() == before
     with pytest.raises(ValueError, match='threads is 0; expected a positive integer'):
-        get_runtime('torch-cpu', 0)
+        get_runtime('torch', 0)
 
 
 def test_missing_runtime_is_one_line_from_the_script(tmp_path):

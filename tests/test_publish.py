@@ -12,9 +12,9 @@ import torch
 from fna_zoo import Arch, count_arch, get_arch, load_arch
 from fna_zoo._builder import build_backbone
 from fna_zoo.engine import load_config, save_checkpoint
-from fna_zoo.engine.train import build_model
+from fna_zoo.engine.config import build_model
 from fna_zoo.publish import CARD_INPUT_SIZES, publish
-from fna_zoo.publish_cli import main
+from fna_zoo.cli.publish import main
 
 from conftest import randomize_bn
 
@@ -230,9 +230,11 @@ def test_library_errors(tmp_path, runs, arch_file, seed_file):
     save_checkpoint({**state, 'config': {**state['config'], 'search': {}}}, search)
     with pytest.raises(ValueError, match='is an architecture search checkpoint'):
         publish(None, tmp_path / 'd', checkpoint=search)
-    moved = tmp_path / 'moved' / 'final.pth'  # no arch.yaml beside it, and its config names a file now gone
-    save_checkpoint({**state, 'config': {**state['config'], 'model': {**state['config']['model'],
-                                                                      'backbone': str(tmp_path / 'gone.yaml')}}}, moved)
+    # an older checkpoint (no arch stored in it), no arch.yaml beside it, and its config names a file now gone
+    old = {k: v for k, v in state.items() if k != 'arch'}
+    moved = tmp_path / 'moved' / 'final.pth'
+    save_checkpoint({**old, 'config': {**state['config'], 'model': {**state['config']['model'],
+                                                                    'backbone': str(tmp_path / 'gone.yaml')}}}, moved)
     with pytest.raises(FileNotFoundError, match=r"the arch file '.*gone.yaml' of checkpoint .* does not exist"):
         publish(None, tmp_path / 'e', checkpoint=moved)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['moved', 'search.pth']

@@ -18,7 +18,7 @@ from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config
 from fna_zoo.nas import SearchSpace, SuperNet, madds_table
 from fna_zoo.nas import cost as cost_mod
 from fna_zoo.nas.searcher import search
-from fna_zoo.nas.space import Path as ArchPath
+from fna_zoo.nas.space import ArchPath
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = SEARCH_DEFAULTS['search']['space']
@@ -206,8 +206,8 @@ def test_search_outputs_and_exact_resume(tmp_path, capsys):
     for a, b in zip(alphas['op_alphas'] + alphas['width_alphas'], again['op_alphas'] + again['width_alphas']):
         assert torch.allclose(a, b, atol=1e-6)
     # the derived arch retrains as it is (seed remapped into it)
-    from fna_zoo.engine import cli
-    result = cli.retrain_main(['--output', str(tmp_path / 'retrain'), '--arch', str(run / 'arch.yaml'), '--set',
+    from fna_zoo.cli.retrain import retrain_main
+    result = retrain_main(['--output', str(tmp_path / 'retrain'), '--arch', str(run / 'arch.yaml'), '--set',
                                f'data.synthetic.root={tmp_path / "data"}', 'data.synthetic.num_train=16',
                                'data.synthetic.num_val=4', 'data.synthetic.image_size=64', 'data.workers=0',
                                RETINA, 'train.max_iters=2', 'train.batch_size=4', 'eval.batch_size=4'])

@@ -8,29 +8,6 @@
 """
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
-
-from ..arch import Arch
+from ..arch import get_arch, list_archs
 
 __all__ = ['get_arch', 'list_archs']
-
-_DIR = Path(__file__).parent
-
-
-def list_archs() -> list[str]:
-    """Names of the registered architectures."""
-    return sorted(p.stem for p in _DIR.glob('*.yaml'))
-
-
-@lru_cache(maxsize=None)
-def get_arch(name: str) -> Arch:
-    """Return a registered architecture (`Arch` is immutable, so the cached object is safe to share).
-
-    Args:
-        name: One of `list_archs()`.
-    """
-    path = _DIR / f'{name}.yaml'
-    if not path.is_file():
-        raise ValueError(f'unknown arch {name!r}; expected one of {", ".join(list_archs())}')
-    return Arch.load(path)

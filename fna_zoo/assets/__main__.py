@@ -1,3 +1,6 @@
-from .cli import main
+"""`python -m fna_zoo.assets ...` runs `fna-fetch`."""
+import sys
 
-main()
+from ..cli.fetch import main
+
+sys.exit(main())

@@ -1,8 +1,7 @@
-"""Latency benchmarks (`fna-bench`): a reusable timing core, backends, the machine record and the report.
+"""Latency benchmarks (`fna-bench`): the grid of models x runtimes x batch sizes, comparisons and the report.
 
-Not imported by `import fna_zoo`. The timing core (`time_callable`, `time_interleaved`) has no dependency
-beyond the standard library and numpy, so block-level latency tables can reuse it.
+Not imported by `import fna_zoo`. The runtimes, their runners, the timing core and the machine record are the
+runtime layer's (`fna_zoo.runtime`), shared with the latency tables of the search; this package resolves
+models into modules and ONNX files (`backends`), runs the grid (`runner`) and writes the latency-vs-AP report
+(`report`).
 """
-from .timing import LatencyStats, cuda_sync, paired_ratio, stats_from_times, time_callable, time_interleaved
-
-__all__ = ['LatencyStats', 'cuda_sync', 'paired_ratio', 'stats_from_times', 'time_callable', 'time_interleaved']

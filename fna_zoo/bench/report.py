@@ -3,8 +3,9 @@
 Rows are the published architectures (MobileNetV2 and FNA backbones in RetinaNet and SSDLite) with the
 paper's COCO AP (marked 'paper') and any retrained run folders given (AP from their metrics.json, measured
 here, on the data named). Latency comes from a `fna-bench` results file: the backbone alone, batch 1, at the
-detector's input size, matched by architecture (`arch_id`). Params / MAdds are `count_arch` of the backbone
-at that size.
+detector's input size, matched by architecture (`arch_id`), one column per runtime (canonical names; files
+written before the runtime names were unified say e.g. `eager` / `ort` in a `backend` column, read as their
+aliases). Params / MAdds are `count_arch` of the backbone at that size.
 """
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ['PUBLISHED', 'ReportEntry', 'published_entries', 'run_entry', 'build_report', 'write_report']
+from ..fileio import atomic_path
+from ..runtime.names import canonical_runtime
+
+__all__ = ['PUBLISHED', 'ReportEntry', 'published_entries', 'run_entry', 'build_report', 'write_report', 'row_runtime']
 
 _logger = logging.getLogger(__name__)
 
@@ -27,6 +31,17 @@ PUBLISHED = [
     ('SSDLite', 'FNA', 'fna_ssdlite_backbone', 23.3, (320, 320)),
 ]
 
+
+def row_runtime(row: dict[str, Any]) -> str:
+    """The canonical runtime name of a result row, old (`backend`: `eager`, `ort`, ...) or new (`runtime`).
+
+    Args:
+        row: A row of a fna-bench results file.
+    """
+    name = row.get('runtime') or row.get('backend')
+    if not name:
+        raise ValueError(f"result row of {row.get('model')!r} names no runtime; expected a fna-bench results row")
+    return canonical_runtime(str(name))[0]
 
 @dataclass
 class ReportEntry:
@@ -111,13 +126,15 @@ def build_report(results: Sequence[dict[str, Any]], entries: Sequence[ReportEntr
     """Join entries with latency rows (backbone, batch 1, same input size, same arch).
 
     Args:
-        results: `fna-bench` rows.
+        results: `fna-bench` rows (old ones with a `backend` column too).
         entries: Report entries.
 
     Returns:
-        One dict per entry: the entry fields, params_m, gmadds and `latency` {backend/precision: p50 ms}.
+        One dict per entry: the entry fields, params_m, gmadds and `latency` {'<runtime> <precision>[ cuda]': p50
+        ms}.
     """
-    from .backends import arch_id, resolve_model
+    from ..runtime.names import device_kind
+    from ..specs import arch_id, resolve_model
 
     out = []
     for e in entries:
@@ -126,7 +143,8 @@ def build_report(results: Sequence[dict[str, Any]], entries: Sequence[ReportEntr
         for r in results:
             if (r.get('arch_id') == aid and r.get('what') == 'backbone' and int(r.get('batch') or 0) == 1
                     and (int(r['input_h']), int(r['input_w'])) == tuple(e.size) and r.get('p50_ms') is not None):
-                lat[f"{r['backend']} {r['precision']}"] = float(r['p50_ms'])
+                where = ' cuda' if device_kind(r.get('device') or 'cpu') == 'cuda' else ''
+                lat[f"{row_runtime(r)} {r['precision']}{where}"] = float(r['p50_ms'])
         params, gmadds = _complexity(e.spec, e.size, e.detector)
         out.append({**e.__dict__, 'params_m': params, 'gmadds': gmadds, 'latency': lat})
     return out
@@ -201,14 +219,9 @@ def write_report(joined: Sequence[dict[str, Any]], outdir: str | os.PathLike, ma
     fig.suptitle(f"{m.get('cpu_model', '')} · {m.get('threads', '?')} threads", fontsize=9)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     png = outdir / f'{stem}.png'
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=outdir, prefix=f'.{png.name}.', suffix='.png')
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, png)
+        with atomic_path(png, suffix='.tmp.png') as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return md, png

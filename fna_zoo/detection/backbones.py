@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from ..arch import Arch, is_arch_spec, load_arch
-from ..assets import is_asset_spec, resolve_weights_asset
+from ..assets.store import is_asset_spec, resolve_weights_asset
 from ..archs import list_archs
 from .._builder import DEFAULT_SEED, build_backbone
 

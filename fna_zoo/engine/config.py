@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import yaml
 
-__all__ = ['DEFAULTS', 'SEARCH_DEFAULTS', 'load_config', 'apply_overrides', 'model_kwargs']
+__all__ = ['DEFAULTS', 'SEARCH_DEFAULTS', 'load_config', 'apply_overrides', 'model_kwargs', 'build_model']
 
 DEFAULTS: dict[str, Any] = {
     'detector': 'retinanet',          # 'retinanet' or 'ssdlite'
@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-# Architecture search (`search/run.py`): the same sections (the `train` section drives the weight steps)
+# Architecture search (`fna-search`): the same sections (the `train` section drives the weight steps)
 # plus `search`. FNA's RetinaNet search settings (method.md section 3.3) are the defaults.
 SEARCH_DEFAULTS: dict[str, Any] = copy.deepcopy(DEFAULTS)
 SEARCH_DEFAULTS['train'].update(epochs=14, batch_size=1, lr=0.02, weight_decay=1e-4, lr_steps=[8, 11, 14],
@@ -87,7 +87,7 @@ SEARCH_DEFAULTS['search'] = {
     'relaxation': 'darts',            # arch steps: 'darts' (all candidates, FNA) or 'gumbel' (one sampled path)
     'gumbel_tau': 1.0,
     'arch_optimizer': {'lr': 3.0e-4, 'betas': [0.5, 0.999], 'weight_decay': 1.0e-3, 'grad_clip': 35.0},
-    # type 'madds' or 'latency' (needs `table`, from search/latency_table.py); target: hinge form, in GMAdds / ms;
+    # type 'madds' or 'latency' (needs `table`, from fna-latency-table); target: hinge form, in GMAdds / ms;
     # table with madds: the summary also reports the table's latency; runtime: the table's must match (None: any)
     'objective': {'type': 'madds', 'lambda': 0.02, 'input_size': [800, 1088], 'target': None, 'table': None,
                   'runtime': None},
@@ -194,6 +194,24 @@ def model_kwargs(cfg: dict[str, Any], builder: Any) -> dict[str, Any]:
         if k in _POSITIVE_SIZES and not _positive_int(v):
             raise ValueError(f'config model.kwargs.{k} is {v!r}; expected a positive integer')
     return kwargs
+
+
+def build_model(cfg: dict[str, Any], num_classes: int, with_seed: bool = True) -> Any:
+    """The detector a run config describes (seed weights remapped into its backbone when `with_seed`).
+
+    Args:
+        cfg: The run config (`detector`, `model.backbone`, `model.kwargs`, `model.seed_weights`).
+        num_classes: Object classes.
+        with_seed: Load `model.seed_weights` (off when a checkpoint will overwrite the weights anyway).
+    """
+    from ..detection import DETECTORS
+
+    builder = DETECTORS[cfg['detector']]
+    kwargs = model_kwargs(cfg, builder)
+    if cfg['model']['backbone'] is not None:
+        kwargs['backbone'] = cfg['model']['backbone']
+    seed = cfg['model']['seed_weights'] if with_seed else None
+    return builder(num_classes=num_classes, seed_weights=seed, **kwargs)
 
 
 _POSITIVE_SIZES = ('min_size', 'max_size', 'image_size', 'head_width', 'detections_per_img',

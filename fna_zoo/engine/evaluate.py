@@ -21,10 +21,15 @@ from ..fileio import atomic_write_text
 from ..data import CocoDetection, collate
 from .distributed import DistInfo, all_gather_objects
 
-__all__ = ['STAT_NAMES', 'coco_evaluate', 'predict', 'evaluate']
+__all__ = ['STAT_NAMES', 'coco_evaluate', 'predict', 'evaluate', 'format_stats']
 
 _logger = logging.getLogger(__name__)
 STAT_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
+
+
+def format_stats(stats: dict[str, float]) -> str:
+    """One line of COCO bbox metrics in percent, e.g. 'AP 31.2 | AP50 ...'."""
+    return ' | '.join(f'{k} {100 * stats[k]:.1f}' for k in STAT_NAMES)
 Backend = Literal['auto', 'pycocotools', 'faster_coco_eval']
 
 

@@ -1,43 +1,38 @@
 """Retraining a detector (the FNA "parameter adaptation" phase): seed weights remapped into the derived
 backbone, then detection training with warm-up + step LR, gradient clipping, resumable checkpoints,
-a metrics CSV and COCO evaluation; single process or DDP under torchrun.
+a metrics CSV and COCO evaluation; single process or DDP under torchrun. The run's bookkeeping (run folder,
+checkpoints, metrics.csv, resuming) is `fna_zoo.engine.run.TrainingRun`, shared with the architecture search.
 
 FNA: Fang et al., ICLR 2020 - https://arxiv.org/abs/2001.02525 (retrain settings in method.md section 4).
 """
 from __future__ import annotations
 
-import csv
-import itertools
 import json
 import logging
-import math
-import random
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
-from tqdm import tqdm
+from torch.utils.data import DistributedSampler
 
 from ..arch import is_arch_spec, load_arch
-from ..assets import resolve_asset
-from ..data import CocoDetection, RandomCrops, coco_split_paths, collate, make_synthetic_coco, train_transforms
-from ..detection import DETECTORS
+from ..assets.store import resolve_asset
+from ..data import CocoDetection, RandomCrops, coco_split_paths, make_synthetic_coco, train_transforms
 from ..detection.backbones import check_backbone
-from ..fileio import atomic_write_text
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import model_kwargs
+from .config import build_model
 from .distributed import DistInfo, barrier, init_distributed
 from .evaluate import evaluate
+from .run import (SkipSampler, TrainingRun, batches_per_epoch, check_num_classes, epoch_loader, optimizer_step,
+                  seed_process, to_device, total_steps)
 
-__all__ = ['data_root', 'train_dataset', 'build_datasets', 'build_model', 'build_optimizer', 'lr_factor', 'set_lr',
-           'SkipSampler', 'retrain']
+__all__ = ['data_root', 'train_dataset', 'build_datasets', 'build_optimizer', 'lr_factor', 'set_lr',
+           'apply_lr', 'SkipSampler', 'retrain']
 
 _logger = logging.getLogger(__name__)
+_FIELDS = ['step', 'epoch', 'lr', 'loss', 'classification', 'bbox_regression', 'time']
 
 
 def data_root(cfg: dict[str, Any], dist_info: DistInfo | None = None) -> Path:
@@ -77,22 +72,6 @@ def build_datasets(cfg: dict[str, Any], root: Path, train: bool = True) -> tuple
     return (train_dataset(cfg, root) if train else None), val
 
 
-def build_model(cfg: dict[str, Any], num_classes: int, with_seed: bool = True) -> nn.Module:
-    """The configured detector (seed weights remapped into its backbone when `with_seed`).
-
-    Args:
-        cfg: The run config.
-        num_classes: Object classes.
-        with_seed: Load `model.seed_weights` (off when a checkpoint will overwrite the weights anyway).
-    """
-    builder = DETECTORS[cfg['detector']]
-    kwargs = model_kwargs(cfg, builder)
-    if cfg['model']['backbone'] is not None:
-        kwargs['backbone'] = cfg['model']['backbone']
-    seed = cfg['model']['seed_weights'] if with_seed else None
-    return builder(num_classes=num_classes, seed_weights=seed, **kwargs)
-
-
 def lr_factor(it: int, epoch: int, cfg_train: dict[str, Any]) -> float:
     """LR multiplier: linear warm-up from `warmup_ratio` over `warmup_iters`, then x`lr_gamma` at each `lr_steps` epoch."""
     factor = cfg_train['lr_gamma'] ** sum(epoch >= s for s in cfg_train['lr_steps'])
@@ -122,17 +101,59 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         g['lr'] = lr
 
 
-class SkipSampler(Sampler):
-    """The indices of `sampler` after the first `skip`."""
+def apply_lr(opt: torch.optim.Optimizer, t: dict[str, Any], step: int, epoch: int) -> float:
+    """Set the LR of `step` (in `epoch`) by the `train` section's schedule (`lr_factor`); returns it.
 
-    def __init__(self, sampler: Sampler, skip: int) -> None:
-        self.sampler, self.skip = sampler, skip
+    Args:
+        opt: The optimizer.
+        t: The config's `train` section.
+        step: Steps done.
+        epoch: The current epoch.
+    """
+    lr = t['lr'] * lr_factor(step, epoch, t)
+    set_lr(opt, lr)
+    return lr
 
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.sampler), self.skip, None)
 
-    def __len__(self) -> int:
-        return max(0, len(self.sampler) - self.skip)
+def _run_arch(cfg: dict[str, Any], run: TrainingRun) -> dict[str, Any] | None:
+    """The backbone arch the run trains (`Arch.to_dict()`; None for a timm model or the detector's default).
+
+    NOTE: the arch goes into every checkpoint (and arch.yaml), so later commands read it from the checkpoint
+    and never resolve the config's path again; a resumed run keeps the arch it started with.
+
+    Args:
+        cfg: The run config.
+        run: The run (its checkpoint, when resumed).
+    """
+    if run.state is not None and isinstance(run.state.get('arch'), dict):
+        return run.state['arch']
+    backbone = cfg['model']['backbone']
+    if backbone is None or not is_arch_spec(backbone):
+        return None
+    arch = load_arch(backbone).to_dict()
+    if run.is_main:
+        load_arch(arch).save(run.out / 'arch.yaml')
+    return arch
+
+
+def _train_step(ddp: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, batch: tuple[list, list],
+                grad_clip: float | None, step: int) -> tuple[dict[str, torch.Tensor], float]:
+    """One optimisation step on `batch` (on the device); returns (the loss terms, the total loss).
+
+    Args:
+        ddp: The model to run (its DDP wrapper when distributed).
+        model: The model itself (its gradients are clipped).
+        opt: The optimizer.
+        batch: (images, targets).
+        grad_clip: Max gradient norm (falsy: no clipping).
+        step: Steps done, for the error message.
+    """
+    losses = ddp(*batch)
+    loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f'loss is {loss.item()} at step {step}; lower train.lr or check the data')
+    optimizer_step(opt, loss, list(model.parameters()), grad_clip)
+    return losses, loss.item()
 
 
 def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
@@ -147,112 +168,62 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
         resume: Continue from `output/last.pth` when it exists.
     """
     dist_info = init_distributed(cfg['device'])
-    out = Path(cfg['output'])
     t = cfg['train']
-    torch.manual_seed(cfg['seed'] + dist_info.rank)
-    random.seed(cfg['seed'] + dist_info.rank)
-
+    seed_process(cfg['seed'], dist_info)
     if cfg['model']['backbone'] is not None:  # a bad backbone fails before any data is written
         check_backbone(cfg['model']['backbone'])
     root = data_root(cfg, dist_info)
     train_ds, val_ds = build_datasets(cfg, root)
-    num_classes = cfg['model']['num_classes'] or train_ds.num_classes
-    if num_classes != train_ds.num_classes:
-        raise ValueError(f'config model.num_classes is {num_classes}, the training annotations have '
-                         f'{train_ds.num_classes} categories; expected them to agree')
-    last = out / 'last.pth'
-    state = load_checkpoint(last) if resume and last.is_file() else None
-    model = build_model(cfg, num_classes, with_seed=state is None).to(dist_info.device)
+    run = TrainingRun(cfg, dist_info, resume, check_num_classes(cfg, train_ds))
+    model = build_model(cfg, run.num_classes, with_seed=not run.resumed).to(dist_info.device)
     if t['sync_bn'] and dist_info.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     opt = build_optimizer(model.parameters(), t)
     epoch, step, done_in_epoch = 0, 0, 0
-    if state is not None:
-        model.load_state_dict(state['model'])
-        opt.load_state_dict(state['optimizer'])
+    if (state := run.begin(model, {'optimizer': opt})) is not None:
         epoch, step, done_in_epoch = state['epoch'], state['step'], state['done_in_epoch']
-        torch.set_rng_state(state['rng'])
-        _logger.info('resumed from %s at epoch %d, step %d', last, epoch, step)
-    elif dist_info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / 'config.yaml', yaml.safe_dump(cfg, sort_keys=False))
-        backbone = cfg['model']['backbone']
-        if backbone is not None and is_arch_spec(backbone):
-            load_arch(backbone).save(out / 'arch.yaml')
+        _logger.info('resumed from %s at epoch %d, step %d', run.last, epoch, step)
+    arch = _run_arch(cfg, run)
     ddp = DistributedDataParallel(model) if dist_info.distributed else model
 
     sampler = DistributedSampler(train_ds, seed=cfg['seed']) if dist_info.distributed else None
-    epoch_batches = math.ceil(len(sampler or train_ds) / t['batch_size'])  # this process's batches per epoch
-    total = t['epochs'] * epoch_batches if t['max_iters'] is None else min(t['max_iters'], t['epochs'] * epoch_batches)
-    fields = ['step', 'epoch', 'lr', 'loss', 'classification', 'bbox_regression', 'time']
-    metrics_csv = out / 'metrics.csv'
-    if dist_info.is_main and (state is None or not metrics_csv.exists()):  # a fresh run starts a fresh log
-        metrics_csv.parent.mkdir(parents=True, exist_ok=True)
-        metrics_csv.write_text(','.join(fields) + '\n')
-
-    def checkpoint(epoch_: int, done: int) -> None:
-        if dist_info.is_main:
-            save_checkpoint({'model': model.state_dict(), 'optimizer': opt.state_dict(), 'epoch': epoch_, 'step': step,
-                             'done_in_epoch': done, 'rng': torch.get_rng_state(), 'config': cfg,
-                             'num_classes': num_classes}, last)
-        barrier()
-
-    bar = tqdm(total=total, initial=step, desc='retrain', disable=not dist_info.is_main)
+    epoch_batches = batches_per_epoch(train_ds, sampler, t['batch_size'])  # this process's batches per epoch
+    total = total_steps(t, epoch_batches)
+    metrics = run.metrics_log(_FIELDS)
+    bar = run.progress(total, step, 'retrain')
     while step < total and epoch < t['epochs']:
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        # NOTE: the epoch's order and worker seeds come from a per-epoch generator, and a resumed run skips
-        # the done samples in the sampler (without loading them), so it continues exactly where it stopped.
-        gen = torch.Generator().manual_seed(cfg['seed'] + epoch)
-        order = sampler or RandomSampler(train_ds, generator=gen)
-        loader = DataLoader(train_ds, batch_size=t['batch_size'], num_workers=cfg['data']['workers'],
-                            sampler=SkipSampler(order, done_in_epoch * t['batch_size']), collate_fn=collate,
-                            generator=gen)
+        # a resumed run skips the epoch's done batches (see `epoch_loader`)
+        loader = epoch_loader(train_ds, sampler, t['batch_size'], cfg['data']['workers'], cfg['seed'] + epoch, epoch,
+                              done_in_epoch)
         ddp.train()
-        for images, targets in loader:
+        for batch in loader:
             tic = time.perf_counter()
-            lr = t['lr'] * lr_factor(step, epoch, t)
-            set_lr(opt, lr)
-            images = [im.to(dist_info.device) for im in images]
-            targets = [{k: v.to(dist_info.device) if torch.is_tensor(v) else v for k, v in tt.items()} for tt in targets]
-            losses = ddp(images, targets)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f'loss is {loss.item()} at step {step}; lower train.lr or check the data')
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if t['grad_clip']:
-                nn.utils.clip_grad_norm_(model.parameters(), t['grad_clip'])
-            opt.step()
+            lr = apply_lr(opt, t, step, epoch)
+            losses, loss = _train_step(ddp, model, opt, to_device(batch, run.device), t['grad_clip'], step)
             step += 1
             done_in_epoch += 1
             bar.update(1)
-            loss_value = loss.item()
-            bar.set_postfix(loss=f'{loss_value:.3f}', lr=f'{lr:.4f}')
-            if dist_info.is_main and (step % t['log_interval'] == 0 or step == total):
+            bar.set_postfix(loss=f'{loss:.3f}', lr=f'{lr:.4f}')
+            if run.is_main and (step % t['log_interval'] == 0 or step == total):
                 cls, reg = (float(losses[k].detach()) if k in losses else float('nan')
                             for k in ('classification', 'bbox_regression'))
-                with metrics_csv.open('a') as f:
-                    csv.writer(f).writerow([step, epoch, f'{lr:.6g}', f'{loss_value:.5f}', f'{cls:.5f}', f'{reg:.5f}',
-                                            f'{time.perf_counter() - tic:.3f}'])
+                metrics.write([step, epoch, f'{lr:.6g}', f'{loss:.5f}', f'{cls:.5f}', f'{reg:.5f}',
+                               f'{time.perf_counter() - tic:.3f}'])
             # the epoch end and the run end write their own checkpoint below
             if step % t['ckpt_interval'] == 0 and step < total and done_in_epoch < epoch_batches:
-                checkpoint(epoch, done_in_epoch)
+                run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch)
             if step >= total:
                 break
         else:
             epoch, done_in_epoch = epoch + 1, 0
-        checkpoint(epoch, done_in_epoch)
+        run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch)
     bar.close()
 
-    if dist_info.is_main:
-        save_checkpoint({'model': model.state_dict(), 'config': cfg, 'num_classes': num_classes, 'step': step},
-                        out / 'final.pth')
+    run.save_final(step=step, arch=arch)
     result: dict[str, Any] = {'step': step}
     if t['eval_at_end']:
-        stats = evaluate(model, val_ds, out / 'detections_val.json', cfg['eval']['batch_size'], dist_info,
+        stats = evaluate(model, val_ds, run.out / 'detections_val.json', cfg['eval']['batch_size'], dist_info,
                          cfg['data']['workers'])
         result.update(stats)
-    if dist_info.is_main:
-        atomic_write_text(out / 'metrics.json', json.dumps(result, indent=2))
+    run.write_text('metrics.json', json.dumps(result, indent=2))
     return result

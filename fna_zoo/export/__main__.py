@@ -1,5 +1,7 @@
 """`python -m fna_zoo.export ...` runs `fna-export`."""
-from .cli import main
+import sys
+
+from ..cli.export import main
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..fileio import atomic_path
+from ..specs import arch_string, seed_network, timm_name
 from .parity import ParityReport, compare_arrays, compare_detections, run_onnx
 from .postprocess import detector_anchors, postprocess_for
 
 __all__ = ['What', 'DEFAULT_OPSET', 'ExportTarget', 'backbone_target', 'detector_target', 'load_detector',
-           'export_onnx', 'export_with_gate', 'metadata_of', 'publish', 'check_input_size', 'check_output_path']
+           'export_onnx', 'export_with_gate', 'metadata_of']
 
 _logger = logging.getLogger(__name__)
 
@@ -125,67 +126,8 @@ class ExportTarget:
     iou_thresh: float = 0.5
 
 
-def check_input_size(size: Sequence[int] | None, what: str = 'model') -> tuple[int, int] | None:
-    """Validate an (H, W) input size: two positive multiples of 32 (the output stride).
-
-    Args:
-        size: (H, W) or None.
-        what: Name used in the error message.
-    """
-    if size is None:
-        return None
-    size = list(size)
-    if len(size) != 2 or any(not isinstance(v, int) or v < 32 or v % 32 for v in size):
-        raise ValueError(f'input size {" x ".join(str(v) for v in size)} for the {what} is invalid; '
-                         'expected H W, two positive multiples of 32 (e.g. --input-size 320 320)')
-    return int(size[0]), int(size[1])
-
-
-def check_output_path(path: str | os.PathLike, suffix: str = '.onnx') -> Path:
-    """Validate a file to be written: the right suffix, not a folder, a writable (or creatable) parent.
-
-    Args:
-        path: The output file.
-        suffix: Expected suffix.
-    """
-    path = Path(path)
-    if path.suffix.lower() != suffix:
-        raise ValueError(f'output path {str(path)!r} has suffix {path.suffix!r}; expected a {suffix} file')
-    if path.is_dir():
-        raise IsADirectoryError(f'output path {str(path)!r} is a folder; expected a {suffix} file path')
-    parent = path.parent
-    existing = parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f'output path {str(path)!r} is not writable ({str(existing)!r} is not a writable '
-                              'folder); expected a path in a writable folder')
-    return path
-
-
 def _meta_list(values: Sequence[float]) -> str:
     return json.dumps([round(float(v), 6) for v in values])
-
-
-def _arch_string(spec: Any) -> str:
-    """The FNA net_config string of an arch spec, or 'timm:<name>' for a plain timm model."""
-    from ..arch import is_arch_spec, load_arch
-
-    if isinstance(spec, str) and spec.startswith('timm:'):
-        return spec
-    if spec is not None and is_arch_spec(spec):
-        return load_arch(spec).to_fna_string()
-    return f'timm:{spec}'
-
-
-def _seed_network(spec: Any) -> str:
-    """The seed network an arch spec's weights are remapped from (a timm model is its own seed)."""
-    from .._builder import DEFAULT_SEED
-    from ..arch import is_arch_spec, load_arch
-
-    if spec is not None and not (isinstance(spec, str) and spec.startswith('timm:')) and is_arch_spec(spec):
-        return load_arch(spec).seed or DEFAULT_SEED
-    return str(spec).removeprefix('timm:')
 
 
 def backbone_target(spec: Any, seed_weights: Any = None, out_indices: Sequence[int] | None = None,
@@ -203,28 +145,26 @@ def backbone_target(spec: Any, seed_weights: Any = None, out_indices: Sequence[i
     from ..detection import create_backbone
 
     indices = tuple(out_indices) if out_indices else DETECTION_OUT_INDICES
-    if isinstance(spec, str) and spec.startswith('timm:'):  # timm's own model even where an arch has the name
+    forced = timm_name(spec)
+    if forced is not None:  # timm's own model even where an arch has the name
         import timm
 
-        name_ = spec[len('timm:'):]
-        if not timm.is_model(name_):
-            raise ValueError(f'unknown timm model {name_!r}; expected a name from timm.list_models()')
         kwargs = {'pretrained': True} if seed_weights == 'timm' else {}
-        body = timm.create_model(name_, features_only=True, out_indices=indices, **kwargs).eval()
+        body = timm.create_model(forced, features_only=True, out_indices=indices, **kwargs).eval()
     else:
         body = create_backbone(spec, seed_weights, features_only=True, out_indices=indices).eval()
     cfg = getattr(body, 'pretrained_cfg', {}) or {}
     mean, std = cfg.get('mean', (0.485, 0.456, 0.406)), cfg.get('std', (0.229, 0.224, 0.225))
     names = [f'feat_s{r}' for r in body.feature_info.reduction()]
-    meta = {'arch': _arch_string(spec), 'backbone': name or (spec if isinstance(spec, str) else 'arch'),
-            'seed_network': _seed_network(spec), 'seed_weights': str(seed_weights),
+    meta = {'arch': arch_string(spec), 'backbone': name or (spec if isinstance(spec, str) else 'arch'),
+            'seed_network': seed_network(spec), 'seed_weights': str(seed_weights),
             'mean': _meta_list(mean), 'std': _meta_list(std), 'feature_channels': json.dumps(body.feature_info.channels())}
     return ExportTarget(BackboneExport(body, mean, std).eval(), 'backbone', tuple(input_size), names,
                         dynamic_size=True, metadata=meta)
 
 
 def load_detector(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a retrained detector (eval mode) from a checkpoint of `search/retrain.py`.
+    """Rebuild a retrained detector (eval mode) from a checkpoint of `fna-retrain`.
 
     Args:
         checkpoint: final.pth / last.pth.
@@ -232,26 +172,26 @@ def load_detector(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict[str, A
     Returns:
         (detector, checkpoint state without the weights).
     """
-    from ..engine.checkpoint import load_checkpoint
-    from ..engine.train import build_model
+    from ..checkpoint import read_checkpoint
+    from ..engine.config import build_model
 
-    state = load_checkpoint(checkpoint)
-    cfg = state['config']
-    if not isinstance(cfg, dict) or 'detector' not in cfg or not isinstance(cfg.get('model'), dict):
+    ckpt = read_checkpoint(checkpoint)
+    cfg = ckpt.model_config()
+    if 'detector' not in cfg or not isinstance(cfg.get('model'), dict):
         raise ValueError(f'checkpoint {str(checkpoint)!r} has no detector config; expected a checkpoint written by '
-                         'search/retrain.py')
-    num_classes = state.get('num_classes') or cfg['model'].get('num_classes')
+                         'fna-retrain')
+    num_classes = ckpt.num_classes
     if not num_classes:
         raise ValueError(f'checkpoint {str(checkpoint)!r} records no class count; expected a num_classes entry')
     model = build_model(cfg, int(num_classes), with_seed=False)
     try:
-        model.load_state_dict(state['model'])
+        model.load_state_dict(ckpt.weights)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise ValueError(f'checkpoint {str(checkpoint)!r} weights do not fit its config ({first}); expected the '
                          'weights of the configured detector') from None
-    state = {k: v for k, v in state.items() if k not in ('model', 'optimizer', 'rng')}
-    state['num_classes'] = int(num_classes)
+    state = {k: v for k, v in ckpt.state.items() if k not in ('optimizer', 'rng')}
+    state.update(config=ckpt.config, num_classes=int(num_classes), arch=ckpt.arch)
     return model.eval(), state
 
 
@@ -265,7 +205,7 @@ def _class_names(cfg: dict[str, Any], num_classes: int) -> list[str] | None:
 
             names = [c[0] for c in CLASSES[:num_classes]]
         else:
-            from ..assets import resolve_asset
+            from ..assets.store import resolve_asset
 
             ann = resolve_asset(data['path']) / 'annotations' / f"instances_{data.get('val_split', 'val2017')}.json"
             if not ann.is_file():
@@ -306,10 +246,11 @@ def detector_target(checkpoint: str | os.PathLike, what: What = 'nms', input_siz
     cfg = state['config']
     size = tuple(input_size) if input_size else default_detector_size(detector)
     t = detector.transform
-    backbone = cfg['model']['backbone'] or ('fna_retinanet_backbone' if cfg['detector'] == 'retinanet'
-                                            else 'fna_ssdlite_backbone')
-    meta = {'arch': _arch_string(backbone), 'backbone': str(backbone), 'detector': cfg['detector'],
-            'seed_network': _seed_network(backbone), 'seed_weights': str(cfg['model'].get('seed_weights')),
+    configured = cfg['model']['backbone'] or ('fna_retinanet_backbone' if cfg['detector'] == 'retinanet'
+                                              else 'fna_ssdlite_backbone')
+    backbone = state.get('arch') or configured  # the arch stored in the checkpoint, when it has one
+    meta = {'arch': arch_string(backbone), 'backbone': str(configured), 'detector': cfg['detector'],
+            'seed_network': seed_network(backbone), 'seed_weights': str(cfg['model'].get('seed_weights')),
             'train_seed': str(cfg.get('seed')),
             'num_classes': str(state['num_classes']), 'mean': _meta_list(t.image_mean), 'std': _meta_list(t.image_std),
             'resize': 'stretch' if t.fixed_size is not None else 'letterbox', 'checkpoint_step': str(state.get('step'))}
@@ -448,31 +389,21 @@ def export_with_gate(target: ExportTarget, output: str | os.PathLike, batch: int
     Returns:
         (the output path, or None when parity failed; the reports by batch size).
     """
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f'.{output.stem}.', suffix='.tmp.onnx')
-    os.close(fd)
-    tmp = Path(tmp_name)
     batches = list(check_batches) if check_batches else ([batch, batch + 2] if dynamic else [batch])
+    reports: list[tuple[int, ParityReport]] = []
     try:
-        export_onnx(target, tmp, batch, dynamic, opset, simplify)
-        reports = [(b, parity_check(target, tmp, b, atol)) for b in batches]
-        if not all(r.passed for _, r in reports):
-            tmp.unlink(missing_ok=True)
-            return None, reports
-        publish(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return output, reports
+        with atomic_path(output, suffix='.tmp.onnx') as tmp:
+            export_onnx(target, tmp, batch, dynamic, opset, simplify)
+            reports = [(b, parity_check(target, tmp, b, atol)) for b in batches]
+            if not all(r.passed for _, r in reports):
+                raise _ParityFailed
+    except _ParityFailed:
+        return None, reports  # the temp file is gone; nothing at `output`
+    return Path(output), reports
 
 
-def publish(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
-    """Rename a finished temp file into place with the usual file mode (mkstemp creates files 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, dest)
+class _ParityFailed(Exception):
+    """Internal: leaves `atomic_path` without renaming the rejected file into place."""
 
 
 def example_input(target: ExportTarget, batch: int = 1) -> np.ndarray:

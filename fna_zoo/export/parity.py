@@ -1,4 +1,4 @@
-"""The parity gate: onnxruntime against PyTorch on the same input.
+"""The parity gate: onnxruntime (the session recipe of `fna_zoo.runtime.ort`) against PyTorch on the same input.
 
 Dense outputs (backbone features, raw head outputs) are compared element-wise. Detections are compared
 after matching: detections with (nearly) tied scores can come out in a different order, and a detection
@@ -15,7 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ['ParityReport', 'ort_session', 'run_onnx', 'compare_arrays', 'compare_detections']
+from ..runtime.ort import ort_session
+
+__all__ = ['ParityReport', 'run_onnx', 'compare_arrays', 'compare_detections']
 
 _logger = logging.getLogger(__name__)
 
@@ -43,25 +45,9 @@ class ParityReport:
         return f'parity {verdict}: max abs diff {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g}; {parts})'
 
 
-def ort_session(path: str | os.PathLike, threads: int | None = None) -> 'onnxruntime.InferenceSession':  # noqa: F821
-    """A CPU onnxruntime session with all graph optimisations.
-
-    Args:
-        path: The ONNX file.
-        threads: Intra-op threads (None: onnxruntime's default).
-    """
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)  # errors only: the optimiser's notes on unused initializers are noise
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
-
-
 def run_onnx(path: str | os.PathLike, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Outputs (by name) of the ONNX model at `path` on `images`.
+    """Outputs (by name) of the ONNX model at `path` on `images` (a CPU session of the one recipe,
+    `fna_zoo.runtime.ort.ort_session`; outputs copied into new arrays, no I/O binding).
 
     Args:
         path: The ONNX file (one input).

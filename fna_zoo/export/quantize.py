@@ -11,24 +11,26 @@ from __future__ import annotations
 
 import logging
 import os
-import statistics
-import tempfile
-import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..assets import resolve_asset
+from ..assets.store import resolve_asset
 from ..data import CocoDetection, coco_split_paths, make_synthetic_coco, tile_windows
 from ..engine.evaluate import coco_evaluate
-from .onnx_export import publish
-from .parity import ort_session
+from ..fileio import atomic_path
+from ..runtime.ort import ort_session
+from ..runtime.runners import onnxruntime_runner
+from ..runtime.timing import time_interleaved
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ['eval_dataset', 'calibration_images', 'preprocess', 'calibration_batches', 'quantize_int8',
-           'onnx_coco_detections', 'onnx_ap', 'ort_latency_ms']
+           'onnx_coco_detections', 'onnx_ap', 'ort_latency_ms', 'ort_latencies_ms']
 
 _logger = logging.getLogger(__name__)
 
@@ -143,7 +145,7 @@ class _Reader:
         self._it = iter(self.batches)
 
 
-def _unshare_conv_biases(model: 'onnx.ModelProto') -> int:  # noqa: F821
+def _unshare_conv_biases(model: 'onnx.ModelProto') -> int:
     """Give every Conv its own bias initializer; returns how many were copied.
 
     NOTE: RetinaNet / SSD heads run one conv over all levels, so a bias is shared by several Convs. A
@@ -193,9 +195,8 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ba
     exclude = [n.name for n in model.graph.node if n.name.startswith(('/postprocess', '/normalize'))]
     _unshare_conv_biases(model)
     int8_path = Path(int8_path)
-    fd, tmp = tempfile.mkstemp(dir=int8_path.parent, prefix=f'.{int8_path.stem}.', suffix='.tmp.onnx')
-    os.close(fd)
-    try:
+    with atomic_path(int8_path, suffix='.tmp.onnx') as tmp_path:
+        tmp = str(tmp_path)
         onnx.save(model, tmp)
         # NOTE: the quantizer logs through the root logger and suggests `quant_pre_process`; that pass renames
         # and fuses nodes (losing the scope names used for `exclude`) and is not needed for these graphs.
@@ -215,10 +216,6 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ba
             q.metadata_props.add(key=p.key, value=p.value)
         q.metadata_props.add(key='quantization', value=f'onnxruntime static QDQ int8, {len(batches)} calibration images')
         onnx.save(q, tmp)
-        publish(tmp, int8_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return int8_path
 
 
@@ -263,9 +260,29 @@ def onnx_ap(path: str | os.PathLike, dataset: CocoDetection, size: tuple[int, in
     return coco_evaluate(dataset.ann_file, onnx_coco_detections(path, dataset, size, resize, mean))
 
 
+def ort_latencies_ms(paths: Sequence[str | os.PathLike], x: np.ndarray, runs: int = 20, warmup: int = 3,
+                     threads: int | None = None) -> list[float]:
+    """Median onnxruntime CPU latency (ms) of each ONNX file on `x`, timed in alternation (round by round, so
+    load changes on a shared machine hit every file alike).
+
+    Sessions are the one recipe's (`fna_zoo.runtime.ort`), run with inputs and outputs bound once; timing is
+    the runtime layer's `time_interleaved`.
+
+    Args:
+        paths: The ONNX files (e.g. fp32 and INT8).
+        x: Input batch.
+        runs: Timed rounds.
+        warmup: Untimed rounds first.
+        threads: Intra-op threads (None: onnxruntime's default).
+    """
+    runners = [onnxruntime_runner(p, [x], threads) for p in paths]
+    times = time_interleaved([r.fn for r in runners], warmup=warmup, runs=runs)
+    return [1000.0 * float(np.median(t)) for t in times]
+
+
 def ort_latency_ms(path: str | os.PathLike, x: np.ndarray, runs: int = 20, warmup: int = 3,
                    threads: int | None = None) -> float:
-    """Median onnxruntime CPU latency in milliseconds.
+    """Median onnxruntime CPU latency in milliseconds (`ort_latencies_ms` of one file).
 
     Args:
         path: The ONNX file.
@@ -274,13 +291,4 @@ def ort_latency_ms(path: str | os.PathLike, x: np.ndarray, runs: int = 20, warmu
         warmup: Untimed runs first.
         threads: Intra-op threads (None: onnxruntime's default).
     """
-    sess = ort_session(path, threads)
-    feed = {sess.get_inputs()[0].name: x}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        tic = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - tic)
-    return 1000 * statistics.median(times)
+    return ort_latencies_ms([path], x, runs, warmup, threads)[0]

@@ -23,7 +23,7 @@ import torch
 
 from ..arch import HEAD_OP, SKIP, Op
 from ..complexity import conv_bn_complexity, conv_out_size, op_complexity
-from .space import Path, SearchSpace
+from .space import ArchPath, SearchSpace
 
 __all__ = ['CostTable', 'Cell', 'SpaceCells', 'space_cells', 'map_nested', 'madds_table', 'OBJECTIVES', 'CostObjective', 'build_objective']
 
@@ -83,7 +83,7 @@ class CostTable:
             total = total + p_in @ self.head.to(total.device)
         return total
 
-    def of_path(self, path: Path) -> float:
+    def of_path(self, path: ArchPath) -> float:
         """The cost of one path (the expectation at its one-hot probabilities)."""
         def hot(i: int, n: int) -> torch.Tensor:
             return torch.nn.functional.one_hot(torch.tensor(i), n).double()

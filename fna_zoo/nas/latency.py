@@ -4,12 +4,13 @@ FNA (Fang et al., ICLR 2020 - https://arxiv.org/abs/2001.02525) and Jung et al. 
 https://arxiv.org/abs/2206.08509) add `lambda * log10(E[MAdds])` to architecture steps; what a deployment
 pays is latency on its runtime, and MAdds rank e.g. k7 depthwise convs cheaper than they run. As ProxylessNAS
 (Cai et al., ICLR 2019 - https://arxiv.org/abs/1812.00332) does with mobile lookup tables, the `latency`
-objective here takes E[latency] from a table measured on the target runtime (`fna_zoo.nas.latency_runtime`):
+objective here takes E[latency] from a table measured on the target runtime (`fna_zoo.nas.latency_runtime`,
+the runtimes of fna-bench in `fna_zoo.runtime`):
 
 * every candidate block, (op, input width, output width, stride, input resolution), is built from the seed
   `Arch` as a one-stage timm model (`arch.replace(stem_chs=C_in, stages=(Stage(C_out, s, (op,)),))`, so the
   seed's activation / SE settings carry over) and timed alone: exported, warmed up, `repeats` timed runs,
-  the median kept (`fna_zoo.bench.timing`);
+  the median kept (`fna_zoo.runtime.timing`);
 * the fixed parts are timed once: the stem with the fixed stages, and the head conv per last-stage width;
   the detector's neck and head (at the seed's widths) may be timed as well, for information only;
 * the runtime's per-call overhead (a trivial model) is timed too: it is taken off every part and counted
@@ -41,7 +42,7 @@ import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -51,10 +52,11 @@ from tqdm import tqdm
 from .._builder import build_backbone
 from ..arch import HEAD_OP, Arch, Stage
 from ..fileio import atomic_write_text
-from ..bench.machine import machine_info
+from ..runtime.machine import machine_info
+from ..runtime.names import ALIASES, runtime_matches
 from .cost import OBJECTIVES, Cell, CostObjective, CostTable, map_nested, space_cells
 from .latency_runtime import Runtime, measure_module
-from .space import Path, SearchSpace
+from .space import ArchPath, SearchSpace
 
 __all__ = ['TABLE_FORMAT', 'Part', 'TablePlan', 'table_plan', 'space_fingerprint', 'build_latency_table',
            'load_table_file', 'check_table', 'latency_table', 'objective_latency_table', 'predicted_latency_ms',
@@ -116,7 +118,7 @@ class TablePlan:
         """Keys the cost table needs (all parts but the informational neck / head)."""
         return [k for k, p in self.parts.items() if p.kind != 'neck_head']
 
-    def keys_of(self, path: Path) -> list[str]:
+    def keys_of(self, path: ArchPath) -> list[str]:
         """The parts one path is made of, in order (a key appears as often as the path uses it; no overhead).
 
         Args:
@@ -293,7 +295,7 @@ def load_table_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a latency table (FileNotFoundError / one-line ValueError for a missing or foreign file).
 
     The JSON object holds: `format`, `format_version`, `doc` (the key grammar), `runtime` (name, version,
-    precision, device, threads, session options), `machine` (`fna_zoo.bench.machine.machine_info`),
+    precision, device, threads, session options), `machine` (`fna_zoo.runtime.machine.machine_info`),
     `input_size` [H, W], `batch`, `space` (`space_fingerprint`), `measurement` (warm-up, repeats, statistic,
     unit), `detector`, `created` / `updated`, `build_time_s`, `complete`, and `entries`: key -> {part,
     ms (median), p90, mean, std, n}.
@@ -301,7 +303,7 @@ def load_table_file(path: str | os.PathLike) -> dict[str, Any]:
     Args:
         path: The table file.
     """
-    path = FsPath(path)
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'latency table {str(path)!r} does not exist; build it with search/latency_table.py')
     try:
@@ -314,7 +316,31 @@ def load_table_file(path: str | os.PathLike) -> dict[str, Any]:
     if data.get('format_version') != TABLE_VERSION:
         raise ValueError(f'latency table {str(path)!r} has format version {data.get("format_version")!r}; '
                          f'expected {TABLE_VERSION} (rebuild it with search/latency_table.py)')
+    if isinstance(data.get('runtime'), dict):
+        data['runtime'] = _current_runtime_record(data['runtime'])
     return data
+
+
+def _current_runtime_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A table's runtime record in today's vocabulary: an old name (`onnxruntime-cpu`, `torch-cpu`, ...) becomes
+    its canonical name (`fna_zoo.runtime.names`; the device was recorded already), and an old onnxruntime
+    record's options are completed.
+
+    NOTE: tables written before the runtime layer recorded three of the session's settings; their sessions
+    were made by the same recipe as today's (`fna_zoo.runtime.ort`: sequential, one inter-op thread, the
+    table's threads intra-op, CPU provider), so the record is completed with `session_record`, which makes it
+    equal to what a new table on the same settings records (and lets such a table resume).
+    """
+    name = record.get('name')
+    if name not in ALIASES:
+        return record
+    record = dict(record, name=ALIASES[name][0])
+    old_keys = {'graph_optimization', 'intra_op_spinning', 'io_binding'}
+    if record['name'] == 'onnxruntime' and set(record.get('options') or {}) == old_keys:
+        from ..runtime.ort import session_record
+
+        record['options'] = session_record(record.get('threads'), ALIASES[name][1] or 'cpu')
+    return record
 
 
 def _first_difference(a: Any, b: Any, where: str = '') -> str | None:
@@ -344,7 +370,8 @@ def check_table(data: dict[str, Any], space: SearchSpace, input_size: Sequence[i
         data: The table (`load_table_file`).
         space: The space it should cover.
         input_size: The (H, W) it should be measured at.
-        runtime: The runtime it should be measured on (None: any).
+        runtime: The runtime it should be measured on, a name or alias (`fna_zoo.runtime.names`; an alias
+            naming a device, e.g. 'onnxruntime-cpu', checks the device too); None: any.
         where: How to name the table in messages.
     """
     size = _check_size(input_size)
@@ -352,16 +379,17 @@ def check_table(data: dict[str, Any], space: SearchSpace, input_size: Sequence[i
         have = 'x'.join(map(str, data.get('input_size', [])))
         raise ValueError(f'{where} was measured at input size {have}, the search objective uses {size[0]}x{size[1]}; '
                          'expected a table built at the objective input_size')
-    got = data.get('runtime', {}).get('name')
-    if runtime is not None and got != runtime:
-        raise ValueError(f'{where} was measured on runtime {got!r}; the search objective expects {runtime!r}')
+    got = data.get('runtime', {})
+    if runtime is not None and not runtime_matches(runtime, str(got.get('name')), got.get('device')):
+        raise ValueError(f"{where} was measured on runtime {got.get('name')!r} (device {got.get('device')!r}); "
+                         f'the search objective expects {runtime!r}')
     diff = _first_difference(data.get('space'), space_fingerprint(space))
     if diff:
         raise ValueError(f'{where} was built for another search space (space.{diff}, table vs config); '
                          'expected a table built from this search config')
 
 
-def _write(path: FsPath, data: dict[str, Any]) -> None:
+def _write(path: Path, data: dict[str, Any]) -> None:
     data['updated'] = _now()
     atomic_write_text(path, json.dumps(data, indent=1) + '\n')
 
@@ -379,7 +407,7 @@ def _header(space: SearchSpace, size: tuple[int, int], runtime: Runtime, warmup:
     }
 
 
-def _check_resumable(old: dict[str, Any], new: dict[str, Any], path: FsPath, space: SearchSpace,
+def _check_resumable(old: dict[str, Any], new: dict[str, Any], path: Path, space: SearchSpace,
                      size: tuple[int, int]) -> None:
     where = f'existing latency table {str(path)!r}'
     check_table(old, space, size, new['runtime']['name'], where=where)
@@ -419,7 +447,7 @@ def build_latency_table(space: SearchSpace, input_size: Sequence[int], runtime: 
     for name, value, low in (('warmup', warmup, 0), ('repeats', repeats, 1), ('save_every', save_every, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f'{name} is {value!r}; expected an integer >= {low}')
-    path = FsPath(output)
+    path = Path(output)
     plan = table_plan(space, size)
     parts = OrderedDict(plan.parts)
     if detector is not None:
@@ -532,12 +560,12 @@ def objective_latency_table(space: SearchSpace, cfg: dict[str, Any]) -> CostTabl
         if cfg.get('type') == 'latency':
             raise ValueError('search objective type latency needs search.objective.table, a latency table file; '
                              'expected one built with python search/latency_table.py --config <this config> '
-                             '--runtime onnxruntime-cpu')
+                             '--runtime onnxruntime')
         return None
     return latency_table(space, cfg['input_size'], cfg['table'], cfg.get('runtime'))
 
 
-def predicted_latency_ms(space: SearchSpace, cfg: dict[str, Any], path: Path,
+def predicted_latency_ms(space: SearchSpace, cfg: dict[str, Any], path: ArchPath,
                          objective: CostObjective | None = None) -> float | None:
     """The table's latency (ms) of a path: from the latency objective itself, or from `search.objective.table`
     when another objective is searched with a table at hand; None when there is no table.

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_path
 from .space import SearchSpace
 
 __all__ = ['plot_probabilities']
@@ -49,8 +50,9 @@ def plot_probabilities(history: list[dict[str, Any]], space: SearchSpace, path: 
             ax.tick_params(labelsize=6)
     fig.suptitle('architecture probabilities over the search (x: weight step)', fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f'.{path.name}.tmp.png')
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix='.tmp.png') as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path

@@ -11,39 +11,38 @@ and stage; retraining remaps it from the seed again (FNA), it never inherits sup
 NOTE: FNA's code feeds architecture steps from the part it names the weight part and vice versa (its
 issue #17); here weight steps use the weight part with the training augmentation and architecture steps
 use the architecture part without augmentation, as the names say.
+
+The run's bookkeeping (run folder, config.yaml, metrics.csv, last.pth, resuming) is `fna_zoo.engine.run.TrainingRun`,
+shared with retraining; `_Search` holds the search's own state and steps.
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import math
 import random
 import time
-from pathlib import Path as FsPath
 from typing import Any, Iterator
 
 import timm
 import torch
-import yaml
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
-from tqdm import tqdm
+from torch.utils.data import DistributedSampler, Subset
 
 from ..complexity import count_arch
-from ..data import CocoDetection, RandomCrops, collate
+from ..checkpoint import save_checkpoint
+from ..data import CocoDetection, RandomCrops
 from ..detection import DETECTORS
 from ..detection.backbones import resolve_seed
-from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.config import model_kwargs
-from ..engine.distributed import (DistInfo, all_gather_objects, average_gradients, barrier, broadcast_state,
-                                  init_distributed)
+from ..engine.distributed import all_gather_objects, barrier, broadcast_state, init_distributed
 from ..engine.evaluate import evaluate
-from ..engine.train import SkipSampler, build_datasets, build_optimizer, data_root, lr_factor, set_lr, train_dataset
+from ..engine.run import (TrainingRun, batches_per_epoch, check_num_classes, epoch_loader, optimizer_step,
+                          seed_process, to_device, total_steps)
+from ..engine.train import apply_lr, build_datasets, build_optimizer, data_root, train_dataset
 from ..fileio import atomic_write_text
 from .cost import CostObjective, build_objective
 from .latency import objective_latency_table, predicted_latency_ms
-from .space import Path, SearchSpace
+from .space import ArchPath, SearchSpace
 from .supernet import SuperNet
 
 __all__ = ['split_indices', 'check_search_config', 'build_search', 'recalibrate_bn', 'search']
@@ -139,19 +138,14 @@ class _Stream:
                  position: int = 0) -> None:
         self.dataset, self.batch_size, self.seed, self.workers = dataset, batch_size, seed, workers
         self.sampler = DistributedSampler(dataset, seed=seed) if distributed else None
-        self.per_pass = math.ceil(len(self.sampler or dataset) / batch_size)
+        self.per_pass = batches_per_epoch(dataset, self.sampler, batch_size)
         self.position = position
         self._it: Iterator | None = None
 
     def _open(self) -> None:
         cycle, offset = divmod(self.position, self.per_pass)
-        gen = torch.Generator().manual_seed(self.seed + 1000 * cycle)
-        if self.sampler is not None:
-            self.sampler.set_epoch(cycle)
-        order = self.sampler or RandomSampler(self.dataset, generator=gen)
-        self._it = iter(DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.workers,
-                                   sampler=SkipSampler(order, offset * self.batch_size), collate_fn=collate,
-                                   generator=gen))
+        self._it = iter(epoch_loader(self.dataset, self.sampler, self.batch_size, self.workers,
+                                     self.seed + 1000 * cycle, cycle, offset))
 
     def __next__(self) -> tuple[list, list]:
         if self._it is None or self.position % self.per_pass == 0:
@@ -232,13 +226,6 @@ def _round(x: float) -> float:
     return round(float(x), 4)
 
 
-def _check_finite(loss: torch.Tensor, step: int, phase: str, last: FsPath) -> None:
-    if not torch.isfinite(loss):
-        kept = f'the last good checkpoint is {last}' if last.is_file() else 'no checkpoint was written yet'
-        raise FloatingPointError(f'{phase} loss is {loss.item()} at step {step}; search stopped, {kept} '
-                                 '(lower train.lr or search.arch_optimizer.lr, or check the data)')
-
-
 def search(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     """Run an architecture search; returns its summary (also written to `<output>/summary.json`).
 
@@ -251,228 +238,225 @@ def search(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     """
     tic = time.perf_counter()
     dist_info = init_distributed(cfg['device'])
-    s, t, out = cfg['search'], cfg['train'], FsPath(cfg['output'])
-    last = out / 'last.pth'
     check_search_config(cfg)  # a bad config fails before anything is written
-    torch.manual_seed(cfg['seed'] + dist_info.rank)
-    random.seed(cfg['seed'] + dist_info.rank)
-
+    seed_process(cfg['seed'], dist_info)
     root = data_root(cfg, dist_info)
     train_ds, val_ds = build_datasets(cfg, root)
     plain_ds = train_dataset(cfg, root, augment=False)
-    weight_idx, arch_idx = split_indices(train_ds, s['weight_ratio'], cfg['seed'])
-    weight_ds, arch_ds = Subset(train_ds, weight_idx), Subset(plain_ds, arch_idx)
-    num_classes = cfg['model']['num_classes'] or train_ds.num_classes
-    if num_classes != train_ds.num_classes:
-        raise ValueError(f'config model.num_classes is {num_classes}, the training annotations have '
-                         f'{train_ds.num_classes} categories; expected them to agree')
-
-    state = load_checkpoint(last) if resume and last.is_file() else None
-    space, supernet, model, objective = build_search(cfg, num_classes)
-    if state is None:
-        supernet.load_seed(_seed_state_dict(cfg, space), s['remap_width'])
-    else:
-        model.load_state_dict(state['model'])
-    device = dist_info.device
-    model.to(device)
-    broadcast_state(model)  # new layers were initialised from per-rank seeds: every rank starts from rank 0's
-    alphas = supernet.arch_parameters()
-    weights = [p for p in model.parameters() if all(p is not a for a in alphas)]
-    w_opt = build_optimizer(weights, t)
-    a = s['arch_optimizer']
-    a_opt = torch.optim.Adam(alphas, lr=a['lr'], betas=tuple(a['betas']), weight_decay=a['weight_decay'])
-    gen = torch.Generator().manual_seed(cfg['seed'])  # paths and Gumbel noise: the same on every rank
-    history: list[dict[str, Any]] = []
-    step, arch_step = 0, 0
-    if state is not None:
-        w_opt.load_state_dict(state['optimizer'])
-        a_opt.load_state_dict(state['arch_optimizer'])
-        step, arch_step, history = state['step'], state['arch_step'], state['history']
-        torch.set_rng_state(state['rng'])
-        gen.set_state(state['generator'])
-        _logger.info('resumed from %s at step %d', last, step)
-    elif dist_info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / 'config.yaml', yaml.safe_dump(cfg, sort_keys=False))
-    log_handler, pkg_logger = None, logging.getLogger('fna_zoo')
-    pkg_level = pkg_logger.level
-    if dist_info.is_main:  # the run's own log: INFO records of the package, whatever the console shows
-        out.mkdir(parents=True, exist_ok=True)
-        log_handler = logging.FileHandler(out / 'search.log')
-        log_handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
-        pkg_logger.addHandler(log_handler)
-        pkg_logger.setLevel(logging.INFO)
-        if state is None:
-            _logger.info('search space: %s', space.describe())
-    try:
-        result = _loop(cfg, dist_info, space, supernet, model, objective, weight_ds, arch_ds, val_ds, w_opt, a_opt,
-                       weights, alphas, gen, history, step, arch_step, last, state is not None)
-    finally:
-        if log_handler is not None:
-            pkg_logger.removeHandler(log_handler)
-            pkg_logger.setLevel(pkg_level)
-            log_handler.close()
+    weight_idx, arch_idx = split_indices(train_ds, cfg['search']['weight_ratio'], cfg['seed'])
+    run = TrainingRun(cfg, dist_info, resume, check_num_classes(cfg, train_ds))
+    job = _Search(run, Subset(train_ds, weight_idx), Subset(plain_ds, arch_idx), val_ds)
+    with run.log_file('search.log'):
+        if run.is_main and not run.resumed:
+            _logger.info('search space: %s', job.space.describe())
+        result = job.loop()
     result['wall_time_s'] = round(time.perf_counter() - tic, 1)
-    if dist_info.is_main:
-        atomic_write_text(out / 'summary.json', json.dumps(result, indent=2) + '\n')
+    run.write_text('summary.json', json.dumps(result, indent=2) + '\n')
     return result
 
 
-def _loop(cfg: dict[str, Any], dist_info: DistInfo, space: SearchSpace, supernet: SuperNet, model: nn.Module,
-          objective: CostObjective, weight_ds: Any, arch_ds: Any, val_ds: CocoDetection,
-          w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer, weights: list[nn.Parameter],
-          alphas: list[nn.Parameter], gen: torch.Generator, history: list[dict[str, Any]], step: int,
-          arch_step: int, last: FsPath, resumed: bool) -> dict[str, Any]:
-    s, t, out, device = cfg['search'], cfg['train'], FsPath(cfg['output']), dist_info.device
-    workers, bs = cfg['data']['workers'], t['batch_size']
-    w_stream = _Stream(weight_ds, bs, cfg['seed'], workers, dist_info.distributed, step)
-    a_stream = _Stream(arch_ds, bs, cfg['seed'] + 1, workers, dist_info.distributed, arch_step)
-    epoch_batches = w_stream.per_pass
-    total = t['epochs'] * epoch_batches if t['max_iters'] is None else min(t['max_iters'], t['epochs'] * epoch_batches)
-    monitor = _Monitor(space, supernet, objective, s['objective']['input_size'])
-    metrics_csv = out / 'metrics.csv'
-    if dist_info.is_main and (not resumed or not metrics_csv.exists()):
-        metrics_csv.write_text(','.join(_FIELDS) + '\n')
-    history[:] = [h for h in history if h['step'] <= step]
+class _Search:
+    """A search in progress: the detector around the super network, its two optimizers, the batch streams of
+    the weight and architecture parts, the step counter and the probability history.
 
-    def to_device(batch: tuple[list, list]) -> tuple[list, list]:
-        images, targets = batch
-        return ([im.to(device) for im in images],
-                [{k: v.to(device) if torch.is_tensor(v) else v for k, v in tt.items()} for tt in targets])
+    Builds the super network (seed remapped in on a fresh run) and restores a resumed run's state.
 
-    def log_row(phase: str, epoch: int, lr: float, loss: torch.Tensor, det: torch.Tensor, cost: float,
-                cost_loss: float, tic: float) -> None:
-        if not dist_info.is_main:
-            return
-        st = monitor.stats()
-        with metrics_csv.open('a') as f:
-            csv.writer(f).writerow([step, epoch, phase, f'{lr:.6g}', f'{loss.item():.5f}', f'{det.item():.5f}',
-                                    f'{cost:.5g}', f'{cost_loss:.5f}', f"{st['op_entropy']:.4f}",
-                                    f"{st['width_entropy']:.4f}", f"{st['skip_fraction']:.4f}",
-                                    f'{time.perf_counter() - tic:.3f}'])
+    Args:
+        run: The run (config, process, checkpoint).
+        weight_ds: Items of the weight steps (with the training augmentation).
+        arch_ds: Items of the architecture steps (without).
+        val_ds: The validation set (to evaluate the derived path).
+    """
 
-    def snapshot() -> None:
-        st = monitor.stats()
-        history.append({'step': step, 'ops': st['ops'], 'widths': st['widths'], 'arch': st['arch'],
-                        'madds': st['madds']})
-        _logger.info('step %d: argmax arch %s | %.3fB MAdds, %.3fM params | E[cost] %.4g %s | op entropy %.3f, '
-                     'width entropy %.3f, skip fraction %.3f', step, st['arch'], st['madds'] / 1e9, st['params'] / 1e6,
-                     st['expected_cost'], objective.unit, st['op_entropy'], st['width_entropy'], st['skip_fraction'])
+    def __init__(self, run: TrainingRun, weight_ds: Subset, arch_ds: Subset, val_ds: CocoDetection) -> None:
+        cfg = run.cfg
+        self.run, self.s, self.t, self.val_ds = run, cfg['search'], cfg['train'], val_ds
+        self.space, self.supernet, self.model, self.objective = build_search(cfg, run.num_classes)
+        if not run.resumed:
+            self.supernet.load_seed(_seed_state_dict(cfg, self.space), self.s['remap_width'])
+        self.model.to(run.device)
+        broadcast_state(self.model)  # new layers were initialised from per-rank seeds: every rank starts from rank 0's
+        self.alphas = self.supernet.arch_parameters()
+        self.weights = [p for p in self.model.parameters() if all(p is not a for a in self.alphas)]
+        self.w_opt = build_optimizer(self.weights, self.t)
+        a = self.s['arch_optimizer']
+        self.a_opt = torch.optim.Adam(self.alphas, lr=a['lr'], betas=tuple(a['betas']), weight_decay=a['weight_decay'])
+        self.gen = torch.Generator().manual_seed(cfg['seed'])  # paths and Gumbel noise: the same on every rank
+        # NOTE: `begin` restores torch's RNG and `gen` only now, after the super network (random init) is built
+        state = run.begin(self.model, {'optimizer': self.w_opt, 'arch_optimizer': self.a_opt}, self.gen) or {}
+        self.step: int = state.get('step', 0)
+        self.history: list[dict[str, Any]] = [h for h in state.get('history', []) if h['step'] <= self.step]
+        if run.resumed:
+            _logger.info('resumed from %s at step %d', run.last, self.step)
+        bs, workers, distributed = self.t['batch_size'], cfg['data']['workers'], run.dist_info.distributed
+        self.w_stream = _Stream(weight_ds, bs, cfg['seed'], workers, distributed, self.step)
+        self.a_stream = _Stream(arch_ds, bs, cfg['seed'] + 1, workers, distributed, state.get('arch_step', 0))
+        self.monitor = _Monitor(self.space, self.supernet, self.objective, self.s['objective']['input_size'])
+        self.metrics = run.metrics_log(_FIELDS)
 
-    def checkpoint() -> None:
-        if dist_info.is_main:
-            save_checkpoint({'model': model.state_dict(), 'optimizer': w_opt.state_dict(),
-                             'arch_optimizer': a_opt.state_dict(), 'step': step, 'arch_step': a_stream.position,
-                             'rng': torch.get_rng_state(), 'generator': gen.get_state(), 'history': history,
-                             'config': cfg, 'num_classes': val_ds.num_classes}, last)
-        barrier()
+    def loop(self) -> dict[str, Any]:
+        """Alternate architecture and weight steps to the last step, then derive the arch (`_finish`)."""
+        s, t = self.s, self.t
+        epoch_batches = self.w_stream.per_pass
+        total = total_steps(t, epoch_batches)
+        if not self.run.resumed:
+            self._snapshot()
+        bar = self.run.progress(total, self.step, 'search')
+        self.model.train()
+        while self.step < total:
+            epoch = self.step // epoch_batches
+            searching = epoch >= s['arch_update_epoch']
+            # NOTE: the architecture steps (Gumbel relaxation) draw from `gen` before the weight step's path does;
+            # a resumed run repeats this order from the restored `gen`
+            if searching and self.step % s['weight_steps'] == 0:
+                for _ in range(s['arch_steps']):
+                    self._arch_step(epoch)
+            tic = time.perf_counter()
+            lr, det = self._weight_step(epoch, searching)
+            self.step += 1
+            step = self.step
+            bar.update(1)
+            bar.set_postfix(loss=f'{det.item():.3f}', lr=f'{lr:.4f}', arch='on' if searching else 'warm-up')
+            if step % t['log_interval'] == 0 or step == total:
+                self._log_row('weight', epoch, lr, tic, (det.detach(), det.detach(), float('nan'), 0.0))
+            if self.run.is_main and (step % s['arch_log_interval'] == 0 or step % epoch_batches == 0 or step == total):
+                self._snapshot()
+            if step % t['ckpt_interval'] == 0 or step % epoch_batches == 0 or step == total:
+                self.run.save_last(step=step, arch_step=self.a_stream.position, history=self.history)
+        bar.close()
+        return self._finish()
 
-    def arch_update(epoch: int) -> None:
+    def _weight_step(self, epoch: int, searching: bool) -> tuple[float, torch.Tensor]:
+        """One weight step on a sampled path; returns (LR, detection loss).
+
+        Args:
+            epoch: The current epoch (of the weight part).
+            searching: Whether the architecture is being updated (else the weights warm up).
+        """
+        # FNA: uniform paths while the weights warm up, then paths drawn by the architecture probabilities
+        self.supernet.set_path(self.supernet.sample_path(self.gen, uniform=not searching))
+        lr = apply_lr(self.w_opt, self.t, self.step, epoch)
+        images, targets = to_device(next(self.w_stream), self.run.device)
+        det = sum(self.model(images, targets).values())
+        self._check_finite(det, 'weight')
+        optimizer_step(self.w_opt, det, self.weights, self.t['grad_clip'], average=True)
+        return lr, det
+
+    def _arch_step(self, epoch: int) -> None:
+        """One architecture step: the relaxed (or Gumbel-sampled) super network, loss `L_det + cost loss`.
+
+        Args:
+            epoch: The current epoch (for the log).
+        """
+        s = self.s
         tic = time.perf_counter()
-        supernet.set_relaxed(gumbel=s['relaxation'] == 'gumbel', generator=gen, tau=s['gumbel_tau'])
-        for p in weights:
+        self.supernet.set_relaxed(gumbel=s['relaxation'] == 'gumbel', generator=self.gen, tau=s['gumbel_tau'])
+        for p in self.weights:
             p.requires_grad_(False)
         try:
-            images, targets = to_device(next(a_stream))
-            det = sum(model(images, targets).values())
-            expected = objective.expected(*supernet.probabilities())
-            cost_loss = objective.loss(expected).float()
+            images, targets = to_device(next(self.a_stream), self.run.device)
+            det = sum(self.model(images, targets).values())
+            expected = self.objective.expected(*self.supernet.probabilities())
+            cost_loss = self.objective.loss(expected).float()
             loss = det + cost_loss
-            _check_finite(loss, step, 'architecture', last)
-            a_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            average_gradients(alphas)
-            if s['arch_optimizer']['grad_clip']:
-                nn.utils.clip_grad_norm_(alphas, s['arch_optimizer']['grad_clip'])
-            a_opt.step()
+            self._check_finite(loss, 'architecture')
+            optimizer_step(self.a_opt, loss, self.alphas, s['arch_optimizer']['grad_clip'], average=True)
         finally:
-            for p in weights:
+            for p in self.weights:
                 p.requires_grad_(True)
-        if a_stream.position % t['log_interval'] == 0:
-            log_row('arch', epoch, s['arch_optimizer']['lr'], loss.detach(), det.detach(), float(expected.detach()),
-                    float(cost_loss.detach()), tic)
+        if self.a_stream.position % self.t['log_interval'] == 0:
+            self._log_row('arch', epoch, s['arch_optimizer']['lr'], tic,
+                          (loss.detach(), det.detach(), expected.detach(), cost_loss.detach()))
 
-    if not resumed:
-        snapshot()
-    bar = tqdm(total=total, initial=step, desc='search', disable=not dist_info.is_main)
-    model.train()
-    while step < total:
-        epoch = step // epoch_batches
-        searching = epoch >= s['arch_update_epoch']
-        if searching and step % s['weight_steps'] == 0:
-            for _ in range(s['arch_steps']):
-                arch_update(epoch)
-        tic = time.perf_counter()
-        # FNA: uniform paths while the weights warm up, then paths drawn by the architecture probabilities
-        supernet.set_path(supernet.sample_path(gen, uniform=not searching))
-        lr = t['lr'] * lr_factor(step, epoch, t)
-        set_lr(w_opt, lr)
-        images, targets = to_device(next(w_stream))
-        det = sum(model(images, targets).values())
-        _check_finite(det, step, 'weight', last)
-        w_opt.zero_grad(set_to_none=True)
-        det.backward()
-        average_gradients(weights)
-        if t['grad_clip']:
-            nn.utils.clip_grad_norm_(weights, t['grad_clip'])
-        w_opt.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f'{det.item():.3f}', lr=f'{lr:.4f}', arch='on' if searching else 'warm-up')
-        if step % t['log_interval'] == 0 or step == total:
-            log_row('weight', epoch, lr, det, det, float('nan'), 0.0, tic)
-        if dist_info.is_main and (step % s['arch_log_interval'] == 0 or step % epoch_batches == 0 or step == total):
-            snapshot()
-        if step % t['ckpt_interval'] == 0 or step % epoch_batches == 0 or step == total:
-            checkpoint()
-    bar.close()
-    return _finish(cfg, dist_info, space, supernet, model, monitor, history, a_stream, val_ds, step)
+    def _check_finite(self, loss: torch.Tensor, phase: str) -> None:
+        if not torch.isfinite(loss):
+            last = self.run.last
+            kept = f'the last good checkpoint is {last}' if last.is_file() else 'no checkpoint was written yet'
+            raise FloatingPointError(f'{phase} loss is {loss.item()} at step {self.step}; search stopped, {kept} '
+                                     '(lower train.lr or search.arch_optimizer.lr, or check the data)')
 
+    def _log_row(self, phase: str, epoch: int, lr: float, tic: float,
+                 values: tuple[torch.Tensor | float, ...]) -> None:
+        """A metrics.csv row (main process) with the super network's entropies and skip fraction.
 
-def _finish(cfg: dict[str, Any], dist_info: DistInfo, space: SearchSpace, supernet: SuperNet, model: nn.Module,
-            monitor: _Monitor, history: list[dict[str, Any]], a_stream: _Stream, val_ds: CocoDetection,
-            step: int) -> dict[str, Any]:
-    """Derive the arch, check every rank agrees, optionally evaluate it, and write the run's outputs."""
-    s, out = cfg['search'], FsPath(cfg['output'])
-    st = monitor.stats()
-    path: Path = st['path']
-    archs = all_gather_objects(st['arch'])
-    if len(set(archs)) != 1:
-        raise RuntimeError(f'processes derived different architectures: {archs}')
-    arch = space.derive(path)
-    latency = predicted_latency_ms(space, s['objective'], path, monitor.objective)
-    result: dict[str, Any] = {
-        'arch': st['arch'], 'arch_file': str(out / 'arch.yaml'), 'seed': space.seed_name, 'detector': cfg['detector'],
-        'input_size': list(s['objective']['input_size']), 'madds': st['madds'], 'params': st['params'],
-        'objective': {k: s['objective'][k] for k in ('type', 'lambda', 'target', 'table')},
-        'expected_cost': st['expected_cost'], 'cost_unit': monitor.objective.unit,
-        'predicted_latency_ms': None if latency is None else round(latency, 4),
-        'op_entropy': st['op_entropy'], 'width_entropy': st['width_entropy'],
-        'skip_fraction': st['skip_fraction'], 'probabilities': monitor.named_probabilities(st),
-        'steps': step, 'arch_steps': a_stream.position, 'processes': dist_info.world_size,
-    }
-    if s['eval_derived']:
-        # NOTE: evaluated with the super network's weights on the derived path after BN recalibration: a
-        # ranking signal only; the derived net is retrained from the seed (search/retrain.py --arch).
-        supernet.set_path(path)
-        recalibrate_bn(model, a_stream, s['bn_calib_batches'], dist_info.device)
-        stats = evaluate(model, val_ds, out / 'detections_derived_val.json', cfg['eval']['batch_size'], dist_info,
-                         cfg['data']['workers'])
-        result['supernet_eval'] = stats or None
-    if dist_info.is_main:
+        Args:
+            phase: 'weight' or 'arch'.
+            epoch: The current epoch.
+            lr: The step's LR.
+            tic: When the step began (`time.perf_counter`).
+            values: (loss, detection loss, expected cost, cost loss).
+        """
+        if not self.run.is_main:
+            return
+        loss, det, cost, cost_loss = map(float, values)
+        st = self.monitor.stats()
+        self.metrics.write([self.step, epoch, phase, f'{lr:.6g}', f'{loss:.5f}', f'{det:.5f}', f'{cost:.5g}',
+                            f'{cost_loss:.5f}', f"{st['op_entropy']:.4f}", f"{st['width_entropy']:.4f}",
+                            f"{st['skip_fraction']:.4f}", f'{time.perf_counter() - tic:.3f}'])
+
+    def _snapshot(self) -> None:
+        """Record the probabilities in the history (probs.json) and log the argmax arch."""
+        st = self.monitor.stats()
+        self.history.append({'step': self.step, 'ops': st['ops'], 'widths': st['widths'], 'arch': st['arch'],
+                             'madds': st['madds']})
+        _logger.info('step %d: argmax arch %s | %.3fB MAdds, %.3fM params | E[cost] %.4g %s | op entropy %.3f, '
+                     'width entropy %.3f, skip fraction %.3f', self.step, st['arch'], st['madds'] / 1e9,
+                     st['params'] / 1e6, st['expected_cost'], self.objective.unit, st['op_entropy'],
+                     st['width_entropy'], st['skip_fraction'])
+
+    def _finish(self) -> dict[str, Any]:
+        """Derive the arch, check every rank agrees, optionally evaluate it, and write the run's outputs."""
+        s, out, run, space = self.s, self.run.out, self.run, self.space
+        st = self.monitor.stats()
+        path: ArchPath = st['path']
+        archs = all_gather_objects(st['arch'])
+        if len(set(archs)) != 1:
+            raise RuntimeError(f'processes derived different architectures: {archs}')
+        arch = space.derive(path)
+        latency = predicted_latency_ms(space, s['objective'], path, self.objective)
+        result: dict[str, Any] = {
+            'arch': st['arch'], 'arch_file': str(out / 'arch.yaml'), 'seed': space.seed_name,
+            'detector': run.cfg['detector'], 'input_size': list(s['objective']['input_size']), 'madds': st['madds'],
+            'params': st['params'], 'objective': {k: s['objective'][k] for k in ('type', 'lambda', 'target', 'table')},
+            'expected_cost': st['expected_cost'], 'cost_unit': self.objective.unit,
+            'predicted_latency_ms': None if latency is None else round(latency, 4),
+            'op_entropy': st['op_entropy'], 'width_entropy': st['width_entropy'],
+            'skip_fraction': st['skip_fraction'], 'probabilities': self.monitor.named_probabilities(st),
+            'steps': self.step, 'arch_steps': self.a_stream.position, 'processes': run.dist_info.world_size,
+        }
+        if s['eval_derived']:
+            # NOTE: evaluated with the super network's weights on the derived path after BN recalibration: a
+            # ranking signal only; the derived net is retrained from the seed (fna-retrain --arch).
+            self.supernet.set_path(path)
+            recalibrate_bn(self.model, self.a_stream, s['bn_calib_batches'], run.device)
+            stats = evaluate(self.model, self.val_ds, out / 'detections_derived_val.json',
+                             run.cfg['eval']['batch_size'], run.dist_info, run.cfg['data']['workers'])
+            result['supernet_eval'] = stats or None
+        if run.is_main:
+            self._write_outputs(arch, st, latency)
+        barrier()
+        return result
+
+    def _write_outputs(self, arch: Any, st: dict[str, Any], latency: float | None) -> None:
+        """arch.yaml, alphas.pt, probs.json and probs.png of the finished search (main process).
+
+        Args:
+            arch: The derived `Arch`.
+            st: The final `_Monitor.stats`.
+            latency: Its predicted latency (ms), if a latency table is configured.
+        """
         from .plot import plot_probabilities
 
+        s, out, space, supernet = self.s, self.run.out, self.space, self.supernet
         arch.save(out / 'arch.yaml')
         save_checkpoint({'op_alphas': [a.detach().cpu() for a in supernet.op_alphas],
                          'width_alphas': [a.detach().cpu() for a in supernet.width_alphas],
                          'op_names': [list(names) for st_ in space.stages for names in st_.slots],
                          'widths': [list(st_.widths) for st_ in space.stages], 'temperature': space.temperature},
                         out / 'alphas.pt')
-        atomic_write_text(out / 'probs.json', json.dumps(history) + '\n')
-        plot_probabilities(history, space, out / 'probs.png')
+        atomic_write_text(out / 'probs.json', json.dumps(self.history) + '\n')
+        plot_probabilities(self.history, space, out / 'probs.png')
         _logger.info('derived arch %s: %.3fB MAdds, %.3fM params at %s', st['arch'], st['madds'] / 1e9,
                      st['params'] / 1e6, 'x'.join(map(str, s['objective']['input_size'])))
         if latency is not None:
             _logger.info('derived arch predicted latency: %.3f ms (latency table %s)', latency, s['objective']['table'])
-    barrier()
-    return result

@@ -7,7 +7,7 @@ https://arxiv.org/abs/2206.08509) also search each stage's output channels; here
 from multiples of the seed width (rounded to multiples of 8), shared by all its layers so residual adds stay
 aligned, and a layer's expansion width follows its input width (`e x C_in`), as in the derived network.
 
-A point of the space is a `Path`: per searchable stage, the op index of every layer slot and a width index.
+A point of the space is an `ArchPath`: per searchable stage, the op index of every layer slot and a width index.
 `SearchSpace.derive` turns it into the `Arch` that retraining, the zoo and export read.
 """
 from __future__ import annotations
@@ -21,11 +21,11 @@ from timm.layers import make_divisible
 from ..arch import SKIP, Arch, Op, Stage
 from ..archs import get_arch, list_archs
 
-__all__ = ['Path', 'StageSpace', 'SearchSpace']
+__all__ = ['ArchPath', 'StageSpace', 'SearchSpace']
 
 
 @dataclass(frozen=True)
-class Path:
+class ArchPath:
     """One architecture of the space: op index per layer slot and width index, per searchable stage.
 
     Args:
@@ -168,7 +168,7 @@ class SearchSpace:
             total *= first * depth_choices * len(st.widths)
         return total
 
-    def derive(self, path: Path, widths: Sequence[int] | None = None) -> Arch:
+    def derive(self, path: ArchPath, widths: Sequence[int] | None = None) -> Arch:
         """The architecture of a path (skips dropped at the stage end, as FNA derives), naming its seed.
 
         Args:
@@ -183,7 +183,7 @@ class SearchSpace:
         # NOTE: the seed's activation and SE ratio carry over (`replace`), so a derived arch is of its seed's family.
         return self.seed.replace(stages=tuple(stages), head_chs=self.head_chs, seed=self.seed_name)
 
-    def max_path_arch(self, path: Path) -> Arch:
+    def max_path_arch(self, path: ArchPath) -> Arch:
         """The path's ops at every stage's largest width (the super network's weights of that path)."""
         return self.derive(path, [st.max_width for st in self.stages])
 

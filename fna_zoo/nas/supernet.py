@@ -30,7 +30,7 @@ from timm.models._features import FeatureInfo
 
 from ..arch import SKIP, Arch, Op, Stage, se_reduce_chs
 from ..remap import WidthMode, expected_shapes, remap_state_dict
-from .space import Path, SearchSpace
+from .space import ArchPath, SearchSpace
 
 __all__ = ['SqueezeExcite', 'CandidateOp', 'MixedLayer', 'SuperNet']
 
@@ -307,22 +307,22 @@ class SuperNet(nn.Module):
         t = self.space.temperature
         return [F.softmax(a / t, -1) for a in self.op_alphas], [F.softmax(a / t, -1) for a in self.width_alphas]
 
-    def sample_path(self, generator: torch.Generator, uniform: bool) -> Path:
+    def sample_path(self, generator: torch.Generator, uniform: bool) -> ArchPath:
         """Draw a path: every slot's op and every stage's width, uniformly or by the current probabilities."""
         ops_p, width_p = self.probabilities()
         draw = (lambda p: int(torch.multinomial(torch.ones_like(p) if uniform else p.detach().float().cpu(), 1,
                                                 generator=generator)))
         it = iter(ops_p)
         ops = tuple(tuple(draw(next(it)) for _ in st.slots) for st in self.space.stages)
-        return Path(ops, tuple(draw(p) for p in width_p))
+        return ArchPath(ops, tuple(draw(p) for p in width_p))
 
-    def argmax_path(self) -> Path:
+    def argmax_path(self) -> ArchPath:
         """The path of the most likely op of every slot and width of every stage (FNA's derivation)."""
         it = iter(self.op_alphas)
         ops = tuple(tuple(int(next(it).argmax()) for _ in st.slots) for st in self.space.stages)
-        return Path(ops, tuple(int(a.argmax()) for a in self.width_alphas))
+        return ArchPath(ops, tuple(int(a.argmax()) for a in self.width_alphas))
 
-    def set_path(self, path: Path, masked: bool = False) -> None:
+    def set_path(self, path: ArchPath, masked: bool = False) -> None:
         """Run one path: one op per slot, one width per stage.
 
         Args:
@@ -481,7 +481,7 @@ class SuperNet(nn.Module):
         layer = self.blocks[si][slot]
         return f'blocks.{si}.{slot}.ops.{name}.{".".join(parts[3:])}' if name in layer.ops else None
 
-    def path_state_dict(self, path: Path) -> dict[str, torch.Tensor]:
+    def path_state_dict(self, path: ArchPath) -> dict[str, torch.Tensor]:
         """Weights of the derived network of `path` (timm key names) cut from the super network.
 
         The path's tensors at the largest widths are sliced to the path's widths by `remap_state_dict`

@@ -1,4 +1,4 @@
-"""`fna-publish` (also `python -m fna_zoo.publish_cli`): an FNA arch + weights as a timm model folder.
+"""`fna-publish` (also `python -m fna_zoo.cli.publish`): an FNA arch + weights as a timm model folder.
 
     fna-publish --checkpoint runs/retrain/final.pth --output hub/fna_retinanet_coco [--arch arch.yaml]
                 [--name NAME] [--dataset coco] [--ap 0.339]
@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .assets import resolve_asset
-from .cli_errors import CliParser, run_cli
+from ..assets.store import resolve_asset
+from .common import CliParser, add_verbosity, entry_point, setup_logging
 
 __all__ = ['publish_main', 'main']
 
@@ -31,14 +31,14 @@ def _parser() -> CliParser:
     p.add_argument('--arch', help='arch file (.yaml/.json/.txt) or registered arch name; with --checkpoint optional '
                    '(it must be the arch the checkpoint was trained with)')
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument('--checkpoint', help='retrain checkpoint (final.pth of search/retrain.py): its backbone weights')
+    src.add_argument('--checkpoint', help='retrain checkpoint (final.pth of fna-retrain): its backbone weights')
     src.add_argument('--seed-weights', help="seed weights to remap into --arch: a .pth/.safetensors file or 'timm' "
                      '(the hub weights of the arch\'s seed)')
     p.add_argument('--output', '-o', required=True, help='folder to write (must not exist, or be empty)')
     p.add_argument('--name', help='model name in the model card (default: the output folder name)')
     p.add_argument('--dataset', help='training dataset named in the model card (e.g. coco)')
     p.add_argument('--ap', type=float, help="box AP in [0, 1] for the model card (default: the run's metrics.json)")
-    p.add_argument('--verbose', '-v', action='store_true', help='log progress')
+    add_verbosity(p)
     return p
 
 
@@ -50,7 +50,7 @@ def _validate(args: Any) -> None:
         raise FileNotFoundError(f'arch file {args.arch!r} does not exist; expected a .yaml/.json/.txt arch file')
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist; expected a final.pth of '
-                                'search/retrain.py')
+                                'fna-retrain')
     if args.seed_weights and args.seed_weights != 'timm' and not resolve_asset(args.seed_weights).is_file():
         raise FileNotFoundError(f"seed weights file {args.seed_weights!r} does not exist; expected a .pth/.safetensors "
                                 "file, 'asset:mobilenetv2_100.tv_in1k' or 'timm'")
@@ -65,13 +65,12 @@ def _validate(args: Any) -> None:
 def publish_main(argv: Sequence[str] | None = None) -> Path:
     """Run `fna-publish`; returns the written folder."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format='%(asctime)s %(levelname)s %(name)s: %(message)s', stream=sys.stderr)
+    setup_logging(args, default=logging.WARNING)
     _validate(args)
 
-    from .arch import Arch
-    from .complexity import count_arch
-    from .publish import CARD_INPUT_SIZES, publish
+    from ..arch import Arch
+    from ..complexity import count_arch
+    from ..publish import CARD_INPUT_SIZES, publish
 
     folder = publish(args.arch, args.output, checkpoint=args.checkpoint, seed_weights=args.seed_weights,
                      name=args.name, dataset=args.dataset, ap=args.ap)
@@ -86,9 +85,7 @@ def publish_main(argv: Sequence[str] | None = None) -> Path:
     return folder
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point of `fna-publish`: the project's error convention (see `fna_zoo.cli_errors`)."""
-    return run_cli(publish_main, argv)
+main = entry_point(publish_main)
 
 
 if __name__ == '__main__':

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..assets import resolve_asset
-from ..cli_errors import CliParser, run_cli
+from ..assets.store import resolve_asset
+from .common import CliParser, add_verbosity, entry_point, setup_logging
 
 __all__ = ['export_main', 'main']
 
@@ -62,13 +62,14 @@ def _parser() -> CliParser:
     p.add_argument('--fp16', action='store_true', help='engine: FP16 precision')
     p.add_argument('--max-batch', type=int, default=32, help='engine: largest batch of the optimisation profile')
     p.add_argument('--timing-cache', help='engine: TensorRT timing cache file (default: beside the engine)')
-    p.add_argument('--verbose', '-v', action='store_true', help='log progress')
+    add_verbosity(p)
     return p
 
 
 def _validate(p: CliParser, args: Any) -> None:
     """All checks that need no model, so a bad argument fails before any heavy work."""
-    from .onnx_export import MAX_OPSET, MIN_OPSET, check_input_size, check_output_path
+    from ..checks import check_input_size, check_output_path
+    from ..export.onnx_export import MAX_OPSET, MIN_OPSET
 
     what = args.what or ('nms' if args.checkpoint else 'backbone')
     args.what = what
@@ -91,7 +92,7 @@ def _validate(p: CliParser, args: Any) -> None:
         raise ValueError(f'--atol is {args.atol}; expected a positive tolerance')
     if (args.score_thresh is not None or args.iou_thresh is not None or args.max_dets is not None) and what != 'nms':
         raise ValueError('--score-thresh / --iou-thresh / --max-dets apply to --what nms; expected no NMS options here')
-    args.output = check_output_path(args.output)
+    args.output = check_output_path(args.output, '.onnx')
     if args.int8:
         if what != 'nms':
             raise ValueError(f'--int8 is gated by detection AP, so it needs --what nms; got --what {what}')
@@ -99,7 +100,7 @@ def _validate(p: CliParser, args: Any) -> None:
             raise ValueError(f'--calib-images is {args.calib_images}; expected at least 1')
         if not 0 <= args.ap_drop_max <= 1:
             raise ValueError(f'--ap-drop-max is {args.ap_drop_max}; expected AP units in [0, 1] (0.02 = 2 points)')
-        args.int8_output = check_output_path(args.int8_output or args.output.with_suffix('.int8.onnx'))
+        args.int8_output = check_output_path(args.int8_output or args.output.with_suffix('.int8.onnx'), '.onnx')
         if args.int8_output.resolve() == args.output.resolve():
             raise ValueError(f'--int8-output {str(args.int8_output)!r} is the fp32 output; expected another file')
     elif args.int8_output:
@@ -107,7 +108,7 @@ def _validate(p: CliParser, args: Any) -> None:
     if args.arch and not Path(args.arch).is_file():
         raise FileNotFoundError(f'arch file {args.arch!r} does not exist; expected a .yaml/.json/.txt arch file')
     if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist; expected a final.pth of search/retrain.py')
+        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist; expected a final.pth of fna-retrain')
     if args.data_path is not None and not resolve_asset(args.data_path).is_dir():
         raise FileNotFoundError(f'data folder {args.data_path!r} does not exist; expected a COCO tree '
                                 '(annotations/instances_<split>.json, <split>/)')
@@ -129,31 +130,26 @@ def _validate(p: CliParser, args: Any) -> None:
 
 
 def _backbone_spec(args: Any) -> Any:
-    import timm
-
     from .. import fna  # noqa: F401  (registers the fna* models)
-    from ..arch import is_arch_spec, load_arch
+    from ..arch import load_arch
+    from ..specs import resolve_model
 
     if args.arch:
         return load_arch(args.arch)
-    name = args.model[len('timm:'):] if args.model.startswith('timm:') else args.model
-    if timm.is_model(name) or (name == args.model and is_arch_spec(args.model)):
-        return args.model
-    from ..archs import list_archs
-
-    raise ValueError(f'unknown model {args.model!r}; expected a zoo arch ({", ".join(list_archs())}) or a timm '
-                     'model name (timm.list_models())')
+    if resolve_model(args.model).is_file:
+        raise ValueError(f'--model {args.model!r} is a file; expected a zoo arch or a timm model name '
+                         '(a retrain checkpoint goes to --checkpoint)')
+    return args.model
 
 
 def export_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run `fna-export`; returns what was written (paths, parity reports, INT8 numbers)."""
     p = _parser()
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format='%(asctime)s %(levelname)s %(name)s: %(message)s', stream=sys.stderr)
+    setup_logging(args, default=logging.WARNING)
     _validate(p, args)
 
-    from .onnx_export import backbone_target, detector_target, export_with_gate
+    from ..export.onnx_export import backbone_target, detector_target, export_with_gate
 
     if args.checkpoint:
         target = detector_target(args.checkpoint, args.what, tuple(args.input_size) if args.input_size else None,
@@ -181,7 +177,7 @@ def export_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result['int8'] = _int8(args, target, written)
         engine_source = result['int8']['path']
     if args.format == 'engine':
-        from .tensorrt import TensorRTUnavailable, build_engine
+        from ..export.tensorrt import TensorRTUnavailable, build_engine
 
         precision = 'int8' if args.int8 else ('fp16' if args.fp16 else 'fp32')
         try:
@@ -198,12 +194,12 @@ def _int8(args: Any, target: Any, fp32_path: Path) -> dict[str, Any]:
     """Calibrate, quantize, then compare INT8 with fp32 (AP, size, latency); nothing written on a failed gate."""
     import json
 
-    from ..engine.checkpoint import load_checkpoint
-    from ..engine.cli import format_stats
-    from .onnx_export import publish
-    from .quantize import calibration_batches, calibration_images, eval_dataset, onnx_ap, ort_latency_ms, quantize_int8
+    from ..checkpoint import read_checkpoint
+    from ..engine.evaluate import format_stats
+    from ..fileio import commit_file
+    from ..export.quantize import calibration_batches, calibration_images, eval_dataset, onnx_ap, ort_latencies_ms, quantize_int8
 
-    cfg = load_checkpoint(args.checkpoint)['config']
+    cfg = read_checkpoint(args.checkpoint).config
     meta = target.metadata
     mean, resize = json.loads(meta['mean']), meta['resize']
     dataset = eval_dataset(cfg, args.data_path)
@@ -215,8 +211,7 @@ def _int8(args: Any, target: Any, fp32_path: Path) -> dict[str, Any]:
         quantize_int8(fp32_path, tmp, batches)
         ap32 = onnx_ap(fp32_path, dataset, target.input_size, resize, mean)
         ap8 = onnx_ap(tmp, dataset, target.input_size, resize, mean)
-        lat32 = ort_latency_ms(fp32_path, batches[0])
-        lat8 = ort_latency_ms(tmp, batches[0])
+        lat32, lat8 = ort_latencies_ms([fp32_path, tmp], batches[0])  # interleaved: same load on both
         drop = ap32['AP'] - ap8['AP']
         size32, size8 = fp32_path.stat().st_size / 2 ** 20, tmp.stat().st_size / 2 ** 20
         print(f'fp32: {format_stats(ap32)} | {size32:.2f} MB | ORT {lat32:.1f} ms (batch 1)')
@@ -228,7 +223,7 @@ def _int8(args: Any, target: Any, fp32_path: Path) -> dict[str, Any]:
                   f'nothing written to {str(int8_path)!r}', file=sys.stderr)
             tmp.unlink(missing_ok=True)
             sys.exit(1)
-        publish(tmp, int8_path)
+        commit_file(tmp, int8_path)
     finally:
         tmp.unlink(missing_ok=True)
     print(f'wrote {int8_path}')
@@ -236,6 +231,4 @@ def _int8(args: Any, target: Any, fp32_path: Path) -> dict[str, Any]:
             'mb_fp32': size32, 'mb_int8': size8}
 
 
-def main() -> None:
-    """Console-script entry point."""
-    sys.exit(run_cli(export_main))
+main = entry_point(export_main)

@@ -1,8 +1,12 @@
-"""`fna-bench` (also `python benchmarks/run.py`): latency across backends, comparisons, the latency-vs-AP report.
+"""`fna-bench` (also `python benchmarks/run.py`): latency across runtimes, comparisons, the latency-vs-AP report.
 
-    fna-bench fna_retinanet_backbone mobilenetv2_100 --backends eager ort --input-size 800 1088 --output out/
-    fna-bench compare fna_retinanet_backbone@eager fna_retinanet_backbone@ort --runs 20
+    fna-bench fna_retinanet_backbone mobilenetv2_100 --runtimes torch onnxruntime --input-size 800 1088 -o out/
+    fna-bench compare fna_retinanet_backbone@torch fna_retinanet_backbone@onnxruntime --runs 20
     fna-bench report --results out/results.json [more.json ...] --runs-dirs runs/export_demo --output out/
+
+Runtimes are the canonical names of `fna_zoo.runtime.names` (`torch`, `torch-fp16`, `torch-compile`,
+`onnxruntime`, `tensorrt`, `tensorrt-fp16`) with `--device cpu|cuda`; the old backend names (`eager`, `ort`,
+`compile`, `trt`, ...) are aliases, as are `--backends` for `--runtimes` and `--what detector` for `--what raw`.
 
 Exit codes: 0 done; 2 user error (one `error: ...` line).
 """
@@ -14,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..cli_errors import CliParser, run_cli
+from .common import CliParser, add_output_arg, add_verbosity, entry_point, setup_logging
 
 __all__ = ['main', 'bench_main']
 
@@ -24,49 +28,54 @@ _COMMANDS = ('run', 'compare', 'report')
 
 
 def _common(p: CliParser) -> None:
-    from .backends import BACKENDS
-
-    p.add_argument('--what', choices=['backbone', 'detector'], default='backbone',
-                   help='backbone features, or the detector without NMS (backbone + neck + head; default backbone)')
+    p.add_argument('--what', choices=['backbone', 'raw', 'detector'], default='backbone',
+                   help='backbone features, or raw: the detector without NMS (backbone + neck + head); detector '
+                        'is an alias of raw (default backbone)')
     p.add_argument('--detector', choices=['retinanet', 'ssdlite'], default='retinanet',
-                   help='detector built around a backbone for --what detector (random init, 80 classes)')
+                   help='detector built around a backbone for --what raw (random init, 80 classes)')
     p.add_argument('--warmup', type=int, default=3, help='untimed runs first (default 3)')
     p.add_argument('--runs', type=int, default=10, help='timed runs (default 10)')
     p.add_argument('--threads', type=int, help="intra-op threads, torch and onnxruntime (default: torch's)")
-    p.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
-    p.add_argument('--quiet', '-q', action='store_true', help='no progress bar')
-    p.set_defaults(backend_names=BACKENDS)
+    p.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda' (or 'cuda:N')")
+    add_verbosity(p)
 
 
 def _parser() -> CliParser:
-    p = CliParser(prog='fna-bench', description='Latency of FNA / timm backbones and detectors across backends '
+    from ..runtime.names import runtime_help
+
+    p = CliParser(prog='fna-bench', description='Latency of FNA / timm backbones and detectors across runtimes '
                   '(PyTorch eager, torch.compile, onnxruntime, TensorRT), comparisons and the latency-vs-AP report.')
     sub = p.add_subparsers(dest='command', parser_class=CliParser)
-    r = sub.add_parser('run', help='time a grid of models x backends x batch sizes (the default command)')
+    r = sub.add_parser('run', help='time a grid of models x runtimes x batch sizes (the default command)')
     r.add_argument('models', nargs='+', help='zoo arch names, arch files, timm names (timm:NAME forces timm), '
-                   'retrain checkpoints (.pth; --what detector) or .onnx files (e.g. an INT8 file; ort backend)')
-    r.add_argument('--backends', nargs='+', default=['eager', 'ort'],
-                   help='eager, eager-fp16 (CUDA), compile, ort (onnxruntime; fp32 export, or the .onnx given), '
-                        'trt / trt-fp16 (TensorRT engines built from that ONNX file; CUDA) (default: eager ort)')
+                   'retrain checkpoints (.pth; --what raw) or .onnx files (e.g. an INT8 file; onnxruntime)')
+    r.add_argument('--runtimes', '--backends', dest='runtimes', nargs='+', default=['torch', 'onnxruntime'],
+                   metavar='RUNTIME',
+                   help=f'runtimes, some of {runtime_help()}: torch-fp16 and tensorrt* run on CUDA; onnxruntime '
+                        'times the fp32 export, or the .onnx given; tensorrt builds an engine from that ONNX file '
+                        '(default: torch onnxruntime; --backends is an alias)')
     r.add_argument('--batch', nargs='+', type=int, default=[1], help='batch sizes, e.g. 1 8 (default 1)')
     r.add_argument('--input-size', nargs='+', type=int, metavar='H W',
                    help='one or more H W pairs (multiples of 32; default 800 1088 for --what backbone, and '
                         '800 1088 for RetinaNet / 320 320 for SSDLite)')
     r.add_argument('--min-time', type=float, help='or: time each cell for at least this many seconds')
-    r.add_argument('--output', '-o', help='folder for results.csv and results.json')
+    add_output_arg(r, 'folder for results.csv and results.json')
     _common(r)
-    c = sub.add_parser('compare', help='two models or two backends, interleaved, as a ratio A / B')
-    c.add_argument('a', help='A: MODEL[@BACKEND] (backend default: --backend)')
-    c.add_argument('b', help='B: MODEL[@BACKEND]')
-    c.add_argument('--backend', default='eager', help='backend for A / B without @BACKEND (default eager)')
+    c = sub.add_parser('compare', help='two models or two runtimes, interleaved, as a ratio A / B')
+    c.add_argument('a', help='A: MODEL[@RUNTIME] (a runtime name or alias; default: --runtime)')
+    c.add_argument('b', help='B: MODEL[@RUNTIME]')
+    c.add_argument('--runtime', '--backend', dest='runtime', default='torch',
+                   help='runtime for A / B without @RUNTIME (default torch; --backend is an alias)')
     c.add_argument('--batch', type=int, default=1)
     c.add_argument('--input-size', nargs=2, type=int, default=[800, 1088], metavar=('H', 'W'))
-    c.add_argument('--output', '-o', help='folder for compare.json')
+    add_output_arg(c, 'folder for compare.json')
     _common(c)
     rep = sub.add_parser('report', help='markdown table + PNG of latency vs AP')
-    rep.add_argument('--results', nargs='+', required=True, help='results.json of one or more fna-bench runs')
+    rep.add_argument('--results', nargs='+', required=True, help='results.json of one or more fna-bench runs '
+                     '(older files, whose backend column holds the old runtime names, too)')
     rep.add_argument('--runs-dirs', nargs='*', default=[], help='retrained run folders (config.yaml + metrics.json)')
-    rep.add_argument('--output', '-o', required=True, help='folder for latency_vs_ap.md / .png')
+    add_output_arg(rep, 'folder for latency_vs_ap.md / .png', required=True)
+    add_verbosity(rep)
     return p
 
 
@@ -87,36 +96,36 @@ def _check_counts(args: Any) -> None:
 
 
 def _sizes(values: Sequence[int] | None, what: str, detector: str) -> list[tuple[int, int]]:
-    from ..export.onnx_export import check_input_size
+    from ..checks import check_input_size
 
     if not values:
-        return [(320, 320)] if (what == 'detector' and detector == 'ssdlite') else [(800, 1088)]
+        return [(320, 320)] if (what in ('raw', 'detector') and detector == 'ssdlite') else [(800, 1088)]
     if len(values) % 2:
         raise ValueError(f'--input-size has {len(values)} numbers; expected H W pairs')
     return [check_input_size([values[i], values[i + 1]], what) for i in range(0, len(values), 2)]
 
 
-def _split(item: str, default: str) -> tuple[str, str]:
-    from .backends import BACKENDS
+def _split(item: str, default: str, device: str) -> tuple[str, str]:
+    """(model, canonical runtime name) of `MODEL[@RUNTIME]`."""
+    from ..runtime.names import canonical_runtime
 
-    model, _, backend = item.rpartition('@') if '@' in item else (item, '', default)
-    if backend not in BACKENDS:
-        raise ValueError(f'backend {backend!r} in {item!r} is unknown; expected one of {", ".join(BACKENDS)}')
-    return model, backend
+    model, _, runtime = item.rpartition('@') if '@' in item else (item, '', default)
+    try:
+        return model, canonical_runtime(runtime, device)[0]
+    except ValueError as e:
+        raise ValueError(f'{e} (in {item!r})') from None
 
 
 def _run(args: Any) -> None:
-    from .backends import BACKENDS
-    from .runner import format_table, run_grid, write_results
+    from ..bench.runner import format_table, run_grid, write_results
+    from ..runtime.names import canonical_runtime
 
     _check_counts(args)
-    for b in args.backends:
-        if b not in BACKENDS:
-            raise ValueError(f'--backends {b!r} is unknown; expected some of {", ".join(BACKENDS)}')
+    runtimes = [canonical_runtime(r, args.device)[0] for r in args.runtimes]
     if any(b < 1 for b in args.batch):
         raise ValueError(f'--batch {args.batch}; expected positive integers')
     sizes = _sizes(args.input_size, args.what, args.detector)
-    rows = run_grid(args.models, args.backends, args.what, args.batch, sizes, args.warmup, args.runs,
+    rows = run_grid(args.models, runtimes, args.what, args.batch, sizes, args.warmup, args.runs,
                     args.min_time, args.threads, args.device, args.detector, progress=not args.quiet)
     m = rows[0] if rows else {}
     print(f"{m.get('cpu_model')} ({m.get('cores')} cores, {m.get('threads')} threads, load {m.get('loadavg_1m')}), "
@@ -130,19 +139,19 @@ def _run(args: Any) -> None:
 
 def _compare(args: Any) -> None:
     from ..fileio import atomic_write_text
-    from .runner import compare
+    from ..bench.runner import compare
 
     _check_counts(args)
     size = _sizes(args.input_size, args.what, args.detector)[0]
-    a, b = _split(args.a, args.backend), _split(args.b, args.backend)
+    a, b = _split(args.a, args.runtime, args.device), _split(args.b, args.runtime, args.device)
     if a == b:
-        raise ValueError(f'A and B are both {a[0]}@{a[1]}; expected two different models or backends')
+        raise ValueError(f'A and B are both {a[0]}@{a[1]}; expected two different models or runtimes')
     r = compare(a, b, args.what, args.batch, size, args.warmup, args.runs, args.threads, args.device, args.detector)
     ra, rb = r['a'], r['b']
     print(f"{ra['cpu_model']} ({ra['cores']} cores, {ra['threads']} threads, load {ra['loadavg_1m']}); "
           f"{args.what} {size[0]}x{size[1]}, batch {args.batch}, {r['n']} interleaved rounds after {args.warmup} warm-up")
     for tag, row in (('A', ra), ('B', rb)):
-        print(f"  {tag}: {row['model']} @ {row['backend']} ({row['precision']}): p50 {row['p50_ms']:.1f} ms, "
+        print(f"  {tag}: {row['model']} @ {row['runtime']} ({row['precision']}): p50 {row['p50_ms']:.1f} ms, "
               f"p90 {row['p90_ms']:.1f} ms, mean {row['mean_ms']:.1f} ± {row['std_ms']:.1f} ms")
     print(f"ratio A/B = {r['ratio']:.2f} (median of per-round ratios; p10 {r['p10']:.2f}, p90 {r['p90']:.2f}, "
           f"IQR {r['iqr']:.2f}; ratio of medians {r['ratio_of_medians']:.2f})")
@@ -153,7 +162,7 @@ def _compare(args: Any) -> None:
 
 
 def _report(args: Any) -> None:
-    from .report import build_report, published_entries, run_entry, write_report
+    from ..bench.report import build_report, published_entries, run_entry, write_report
 
     rows: list[dict[str, Any]] = []
     for name in args.results:
@@ -185,13 +194,13 @@ def bench_main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.command is None:
         p.error('no command or model given; expected e.g. fna-bench fna_retinanet_backbone')
-    logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    if getattr(args, 'what', None) == 'detector':
+        args.what = 'raw'  # the old name of --what raw
+    setup_logging(args, default=logging.WARNING)  # the printed table is the output
     {'run': _run, 'compare': _compare, 'report': _report}[args.command](args)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point of `fna-bench`: the project's error convention (see `fna_zoo.cli_errors`)."""
-    return run_cli(bench_main, argv)
+main = entry_point(bench_main)
 
 
 if __name__ == '__main__':

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from ..cli_errors import CliParser, run_cli
-from .fetch import GROUP_ASSETS, GROUPS, fetch_assets
-from .store import ASSET_PREFIX, cache_dir
+from .common import CliParser, entry_point
+from ..assets.fetch import GROUP_ASSETS, GROUPS, fetch_assets
+from ..assets.store import ASSET_PREFIX, cache_dir
 
 __all__ = ['fetch_main', 'main']
 
@@ -35,10 +35,8 @@ def fetch_main(argv: Sequence[str] | None = None) -> dict:
     return paths
 
 
-def main() -> None:
-    """Console-script entry point."""
-    sys.exit(run_cli(fetch_main))
+main = entry_point(fetch_main)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Checkpoints of search and retraining: one writer (atomic) and one reader that every command uses.
+
+A retrain checkpoint carries the backbone's arch itself (`Arch.to_dict()` under ``'arch'``), so a command
+reading it (fna-test, fna-export, fna-publish, fna-bench) needs no file the run's config points at: a run
+folder can be moved or copied to another machine. Checkpoints written before the arch was stored fall back to
+the run folder's `arch.yaml` snapshot, then to the config's backbone spec.
+
+Ground floor: imports only `fileio` and, lazily, `arch`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .fileio import atomic_path
+
+__all__ = ['save_checkpoint', 'load_checkpoint', 'read_checkpoint', 'Checkpoint']
+
+_logger = logging.getLogger(__name__)
+_REQUIRED = ('model', 'config')
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write `state` to `path` through a temp file and a rename, so a killed run never leaves half a file.
+
+    Args:
+        state: Must hold 'model' (a state dict) and 'config'.
+        path: Destination.
+    """
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint` (weights-only unpickling), with clear errors.
+
+    Args:
+        path: Checkpoint file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint {str(path)!r} does not exist')
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # truncated or foreign files fail in many ways inside torch.load
+        raise ValueError(f'checkpoint {str(path)!r} is corrupt or not a checkpoint ({type(e).__name__}); expected a '
+                         '.pth file written by this project') from None
+    if not isinstance(state, dict) or any(k not in state for k in _REQUIRED):
+        raise ValueError(f'checkpoint {str(path)!r} lacks {list(_REQUIRED)}; expected a file written by fna-search '
+                         'or fna-retrain')
+    if not isinstance(state['config'], Mapping):
+        raise ValueError(f'checkpoint {str(path)!r} has no run config; expected a file written by fna-search or '
+                         'fna-retrain')
+    return state
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint, decoded.
+
+    Args:
+        path: Where it was read from.
+        config: The run config it was trained with.
+        weights: The model's state dict.
+        state: Everything else it holds (optimizer, step, rng, ...), without the weights.
+        arch: The backbone arch as `Arch.to_dict()` (None for a timm backbone or a search checkpoint).
+    """
+
+    path: Path
+    config: dict[str, Any]
+    weights: dict[str, Any]
+    state: dict[str, Any] = field(default_factory=dict)
+    arch: dict[str, Any] | None = None
+
+    @property
+    def is_search(self) -> bool:
+        """Whether it is an architecture search checkpoint (super-network weights)."""
+        return 'search' in self.config
+
+    @property
+    def step(self) -> Any:
+        return self.state.get('step')
+
+    @property
+    def num_classes(self) -> int | None:
+        n = self.state.get('num_classes') or (self.config.get('model') or {}).get('num_classes')
+        return int(n) if n else None
+
+    @property
+    def backbone(self) -> Any:
+        """The backbone to build: the stored arch (a dict `load_arch` reads), else the config's spec (a timm
+        model name, or None for the detector's default)."""
+        if self.arch is not None:
+            return self.arch
+        return (self.config.get('model') or {}).get('backbone')
+
+    def model_config(self) -> dict[str, Any]:
+        """The run config with `model.backbone` set to the stored arch, so the detector builds from the
+        checkpoint alone."""
+        cfg = dict(self.config)
+        cfg['model'] = dict(cfg.get('model') or {}, backbone=self.backbone)
+        return cfg
+
+
+def _stored_arch(path: Path, state: Mapping[str, Any]) -> dict[str, Any] | None:
+    from .arch import is_arch_spec, load_arch
+
+    if isinstance(state.get('arch'), Mapping):
+        return dict(state['arch'])
+    cfg = state['config']
+    if 'search' in cfg:
+        return None
+    spec = (cfg.get('model') or {}).get('backbone')
+    if spec is None or not is_arch_spec(spec):
+        return None  # the detector's default or a timm model: the config says it all
+    # NOTE: an older checkpoint (no 'arch' entry): the run folder's arch.yaml snapshot, which retraining wrote
+    # when it started, wins over the config's spec, which may name a file that has changed or moved since.
+    snapshot = path.parent / 'arch.yaml'
+    try:
+        return load_arch(snapshot if snapshot.is_file() else spec).to_dict()
+    except FileNotFoundError:
+        raise FileNotFoundError(f'the arch file {str(spec)!r} of checkpoint {str(path)!r} does not exist (and there '
+                                'is no arch.yaml beside the checkpoint); expected the arch it was trained with') from None
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """A checkpoint with its arch: what every command that reads a run's weights uses.
+
+    Args:
+        path: final.pth / last.pth of a retrain (or search) run.
+    """
+    path = Path(path)
+    state = load_checkpoint(path)
+    weights = state['model']
+    if not isinstance(weights, Mapping):
+        raise ValueError(f'checkpoint {str(path)!r} has no state dict under "model"; expected a model checkpoint')
+    rest = {k: v for k, v in state.items() if k not in ('model', 'config', 'arch')}
+    return Checkpoint(path, dict(state['config']), dict(weights), rest, _stored_arch(path, state))

@@ -1,0 +1,54 @@
+"""`fna-search` (also `search/run.py`, `python -m fna_zoo.cli.search` under torchrun): architecture search
+(ops, depth, channel widths) around a seed network with parameter remapping, FNA (Fang et al., ICLR 2020 -
+https://arxiv.org/abs/2001.02525) with Jung et al.'s width search (ICPR 2022 - https://arxiv.org/abs/2206.08509).
+
+    fna-search --config configs/fna_retinanet_search.yaml [--data-path /data/coco] [--job-name NAME]
+               [--set search.objective.lambda=0.05 ...] [--resume]
+    torchrun --nproc_per_node 8 -m fna_zoo.cli.search --config ...      # DDP (NCCL on GPU, Gloo on CPU)
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+from .common import CliParser, add_run_args, entry_point, is_main_process, run_overrides, setup_logging
+
+__all__ = ['search_main', 'main']
+
+
+def search_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse `argv`, search, print the derived arch and how to retrain it; returns the result."""
+    from ..engine.config import SEARCH_DEFAULTS, load_config
+    from ..engine.distributed import cleanup
+    from ..nas.searcher import search
+
+    p = CliParser(prog='fna-search', description='Search a detection backbone (ops, depth, widths) around a seed '
+                  'network, FNA-style; writes <run>/arch.yaml for fna-retrain --arch.')
+    add_run_args(p)
+    args = p.parse_args(argv)
+    setup_logging(args)
+    cfg = load_config(args.config, run_overrides(args), defaults=SEARCH_DEFAULTS)
+    try:
+        result = search(cfg, resume=args.resume)
+    finally:
+        cleanup()
+    if is_main_process():
+        print(f"run folder: {cfg['output']}")
+        print(f"derived arch ({result['seed']} seed, {result['steps']} weight / {result['arch_steps']} arch steps, "
+              f"{result['wall_time_s']:.0f} s): {result['arch']}")
+        size = 'x'.join(map(str, result['input_size']))
+        print(f"backbone at {size}: {result['madds'] / 1e9:.3f}B MAdds, {result['params'] / 1e6:.3f}M params; "
+              f"skip fraction {result['skip_fraction']:.2f}, op entropy {result['op_entropy']:.2f}")
+        if result.get('predicted_latency_ms') is not None:
+            print(f"predicted latency (table {result['objective']['table']}): {result['predicted_latency_ms']:.2f} ms")
+        if result.get('supernet_eval'):
+            print(f"derived path in the super network (BN recalibrated): AP {100 * result['supernet_eval']['AP']:.1f}")
+        print(f"retrain it: fna-retrain --config <retrain config> --arch {result['arch_file']}")
+    return result
+
+
+main = entry_point(search_main)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""The scaffolding every training loop shares: the run folder and its bookkeeping, written once.
+
+Retraining (`fna_zoo.engine.train.retrain`, FNA's parameter adaptation) and the architecture search
+(`fna_zoo.nas.searcher.search`, FNA's architecture adaptation; Fang et al., ICLR 2020 -
+https://arxiv.org/abs/2001.02525) both seed the process, check the class count, write config.yaml, plan their
+steps, log metrics.csv, checkpoint to last.pth (resumable to the batch), show a progress bar and move batches to
+the device. `TrainingRun` holds that bookkeeping (rank-aware: only the main process writes, every process
+meets at the barriers), so the two loops read as their algorithms.
+
+Below `fna_zoo.nas`: imports nothing of it.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import itertools
+import logging
+import math
+import random
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
+from tqdm import tqdm
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data import collate
+from ..fileio import atomic_write_text
+from .distributed import DistInfo, average_gradients, barrier
+
+__all__ = ['seed_process', 'check_num_classes', 'batches_per_epoch', 'total_steps', 'SkipSampler', 'epoch_loader',
+           'optimizer_step', 'to_device', 'MetricsLog', 'TrainingRun']
+
+Batch = tuple[list, list]
+
+
+def seed_process(seed: int, dist_info: DistInfo) -> None:
+    """Seed torch's and Python's global RNGs with `seed` + this process's rank.
+
+    Args:
+        seed: The run's seed (`cfg['seed']`).
+        dist_info: This process.
+    """
+    torch.manual_seed(seed + dist_info.rank)
+    random.seed(seed + dist_info.rank)
+
+
+def check_num_classes(cfg: dict[str, Any], train_ds: Any) -> int:
+    """The run's object classes: `model.num_classes`, or (null) those of the training annotations.
+
+    Args:
+        cfg: The run config.
+        train_ds: The training dataset (has `num_classes`).
+
+    Raises:
+        ValueError: The config and the annotations disagree.
+    """
+    num_classes = cfg['model']['num_classes'] or train_ds.num_classes
+    if num_classes != train_ds.num_classes:
+        raise ValueError(f'config model.num_classes is {num_classes}, the training annotations have '
+                         f'{train_ds.num_classes} categories; expected them to agree')
+    return num_classes
+
+
+def batches_per_epoch(dataset: Any, sampler: Sampler | None, batch_size: int) -> int:
+    """This process's batches in one pass over `dataset` (its `sampler`'s shard when distributed).
+
+    Args:
+        dataset: The dataset.
+        sampler: Its `DistributedSampler`, or None in a single process.
+        batch_size: Items per batch (the last batch may be short).
+    """
+    return math.ceil(len(sampler or dataset) / batch_size)
+
+
+def total_steps(t: dict[str, Any], epoch_batches: int) -> int:
+    """The run's steps: `train.epochs` epochs of `epoch_batches`, capped by `train.max_iters` when set.
+
+    Args:
+        t: The config's `train` section.
+        epoch_batches: Steps in one epoch.
+    """
+    steps = t['epochs'] * epoch_batches
+    return steps if t['max_iters'] is None else min(t['max_iters'], steps)
+
+
+class SkipSampler(Sampler):
+    """The indices of `sampler` after the first `skip`."""
+
+    def __init__(self, sampler: Sampler, skip: int) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
+
+
+def epoch_loader(dataset: Any, sampler: DistributedSampler | None, batch_size: int, workers: int, seed: int,
+                 epoch: int, skip_batches: int = 0) -> DataLoader:
+    """One epoch's batches of `dataset`, after the first `skip_batches` (a resumed epoch).
+
+    NOTE: the epoch's order and the workers' seeds come from a generator seeded with `seed` alone (or, when
+    distributed, from the sampler's seed and `epoch`), and the done batches are skipped in the sampler without
+    being loaded, so a resumed run draws exactly the batches an uninterrupted one would.
+
+    Args:
+        dataset: The dataset.
+        sampler: Its `DistributedSampler` (set to `epoch` here), or None for a random order from `seed`.
+        batch_size: Items per batch.
+        workers: Loader processes.
+        seed: Seed of this epoch's generator.
+        epoch: The epoch, for the distributed sampler's shuffle.
+        skip_batches: Batches of the epoch already done.
+    """
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    gen = torch.Generator().manual_seed(seed)
+    order = sampler or RandomSampler(dataset, generator=gen)
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                      sampler=SkipSampler(order, skip_batches * batch_size), collate_fn=collate, generator=gen)
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: Sequence[nn.Parameter],
+                   grad_clip: float | None, average: bool = False) -> None:
+    """One gradient step on `loss`: zero the gradients, backpropagate, average them over the processes (when
+    `average`: parameters outside DDP), clip their norm (when `grad_clip`), step.
+
+    Args:
+        opt: The optimizer of `params`.
+        loss: The loss to minimise.
+        params: The parameters whose gradients are averaged and clipped.
+        grad_clip: Max gradient norm (falsy: no clipping).
+        average: All-reduce the gradients by hand (`average_gradients`).
+    """
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if average:
+        average_gradients(params)
+    if grad_clip:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """(images, targets) of a detection batch on `device` (the targets' non-tensor entries as they are).
+
+    Args:
+        batch: A batch of `fna_zoo.data.collate`.
+        device: Destination.
+    """
+    images, targets = batch
+    return ([im.to(device) for im in images],
+            [{k: v.to(device) if torch.is_tensor(v) else v for k, v in tt.items()} for tt in targets])
+
+
+class MetricsLog:
+    """A run's metrics.csv: the header once (a fresh run, or a resumed run whose log is gone), then rows appended.
+
+    Writes only on the main process; the other processes' calls do nothing.
+
+    Args:
+        path: The CSV file.
+        fields: Column names.
+        enabled: Whether this process writes (the main process).
+        fresh: Whether the run starts afresh (a resumed run keeps the rows it has).
+    """
+
+    def __init__(self, path: Path, fields: Sequence[str], enabled: bool, fresh: bool) -> None:
+        self.path, self.enabled = path, enabled
+        if enabled and (fresh or not path.exists()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(','.join(fields) + '\n')
+
+    def write(self, row: Sequence[Any]) -> None:
+        """Append one row (already formatted values).
+
+        Args:
+            row: One value per field.
+        """
+        if self.enabled:
+            with self.path.open('a') as f:
+                csv.writer(f).writerow(row)
+
+
+class TrainingRun:
+    """One training run's folder and bookkeeping: resume state, config.yaml, last.pth, metrics.csv, progress bar.
+
+    Created once the data is checked; it reads `<output>/last.pth` when resuming. `begin` then either restores
+    the training state into the model, optimizers and RNGs, or starts the folder; `save_last` checkpoints.
+
+    Args:
+        cfg: The run config (`output`, `seed`, `train`).
+        dist_info: This process.
+        resume: Continue from `<output>/last.pth` when it exists.
+        num_classes: Object classes of the model (stored in every checkpoint).
+    """
+
+    def __init__(self, cfg: dict[str, Any], dist_info: DistInfo, resume: bool, num_classes: int) -> None:
+        self.cfg, self.dist_info, self.num_classes = cfg, dist_info, num_classes
+        self.out = Path(cfg['output'])
+        self.last = self.out / 'last.pth'
+        self.state: dict[str, Any] | None = load_checkpoint(self.last) if resume and self.last.is_file() else None
+        self.model: nn.Module | None = None
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.generator: torch.Generator | None = None
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the run continues from a checkpoint."""
+        return self.state is not None
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run's files."""
+        return self.dist_info.is_main
+
+    @property
+    def device(self) -> torch.device:
+        """This process's device."""
+        return self.dist_info.device
+
+    def _model_state(self) -> dict[str, Any]:
+        if self.model is None:
+            raise RuntimeError('TrainingRun.begin must be called before a checkpoint is written')
+        return self.model.state_dict()
+
+    def begin(self, model: nn.Module, optimizers: Mapping[str, torch.optim.Optimizer],
+              generator: torch.Generator | None = None) -> dict[str, Any] | None:
+        """Track what the checkpoints hold; restore it from last.pth, or (a fresh run) write config.yaml.
+
+        NOTE: the RNG states are restored last, once every model and optimizer is built (building draws from
+        torch's RNG), so a resumed run goes on drawing where the interrupted one stopped.
+
+        Args:
+            model: The model (not its DDP wrapper), on its device.
+            optimizers: The optimizers by their checkpoint key ('optimizer', 'arch_optimizer').
+            generator: A generator of the run's own draws (saved as 'generator'), if any.
+
+        Returns:
+            The checkpoint when resumed (for the loop's position), else None.
+        """
+        self.model, self.optimizers, self.generator = model, dict(optimizers), generator
+        if self.state is None:
+            if self.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(self.out / 'config.yaml', yaml.safe_dump(self.cfg, sort_keys=False))
+            return None
+        model.load_state_dict(self.state['model'])
+        for key, opt in self.optimizers.items():
+            opt.load_state_dict(self.state[key])
+        torch.set_rng_state(self.state['rng'])
+        if generator is not None:
+            generator.set_state(self.state['generator'])
+        return self.state
+
+    def save_last(self, **position: Any) -> None:
+        """Checkpoint to last.pth (main process), then wait for every process.
+
+        Holds the model, the optimizers, `position`, torch's RNG state (and the generator's), the config and the
+        class count.
+
+        NOTE: the RNG states are taken now, after the step's draws: called at the same point of the loop on the
+        interrupted and the resumed run, the resumed run draws what the uninterrupted one would.
+
+        Args:
+            **position: The loop's position and whatever else resuming needs (step, epoch, history, arch, ...).
+        """
+        if self.is_main:
+            state = {'model': self._model_state(), **{k: o.state_dict() for k, o in self.optimizers.items()},
+                     **position, 'rng': torch.get_rng_state()}
+            if self.generator is not None:
+                state['generator'] = self.generator.get_state()
+            save_checkpoint({**state, 'config': self.cfg, 'num_classes': self.num_classes}, self.last)
+        barrier()
+
+    def save_final(self, **extra: Any) -> None:
+        """Write final.pth (main process): the model, the config, the class count and `extra`.
+
+        Args:
+            **extra: More entries (step, arch, ...).
+        """
+        if self.is_main:
+            save_checkpoint({'model': self._model_state(), 'config': self.cfg, 'num_classes': self.num_classes,
+                             **extra}, self.out / 'final.pth')
+
+    def metrics_log(self, fields: Sequence[str]) -> MetricsLog:
+        """The run's metrics.csv (header written now on a fresh run).
+
+        Args:
+            fields: Column names.
+        """
+        return MetricsLog(self.out / 'metrics.csv', fields, self.is_main, fresh=not self.resumed)
+
+    def progress(self, total: int, initial: int, desc: str) -> tqdm:
+        """A progress bar over the run's steps, shown by the main process only.
+
+        Args:
+            total: The run's steps.
+            initial: Steps already done (a resumed run).
+            desc: Its label.
+        """
+        return tqdm(total=total, initial=initial, desc=desc, disable=not self.is_main)
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write `<output>/<name>` atomically (main process).
+
+        Args:
+            name: File name in the run folder.
+            text: Its content.
+        """
+        if self.is_main:
+            atomic_write_text(self.out / name, text)
+
+    @contextlib.contextmanager
+    def log_file(self, name: str) -> Iterator[None]:
+        """The run's own log while the block runs: the package's INFO records go to `<output>/<name>` (main
+        process), whatever the console shows.
+
+        Args:
+            name: File name in the run folder.
+        """
+        if not self.is_main:
+            yield
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.out / name)
+        handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+        pkg_logger = logging.getLogger('fna_zoo')
+        level = pkg_logger.level
+        pkg_logger.addHandler(handler)
+        pkg_logger.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            pkg_logger.removeHandler(handler)
+            pkg_logger.setLevel(level)
+            handler.close()

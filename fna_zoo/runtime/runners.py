@@ -1,0 +1,245 @@
+"""Turn a module and its inputs, or an ONNX model and its input, into one timed inference on a runtime.
+
+Every runtime of `fna_zoo.runtime.names` has one runner here, used by `fna-bench` (`fna_zoo.bench`) and by
+the latency tables (`fna_zoo.nas.latency`) alike:
+
+* ``torch`` / ``torch-fp16`` / ``torch-compile``: `torch_runner` (inference mode; a failed compile, or fp16 on
+  a CPU, is a skip reason, not an error);
+* ``onnxruntime``: `onnxruntime_runner`, a session of the one recipe (`fna_zoo.runtime.ort`) with inputs and
+  outputs bound once;
+* ``tensorrt`` / ``tensorrt-fp16``: `tensorrt_runner`, an engine built from the ONNX file
+  (`fna_zoo.runtime.tensorrt`).
+
+`module_runner` picks the runner of a runtime for a module (exporting it to ONNX in memory where the runtime
+needs a file). A `Runner` is the zero-argument callable, the device synchronisation to call before reading
+the clock, the precision, a skip reason, and what the result should record (`options`, `note`, `extra`).
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .names import RUNTIMES, canonical_runtime, device_kind
+from .timing import LatencyStats, cuda_sync, time_callable
+
+__all__ = ['Runner', 'onnx_bytes', 'torch_runner', 'onnxruntime_runner', 'tensorrt_runner', 'module_runner',
+           'check_runtime', 'time_runner']
+
+_logger = logging.getLogger(__name__)
+
+_ONNX_OPSET = 18  # fna_zoo.export.onnx_export.DEFAULT_OPSET (not imported: the runtime layer sits below export)
+
+
+@dataclass
+class Runner:
+    """One inference ready to time on a runtime, or the reason it cannot run here.
+
+    Args:
+        fn: One inference on fixed inputs (None when skipped).
+        sync: Device synchronisation before each clock read (CUDA), or None.
+        precision: 'fp32', 'fp16' or 'int8'.
+        skip: Why it is not timed ('' when it is).
+        note: Extra facts for a result row (e.g. the parity of an on-the-fly export).
+        extra: Row fields the runner decides (`input_size` of a fixed-size ONNX file, `io_included`).
+        options: Runtime settings that change timings, recorded with a result (`ort.session_record` for
+            onnxruntime; empty for torch).
+    """
+
+    fn: Callable[[], Any] | None
+    sync: Callable[[], Any] | None
+    precision: str
+    skip: str = ''
+    note: str = ''
+    extra: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def skipped(cls, precision: str, why: str) -> 'Runner':
+        """A runner that does not run, with its reason (one line, at most 200 characters)."""
+        return cls(None, None, precision, skip=' '.join(str(why).split())[:200])
+
+
+def onnx_bytes(module: nn.Module, inputs: Sequence[torch.Tensor]) -> bytes:
+    """`module` exported to an in-memory ONNX model with static shapes (inputs `in0`.., outputs `out0`..).
+
+    Args:
+        module: An eval-mode module.
+        inputs: Example inputs (their shapes are fixed in the graph).
+    """
+    f = io.BytesIO()
+    # NOTE: the TorchScript exporter (dynamo=False), as fna_zoo.export: one self-contained model in ~0.1 s per
+    # block; its deprecation and tracer warnings are expected and silenced.
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(module, tuple(inputs), f, dynamo=False, opset_version=_ONNX_OPSET,
+                          input_names=[f'in{i}' for i in range(len(inputs))], do_constant_folding=True)
+    return f.getvalue()
+
+
+def torch_runner(module: nn.Module, inputs: Sequence[torch.Tensor], runtime: str = 'torch',
+                 device: str = 'cpu') -> Runner:
+    """PyTorch eager (fp32 or fp16) or `torch.compile` of `module` on fixed `inputs`, in inference mode.
+
+    Args:
+        module: An eval-mode module (moved to `device`; fp16 runs a copy).
+        inputs: Its inputs (moved to `device`, cast to fp16 for fp16).
+        runtime: 'torch', 'torch-fp16' or 'torch-compile' (or an alias).
+        device: 'cpu', 'cuda' or 'cuda:N'.
+    """
+    name, device = canonical_runtime(runtime, device)
+    if not name.startswith('torch'):
+        raise ValueError(f'runtime {runtime!r} is not a torch runtime; expected torch, torch-fp16 or torch-compile')
+    precision = RUNTIMES[name]
+    if precision == 'fp16' and device_kind(device) != 'cuda':
+        return Runner.skipped(precision, 'fp16 is timed on CUDA only')
+    module = module.to(device)
+    xs = [x.to(device) for x in inputs]
+    if precision == 'fp16':
+        module, xs = copy.deepcopy(module).half(), [x.half() for x in xs]
+    if name == 'torch-compile':
+        try:
+            compiled = torch.compile(module)
+            with torch.inference_mode():
+                compiled(*xs)
+        except Exception as e:  # noqa: BLE001  (inductor needs a compiler toolchain; a failure is a skip)
+            return Runner.skipped(precision, f'torch.compile failed: {" ".join(str(e).split())[:160]}')
+        module = compiled
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return module(*xs)
+
+    return Runner(run, cuda_sync(device), precision)
+
+
+def onnxruntime_runner(model: str | os.PathLike | bytes, inputs: Sequence[np.ndarray | torch.Tensor],
+                       threads: int | None = None, device: str = 'cpu', precision: str | None = None) -> Runner:
+    """An onnxruntime session of the one recipe (`fna_zoo.runtime.ort.ort_session`) on fixed inputs, bound once.
+
+    Args:
+        model: An ONNX file or a serialized model.
+        inputs: One array per graph input, in order (torch tensors are converted).
+        threads: Intra-op threads (None: onnxruntime's default).
+        device: 'cpu', 'cuda' or 'cuda:N'.
+        precision: What to record (default: 'int8' for a quantized model, else 'fp32').
+
+    Raises:
+        RuntimeError: On CUDA without onnxruntime's CUDA provider.
+    """
+    from .ort import bind_io, onnx_precision, ort_session, session_record
+
+    sess = ort_session(model, threads, device)
+    names = [i.name for i in sess.get_inputs()]
+    if len(names) != len(inputs):
+        raise ValueError(f'the ONNX model has inputs {names}; got {len(inputs)} input arrays')
+    arrays = [x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in inputs]
+    fn = bind_io(sess, dict(zip(names, arrays)), device)
+    return Runner(fn, None, precision or onnx_precision(model), options=session_record(threads, device))
+
+
+def tensorrt_runner(onnx_path: str | os.PathLike, inputs: Sequence[torch.Tensor], engine_path: str | os.PathLike,
+                    precision: str = 'fp32', dynamic: bool = True,
+                    timing_cache: str | os.PathLike | None = None) -> Runner:  # pragma: no cover (needs a GPU)
+    """A TensorRT engine built from `onnx_path` for the inputs' shapes, run on CUDA copies of them.
+
+    Args:
+        onnx_path: The ONNX file.
+        inputs: Its inputs (the first sets batch, H and W of the engine; CPU ones are copied to the GPU).
+        engine_path: Where the engine is written (rebuilt every time; the timing cache keeps it quick).
+        precision: 'fp32', 'fp16' or 'int8' (int8: a QDQ file).
+        dynamic: Whether the engine's batch dimension is dynamic (an optimisation profile at this batch).
+        timing_cache: Timing cache file (default: beside the engine).
+    """
+    from .tensorrt import EngineRunner, build_engine
+
+    x = inputs[0]
+    batch, size = int(x.shape[0]), (int(x.shape[2]), int(x.shape[3]))
+    engine = build_engine(onnx_path, engine_path, size, precision, batch=batch, max_batch=batch, dynamic=dynamic,
+                          timing_cache=timing_cache, why=f'runtime tensorrt ({precision})')
+    cuda = [t if t.is_cuda else t.to('cuda') for t in inputs]
+    runner = EngineRunner(engine, [t.contiguous() for t in cuda])  # reads the engine file now
+    runner()
+    return Runner(runner, cuda_sync(cuda[0].device), precision)
+
+
+def module_runner(runtime: str, module: nn.Module, inputs: Sequence[torch.Tensor], threads: int | None = None,
+                  device: str | None = None) -> Runner:
+    """The runner of `module` on fixed `inputs` on any runtime (exported to ONNX in memory for onnxruntime and
+    TensorRT, static shapes).
+
+    Args:
+        runtime: A runtime name or alias.
+        module: An eval-mode module.
+        inputs: Its inputs (fp32, CPU; moved and cast as the runtime needs).
+        threads: onnxruntime intra-op threads (torch's are the caller's; see `fna_zoo.nas.latency_runtime`).
+        device: See `fna_zoo.runtime.names.canonical_runtime`.
+    """
+    name, device = canonical_runtime(runtime, device)
+    if name.startswith('torch'):
+        return torch_runner(module, inputs, name, device)
+    if name == 'onnxruntime':
+        return onnxruntime_runner(onnx_bytes(module, inputs), inputs, threads, device, precision='fp32')
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix='fna_trt_part_') as tmp:  # TensorRT: reached on a GPU machine only
+        onnx_path = Path(tmp) / 'part.onnx'
+        onnx_path.write_bytes(onnx_bytes(module, inputs))
+        return tensorrt_runner(onnx_path, inputs, Path(tmp) / 'part.engine', RUNTIMES[name], dynamic=False)
+
+
+def check_runtime(runtime: str, device: str | None = None) -> tuple[str, str]:
+    """(canonical name, device) of a runtime that can run on this machine, or a ValueError saying in one line
+    why it cannot (a package, a GPU or onnxruntime's CUDA provider missing, or a CUDA-only runtime on the CPU).
+
+    Args:
+        runtime: A runtime name or alias.
+        device: See `fna_zoo.runtime.names.canonical_runtime`.
+    """
+    name, device = canonical_runtime(runtime, device)
+    kind = device_kind(device)
+    if name == 'onnxruntime' and importlib.util.find_spec('onnxruntime') is None:
+        raise ValueError("runtime 'onnxruntime' needs the onnxruntime package, which is not installed here "
+                         "(pip install onnxruntime); expected it, or --runtime torch")
+    if name.startswith('tensorrt') and importlib.util.find_spec('tensorrt') is None:
+        raise ValueError(f'runtime {name!r} needs the tensorrt Python package, which is not installed here '
+                         '(pip install tensorrt on a machine with an NVIDIA GPU); use --runtime onnxruntime '
+                         'or torch on this machine')
+    if kind == 'cpu' and (name.startswith('tensorrt') or RUNTIMES[name] == 'fp16'):
+        raise ValueError(f'runtime {name!r} runs on CUDA only, not on device {device!r}; expected --device cuda')
+    if kind == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f'runtime {name!r} on device {device!r} needs a CUDA GPU, and torch sees none here '
+                         '(torch.cuda.is_available() is False); expected --device cpu')
+    if kind == 'cuda' and name == 'onnxruntime':
+        import onnxruntime
+
+        if 'CUDAExecutionProvider' not in onnxruntime.get_available_providers():
+            raise ValueError("runtime 'onnxruntime' on CUDA needs onnxruntime's CUDAExecutionProvider, which this "
+                             'onnxruntime lacks (pip install onnxruntime-gpu); expected --device cpu here')
+    return name, device
+
+
+def time_runner(runner: Runner, warmup: int, runs: int | None = None, min_time: float | None = None,
+                batch: int = 1) -> LatencyStats:
+    """`time_callable` of a runner (ValueError in one line when it is skipped).
+
+    Args:
+        runner: What to time.
+        warmup: Untimed runs first.
+        runs: Timed runs.
+        min_time: Or a time budget in seconds.
+        batch: Items per call, for the throughput.
+    """
+    if runner.fn is None:
+        raise ValueError(f'nothing to time: {runner.skip or "no inference"}')
+    return time_callable(runner.fn, warmup=warmup, runs=runs, min_time=min_time, sync=runner.sync, batch=batch)
