@@ -43,7 +43,7 @@ from fna_zoo.runtime.timing import paired_ratio, time_interleaved  # noqa: E402
 def random_path(space: SearchSpace, g: torch.Generator) -> ArchPath:
     pick = lambda n: int(torch.randint(n, (1,), generator=g))  # noqa: E731
     return ArchPath(tuple(tuple(pick(len(slot)) for slot in st.slots) for st in space.stages),
-                tuple(pick(len(st.widths)) for st in space.stages))
+                    tuple(pick(len(st.widths)) for st in space.stages))
 
 
 def path_of(space: SearchSpace, arch) -> ArchPath:

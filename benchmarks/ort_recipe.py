@@ -34,6 +34,7 @@ import torch  # noqa: E402
 from fna_zoo.arch import load_arch  # noqa: E402
 from fna_zoo.bench.backends import Grid  # noqa: E402
 from fna_zoo.cli.common import CliParser, run_cli  # noqa: E402
+from fna_zoo.fileio import atomic_write_text  # noqa: E402
 from fna_zoo.nas.latency_runtime import get_runtime  # noqa: E402
 from fna_zoo.runtime.machine import machine_info  # noqa: E402
 from fna_zoo.runtime.timing import paired_ratio, stats_from_times, time_interleaved  # noqa: E402
@@ -89,8 +90,7 @@ def main(argv=None) -> dict:
            'table_options': table_options, 'identical_options': same, 'machine': m,
            'rounds_ms': {'bench': list(1000 * np.asarray(ta)), 'table': list(1000 * np.asarray(tb))}}
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(out, f, indent=1)
+        atomic_write_text(args.json, json.dumps(out, indent=1))
     if not same:
         raise ValueError('the two paths record different onnxruntime session options; expected one recipe')
     return out

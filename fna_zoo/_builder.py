@@ -38,6 +38,11 @@ DETECTION_OUT_INDICES = (1, 2, 3, 4)
 # builder never imports the model file. A model built from an unregistered arch (`build_backbone`) gets
 # `architecture=fna_custom, num_classes=1000`: its weights, an overlay, are a 1000-class seed.
 def fna_pretrained_cfg(**kwargs: Any) -> dict[str, Any]:
+    """timm pretrained cfg of an FNA model (ImageNet normalisation, the papers' ids), updated with `kwargs`.
+
+    Args:
+        **kwargs: Fields to set or override (e.g. `hf_hub_id`, `file`, `description`).
+    """
     return {
         'num_classes': 0, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
         'crop_pct': 0.875, 'interpolation': 'bicubic',

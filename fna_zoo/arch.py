@@ -37,8 +37,8 @@ import yaml
 
 from .fileio import atomic_write_text
 
-__all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'ACTS', 'is_arch_spec', 'load_arch', 'get_arch', 'list_archs', 'atomic_write_text',
-           'se_reduce_chs']
+__all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'ACTS', 'is_arch_spec', 'load_arch', 'get_arch', 'list_archs',
+           'atomic_write_text', 'se_reduce_chs']
 
 SKIP = 'skip'
 HEAD_OP = 'conv_2d_1x1'  # FNA / code-Jung spelling of the final 1x1 conv stage (e.g. 320 -> 1280)

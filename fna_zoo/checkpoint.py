@@ -9,7 +9,6 @@ Ground floor: imports only `fileio` and, lazily, `arch`.
 """
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,8 @@ import torch
 
 from .fileio import atomic_path
 
-__all__ = ['save_checkpoint', 'load_checkpoint', 'read_checkpoint', 'Checkpoint']
+__all__ = ['save_checkpoint', 'load_checkpoint', 'read_checkpoint', 'stored_arch', 'Checkpoint']
 
-_logger = logging.getLogger(__name__)
 _REQUIRED = ('model', 'config')
 
 
@@ -85,10 +83,12 @@ class Checkpoint:
 
     @property
     def step(self) -> Any:
+        """The training step it was written at (None when it does not say)."""
         return self.state.get('step')
 
     @property
     def num_classes(self) -> int | None:
+        """The detector's object classes (from the checkpoint, else its config)."""
         n = self.state.get('num_classes') or (self.config.get('model') or {}).get('num_classes')
         return int(n) if n else None
 
@@ -108,7 +108,14 @@ class Checkpoint:
         return cfg
 
 
-def _stored_arch(path: Path, state: Mapping[str, Any]) -> dict[str, Any] | None:
+def stored_arch(path: str | os.PathLike, state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The backbone arch (`Arch.to_dict()`) a checkpoint was trained with; None for a timm backbone, the
+    detector's default or a search checkpoint.
+
+    Args:
+        path: Where the checkpoint was read from (its folder may hold the arch.yaml snapshot).
+        state: The loaded checkpoint (`load_checkpoint`).
+    """
     from .arch import is_arch_spec, load_arch
 
     if isinstance(state.get('arch'), Mapping):
@@ -121,12 +128,13 @@ def _stored_arch(path: Path, state: Mapping[str, Any]) -> dict[str, Any] | None:
         return None  # the detector's default or a timm model: the config says it all
     # NOTE: an older checkpoint (no 'arch' entry): the run folder's arch.yaml snapshot, which retraining wrote
     # when it started, wins over the config's spec, which may name a file that has changed or moved since.
-    snapshot = path.parent / 'arch.yaml'
+    snapshot = Path(path).parent / 'arch.yaml'
     try:
         return load_arch(snapshot if snapshot.is_file() else spec).to_dict()
     except FileNotFoundError:
         raise FileNotFoundError(f'the arch file {str(spec)!r} of checkpoint {str(path)!r} does not exist (and there '
-                                'is no arch.yaml beside the checkpoint); expected the arch it was trained with') from None
+                                'is no arch.yaml beside the checkpoint); expected the arch it was trained '
+                                'with') from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -141,4 +149,4 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not isinstance(weights, Mapping):
         raise ValueError(f'checkpoint {str(path)!r} has no state dict under "model"; expected a model checkpoint')
     rest = {k: v for k, v in state.items() if k not in ('model', 'config', 'arch')}
-    return Checkpoint(path, dict(state['config']), dict(weights), rest, _stored_arch(path, state))
+    return Checkpoint(path, dict(state['config']), dict(weights), rest, stored_arch(path, state))

@@ -1,4 +1,4 @@
 """Shim kept for FNA muscle memory: `python search/test.py ...` runs `fna-test` (fna_zoo.cli.test)."""
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702
 from fna_zoo.cli.test import main  # noqa: E402
-sys.exit(main())
+if __name__ == '__main__': sys.exit(main())  # noqa: E701

@@ -83,3 +83,27 @@ def test_reader_errors_are_one_line(tmp_path):
     torch.save({'model': [1], 'config': {}}, tmp_path / 'weights.pth')
     with pytest.raises(ValueError, match='has no state dict under "model"'):
         read_checkpoint(tmp_path / 'weights.pth')
+
+
+def test_resume_and_report_an_older_run_whose_arch_file_changed(tmp_path):
+    """A run from before the arch was stored (no 'arch' in last.pth) whose arch file was overwritten since:
+    resuming builds the arch.yaml snapshot (the weights fit), and `fna-bench report` of the moved folder too."""
+    from fna_zoo.bench.report import run_entry
+
+    arch = load_arch('fna_ssdlite_backbone')
+    arch.save(tmp_path / 'searched.yaml')
+    args = ['--arch', str(tmp_path / 'searched.yaml'), '--set', f'data.synthetic.root={tmp_path / "data"}',
+            'data.synthetic.num_train=8', 'data.synthetic.num_val=4', 'data.synthetic.image_size=64',
+            'data.workers=0', KWARGS, 'train.batch_size=4', 'train.warmup_iters=1', 'eval.batch_size=4',
+            'train.ckpt_interval=1']
+    retrain_main(['-o', str(tmp_path / 'run'), *args, 'train.max_iters=1', 'train.eval_at_end=false'])
+    last = tmp_path / 'run' / 'last.pth'
+    save_checkpoint({k: v for k, v in load_checkpoint(last).items() if k != 'arch'}, last)
+    load_arch('fna_retinanet_backbone').save(tmp_path / 'searched.yaml')  # the file changed meanwhile
+    result = retrain_main(['-o', str(tmp_path / 'run'), '--resume', *args, 'train.max_iters=2'])
+    assert result['step'] == 2 and 'AP' in result
+    assert load_arch(load_checkpoint(tmp_path / 'run' / 'final.pth')['arch']) == arch
+    assert load_arch(tmp_path / 'run' / 'arch.yaml') == arch
+    shutil.move(str(tmp_path / 'run'), str(tmp_path / 'moved'))
+    entry = run_entry(tmp_path / 'moved')
+    assert load_arch(entry.spec) == arch and entry.size == (64, 64)

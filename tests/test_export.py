@@ -18,7 +18,7 @@ from fna_zoo.data import make_synthetic_coco  # noqa: E402
 from fna_zoo.engine import load_config, save_checkpoint  # noqa: E402
 from fna_zoo.engine.config import build_model  # noqa: E402
 from fna_zoo.export import compare_detections, load_detector, metadata_of, postprocess_for, run_onnx  # noqa: E402
-from fna_zoo.cli.export import export_main  # noqa: E402
+from fna_zoo.cli.export import export_main, main as export_cli  # noqa: E402
 from fna_zoo.export.postprocess import detector_anchors  # noqa: E402
 
 from conftest import randomize_bn  # noqa: E402
@@ -196,10 +196,9 @@ def test_compare_detections_matching():
 
 def test_parity_gate_failure_leaves_nothing(tmp_path, capsys):
     out = tmp_path / 'bb.onnx'
-    with pytest.raises(SystemExit) as e:
-        export_main(['--model', 'fna_retinanet_backbone', '--output', str(out), '--input-size', '64', '64',
-                     '--atol', '1e-12', '--static'])
-    assert e.value.code == 1
+    code = export_cli(['--model', 'fna_retinanet_backbone', '--output', str(out), '--input-size', '64', '64',
+                       '--atol', '1e-12', '--static'])
+    assert code == 1
     captured = capsys.readouterr()
     assert 'parity FAILED: max abs diff' in captured.out and 'tolerance 1e-12' in captured.out
     assert captured.err.startswith('error: onnxruntime differs from PyTorch beyond the tolerance 1e-12')
@@ -238,10 +237,9 @@ def test_int8_quantization_and_ap_gate(tmp_path, checkpoints, capsys, monkeypatc
 
     monkeypatch.setattr(quantize, 'onnx_ap', lambda path, *a: {k: (0.5 if Path(path) == tmp_path / 'g.onnx' else 0.1)
                                                                for k in ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')})
-    with pytest.raises(SystemExit) as e:
-        export_main(['--checkpoint', str(checkpoints['retinanet']), '--output', str(tmp_path / 'g.onnx'), '--int8',
-                     '--calib-images', '2', '--ap-drop-max', '0.1'])
-    assert e.value.code == 1 and 'exceeds --ap-drop-max' in capsys.readouterr().err
+    code = export_cli(['--checkpoint', str(checkpoints['retinanet']), '--output', str(tmp_path / 'g.onnx'), '--int8',
+                       '--calib-images', '2', '--ap-drop-max', '0.1'])
+    assert code == 1 and 'exceeds --ap-drop-max' in capsys.readouterr().err
     assert not (tmp_path / 'g.int8.onnx').exists() and not list(tmp_path.glob('.*'))
 
 

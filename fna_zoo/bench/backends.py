@@ -100,6 +100,13 @@ class Grid:
         self._onnx: dict[tuple, tuple[Path, str]] = {}
 
     def target(self, src: ModelSpec, what: str, size: tuple[int, int]) -> Any:
+        """The `ExportTarget` (module + metadata) of a model at a size, built once per grid.
+
+        Args:
+            src: The model.
+            what: 'backbone' or 'raw'.
+            size: (H, W).
+        """
         key = (src.name, what, size)
         if key not in self._targets:
             self._targets[key] = _target(src, what, size, self.detector)

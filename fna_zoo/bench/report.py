@@ -43,6 +43,7 @@ def row_runtime(row: dict[str, Any]) -> str:
         raise ValueError(f"result row of {row.get('model')!r} names no runtime; expected a fna-bench results row")
     return canonical_runtime(str(name))[0]
 
+
 @dataclass
 class ReportEntry:
     """One row of the report.
@@ -72,7 +73,10 @@ def published_entries() -> list[ReportEntry]:
 
 
 def run_entry(run_dir: str | os.PathLike) -> ReportEntry:
-    """A retrained run folder (config.yaml + metrics.json of `search/retrain.py`) as a report row.
+    """A retrained run folder (config.yaml + metrics.json of `fna-retrain`) as a report row.
+
+    The backbone is the run's own arch.yaml snapshot when it has one (so a moved run folder reports the same),
+    else the config's spec (a timm model, or the detector's default).
 
     Args:
         run_dir: The run folder.
@@ -91,8 +95,10 @@ def run_entry(run_dir: str | os.PathLike) -> ReportEntry:
     det = str(cfg.get('detector', 'retinanet'))
     model = cfg.get('model') or {}
     kwargs = model.get('kwargs') or {}
-    spec = model.get('backbone') or ('fna_retinanet_backbone' if det == 'retinanet' else 'fna_ssdlite_backbone')
-    spec = str(spec)
+    configured = str(model.get('backbone') or ('fna_retinanet_backbone' if det == 'retinanet'
+                                                else 'fna_ssdlite_backbone'))
+    snapshot = run_dir / 'arch.yaml'
+    spec = str(snapshot) if snapshot.is_file() else configured
     if det == 'ssdlite':
         side = int(kwargs.get('image_size', 320))
         size = (side, side)
@@ -105,7 +111,7 @@ def run_entry(run_dir: str | os.PathLike) -> ReportEntry:
     else:
         syn = data.get('synthetic') or {}
         dataset = f"built-in synthetic set ({syn.get('num_classes', '?')} classes, {syn.get('num_val', '?')} val images)"
-    return ReportEntry('RetinaNet' if det == 'retinanet' else 'SSDLite', f'{Path(spec).name} ({run_dir.name})',
+    return ReportEntry('RetinaNet' if det == 'retinanet' else 'SSDLite', f'{Path(configured).name} ({run_dir.name})',
                        spec, 100.0 * float(metrics['AP']), 'measured here', dataset, size)
 
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..fileio import atomic_write_text
 from ..runtime.machine import machine_info
 from ..runtime.names import canonical_runtime
 from ..runtime.runners import Runner
@@ -157,12 +158,6 @@ def compare(a: tuple[str, str], b: tuple[str, str], what: str = 'backbone', batc
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    from ..fileio import atomic_write_text
-
-    atomic_write_text(path, text)
-
-
 def _csv_value(v: Any) -> Any:
     """A row value as a CSV cell: '' for None, 4 decimals for floats, `key=value` pairs for a dict (options)."""
     if v is None:
@@ -192,8 +187,8 @@ def write_results(rows: Sequence[dict[str, Any]], outdir: str | os.PathLike, ste
     for r in rows:
         w.writerow({k: _csv_value(r.get(k)) for k in FIELDS})
     paths = [outdir / f'{stem}.csv', outdir / f'{stem}.json']
-    _atomic_write(paths[0], buf.getvalue())
-    _atomic_write(paths[1], json.dumps({'rows': list(rows)}, indent=1) + '\n')
+    atomic_write_text(paths[0], buf.getvalue())
+    atomic_write_text(paths[1], json.dumps({'rows': list(rows)}, indent=1) + '\n')
     return paths
 
 

@@ -86,9 +86,9 @@ def _check_counts(args: Any) -> None:
         raise ValueError(f'--runs is {args.runs}; expected a positive integer')
     if args.threads is not None and args.threads < 1:
         raise ValueError(f'--threads is {args.threads}; expected a positive integer')
-    if args.device != 'cpu' and not args.device.startswith('cuda'):
-        raise ValueError(f"--device {args.device!r} is unknown; expected 'cpu' or 'cuda'")
-    if args.device.startswith('cuda'):
+    from ..runtime.names import device_kind
+
+    if device_kind(args.device) == 'cuda':
         import torch
 
         if not torch.cuda.is_available():

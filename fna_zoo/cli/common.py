@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
-__all__ = ['USER_ERRORS', 'CliParser', 'run_cli', 'entry_point', 'add_run_args', 'add_config_args', 'add_data_args', 'add_output_arg',
-           'add_verbosity', 'setup_logging', 'run_overrides', 'is_main_process', 'RUNS_DIR']
+__all__ = ['USER_ERRORS', 'GateFailed', 'CliParser', 'run_cli', 'entry_point', 'add_run_args', 'add_config_args',
+           'add_data_args', 'add_output_arg', 'add_verbosity', 'setup_logging', 'run_overrides', 'is_main_process',
+           'run_job', 'RUNS_DIR']
 
 RUNS_DIR = 'runs'
 
@@ -27,6 +28,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class GateFailed(Exception):
+    """A quality gate refused a result (parity, INT8 AP drop): one `error: ...` line and exit code 1, as opposed
+    to a user error (exit code 2); nothing was written."""
+
+
 class CliParser(argparse.ArgumentParser):
     """argparse parser whose usage errors are one `error: ...` line (exit 2), with a `--debug` flag."""
 
@@ -35,6 +41,7 @@ class CliParser(argparse.ArgumentParser):
         self.add_argument('--debug', action='store_true', help='show full tracebacks for errors')
 
     def error(self, message: str) -> NoReturn:
+        """Print one `error: ...` line for a usage error and exit with code 2."""
         print(f'error: {message} (see {self.prog} --help)', file=sys.stderr)
         sys.exit(2)
 
@@ -57,6 +64,9 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     debug = '--debug' in argv or os.environ.get('FNA_ZOO_DEBUG', '') not in ('', '0')
     try:
         main(argv)
+    except GateFailed as e:
+        print(f'error: {_one_line(e)}', file=sys.stderr)
+        return 1
     except USER_ERRORS as e:
         if debug:
             raise
@@ -83,13 +93,22 @@ def entry_point(command: Callable[[Sequence[str] | None], Any]) -> Callable[[Seq
 
 # ------------------------------------------------------------------------------------------- shared flags
 def add_config_args(p: argparse.ArgumentParser, config_help: str = 'YAML config (see configs/)') -> None:
-    """`--config FILE` and `--set KEY=VALUE ...` (config overrides, applied after the file)."""
+    """`--config FILE` and `--set KEY=VALUE ...` (config overrides, applied after the file).
+
+    Args:
+        p: The command's parser.
+        config_help: Help text of `--config`.
+    """
     p.add_argument('--config', help=config_help)
     p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='config overrides, e.g. train.lr=0.01')
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
-    """`--data-path` (`--data_path`, FNA's spelling, kept) and `--job-name` (`--job_name`)."""
+    """`--data-path` (`--data_path`, FNA's spelling, kept) and `--job-name` (`--job_name`).
+
+    Args:
+        p: The command's parser.
+    """
     p.add_argument('--data-path', '--data_path', dest='data_path',
                    help='COCO tree root (annotations/instances_<split>.json, <split>/) or an asset:NAME; '
                         'default: the built-in synthetic set')
@@ -97,20 +116,35 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    help=f'run folder name: {RUNS_DIR}/<job_name> (default: the config\'s output)')
 
 
-def add_output_arg(p: argparse.ArgumentParser, help: str, required: bool = False) -> None:
-    """`-o/--output`: where the command writes (a run folder, or a file for single-file commands)."""
-    p.add_argument('--output', '-o', required=required, help=help)
+def add_output_arg(p: argparse.ArgumentParser, help_text: str, required: bool = False) -> None:
+    """`-o/--output`: where the command writes (a run folder, or a file for single-file commands).
+
+    Args:
+        p: The command's parser.
+        help_text: What the output is, for `--help`.
+        required: Whether the command needs it.
+    """
+    p.add_argument('--output', '-o', required=required, help=help_text)
 
 
 def add_verbosity(p: argparse.ArgumentParser) -> None:
-    """`-v/--verbose` (debug logs) and `-q/--quiet` (warnings only, no progress bars)."""
+    """`-v/--verbose` (one log level more) and `-q/--quiet` (warnings only, no progress bars).
+
+    Args:
+        p: The command's parser.
+    """
     g = p.add_mutually_exclusive_group()
     g.add_argument('--verbose', '-v', action='store_true', help='more log lines (debug)')
     g.add_argument('--quiet', '-q', action='store_true', help='warnings and errors only, no progress bars')
 
 
 def add_run_args(p: argparse.ArgumentParser, output_help: str = "run folder (default: the config's output)") -> None:
-    """The flags of a training run (fna-search, fna-retrain): config, data, `-o`, `--resume`, verbosity."""
+    """The flags of a training run (fna-search, fna-retrain): config, data, `-o`, `--resume`, verbosity.
+
+    Args:
+        p: The command's parser.
+        output_help: What `-o` names.
+    """
     add_config_args(p)
     add_data_args(p)
     add_output_arg(p, output_help)
@@ -118,9 +152,37 @@ def add_run_args(p: argparse.ArgumentParser, output_help: str = "run folder (def
     add_verbosity(p)
 
 
+def run_job(job: Callable[..., dict[str, Any]], cfg: dict[str, Any], resume: bool) -> dict[str, Any]:
+    """Run a training job (`retrain`, `search`) and release the torchrun process group, whatever happens.
+
+    Args:
+        job: The job, called as `job(cfg, resume=resume)`.
+        cfg: The run config.
+        resume: Continue from the run folder's last.pth.
+    """
+    from ..engine.distributed import cleanup
+
+    try:
+        return job(cfg, resume=resume)
+    finally:
+        cleanup()
+
+
 def is_main_process() -> bool:
     """Rank 0 of a torchrun job, or a plain process."""
     return int(os.environ.get('RANK', '0')) == 0
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler writing to whatever `sys.stderr` is when a record is emitted (it may be replaced)."""
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 def setup_logging(args: argparse.Namespace | None = None, default: int = logging.INFO) -> None:
@@ -136,12 +198,22 @@ def setup_logging(args: argparse.Namespace | None = None, default: int = logging
         level = max(logging.DEBUG, default - 10)
     if getattr(args, 'quiet', False) or not is_main_process():
         level = logging.WARNING
-    logging.basicConfig(level=level, format='%(asctime)s %(levelname)s %(name)s: %(message)s', stream=sys.stderr,
-                        force=True)
+    # NOTE: one stderr handler of our own on the root logger (added once per process), rather than
+    # basicConfig(force=True), which would drop handlers others installed (pytest's log capture, a notebook's).
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+        root.addHandler(handler)
+    root.setLevel(level)
 
 
 def run_overrides(args: argparse.Namespace) -> list[str]:
-    """Config overrides of the shared run flags (`--set` first; `--data-path`, `--job-name`, `--output` win)."""
+    """Config overrides of the shared run flags (`--set` first; `--data-path`, `--job-name`, `--output` win).
+
+    Args:
+        args: Parsed arguments of a command with `add_config_args` / `add_data_args` / `add_output_arg`.
+    """
     overrides = list(getattr(args, 'set', None) or [])
     if getattr(args, 'data_path', None):
         overrides.append(f'data.path={args.data_path}')

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..assets.store import resolve_asset
-from .common import CliParser, add_verbosity, entry_point, setup_logging
+from .common import CliParser, GateFailed, add_output_arg, add_verbosity, entry_point, setup_logging
 
 __all__ = ['export_main', 'main']
 
@@ -35,7 +35,7 @@ def _parser() -> CliParser:
     p.add_argument('--what', choices=['backbone', 'raw', 'nms'],
                    help='backbone features; raw head outputs (+ anchors); detections with in-graph NMS '
                         '(default: nms for --checkpoint, backbone otherwise)')
-    p.add_argument('--output', '-o', required=True, help='ONNX file to write (.onnx)')
+    add_output_arg(p, 'ONNX file to write (.onnx)', required=True)
     p.add_argument('--input-size', nargs=2, type=int, metavar=('H', 'W'),
                    help='input size (multiples of 32); default: 224 224 for backbones (any size works at run '
                         "time), the detector's own size for checkpoints")
@@ -164,9 +164,8 @@ def export_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for batch, report in reports:
         print(f'batch {batch}: {report.summary()}')
     if written is None:
-        print(f'error: onnxruntime differs from PyTorch beyond the tolerance {args.atol:g}; nothing written to '
-              f'{str(args.output)!r} (raise --atol if the difference is acceptable)', file=sys.stderr)
-        sys.exit(1)
+        raise GateFailed(f'onnxruntime differs from PyTorch beyond the tolerance {args.atol:g}; nothing written to '
+                         f'{str(args.output)!r} (raise --atol if the difference is acceptable)')
     size_mb = written.stat().st_size / 2 ** 20
     print(f'wrote {written} ({target.what}, {size_mb:.1f} MB, opset {args.opset}, input {h}x{w}'
           f'{"" if not target.dynamic_size or not dynamic else " (H, W dynamic)"}, '
@@ -196,8 +195,9 @@ def _int8(args: Any, target: Any, fp32_path: Path) -> dict[str, Any]:
 
     from ..checkpoint import read_checkpoint
     from ..engine.evaluate import format_stats
-    from ..fileio import commit_file
-    from ..export.quantize import calibration_batches, calibration_images, eval_dataset, onnx_ap, ort_latencies_ms, quantize_int8
+    from ..export.quantize import (calibration_batches, calibration_images, eval_dataset, onnx_ap, ort_latencies_ms,
+                                   quantize_int8)
+    from ..fileio import atomic_path
 
     cfg = read_checkpoint(args.checkpoint).config
     meta = target.metadata
@@ -206,8 +206,8 @@ def _int8(args: Any, target: Any, fp32_path: Path) -> dict[str, Any]:
     calib = calibration_images(cfg, args.calib_images, args.data_path)
     batches = calibration_batches(calib, target.input_size, resize, mean)
     int8_path = Path(args.int8_output)
-    tmp = int8_path.with_name(f'.{int8_path.stem}.gate.onnx')
-    try:
+    # NOTE: the INT8 file is built under a temp name and renamed into place only when the AP gate passes
+    with atomic_path(int8_path, suffix='.gate.onnx') as tmp:
         quantize_int8(fp32_path, tmp, batches)
         ap32 = onnx_ap(fp32_path, dataset, target.input_size, resize, mean)
         ap8 = onnx_ap(tmp, dataset, target.input_size, resize, mean)
@@ -219,16 +219,15 @@ def _int8(args: Any, target: Any, fp32_path: Path) -> dict[str, Any]:
         print(f'int8 AP drop {100 * drop:.2f} points (max {100 * args.ap_drop_max:.2f}; {len(dataset)} images, '
               f'{len(batches)} calibration images)')
         if drop > args.ap_drop_max:
-            print(f'error: INT8 AP drop {100 * drop:.2f} points exceeds --ap-drop-max {100 * args.ap_drop_max:.2f}; '
-                  f'nothing written to {str(int8_path)!r}', file=sys.stderr)
-            tmp.unlink(missing_ok=True)
-            sys.exit(1)
-        commit_file(tmp, int8_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+            raise GateFailed(f'INT8 AP drop {100 * drop:.2f} points exceeds --ap-drop-max '
+                             f'{100 * args.ap_drop_max:.2f}; nothing written to {str(int8_path)!r}')
     print(f'wrote {int8_path}')
     return {'path': int8_path, 'ap_fp32': ap32, 'ap_int8': ap8, 'ms_fp32': lat32, 'ms_int8': lat8,
             'mb_fp32': size32, 'mb_int8': size8}
 
 
 main = entry_point(export_main)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from .common import CliParser, entry_point
 from ..assets.fetch import GROUP_ASSETS, GROUPS, fetch_assets
 from ..assets.store import ASSET_PREFIX, cache_dir
+from .common import CliParser, entry_point
 
 __all__ = ['fetch_main', 'main']
 

@@ -13,14 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import CliParser, add_output_arg, add_verbosity, entry_point, setup_logging
-from ..engine.config import SEARCH_DEFAULTS, load_config, model_kwargs
-from ..nas.latency import build_latency_table, table_plan
-from ..nas.latency_runtime import get_runtime
-from ..nas.space import SearchSpace
 from ..runtime.names import runtime_help, runtime_label
+from .common import CliParser, add_config_args, add_output_arg, add_verbosity, entry_point, setup_logging
 
-__all__ = ['latency_table_main', 'default_output']
+__all__ = ['latency_table_main', 'default_output', 'main']
 
 _logger = logging.getLogger(__name__)
 
@@ -51,11 +47,16 @@ def latency_table_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     Args:
         argv: Arguments (default `sys.argv[1:]`).
     """
+    from ..engine.config import SEARCH_DEFAULTS, load_config, model_kwargs
+    from ..nas.latency import build_latency_table, table_plan
+    from ..nas.latency_runtime import get_runtime
+    from ..nas.space import SearchSpace
+
     p = CliParser(prog='fna-latency-table', description='Time every candidate block of a search space on a runtime '
                   'into a latency table (JSON) for the latency search objective (search.objective: {type: latency, '
                   'table: FILE}). Resumable: rerun the same command to finish an interrupted table.')
-    p.add_argument('--config', help='search config (its search.space, detector and search.objective.input_size); '
-                   'default: the built-in search defaults')
+    add_config_args(p, 'search config (its search.space, detector and search.objective.input_size); default: the '
+                    'built-in search defaults')
     p.add_argument('--runtime', required=True, help=f'one of {runtime_help()}')
     p.add_argument('--device', choices=['cpu', 'cuda'], help='where the runtime runs (default cpu; cuda for '
                    'tensorrt, tensorrt-fp16 and torch-fp16, and the device an old name such as torch-cuda says)')
@@ -69,8 +70,6 @@ def latency_table_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument('--save-every', type=int, default=25, help='parts between writes of the file (default 25)')
     p.add_argument('--no-detector', action='store_true', help="skip timing the detector's neck and head "
                    '(information only, not in the objective)')
-    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='config overrides, e.g. '
-                   'search.space.width_mults=[0.5,1.0]')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     add_verbosity(p)
     args = p.parse_args(argv)

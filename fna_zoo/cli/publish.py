@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..assets.store import resolve_asset
-from .common import CliParser, add_verbosity, entry_point, setup_logging
+from .common import CliParser, add_output_arg, add_verbosity, entry_point, setup_logging
 
 __all__ = ['publish_main', 'main']
 
@@ -34,7 +34,7 @@ def _parser() -> CliParser:
     src.add_argument('--checkpoint', help='retrain checkpoint (final.pth of fna-retrain): its backbone weights')
     src.add_argument('--seed-weights', help="seed weights to remap into --arch: a .pth/.safetensors file or 'timm' "
                      '(the hub weights of the arch\'s seed)')
-    p.add_argument('--output', '-o', required=True, help='folder to write (must not exist, or be empty)')
+    add_output_arg(p, 'folder to write (must not exist, or be empty)', required=True)
     p.add_argument('--name', help='model name in the model card (default: the output folder name)')
     p.add_argument('--dataset', help='training dataset named in the model card (e.g. coco)')
     p.add_argument('--ap', type=float, help="box AP in [0, 1] for the model card (default: the run's metrics.json)")

@@ -9,15 +9,19 @@ from __future__ import annotations
 import sys
 from typing import Any, Sequence
 
-from .common import CliParser, add_run_args, entry_point, is_main_process, run_overrides, setup_logging
+from .common import (CliParser, add_run_args, entry_point, is_main_process, run_job, run_overrides,
+                     setup_logging)
 
 __all__ = ['retrain_main', 'main']
 
 
 def retrain_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse `argv`, retrain, print the run folder and the validation AP; returns the result."""
+    """Parse `argv`, retrain, print the run folder and the validation AP; returns the result.
+
+    Args:
+        argv: Command-line arguments (default: `sys.argv[1:]`).
+    """
     from ..engine.config import load_config
-    from ..engine.distributed import cleanup
     from ..engine.evaluate import format_stats
     from ..engine.train import retrain
 
@@ -31,10 +35,7 @@ def retrain_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.arch:
         overrides.append(f'model.backbone={args.arch}')
     cfg = load_config(args.config, overrides)
-    try:
-        result = retrain(cfg, resume=args.resume)
-    finally:
-        cleanup()
+    result = run_job(retrain, cfg, args.resume)
     if is_main_process():
         print(f"run folder: {cfg['output']}  (steps: {result['step']})")
         if 'AP' in result:

@@ -11,15 +11,19 @@ from __future__ import annotations
 import sys
 from typing import Any, Sequence
 
-from .common import CliParser, add_run_args, entry_point, is_main_process, run_overrides, setup_logging
+from .common import (CliParser, add_run_args, entry_point, is_main_process, run_job, run_overrides,
+                     setup_logging)
 
 __all__ = ['search_main', 'main']
 
 
 def search_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse `argv`, search, print the derived arch and how to retrain it; returns the result."""
+    """Parse `argv`, search, print the derived arch and how to retrain it; returns the result.
+
+    Args:
+        argv: Command-line arguments (default: `sys.argv[1:]`).
+    """
     from ..engine.config import SEARCH_DEFAULTS, load_config
-    from ..engine.distributed import cleanup
     from ..nas.searcher import search
 
     p = CliParser(prog='fna-search', description='Search a detection backbone (ops, depth, widths) around a seed '
@@ -28,10 +32,7 @@ def search_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     setup_logging(args)
     cfg = load_config(args.config, run_overrides(args), defaults=SEARCH_DEFAULTS)
-    try:
-        result = search(cfg, resume=args.resume)
-    finally:
-        cleanup()
+    result = run_job(search, cfg, args.resume)
     if is_main_process():
         print(f"run folder: {cfg['output']}")
         print(f"derived arch ({result['seed']} seed, {result['steps']} weight / {result['arch_steps']} arch steps, "

@@ -19,7 +19,11 @@ __all__ = ['test_main', 'main']
 
 
 def test_main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    """Parse `argv`, evaluate the checkpoint, print the detections file and the COCO metrics."""
+    """Parse `argv`, evaluate the checkpoint, print the detections file and the COCO metrics.
+
+    Args:
+        argv: Command-line arguments (default: `sys.argv[1:]`).
+    """
     from ..checkpoint import read_checkpoint
     from ..engine.config import apply_overrides, build_model, load_config
     from ..engine.distributed import cleanup, init_distributed

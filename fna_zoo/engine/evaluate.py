@@ -28,8 +28,14 @@ STAT_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
 
 
 def format_stats(stats: dict[str, float]) -> str:
-    """One line of COCO bbox metrics in percent, e.g. 'AP 31.2 | AP50 ...'."""
+    """One line of COCO bbox metrics in percent, e.g. 'AP 31.2 | AP50 ...'.
+
+    Args:
+        stats: The metrics of `coco_evaluate` (fractions in [0, 1]).
+    """
     return ' | '.join(f'{k} {100 * stats[k]:.1f}' for k in STAT_NAMES)
+
+
 Backend = Literal['auto', 'pycocotools', 'faster_coco_eval']
 
 

@@ -20,6 +20,7 @@ from torch.utils.data import DistributedSampler
 
 from ..arch import is_arch_spec, load_arch
 from ..assets.store import resolve_asset
+from ..checkpoint import stored_arch
 from ..data import CocoDetection, RandomCrops, coco_split_paths, make_synthetic_coco, train_transforms
 from ..detection.backbones import check_backbone
 from .config import build_model
@@ -125,8 +126,8 @@ def _run_arch(cfg: dict[str, Any], run: TrainingRun) -> dict[str, Any] | None:
         cfg: The run config.
         run: The run (its checkpoint, when resumed).
     """
-    if run.state is not None and isinstance(run.state.get('arch'), dict):
-        return run.state['arch']
+    if run.state is not None:  # resumed: the arch it started with (older checkpoints: the arch.yaml snapshot)
+        return stored_arch(run.out / 'last.pth', run.state)
     backbone = cfg['model']['backbone']
     if backbone is None or not is_arch_spec(backbone):
         return None
@@ -175,7 +176,10 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     root = data_root(cfg, dist_info)
     train_ds, val_ds = build_datasets(cfg, root)
     run = TrainingRun(cfg, dist_info, resume, check_num_classes(cfg, train_ds))
-    model = build_model(cfg, run.num_classes, with_seed=not run.resumed).to(dist_info.device)
+    arch = _run_arch(cfg, run)
+    # NOTE: the model is built from that arch, not from the config's path, whose file may have changed since
+    model_cfg = cfg if arch is None else {**cfg, 'model': {**cfg['model'], 'backbone': arch}}
+    model = build_model(model_cfg, run.num_classes, with_seed=not run.resumed).to(dist_info.device)
     if t['sync_bn'] and dist_info.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     opt = build_optimizer(model.parameters(), t)
@@ -183,7 +187,6 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     if (state := run.begin(model, {'optimizer': opt})) is not None:
         epoch, step, done_in_epoch = state['epoch'], state['step'], state['done_in_epoch']
         _logger.info('resumed from %s at epoch %d, step %d', run.last, epoch, step)
-    arch = _run_arch(cfg, run)
     ddp = DistributedDataParallel(model) if dist_info.distributed else model
 
     sampler = DistributedSampler(train_ds, seed=cfg['seed']) if dist_info.distributed else None

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..fileio import atomic_path
+from ..runtime.runners import DEFAULT_OPSET
 from ..specs import arch_string, seed_network, timm_name
 from .parity import ParityReport, compare_arrays, compare_detections, run_onnx
 from .postprocess import detector_anchors, postprocess_for
@@ -38,7 +39,6 @@ __all__ = ['What', 'DEFAULT_OPSET', 'ExportTarget', 'backbone_target', 'detector
 _logger = logging.getLogger(__name__)
 
 What = Literal['backbone', 'raw', 'nms']
-DEFAULT_OPSET = 18
 MIN_OPSET, MAX_OPSET = 11, 20  # NonMaxSuppression needs 11; the TorchScript exporter stops at 20
 
 

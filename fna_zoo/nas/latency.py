@@ -305,17 +305,17 @@ def load_table_file(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f'latency table {str(path)!r} does not exist; build it with search/latency_table.py')
+        raise FileNotFoundError(f'latency table {str(path)!r} does not exist; build it with fna-latency-table')
     try:
         data = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f'latency table {str(path)!r} is not valid JSON ({e}); expected a file written by '
-                         'search/latency_table.py') from None
+                         'fna-latency-table') from None
     if not isinstance(data, dict) or data.get('format') != TABLE_FORMAT or not isinstance(data.get('entries'), dict):
-        raise ValueError(f'{str(path)!r} is not a latency table; expected a file written by search/latency_table.py')
+        raise ValueError(f'{str(path)!r} is not a latency table; expected a file written by fna-latency-table')
     if data.get('format_version') != TABLE_VERSION:
         raise ValueError(f'latency table {str(path)!r} has format version {data.get("format_version")!r}; '
-                         f'expected {TABLE_VERSION} (rebuild it with search/latency_table.py)')
+                         f'expected {TABLE_VERSION} (rebuild it with fna-latency-table)')
     if isinstance(data.get('runtime'), dict):
         data['runtime'] = _current_runtime_record(data['runtime'])
     return data
@@ -511,7 +511,7 @@ def latency_table(space: SearchSpace, input_size: Sequence[int], table: str | os
     missing = [k for k in plan.cost_keys if k not in entries]
     if missing:
         raise ValueError(f'{where} is incomplete ({len(plan.cost_keys) - len(missing)} of {len(plan.cost_keys)} '
-                         'parts measured); expected a finished table (rerun search/latency_table.py, it resumes)')
+                         'parts measured); expected a finished table (rerun fna-latency-table, it resumes)')
 
     def ms(key: str | None) -> float | None:
         return None if key is None else part_ms(entries, plan, key)
@@ -559,7 +559,7 @@ def objective_latency_table(space: SearchSpace, cfg: dict[str, Any]) -> CostTabl
     if not cfg.get('table'):
         if cfg.get('type') == 'latency':
             raise ValueError('search objective type latency needs search.objective.table, a latency table file; '
-                             'expected one built with python search/latency_table.py --config <this config> '
+                             'expected one built with fna-latency-table --config <this config> '
                              '--runtime onnxruntime')
         return None
     return latency_table(space, cfg['input_size'], cfg['table'], cfg.get('runtime'))

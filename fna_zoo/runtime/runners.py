@@ -33,12 +33,12 @@ from torch import nn
 from .names import RUNTIMES, canonical_runtime, device_kind
 from .timing import LatencyStats, cuda_sync, time_callable
 
-__all__ = ['Runner', 'onnx_bytes', 'torch_runner', 'onnxruntime_runner', 'tensorrt_runner', 'module_runner',
-           'check_runtime', 'time_runner']
+__all__ = ['DEFAULT_OPSET', 'Runner', 'onnx_bytes', 'torch_runner', 'onnxruntime_runner', 'tensorrt_runner',
+           'module_runner', 'check_runtime', 'time_runner']
 
 _logger = logging.getLogger(__name__)
 
-_ONNX_OPSET = 18  # fna_zoo.export.onnx_export.DEFAULT_OPSET (not imported: the runtime layer sits below export)
+DEFAULT_OPSET = 18  # the ONNX opset of every export (fna-export's default; the latency-table parts)
 
 
 @dataclass
@@ -66,7 +66,12 @@ class Runner:
 
     @classmethod
     def skipped(cls, precision: str, why: str) -> 'Runner':
-        """A runner that does not run, with its reason (one line, at most 200 characters)."""
+        """A runner that does not run, with its reason (one line, at most 200 characters).
+
+        Args:
+            precision: The precision the cell would have run at.
+            why: The reason (folded to one line).
+        """
         return cls(None, None, precision, skip=' '.join(str(why).split())[:200])
 
 
@@ -82,7 +87,7 @@ def onnx_bytes(module: nn.Module, inputs: Sequence[torch.Tensor]) -> bytes:
     # block; its deprecation and tracer warnings are expected and silenced.
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore')
-        torch.onnx.export(module, tuple(inputs), f, dynamo=False, opset_version=_ONNX_OPSET,
+        torch.onnx.export(module, tuple(inputs), f, dynamo=False, opset_version=DEFAULT_OPSET,
                           input_names=[f'in{i}' for i in range(len(inputs))], do_constant_folding=True)
     return f.getvalue()
 
