@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ['atomic_path', 'atomic_write_text', 'atomic_dir', 'default_file_mode', 'default_dir_mode', 'commit_file']
+__all__ = ['atomic_path', 'atomic_write_text', 'atomic_dir', 'default_file_mode', 'default_dir_mode', 'commit_file',
+           'lock_folder', 'unlock_folder']
 
 
 def _umask() -> int:
@@ -81,24 +82,77 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     """A fresh temp folder beside `path` to fill; renamed onto `path` when the block ends without an error.
 
-    `path` must not exist yet (a folder is never replaced in place: that cannot be done atomically); on an
-    error the temp folder is removed and `path` is left as it was.
+    On an error the temp folder is removed and `path` is left as it was.
 
     Args:
-        path: Destination folder.
+        path: Destination folder. It must not exist yet unless `replace`.
+        replace: Swap out an existing `path` (the caller has checked it may go): it is renamed aside, the new
+            folder renamed in, then the old one removed, so `path` is never half-written (a folder cannot be
+            replaced in one atomic step; between the two renames `path` is briefly absent).
     """
     path = Path(path)
-    if path.exists():
+    if path.exists() and not replace:
         raise FileExistsError(f'{str(path)!r} exists already; expected a new folder')
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'))
     try:
         yield tmp
         os.chmod(tmp, default_dir_mode())  # mkdtemp makes it 0700; `mkdir` would give this
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.old'))
+            os.rename(path, old / path.name)
         os.rename(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# folder (resolved) -> the descriptor holding this process's lock on it
+_HELD: dict[str, int] = {}
+
+
+def lock_folder(folder: str | os.PathLike, what: str = 'run folder') -> None:
+    """Take this process's exclusive lock on `folder` (created if needed), or fail in one line naming who holds it.
+
+    NOTE: an advisory `flock` on `<folder>/.lock`, held while the process runs: the OS drops it when the process
+    ends however it ends, so a killed run leaves no stale lock to clear. A lock this process still holds on the
+    folder (an earlier run in the same process that ended with an error) is handed over.
+
+    Args:
+        folder: The folder one process at a time may write.
+        what: How to name it in the error.
+    """
+    import fcntl
+    import socket
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    unlock_folder(folder)
+    fd = os.open(folder / '.lock', os.O_RDWR | os.O_CREAT, default_file_mode())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or 'another process'
+        os.close(fd)
+        raise FileExistsError(f'{what} {str(folder)!r} is in use by {holder}; expected a folder no other run writes '
+                              'to (pass another --output, or wait for that run to end)') from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}'.encode(), 0)
+    _HELD[str(folder.resolve())] = fd
+
+
+def unlock_folder(folder: str | os.PathLike) -> None:
+    """Release this process's lock on `folder`, if it holds one.
+
+    Args:
+        folder: A folder locked with `lock_folder`.
+    """
+    fd = _HELD.pop(str(Path(folder).resolve()), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock

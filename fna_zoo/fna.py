@@ -28,7 +28,7 @@ from typing import Any, Mapping
 from timm.models import generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models.efficientnet import EfficientNet
 
-from ._builder import create_fna_model, fna_pretrained_cfg
+from ._builder import DEFAULT_SEED, create_fna_model, fna_pretrained_cfg
 from .arch import Arch, load_arch
 from .archs import get_arch
 from .assets.store import asset_path, resolve_asset
@@ -54,7 +54,8 @@ _RETRAIN = dict(description='COCO-retrained weights you made: load with pretrain
 # NOTE: no weight source, so fna_custom stays out of list_models(pretrained=True); weights come from
 # pretrained_cfg_overlay=dict(file=...) (seed weights are remapped, weights made for the arch load as they are),
 # or from the folder / repo of `local-dir:` / `hf-hub:` whose config.json names fna_custom.
-_CUSTOM = dict(description='Any FNA arch, given as arch=; weights from pretrained_cfg_overlay, local-dir: or hf-hub:.')
+_CUSTOM = dict(description='Any FNA arch, given as arch= (default: the MobileNetV2 seed arch); weights from '
+                           'pretrained_cfg_overlay, local-dir: or hf-hub:.')
 
 default_cfgs = generate_default_cfgs({
     'fna_retinanet_backbone.paramremap_in1k': fna_pretrained_cfg(**_SEED),
@@ -67,16 +68,18 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+# NOTE: `fna_custom` without `arch=` builds the MobileNetV2 seed arch, so the model constructs by name alone, as
+# every registered timm model must (tools iterating timm.list_models() and timm's own model tests rely on it).
+CUSTOM_DEFAULT_ARCH = DEFAULT_SEED
+
+
 def _custom_arch(arch: Arch | Mapping[str, Any] | str | os.PathLike | None) -> Arch:
     """The `arch=` of `fna_custom`: an `Arch`, its `to_dict()` form, an arch file or an FNA net_config string.
 
     Args:
-        arch: The architecture spec (None raises a ValueError saying what to pass).
+        arch: The architecture spec (None: `CUSTOM_DEFAULT_ARCH`, the MobileNetV2 seed arch).
     """
-    if arch is None:
-        raise ValueError("fna_custom needs the architecture: pass arch= (a dict from Arch.to_dict(), an arch file "
-                         "such as 'runs/search/arch.yaml', or an FNA net_config string)")
-    return load_arch(arch)
+    return load_arch(CUSTOM_DEFAULT_ARCH if arch is None else arch)
 
 
 def _fetched_overlay(variant: str, pretrained: bool, kwargs: dict[str, Any]) -> None:
@@ -120,5 +123,6 @@ def fna_ssdlite_backbone(pretrained: bool = False, **kwargs: Any) -> EfficientNe
 @register_model
 def fna_custom(pretrained: bool = False, arch: Arch | Mapping[str, Any] | str | os.PathLike | None = None,
                **kwargs: Any) -> EfficientNet:
-    """Any FNA arch, given as `arch=` (an `Arch.to_dict()` dict, an arch file or an FNA net_config string)."""
+    """Any FNA arch, given as `arch=` (an `Arch.to_dict()` dict, an arch file or an FNA net_config string);
+    without `arch=`, the MobileNetV2 seed arch (`CUSTOM_DEFAULT_ARCH`)."""
     return create_fna_model('fna_custom', _custom_arch(arch), pretrained, **kwargs)

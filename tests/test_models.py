@@ -93,3 +93,15 @@ def test_demo_tour_lists_the_registered_archs(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert 'fna_retinanet_backbone' in printed and 'fna_custom' not in printed  # fna_custom takes arch=
     assert sorted(p.stem for p in tmp_path.glob('*.yaml')) == ['fna_retinanet_backbone', 'fna_ssdlite_backbone']
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_constructs_by_name_alone(name):
+    """As timm's own model tests require: no argument but the name, forward, and features_only."""
+    model = timm.create_model(name).eval()
+    c, h, w = model.pretrained_cfg['input_size']
+    x = torch.randn(1, c, h // 2, w // 2)
+    with torch.no_grad():
+        assert model(x).shape == (1, model.num_features)
+        feats = timm.create_model(name, features_only=True).eval()(x)
+    assert [f.shape[1] for f in feats] == timm.create_model(name, features_only=True).feature_info.channels()

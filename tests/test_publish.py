@@ -89,9 +89,8 @@ def test_fna_custom_takes_dict_file_and_string(arch_file, seed_file, seed_state_
     assert feats.feature_info.channels() == [24, 32, 96, 320] and feats.feature_info.reduction() == [4, 8, 16, 32]
 
 
-def test_fna_custom_without_arch_says_what_to_pass():
-    with pytest.raises(ValueError, match=r'fna_custom needs the architecture: pass arch= \(a dict from Arch.to_dict'):
-        timm.create_model('fna_custom')
+def test_fna_custom_without_arch_is_the_seed_arch():
+    assert timm.create_model('fna_custom').fna_arch == get_arch('mobilenetv2_100')
     with pytest.raises(ValueError, match="unknown arch keys"):
         timm.create_model('fna_custom', arch={'stem_chs': 32, 'stages': [], 'bogus': 1})
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_dir, atomic_write_text
 
 __all__ = ['CLASSES', 'make_synthetic_coco']
 
@@ -124,11 +123,17 @@ def make_synthetic_coco(root: str | os.PathLike, num_train: int = 400, num_val: 
     done = root / '.done'
     if done.is_file() and done.read_text() == stamp:
         return root
-    if root.exists():
-        shutil.rmtree(root)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f'data.synthetic.root {str(root)!r} is a file; expected a folder for the built-in set')
+    # NOTE: never delete what the project did not create: a folder without the set's marker is replaced only when
+    # it is empty. The set is built in a temp folder beside `root` and swapped in whole.
+    if root.is_dir() and not done.is_file() and any(root.iterdir()):
+        raise FileExistsError(f'data.synthetic.root {str(root)!r} is not empty and holds no built-in set (no .done '
+                              'marker); expected a new or empty folder, or one the built-in set was written to')
     _logger.info('writing the built-in synthetic dataset to %s', root)
     rng = np.random.default_rng(seed)
-    _write_split(root, 'train2017', num_train, image_size, num_classes, rng)
-    _write_split(root, 'val2017', num_val, image_size, num_classes, rng)
-    atomic_write_text(done, stamp)
+    with atomic_dir(root, replace=True) as tmp:
+        _write_split(tmp, 'train2017', num_train, image_size, num_classes, rng)
+        _write_split(tmp, 'val2017', num_val, image_size, num_classes, rng)
+        atomic_write_text(tmp / '.done', stamp)
     return root

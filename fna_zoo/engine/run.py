@@ -28,13 +28,14 @@ from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import collate
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, lock_folder, unlock_folder
 from .distributed import DistInfo, average_gradients, barrier
 
 __all__ = ['seed_process', 'check_num_classes', 'batches_per_epoch', 'total_steps', 'SkipSampler', 'epoch_loader',
            'optimizer_step', 'to_device', 'MetricsLog', 'TrainingRun']
 
 Batch = tuple[list, list]
+_logger = logging.getLogger(__name__)
 
 
 def seed_process(seed: int, dist_info: DistInfo) -> None:
@@ -158,6 +159,20 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
             [{k: v.to(device) if torch.is_tensor(v) else v for k, v in tt.items()} for tt in targets])
 
 
+def _remove_stale_temp_files(folder: Path) -> None:
+    """Remove the temp files of atomic writes (`.<name>.<random>.tmp*`) that a killed run left in its folder.
+
+    NOTE: called with the folder's lock held, so no live writer owns them.
+
+    Args:
+        folder: The run folder.
+    """
+    for p in folder.iterdir():
+        if p.is_file() and p.name.startswith('.') and '.tmp' in p.name:
+            _logger.info('removing %s, left by a run that was killed while writing', p)
+            p.unlink(missing_ok=True)
+
+
 class MetricsLog:
     """A run's metrics.csv: the header once (a fresh run, or a resumed run whose log is gone), then rows appended.
 
@@ -165,16 +180,27 @@ class MetricsLog:
 
     Args:
         path: The CSV file.
-        fields: Column names.
+        fields: Column names (the first is the step).
         enabled: Whether this process writes (the main process).
-        fresh: Whether the run starts afresh (a resumed run keeps the rows it has).
+        fresh: Whether the run starts afresh.
+        resume_rows: A resumed run's row count at its checkpoint: the log keeps that many rows and drops the
+            later ones, which the resumed run logs again.
     """
 
-    def __init__(self, path: Path, fields: Sequence[str], enabled: bool, fresh: bool) -> None:
-        self.path, self.enabled = path, enabled
-        if enabled and (fresh or not path.exists()):
+    def __init__(self, path: Path, fields: Sequence[str], enabled: bool, fresh: bool,
+                 resume_rows: int | None = None) -> None:
+        self.path, self.enabled, self.rows = path, enabled, 0
+        if not enabled:
+            return
+        if fresh or not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(','.join(fields) + '\n')
+            atomic_write_text(path, ','.join(fields) + '\n')
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        self.rows = len(lines) - 1
+        if resume_rows is not None and resume_rows < self.rows:
+            atomic_write_text(path, ''.join(lines[:1 + resume_rows]))
+            self.rows = resume_rows
 
     def write(self, row: Sequence[Any]) -> None:
         """Append one row (already formatted values).
@@ -185,6 +211,7 @@ class MetricsLog:
         if self.enabled:
             with self.path.open('a') as f:
                 csv.writer(f).writerow(row)
+            self.rows += 1
 
 
 class TrainingRun:
@@ -204,10 +231,19 @@ class TrainingRun:
         self.cfg, self.dist_info, self.num_classes = cfg, dist_info, num_classes
         self.out = Path(cfg['output'])
         self.last = self.out / 'last.pth'
+        if self.is_main:  # one writer per run folder, before anything in it is read or written
+            lock_folder(self.out)
+            _remove_stale_temp_files(self.out)
         self.state: dict[str, Any] | None = load_checkpoint(self.last) if resume and self.last.is_file() else None
         self.model: nn.Module | None = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.generator: torch.Generator | None = None
+        self.metrics: MetricsLog | None = None
+
+    def close(self) -> None:
+        """Release the run folder (the end of a run; a process that dies releases it too)."""
+        if self.is_main:
+            unlock_folder(self.out)
 
     @property
     def resumed(self) -> bool:
@@ -275,6 +311,8 @@ class TrainingRun:
                      **position, 'rng': torch.get_rng_state()}
             if self.generator is not None:
                 state['generator'] = self.generator.get_state()
+            if self.metrics is not None:
+                state['metrics_rows'] = self.metrics.rows
             save_checkpoint({**state, 'config': self.cfg, 'num_classes': self.num_classes}, self.last)
         barrier()
 
@@ -294,7 +332,11 @@ class TrainingRun:
         Args:
             fields: Column names.
         """
-        return MetricsLog(self.out / 'metrics.csv', fields, self.is_main, fresh=not self.resumed)
+        # NOTE: every checkpoint records how many rows the log had (`metrics_rows`), so a resumed run drops the
+        # rows logged after it (they are logged again) instead of holding them twice
+        self.metrics = MetricsLog(self.out / 'metrics.csv', fields, self.is_main, fresh=not self.resumed,
+                                  resume_rows=self.state.get('metrics_rows') if self.resumed else None)
+        return self.metrics
 
     def progress(self, total: int, initial: int, desc: str) -> tqdm:
         """A progress bar over the run's steps, shown by the main process only.

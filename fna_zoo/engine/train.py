@@ -229,4 +229,5 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
                          cfg['data']['workers'])
         result.update(stats)
     run.write_text('metrics.json', json.dumps(result, indent=2))
+    run.close()
     return result

@@ -252,6 +252,7 @@ def search(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
         result = job.loop()
     result['wall_time_s'] = round(time.perf_counter() - tic, 1)
     run.write_text('summary.json', json.dumps(result, indent=2) + '\n')
+    run.close()
     return result
 
 

@@ -1,0 +1,115 @@
+"""Nothing lost, nothing mixed (issue 21): the built-in set never deletes a folder the project did not create and
+is swapped in whole; every registered model constructs by name alone is in test_models.py."""
+import json
+
+import pytest
+
+from fna_zoo.data import make_synthetic_coco
+from fna_zoo.fileio import atomic_dir
+
+SMALL = dict(num_train=3, num_val=2, image_size=32)
+
+
+def test_foreign_folder_is_refused_and_kept(tmp_path):
+    root = tmp_path / 'mine'
+    root.mkdir()
+    (root / 'thesis.tex').write_text('years of work')
+    with pytest.raises(FileExistsError, match="data.synthetic.root '.*mine' is not empty and holds no built-in set"):
+        make_synthetic_coco(root, **SMALL)
+    assert [p.name for p in root.iterdir()] == ['thesis.tex'] and (root / 'thesis.tex').read_text() == 'years of work'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['mine']  # no temp folder left
+    (tmp_path / 'file').write_text('x')
+    with pytest.raises(NotADirectoryError, match='is a file; expected a folder'):
+        make_synthetic_coco(tmp_path / 'file', **SMALL)
+
+
+def test_built_whole_reused_and_rebuilt_whole(tmp_path):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    assert make_synthetic_coco(empty, **SMALL) == empty  # an empty folder is fine
+    root = make_synthetic_coco(tmp_path / 'syn', **SMALL)
+    ann = root / 'annotations' / 'instances_train2017.json'
+    assert len(json.loads(ann.read_text())['images']) == 3
+    stamp = (root / '.done').stat().st_mtime_ns
+    make_synthetic_coco(root, **SMALL)
+    assert (root / '.done').stat().st_mtime_ns == stamp  # same settings: reused, not rewritten
+    make_synthetic_coco(root, **{**SMALL, 'num_train': 5})  # other settings: a new set swapped in whole
+    assert len(json.loads(ann.read_text())['images']) == 5 and len(list((root / 'train2017').iterdir())) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['empty', 'syn']  # no temp or old folder left
+
+
+def test_atomic_dir_replace_keeps_the_old_folder_on_error(tmp_path):
+    dest = tmp_path / 'd'
+    dest.mkdir()
+    (dest / 'old.txt').write_text('old')
+    with pytest.raises(RuntimeError):
+        with atomic_dir(dest, replace=True) as tmp:
+            (tmp / 'new.txt').write_text('new')
+            raise RuntimeError('killed')
+    assert [p.name for p in dest.iterdir()] == ['old.txt'] and sorted(p.name for p in tmp_path.iterdir()) == ['d']
+    with atomic_dir(dest, replace=True) as tmp:
+        (tmp / 'new.txt').write_text('new')
+    assert [p.name for p in dest.iterdir()] == ['new.txt'] and sorted(p.name for p in tmp_path.iterdir()) == ['d']
+    with pytest.raises(FileExistsError, match='exists already; expected a new folder'):
+        with atomic_dir(dest):
+            pass
+
+
+KWARGS = 'model.kwargs={min_size: 64, max_size: 64, head_width: 16, score_thresh: 0.0}'
+
+
+def _tiny(tmp_path, *extra):
+    return ['--set', f'data.synthetic.root={tmp_path / "data"}', 'data.synthetic.num_train=8',
+            'data.synthetic.num_val=4', 'data.synthetic.image_size=64', 'data.workers=0', KWARGS,
+            'train.batch_size=4', 'train.warmup_iters=1', 'eval.batch_size=4', 'train.log_interval=1',
+            'train.eval_at_end=false', *extra]
+
+
+def test_one_writer_per_run_folder(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from fna_zoo.cli.retrain import main as retrain_cli
+    from fna_zoo.fileio import lock_folder, unlock_folder
+
+    run = tmp_path / 'run'
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from fna_zoo.fileio import lock_folder; '
+                               f'lock_folder({str(run)!r}); print("locked", flush=True); time.sleep(60)'],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        with pytest.raises(FileExistsError, match=rf"run folder '.*run' is in use by pid {holder.pid} on "):
+            lock_folder(run)
+        assert retrain_cli(['-o', str(run), *_tiny(tmp_path, 'train.max_iters=1')]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith('error: run folder') and f'in use by pid {holder.pid}' in err[-1]
+        assert sorted(p.name for p in run.iterdir()) == ['.lock']  # the second writer wrote nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    lock_folder(run)  # a killed holder leaves no stale lock: the OS dropped it
+    unlock_folder(run)
+
+
+def test_resume_drops_rows_logged_after_the_checkpoint(tmp_path):
+    from fna_zoo.cli.retrain import retrain_main
+
+    run = tmp_path / 'run'
+    retrain_main(['-o', str(run), *_tiny(tmp_path, 'train.max_iters=2', 'train.ckpt_interval=2')])
+    with (run / 'metrics.csv').open('a') as f:  # a row the killed run logged after its last checkpoint
+        f.write('3,0,0.01,9.9,9.9,9.9,0.1\n')
+    retrain_main(['-o', str(run), '--resume', *_tiny(tmp_path, 'train.max_iters=3', 'train.ckpt_interval=2')])
+    rows = (run / 'metrics.csv').read_text().splitlines()
+    assert [r.split(',')[0] for r in rows] == ['step', '1', '2', '3'] and '9.9' not in rows[-1]
+
+
+def test_next_run_removes_temp_files_a_killed_run_left(tmp_path):
+    from fna_zoo.cli.retrain import retrain_main
+
+    run = tmp_path / 'run'
+    retrain_main(['-o', str(run), *_tiny(tmp_path, 'train.max_iters=1')])
+    stale = [run / '.last.pth.k1ll3d.tmp', run / '.probs.png.x7.tmp.png']
+    for p in stale:
+        p.write_bytes(b'half a file')
+    retrain_main(['-o', str(run), '--resume', *_tiny(tmp_path, 'train.max_iters=2')])
+    assert not any(p.exists() for p in stale) and (run / 'final.pth').is_file()
