@@ -119,7 +119,12 @@ def apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         if '=' not in item:
             raise ValueError(f'override {item!r} is malformed; expected key.sub=value')
         key, _, raw = item.partition('=')
-        nested: Any = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            nested: Any = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            # NOTE: not YAML (e.g. an FNA net_config string, "[[32, 16], ['k3_e1'], 1]|..."): the text itself; the
+            # type check of load_config still rejects it where a number or a list is expected
+            nested = raw
         for part in reversed(key.strip().split('.')):
             nested = {part: nested}
         _merge(cfg, nested, '')
@@ -157,8 +162,98 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         raise ValueError(f"config detector is {cfg['detector']!r}; expected one of {', '.join(DETECTORS)}")
     if cfg['train']['optimizer'] not in ('sgd', 'rmsprop', 'adamw'):
         raise ValueError(f"config train.optimizer is {cfg['train']['optimizer']!r}; expected 'sgd', 'rmsprop' or 'adamw'")
+    _check_types(cfg, defaults, '')
+    _check_ranges(cfg)
     _check_train_crop(cfg['data']['train_crop'])
     return cfg
+
+
+def _type_name(default: Any) -> str | None:
+    """What a value must be, from its default's type (None: any, a mapping of open keys, or a nullable key)."""
+    if isinstance(default, bool):
+        return 'true or false'
+    if isinstance(default, int):
+        return 'an integer'
+    if isinstance(default, float):
+        return 'a number'
+    if isinstance(default, str):
+        return 'a string'
+    if isinstance(default, list):
+        return 'a list'
+    return None
+
+
+def _fits(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def _check_types(cfg: dict[str, Any], defaults: dict[str, Any], where: str) -> None:
+    """Every value has its default's type (naming the dotted key), so a wrong type fails before any work.
+
+    Args:
+        cfg: The merged config (or a section of it).
+        defaults: The defaults (or the same section).
+        where: The section's dotted key ('' at the top).
+    """
+    for key, default in defaults.items():
+        path = f'{where}.{key}' if where else key
+        value = cfg.get(key)
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ValueError(f'config {path} is {value!r}; expected a mapping')
+            if key != 'kwargs':
+                _check_types(value, default, path)
+        elif (what := _type_name(default)) is not None and not _fits(value, default):
+            if isinstance(default, float) and isinstance(value, str):
+                # NOTE: YAML 1.1 (PyYAML) reads 1e-3 as a string; a number written so is meant as one
+                try:
+                    cfg[key] = float(value)
+                    continue
+                except ValueError:
+                    pass
+            raise ValueError(f'config {path} is {value!r}; expected {what}')
+
+
+# dotted key -> (the smallest value allowed, whether null is allowed)
+_RANGES: dict[str, tuple[float, bool]] = {
+    'train.epochs': (1, False), 'train.batch_size': (1, False), 'train.log_interval': (1, False),
+    'train.ckpt_interval': (1, False), 'train.warmup_iters': (0, False), 'train.max_iters': (1, True),
+    'eval.batch_size': (1, False), 'data.workers': (0, False), 'model.num_classes': (1, True),
+    'data.synthetic.num_train': (1, False), 'data.synthetic.num_val': (1, False),
+    'data.synthetic.image_size': (32, False), 'search.arch_steps': (1, False), 'search.weight_steps': (1, False),
+    'search.arch_log_interval': (1, False), 'search.arch_update_epoch': (0, False),
+    'search.bn_calib_batches': (1, False),
+}
+
+
+def _check_ranges(cfg: dict[str, Any]) -> None:
+    """Counts and sizes in range (a zero batch size or interval would divide by zero or train nothing)."""
+    for path, (low, nullable) in _RANGES.items():
+        section, *keys = path.split('.')
+        if section not in cfg:
+            continue  # search.* in a retrain config
+        value: Any = cfg[section]
+        for k in keys:
+            value = value[k]
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f'config {path} is {value!r}; expected an integer >= {int(low)}'
+                             f'{" or null" if nullable else ""}')
+    for path, value in (('train.lr', cfg['train']['lr']),) + (
+            (('search.arch_optimizer.lr', cfg['search']['arch_optimizer']['lr']),) if 'search' in cfg else ()):
+        if not value > 0:
+            raise ValueError(f'config {path} is {value!r}; expected a positive number')
+    if 'search' in cfg:
+        size = cfg['search']['objective']['input_size']
+        if not (isinstance(size, list) and len(size) == 2 and all(_positive_int(v) and v >= 32 for v in size)):
+            raise ValueError(f'config search.objective.input_size is {size!r}; expected [H, W], two integers >= 32')
 
 
 def _positive_int(value: Any) -> bool:

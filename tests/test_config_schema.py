@@ -1,0 +1,48 @@
+"""One typed check of the config (issue 21): wrong types and out-of-range counts fail in one line naming the
+dotted key, before any work; values that are not YAML (an FNA net_config string) stay text."""
+import pytest
+
+from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config
+
+BAD = [
+    ('train.lr=abc', "config train.lr is 'abc'; expected a number"),
+    ('train.lr=0', 'config train.lr is 0; expected a positive number'),
+    ('train.ckpt_interval=0', 'config train.ckpt_interval is 0; expected an integer >= 1'),
+    ('train.epochs=0', 'config train.epochs is 0; expected an integer >= 1'),
+    ('train.batch_size=-1', 'config train.batch_size is -1; expected an integer >= 1'),
+    ('train.log_interval=2.5', 'config train.log_interval is 2.5; expected an integer'),
+    ('train.max_iters=0', 'config train.max_iters is 0; expected an integer >= 1 or null'),
+    ('train.sync_bn=3', 'config train.sync_bn is 3; expected true or false'),
+    ('train.lr_steps=8', 'config train.lr_steps is 8; expected a list'),
+    ('eval.batch_size=0', 'config eval.batch_size is 0; expected an integer >= 1'),
+    ('eval=3', 'config eval is 3; expected a mapping'),
+    ('data.workers=-1', 'config data.workers is -1; expected an integer >= 0'),
+    ('data.synthetic.image_size=8', 'config data.synthetic.image_size is 8; expected an integer >= 32'),
+    ('model.num_classes=0', 'config model.num_classes is 0; expected an integer >= 1 or null'),
+    ('seed=x', "config seed is 'x'; expected an integer"),
+]
+
+
+@pytest.mark.parametrize('override, message', BAD)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ValueError) as e:
+        load_config(None, [override])
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize('override, message', [
+    ('search.objective.input_size=[0,0]', r'config search.objective.input_size is \[0, 0\]; expected \[H, W\]'),
+    ('search.arch_steps=0', 'config search.arch_steps is 0; expected an integer >= 1'),
+    ('search.arch_optimizer.lr=-1', 'config search.arch_optimizer.lr is -1; expected a positive number'),
+    ('search.space.temperature=hot', "config search.space.temperature is 'hot'; expected a number"),
+])
+def test_bad_search_values(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override], defaults=SEARCH_DEFAULTS)
+
+
+def test_numbers_and_text_that_are_not_yaml():
+    cfg = load_config(None, ['train.lr=1e-3', 'train.max_iters=null', 'model.num_classes=3'])
+    assert cfg['train']['lr'] == 0.001 and cfg['train']['max_iters'] is None and cfg['model']['num_classes'] == 3
+    fna = "[[32, 16], ['k3_e1'], 1]|[[16, 24], ['k3_e6', 'skip'], 2]"
+    assert load_config(None, [f'model.backbone={fna}'])['model']['backbone'] == fna
