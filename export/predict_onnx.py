@@ -154,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument('--truth', help='COCO annotation file holding the image: draw its ground truth beside the '
                    'detections')
     args = p.parse_args(argv)
+    if not 0 <= args.score_thresh < 1:
+        raise ValueError(f'--score-thresh is {args.score_thresh}; expected a value in [0, 1)')
+    if args.draw_scale < 1:
+        raise ValueError(f'--draw-scale is {args.draw_scale}; expected a positive integer')
     if not Path(args.image).is_file():
         raise FileNotFoundError(f'image {args.image!r} does not exist')
     out = Path(args.output) if args.output else Path(args.image).with_name(Path(args.image).stem + '_det.png')

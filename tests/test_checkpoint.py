@@ -107,3 +107,11 @@ def test_resume_and_report_an_older_run_whose_arch_file_changed(tmp_path):
     shutil.move(str(tmp_path / 'run'), str(tmp_path / 'moved'))
     entry = run_entry(tmp_path / 'moved')
     assert load_arch(entry.spec) == arch and entry.size == (64, 64)
+
+
+def test_fna_test_checks_its_output_before_evaluating(moved_run, tmp_path, capsys):
+    from fna_zoo.cli.test import main as fna_test
+
+    assert fna_test(['--checkpoint', str(moved_run['final']), '-o', str(tmp_path / 'dets.txt')]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: output path {str(tmp_path / 'dets.txt')!r} has suffix '.txt'; "
+                                               'expected a .json file')

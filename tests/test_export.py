@@ -308,6 +308,12 @@ def test_predict_onnx_script_without_torch(tmp_path, nms_exports, data_root):
                        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == f"error: model {str(tmp_path / 'none.onnx')!r} does not exist; " \
                                                     'expected an ONNX file from fna-export'
+    for flag, value, message in (('--score-thresh', '5', "error: --score-thresh is 5.0; expected a value in [0, 1)"),
+                                 ('--draw-scale', '-3', 'error: --draw-scale is -3; expected a positive integer')):
+        r = subprocess.run([sys.executable, 'export/predict_onnx.py', str(nms_exports['retinanet']), str(image), flag,
+                            value, '-o', str(tmp_path / 'bad.png')], capture_output=True, text=True, env=ENV,
+                           cwd=ROOT, timeout=120)
+        assert r.returncode == 2 and r.stderr.strip() == message and not (tmp_path / 'bad.png').exists()
 
 
 def test_ssdlite_fna_head_form_exports(tmp_path, data_root):

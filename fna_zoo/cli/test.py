@@ -25,6 +25,7 @@ def test_main(argv: Sequence[str] | None = None) -> dict[str, float]:
         argv: Command-line arguments (default: `sys.argv[1:]`).
     """
     from ..checkpoint import read_checkpoint
+    from ..checks import check_output_path
     from ..engine.config import apply_overrides, build_model, load_config
     from ..engine.distributed import cleanup, init_distributed
     from ..engine.evaluate import evaluate, format_stats
@@ -46,6 +47,8 @@ def test_main(argv: Sequence[str] | None = None) -> dict[str, float]:
         if args.job_name is None:
             p.error('one of --checkpoint or --job_name is required')
         args.checkpoint = str(Path(RUNS_DIR) / args.job_name / 'final.pth')
+    if args.detections is not None:  # a bad output path fails now, not after minutes of evaluation
+        check_output_path(args.detections, '.json')
     ckpt = read_checkpoint(args.checkpoint)
     overrides = run_overrides(args)
     cfg = load_config(args.config, overrides) if args.config else apply_overrides(copy.deepcopy(ckpt.config), overrides)
