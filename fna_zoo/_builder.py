@@ -23,6 +23,7 @@ from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
 
 from .arch import Arch, load_arch
 from .assets.store import is_asset_spec, resolve_asset, resolve_weights_asset
+from .checkpoint import check_weights_file
 from .remap import WidthMode, remap_filter_fn
 
 __all__ = ['build_backbone', 'create_fna_model', 'arch_model_kwargs', 'fna_pretrained_cfg', 'DETECTION_OUT_INDICES',
@@ -162,9 +163,7 @@ def build_backbone(
             # NOTE: a seed given as an Arch object names no timm model to check the weights against
             path = (resolve_asset(pretrained_seed) if isinstance(seed_arch, Arch) else
                     resolve_weights_asset(str(pretrained_seed), seed_arch or arch.seed or DEFAULT_SEED))
-        if not path.is_file():
-            raise FileNotFoundError(f'seed weights file {str(path)!r} does not exist')
-        overlay['file'] = str(path)
+        overlay['file'] = str(check_weights_file(path))
     elif pretrained_seed is not None:
         overlay['state_dict'] = dict(pretrained_seed)
     # NOTE: the custom cfg describes a 1000-class seed, so timm keeps the seed classifier only for

@@ -89,9 +89,15 @@ class Op:
         return 'ds' if self.expansion == 1 else 'ir'
 
 
+# NOTE: a bound on channel widths, far above any detection backbone (MobileNetV2: 1280 at most), so a typo such
+# as 10**9 fails here instead of attempting a multi-terabyte allocation
+MAX_CHANNELS = 8192
+
+
 def _check_positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{what} is {value!r}; expected a positive integer')
+    """A channel width: a positive integer up to `MAX_CHANNELS` (ValueError naming `what` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CHANNELS:
+        raise ValueError(f'{what} is {value!r}; expected a positive integer up to {MAX_CHANNELS}')
     return value
 
 

@@ -18,7 +18,7 @@ import torch
 
 from .fileio import atomic_path
 
-__all__ = ['save_checkpoint', 'load_checkpoint', 'read_checkpoint', 'stored_arch', 'Checkpoint']
+__all__ = ['save_checkpoint', 'load_checkpoint', 'read_checkpoint', 'stored_arch', 'check_weights_file', 'Checkpoint']
 
 _REQUIRED = ('model', 'config')
 
@@ -56,6 +56,36 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f'checkpoint {str(path)!r} has no run config; expected a file written by fna-search or '
                          'fna-retrain')
     return state
+
+
+def check_weights_file(path: str | os.PathLike, what: str = 'seed weights file') -> Path:
+    """A weights file that loads as a state dict (weights-only unpickling, or safetensors), or one clear error.
+
+    Read once here, before a model is built around it, so random bytes, a truncated download or a pickle payload
+    fail in one line instead of inside timm's loader.
+
+    Args:
+        path: A .pth / .pt / .bin (torch) or .safetensors file.
+        what: How to name it in the error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'{what} {str(path)!r} does not exist')
+    try:
+        if path.suffix.lower() == '.safetensors':
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework='pt') as f:
+                ok = bool(list(f.keys()))
+        else:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+            ok = isinstance(state, Mapping) and bool(state)
+    except Exception as e:  # noqa: BLE001  (corrupt, truncated or foreign files fail in many ways)
+        raise ValueError(f'{what} {str(path)!r} is not a readable state dict ({type(e).__name__}); expected a '
+                         '.pth/.safetensors file of model weights') from None
+    if not ok:
+        raise ValueError(f'{what} {str(path)!r} holds no tensors; expected a .pth/.safetensors file of model weights')
+    return path
 
 
 @dataclass

@@ -8,7 +8,11 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ['check_output_path', 'check_input_size']
+__all__ = ['MAX_SIDE', 'check_output_path', 'check_input_size']
+
+# NOTE: the largest image side accepted anywhere (the papers use 800x1088 at most); larger sizes are typos that
+# would allocate tens of gigabytes
+MAX_SIDE = 4096
 
 
 def check_output_path(path: str | os.PathLike, suffix: str | None = None) -> Path:
@@ -42,7 +46,7 @@ def check_input_size(size: Sequence[int] | None, what: str = 'model') -> tuple[i
     if size is None:
         return None
     size = list(size)
-    if len(size) != 2 or any(not isinstance(v, int) or v < 32 or v % 32 for v in size):
+    if len(size) != 2 or any(not isinstance(v, int) or not 32 <= v <= MAX_SIDE or v % 32 for v in size):
         raise ValueError(f'input size {" x ".join(str(v) for v in size)} for the {what} is invalid; '
-                         'expected H W, two positive multiples of 32 (e.g. --input-size 320 320)')
+                         f'expected H W, two positive multiples of 32 up to {MAX_SIDE} (e.g. --input-size 320 320)')
     return int(size[0]), int(size[1])

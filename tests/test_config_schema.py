@@ -46,3 +46,29 @@ def test_numbers_and_text_that_are_not_yaml():
     assert cfg['train']['lr'] == 0.001 and cfg['train']['max_iters'] is None and cfg['model']['num_classes'] == 3
     fna = "[[32, 16], ['k3_e1'], 1]|[[16, 24], ['k3_e6', 'skip'], 2]"
     assert load_config(None, [f'model.backbone={fna}'])['model']['backbone'] == fna
+
+
+@pytest.mark.parametrize('override, message', [
+    ('model.kwargs.max_size=100000', 'config model.kwargs.max_size is 100000; expected an image side up to 4096'),
+    ('data.synthetic.image_size=100000', 'config data.synthetic.image_size is 100000; expected an image side up to'),
+    ('data.train_crop.size=100000', 'config data.train_crop.size is 100000; expected a positive integer'),
+])
+def test_sizes_are_bounded_before_allocating(override, message):
+    from fna_zoo.detection import build_retinanet
+    from fna_zoo.engine.config import model_kwargs
+
+    with pytest.raises(ValueError, match=message):
+        model_kwargs(load_config(None, [override]), build_retinanet)
+
+
+def test_channel_widths_and_input_sizes_are_bounded():
+    from fna_zoo import Arch, load_arch
+    from fna_zoo.checks import check_input_size
+
+    d = load_arch('fna_retinanet_backbone').to_dict()
+    d['stages'][2]['out_chs'] = 10 ** 9
+    with pytest.raises(ValueError, match='stage out_chs is 1000000000; expected a positive integer up to 8192'):
+        Arch.from_dict(d)
+    with pytest.raises(ValueError, match='input size 100000 x 100000 for the model is invalid; expected H W, two '
+                                         'positive multiples of 32 up to 4096'):
+        check_input_size([100000, 100000])

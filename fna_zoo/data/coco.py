@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-__all__ = ['CocoDetection', 'coco_split_paths', 'collate']
+__all__ = ['CocoDetection', 'coco_split_paths', 'collate', 'check_coco']
 
 _logger = logging.getLogger(__name__)
 
@@ -36,6 +36,42 @@ def collate(batch: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
     """Detection collate: lists of images and targets (images may differ in size)."""
     images, targets = zip(*batch)
     return list(images), list(targets)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_coco(data: dict[str, Any], ann_file: str | os.PathLike) -> None:
+    """Check the entries of a COCO annotation dict, naming the first bad one with its index (one line).
+
+    Args:
+        data: The parsed `instances_*.json` (with `images`, `annotations`, `categories` lists).
+        ann_file: Its path, for the message.
+    """
+    where = f'annotation file {str(ann_file)!r}'
+    for key in ('images', 'annotations', 'categories'):
+        if not isinstance(data[key], list):
+            raise ValueError(f'{where}: {key} is {type(data[key]).__name__}; expected a list')
+    for i, c in enumerate(data['categories']):
+        if not isinstance(c, dict) or not isinstance(c.get('id'), int) or isinstance(c.get('id'), bool):
+            raise ValueError(f'{where}: categories[{i}] is {str(c)[:80]}; expected {{"id": <int>, "name": ...}}')
+    for i, im in enumerate(data['images']):
+        if (not isinstance(im, dict) or not isinstance(im.get('id'), int) or isinstance(im.get('id'), bool)
+                or not isinstance(im.get('file_name'), str)):
+            raise ValueError(f'{where}: images[{i}] is {str(im)[:80]}; expected {{"id": <int>, "file_name": <str>}}')
+    cats = {c['id'] for c in data['categories']}
+    for i, a in enumerate(data['annotations']):
+        if not isinstance(a, dict) or 'image_id' not in a:
+            raise ValueError(f'{where}: annotations[{i}] is {str(a)[:80]}; expected an object with image_id, '
+                             'category_id and bbox')
+        box = a.get('bbox')
+        if not isinstance(box, list) or len(box) != 4 or not all(_number(v) for v in box):
+            raise ValueError(f'{where}: annotations[{i}] has bbox {box!r}; expected [x, y, width, height], '
+                             'four numbers')
+        if a.get('category_id') not in cats:
+            raise ValueError(f'{where}: annotations[{i}] has category_id {a.get("category_id")!r}; expected one of '
+                             f'the categories {sorted(cats)[:10]}')
 
 
 class CocoDetection(Dataset):
@@ -69,6 +105,7 @@ class CocoDetection(Dataset):
                              'expected COCO keys images, annotations, categories')
         if not data['images'] or not data['categories']:
             raise ValueError(f'annotation file {str(self.ann_file)!r} has no images or no categories')
+        check_coco(data, self.ann_file)
         self.transforms = transforms
         self.cat_ids = sorted(c['id'] for c in data['categories'])
         self.cat_names = {c['id']: c.get('name', str(c['id'])) for c in data['categories']}
@@ -118,6 +155,9 @@ class CocoDetection(Dataset):
                 image = tv_tensors.Image(F.pil_to_tensor(im.convert('RGB')))
         except FileNotFoundError:
             raise FileNotFoundError(f'image {str(path)!r} (image id {image_id}) does not exist') from None
+        except (OSError, Image.DecompressionBombError, ValueError) as e:  # not an image, truncated, too large
+            raise ValueError(f'image {str(path)!r} (image id {image_id}) cannot be decoded ({type(e).__name__}: '
+                             f'{" ".join(str(e).split())[:120]}); expected a readable PNG/JPEG image') from None
         entries = self.boxes[image_id]
         boxes = torch.tensor([b for b, _ in entries], dtype=torch.float32).reshape(-1, 4)
         target = {

@@ -19,8 +19,9 @@ from torch import nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from ..arch import Arch, is_arch_spec, load_arch
-from ..assets.store import is_asset_spec, resolve_weights_asset
 from ..archs import list_archs
+from ..assets.store import is_asset_spec, resolve_weights_asset
+from ..checkpoint import check_weights_file
 from .._builder import DEFAULT_SEED, build_backbone
 
 __all__ = ['SeedSpec', 'resolve_seed', 'check_backbone', 'create_backbone', 'FPNBackbone', 'SSDLiteBackbone']
@@ -90,7 +91,7 @@ def create_backbone(spec: Arch | str | os.PathLike | nn.Module, seed: SeedSpec =
     if isinstance(seed, Mapping):
         overlay = dict(state_dict=dict(seed))
     elif str(seed) != 'timm':
-        overlay = dict(file=resolve_seed(seed))
+        overlay = dict(file=str(check_weights_file(resolve_seed(seed))))
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **timm_kwargs)
 
 

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import yaml
 
+from ..checks import MAX_SIDE
+
 __all__ = ['DEFAULTS', 'SEARCH_DEFAULTS', 'load_config', 'apply_overrides', 'model_kwargs', 'build_model']
 
 DEFAULTS: dict[str, Any] = {
@@ -246,14 +248,18 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f'config {path} is {value!r}; expected an integer >= {int(low)}'
                              f'{" or null" if nullable else ""}')
+        if path == 'data.synthetic.image_size' and value > MAX_SIDE:
+            raise ValueError(f'config {path} is {value!r}; expected an image side up to {MAX_SIDE}')
     for path, value in (('train.lr', cfg['train']['lr']),) + (
             (('search.arch_optimizer.lr', cfg['search']['arch_optimizer']['lr']),) if 'search' in cfg else ()):
         if not value > 0:
             raise ValueError(f'config {path} is {value!r}; expected a positive number')
     if 'search' in cfg:
         size = cfg['search']['objective']['input_size']
-        if not (isinstance(size, list) and len(size) == 2 and all(_positive_int(v) and v >= 32 for v in size)):
-            raise ValueError(f'config search.objective.input_size is {size!r}; expected [H, W], two integers >= 32')
+        if not (isinstance(size, list) and len(size) == 2
+                and all(_positive_int(v) and 32 <= v <= MAX_SIDE for v in size)):
+            raise ValueError(f'config search.objective.input_size is {size!r}; expected [H, W], two integers from 32 '
+                             f'to {MAX_SIDE}')
 
 
 def _positive_int(value: Any) -> bool:
@@ -262,9 +268,9 @@ def _positive_int(value: Any) -> bool:
 
 def _check_train_crop(crop: dict[str, Any]) -> None:
     """One clear error for a bad `data.train_crop` (before any model or data is built)."""
-    if crop['size'] is not None and not _positive_int(crop['size']):
+    if crop['size'] is not None and not (_positive_int(crop['size']) and crop['size'] <= MAX_SIDE):
         raise ValueError(f"config data.train_crop.size is {crop['size']!r}; expected a positive integer (pixels) "
-                         'or null (whole images)')
+                         f'or null (whole images); at most {MAX_SIDE}')
     if not _positive_int(crop['crops_per_image']):
         raise ValueError(f"config data.train_crop.crops_per_image is {crop['crops_per_image']!r}; expected a "
                          'positive integer')
@@ -288,6 +294,8 @@ def model_kwargs(cfg: dict[str, Any], builder: Any) -> dict[str, Any]:
             raise ValueError(f'unknown config key model.kwargs.{k} for {cfg["detector"]}; expected one of {", ".join(allowed)}')
         if k in _POSITIVE_SIZES and not _positive_int(v):
             raise ValueError(f'config model.kwargs.{k} is {v!r}; expected a positive integer')
+        if k in _IMAGE_SIDES and v > MAX_SIDE:
+            raise ValueError(f'config model.kwargs.{k} is {v!r}; expected an image side up to {MAX_SIDE}')
     return kwargs
 
 
@@ -309,5 +317,6 @@ def build_model(cfg: dict[str, Any], num_classes: int, with_seed: bool = True) -
     return builder(num_classes=num_classes, seed_weights=seed, **kwargs)
 
 
+_IMAGE_SIDES = ('min_size', 'max_size', 'image_size')
 _POSITIVE_SIZES = ('min_size', 'max_size', 'image_size', 'head_width', 'detections_per_img',
                    'topk_candidates')
