@@ -76,6 +76,21 @@ def seed_network(spec: Any) -> str:
     return str(spec).removeprefix(TIMM_PREFIX)
 
 
+def _check_onnx(path: str) -> None:
+    """An ONNX file that parses and has a graph with an input, or one clear error (checked where onnx is installed)."""
+    try:
+        import onnx
+    except ImportError:
+        return
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as e:  # noqa: BLE001  (protobuf decode errors of garbage or truncated files)
+        raise ValueError(f'ONNX file {path!r} cannot be read ({type(e).__name__}); expected a model written by '
+                         'fna-export') from None
+    if not model.graph.input or not model.graph.node:
+        raise ValueError(f'ONNX file {path!r} has no graph inputs or nodes; expected a model written by fna-export')
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model argument, classified.
@@ -108,6 +123,7 @@ def resolve_model(name: str) -> ModelSpec:
     if suffix == '.onnx':
         if not Path(name).is_file():
             raise FileNotFoundError(f'ONNX file {name!r} not found; expected an existing .onnx file')
+        _check_onnx(name)
         return ModelSpec(name, 'onnx', name)
     if suffix in ('.pth', '.pt'):
         if not Path(name).is_file():

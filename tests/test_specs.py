@@ -31,7 +31,11 @@ def test_arch_strings_and_seeds(tmp_path):
 
 def test_resolve_model_kinds(tmp_path):
     arch = load_arch('fna_ssdlite_backbone')
-    (tmp_path / 'm.onnx').write_bytes(b'')
+    onnx = pytest.importorskip('onnx')
+    x = onnx.helper.make_tensor_value_info('x', onnx.TensorProto.FLOAT, [1])
+    graph = onnx.helper.make_graph([onnx.helper.make_node('Identity', ['x'], ['y'])], 'g', [x],
+                                   [onnx.helper.make_tensor_value_info('y', onnx.TensorProto.FLOAT, [1])])
+    onnx.save(onnx.helper.make_model(graph), tmp_path / 'm.onnx')
     (tmp_path / 'final.pth').write_bytes(b'')
     arch.save(tmp_path / 'a.yaml')
     kinds = {name: resolve_model(name).kind for name in (
@@ -62,3 +66,12 @@ def test_input_checks(tmp_path):
         ro.mkdir(mode=0o500)
         with pytest.raises(PermissionError, match='is not writable'):
             check_output_path(ro / 'x.onnx', '.onnx')
+
+
+@pytest.mark.parametrize('data, message', [(b'', 'has no graph inputs or nodes'),
+                                           (b'\x00\xffgarbage' * 50, r'cannot be read \(\w+\)')])
+def test_unreadable_onnx_files_are_one_line(tmp_path, data, message):
+    pytest.importorskip('onnx')
+    (tmp_path / 'bad.onnx').write_bytes(data)
+    with pytest.raises(ValueError, match=f"ONNX file '.*bad.onnx' {message}"):
+        resolve_model(str(tmp_path / 'bad.onnx'))
