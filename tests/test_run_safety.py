@@ -1,9 +1,11 @@
 """Nothing lost, nothing mixed (issue 21): the built-in set never deletes a folder the project did not create and
-is swapped in whole; every registered model constructs by name alone is in test_models.py."""
+is swapped in whole; one writer per run folder; a resume keeps metrics.csv exact and removes stale temp files;
+categories agree between the splits and with the checkpoint."""
 import json
 
 import pytest
 
+from fna_zoo.checkpoint import load_checkpoint
 from fna_zoo.data import make_synthetic_coco
 from fna_zoo.fileio import atomic_dir
 
@@ -113,3 +115,29 @@ def test_next_run_removes_temp_files_a_killed_run_left(tmp_path):
         p.write_bytes(b'half a file')
     retrain_main(['-o', str(run), '--resume', *_tiny(tmp_path, 'train.max_iters=2')])
     assert not any(p.exists() for p in stale) and (run / 'final.pth').is_file()
+
+
+def test_categories_must_match_between_splits_and_checkpoint(tmp_path):
+    import shutil
+
+    from fna_zoo.cli.retrain import retrain_main
+    from fna_zoo.cli.test import test_main as evaluate_main
+
+    base = _tiny(tmp_path, 'data.synthetic.num_classes=3', 'train.max_iters=1')
+    retrain_main(['-o', str(tmp_path / 'run'), *base])
+    assert load_checkpoint(tmp_path / 'run' / 'final.pth')['cat_ids'] == [1, 2, 3]
+    other = tmp_path / 'other'  # the same images, the val split with one category id changed
+    shutil.copytree(tmp_path / 'data', other)
+    ann = other / 'annotations' / 'instances_val2017.json'
+    data = json.loads(ann.read_text())
+    data['categories'][2]['id'] = 9
+    for a in data['annotations']:
+        a['category_id'] = 9 if a['category_id'] == 3 else a['category_id']
+    ann.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r'was trained on category ids \[1, 2, 3\], the evaluation annotations have '
+                                         r'\[1, 2, 9\]; expected the same categories'):
+        evaluate_main(['--checkpoint', str(tmp_path / 'run' / 'final.pth'), '--data-path', str(other)])
+    with pytest.raises(ValueError, match=r'the training annotations have category ids \[1, 2, 3\], the validation '
+                                         r'annotations \[1, 2, 9\]; expected the same categories in both splits'):
+        retrain_main(['-o', str(tmp_path / 'run2'), '--data-path', str(other), *base])
+    assert not (tmp_path / 'run2').exists()

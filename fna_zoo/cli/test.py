@@ -59,6 +59,10 @@ def test_main(argv: Sequence[str] | None = None) -> dict[str, float]:
     dist_info = init_distributed(cfg['device'])
     try:
         _, val = build_datasets(cfg, data_root(cfg, dist_info), train=False)
+        trained = ckpt.state.get('cat_ids')
+        if trained is not None and list(trained) != list(val.cat_ids):
+            raise ValueError(f'checkpoint {args.checkpoint!r} was trained on category ids {list(trained)[:20]}, the '
+                             f'evaluation annotations have {list(val.cat_ids)[:20]}; expected the same categories')
         model = build_model(cfg, ckpt.num_classes, with_seed=False)
         model.load_state_dict(ckpt.weights)
         model.to(dist_info.device)

@@ -99,6 +99,11 @@ class RandomCrops(Dataset):
         self._cache: dict[int, tuple[tv_tensors.Image, dict[str, Any]]] = {}
 
     @property
+    def cat_ids(self) -> list[int]:
+        """The COCO category ids of the labels (those of the wrapped dataset)."""
+        return self.dataset.cat_ids
+
+    @property
     def num_classes(self) -> int:
         return self.dataset.num_classes
 

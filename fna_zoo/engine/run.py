@@ -31,8 +31,8 @@ from ..data import collate
 from ..fileio import atomic_write_text, lock_folder, unlock_folder
 from .distributed import DistInfo, average_gradients, barrier
 
-__all__ = ['seed_process', 'check_num_classes', 'batches_per_epoch', 'total_steps', 'SkipSampler', 'epoch_loader',
-           'optimizer_step', 'to_device', 'MetricsLog', 'TrainingRun']
+__all__ = ['seed_process', 'check_num_classes', 'check_categories', 'batches_per_epoch', 'total_steps', 'SkipSampler',
+           'epoch_loader', 'optimizer_step', 'to_device', 'MetricsLog', 'TrainingRun']
 
 Batch = tuple[list, list]
 _logger = logging.getLogger(__name__)
@@ -64,6 +64,24 @@ def check_num_classes(cfg: dict[str, Any], train_ds: Any) -> int:
         raise ValueError(f'config model.num_classes is {num_classes}, the training annotations have '
                          f'{train_ds.num_classes} categories; expected them to agree')
     return num_classes
+
+
+def check_categories(train_ds: Any, val_ds: Any) -> list[int]:
+    """The COCO category ids the run's labels index, the same in both splits (else labels would silently mean
+    other categories in evaluation).
+
+    Args:
+        train_ds: The training dataset (has `cat_ids`).
+        val_ds: The validation dataset.
+
+    Raises:
+        ValueError: The splits' categories differ.
+    """
+    train_ids, val_ids = list(train_ds.cat_ids), list(val_ds.cat_ids)
+    if train_ids != val_ids:
+        raise ValueError(f'the training annotations have category ids {train_ids[:20]}, the validation annotations '
+                         f'{val_ids[:20]}; expected the same categories in both splits')
+    return train_ids
 
 
 def batches_per_epoch(dataset: Any, sampler: Sampler | None, batch_size: int) -> int:

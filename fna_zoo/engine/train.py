@@ -26,7 +26,7 @@ from ..detection.backbones import check_backbone
 from .config import build_model
 from .distributed import DistInfo, barrier, init_distributed
 from .evaluate import evaluate
-from .run import (SkipSampler, TrainingRun, batches_per_epoch, check_num_classes, epoch_loader, optimizer_step,
+from .run import (SkipSampler, TrainingRun, batches_per_epoch, check_categories, check_num_classes, epoch_loader, optimizer_step,
                   seed_process, to_device, total_steps)
 
 __all__ = ['data_root', 'train_dataset', 'build_datasets', 'build_optimizer', 'lr_factor', 'set_lr',
@@ -175,6 +175,7 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
         check_backbone(cfg['model']['backbone'])
     root = data_root(cfg, dist_info)
     train_ds, val_ds = build_datasets(cfg, root)
+    cat_ids = check_categories(train_ds, val_ds)
     run = TrainingRun(cfg, dist_info, resume, check_num_classes(cfg, train_ds))
     arch = _run_arch(cfg, run)
     # NOTE: the model is built from that arch, not from the config's path, whose file may have changed since
@@ -214,15 +215,15 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
                                f'{time.perf_counter() - tic:.3f}'])
             # the epoch end and the run end write their own checkpoint below
             if step % t['ckpt_interval'] == 0 and step < total and done_in_epoch < epoch_batches:
-                run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch)
+                run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch, cat_ids=cat_ids)
             if step >= total:
                 break
         else:
             epoch, done_in_epoch = epoch + 1, 0
-        run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch)
+        run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch, cat_ids=cat_ids)
     bar.close()
 
-    run.save_final(step=step, arch=arch)
+    run.save_final(step=step, arch=arch, cat_ids=cat_ids)
     result: dict[str, Any] = {'step': step}
     if t['eval_at_end']:
         stats = evaluate(model, val_ds, run.out / 'detections_val.json', cfg['eval']['batch_size'], dist_info,

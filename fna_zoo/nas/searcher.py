@@ -36,8 +36,8 @@ from ..detection.backbones import resolve_seed
 from ..engine.config import model_kwargs
 from ..engine.distributed import all_gather_objects, barrier, broadcast_state, init_distributed
 from ..engine.evaluate import evaluate
-from ..engine.run import (TrainingRun, batches_per_epoch, check_num_classes, epoch_loader, optimizer_step,
-                          seed_process, to_device, total_steps)
+from ..engine.run import (TrainingRun, batches_per_epoch, check_categories, check_num_classes, epoch_loader,
+                          optimizer_step, seed_process, to_device, total_steps)
 from ..engine.train import apply_lr, build_datasets, build_optimizer, data_root, train_dataset
 from ..fileio import atomic_write_text
 from .cost import CostObjective, build_objective
@@ -242,6 +242,7 @@ def search(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     seed_process(cfg['seed'], dist_info)
     root = data_root(cfg, dist_info)
     train_ds, val_ds = build_datasets(cfg, root)
+    check_categories(train_ds, val_ds)
     plain_ds = train_dataset(cfg, root, augment=False)
     weight_idx, arch_idx = split_indices(train_ds, cfg['search']['weight_ratio'], cfg['seed'])
     run = TrainingRun(cfg, dist_info, resume, check_num_classes(cfg, train_ds))
