@@ -155,8 +155,6 @@ class Grid:
             return runner
         if src.kind == 'onnx':
             return Runner.skipped(precision, f'{name} needs a PyTorch model, not an ONNX file')
-        if precision == 'fp16' and device_kind(self.device) != 'cuda':
-            return Runner.skipped(precision, 'fp16 is timed on CUDA only')
         module = self.target(src, what, size).module
         return torch_runner(module, [_input(batch, size)], name, self.device)
 

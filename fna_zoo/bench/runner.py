@@ -22,8 +22,8 @@ import torch
 from ..fileio import atomic_write_text
 from ..runtime.machine import machine_info
 from ..runtime.names import canonical_runtime
-from ..runtime.runners import Runner
-from ..runtime.timing import paired_ratio, stats_from_times, time_callable, time_interleaved
+from ..runtime.runners import Runner, time_runner
+from ..runtime.timing import paired_ratio, stats_from_times, time_interleaved
 from ..specs import ModelSpec, arch_id, resolve_model
 from .backends import Grid, canonical_what
 
@@ -105,7 +105,7 @@ def run_grid(models: Sequence[str], runtimes: Sequence[str], what: str = 'backbo
                 row['status'] = f'skipped: {r.skip}'
                 _logger.info('%s %s: %s', src.name, runtime, row['status'])
             else:
-                st = time_callable(r.fn, warmup, runs, min_time, sync=r.sync, batch=batch)
+                st = time_runner(r, warmup, runs, min_time, batch)
                 row.update(p50_ms=st.p50, p90_ms=st.p90, p99_ms=st.p99, mean_ms=st.mean, std_ms=st.std,
                            throughput_ips=st.throughput, n=st.n)
             rows.append(row)

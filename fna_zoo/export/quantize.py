@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import onnx
 
 __all__ = ['eval_dataset', 'calibration_images', 'preprocess', 'calibration_batches', 'quantize_int8',
-           'onnx_coco_detections', 'onnx_ap', 'ort_latency_ms', 'ort_latencies_ms']
+           'onnx_coco_detections', 'onnx_ap', 'ort_latencies_ms']
 
 _logger = logging.getLogger(__name__)
 
@@ -278,17 +278,3 @@ def ort_latencies_ms(paths: Sequence[str | os.PathLike], x: np.ndarray, runs: in
     runners = [onnxruntime_runner(p, [x], threads) for p in paths]
     times = time_interleaved([r.fn for r in runners], warmup=warmup, runs=runs)
     return [1000.0 * float(np.median(t)) for t in times]
-
-
-def ort_latency_ms(path: str | os.PathLike, x: np.ndarray, runs: int = 20, warmup: int = 3,
-                   threads: int | None = None) -> float:
-    """Median onnxruntime CPU latency in milliseconds (`ort_latencies_ms` of one file).
-
-    Args:
-        path: The ONNX file.
-        x: Input batch.
-        runs: Timed runs.
-        warmup: Untimed runs first.
-        threads: Intra-op threads (None: onnxruntime's default).
-    """
-    return ort_latencies_ms([path], x, runs, warmup, threads)[0]

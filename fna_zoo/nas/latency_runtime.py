@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from ..runtime.names import RUNTIMES, device_kind, runtime_label
-from ..runtime.runners import Runner, check_runtime, module_runner, onnx_bytes
-from ..runtime.timing import LatencyStats, time_callable
+from ..runtime.runners import Runner, check_runtime, module_runner, onnx_bytes, time_runner
+from ..runtime.timing import LatencyStats
 
 __all__ = ['Runtime', 'get_runtime', 'onnx_bytes', 'measure_module']
 
@@ -146,4 +146,4 @@ def measure_module(runtime: Runtime, module: nn.Module, inputs: Sequence[torch.T
     """
     with runtime.active():
         runner = runtime.prepare(module.eval(), inputs)
-        return time_callable(runner.fn, warmup=warmup, runs=repeats, sync=runner.sync)
+        return time_runner(runner, warmup, repeats)
