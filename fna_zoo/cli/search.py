@@ -39,7 +39,8 @@ def search_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               f"{result['wall_time_s']:.0f} s): {result['arch']}")
         size = 'x'.join(map(str, result['input_size']))
         print(f"backbone at {size}: {result['madds'] / 1e9:.3f}B MAdds, {result['params'] / 1e6:.3f}M params; "
-              f"skip fraction {result['skip_fraction']:.2f}, op entropy {result['op_entropy']:.2f}")
+              f"skip fraction {result['skip_fraction']:.2f}; entropy (1 = undecided, 0 = decided) ops "
+              f"{result['op_entropy_fraction']:.2f}, widths {result['width_entropy_fraction']:.2f}")
         if result.get('predicted_latency_ms') is not None:
             print(f"predicted latency (table {result['objective']['table']}): {result['predicted_latency_ms']:.2f} ms")
         if result.get('supernet_eval'):

@@ -86,12 +86,19 @@ class RandomCrops(Dataset):
         min_visible: The cut-box rule, see `crop_boxes`.
         cache_images: Keep decoded images in memory (a 2300x2500 RGB image is 17 MB; decoding it takes
             longer than a crop).
+        scale: (low, high): the window side is `size` times a factor drawn uniformly from this range. The
+            detector resizes every window to its input size, so this is scale jitter (objects appear up to
+            1/low larger or 1/high smaller than at `size`).
     """
 
     def __init__(self, dataset: CocoDetection, size: int, crops_per_image: int = 1, transforms: Callable | None = None,
-                 min_visible: float = MIN_VISIBLE, cache_images: bool = True) -> None:
+                 min_visible: float = MIN_VISIBLE, cache_images: bool = True,
+                 scale: tuple[float, float] = (1.0, 1.0)) -> None:
         if size < 1 or crops_per_image < 1:
             raise ValueError(f'random crops of size {size}, {crops_per_image} per image; expected positive integers')
+        if not 0 < scale[0] <= scale[1]:
+            raise ValueError(f'crop scale range is {list(scale)}; expected [low, high] with 0 < low <= high')
+        self.scale = (float(scale[0]), float(scale[1]))
         if not 0 < min_visible <= 1:
             raise ValueError(f'min_visible is {min_visible}; expected a share in (0, 1]')
         self.dataset, self.size, self.crops_per_image = dataset, size, crops_per_image
@@ -121,7 +128,11 @@ class RandomCrops(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         image, target = self._load(index // self.crops_per_image)
         h, w = image.shape[-2:]
-        cw, ch = min(self.size, w), min(self.size, h)
+        size = self.size
+        if self.scale != (1.0, 1.0):
+            low, high = self.scale
+            size = max(1, round(self.size * (low + (high - low) * float(torch.rand(())))))
+        cw, ch = min(size, w), min(size, h)
         x0 = int(torch.randint(0, w - cw + 1, ()).item())
         y0 = int(torch.randint(0, h - ch + 1, ()).item())
         boxes, keep = crop_boxes(target['boxes'].as_subclass(torch.Tensor), (x0, y0, x0 + cw, y0 + ch),

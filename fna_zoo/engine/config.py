@@ -33,7 +33,12 @@ DEFAULTS: dict[str, Any] = {
         # training on random windows of large images (aerial sets): `size` px squares, `crops_per_image` per
         # image and epoch; boxes cut by a window edge are kept (clipped) when at least `min_visible` is inside.
         # size None: whole images. Validation always uses the split's images as they are (fixed tiles).
-        'train_crop': {'size': None, 'crops_per_image': 1, 'min_visible': 0.5},
+        # scale [low, high]: window side x U(low, high), i.e. scale jitter, as the detector resizes every window
+        'train_crop': {'size': None, 'crops_per_image': 1, 'min_visible': 0.5, 'scale': [1.0, 1.0]},
+        # training flips: 'flip' (horizontal, FNA), 'dihedral' (also vertical flips and 90-degree turns: aerial
+        # images have no up), 'none'
+        'augment': 'flip',
+        'color_jitter': False,        # RetinaNet: SSD's photometric distortion (p 0.5) too; SSDLite always has it
         'synthetic': {'root': 'runs/data/synthetic', 'num_train': 400, 'num_val': 100, 'image_size': 128,
                       'num_classes': 6, 'seed': 0},
     },
@@ -45,12 +50,15 @@ DEFAULTS: dict[str, Any] = {
         'momentum': 0.9,
         'weight_decay': 5e-5,
         'eps': 1.0,                   # RMSprop eps (FNA SSDLite)
+        'lr_schedule': 'step',        # 'step' (x lr_gamma at each lr_steps epoch) or 'cosine' (to 0 at the last step)
         'lr_steps': [8, 11],          # epochs at which the LR is multiplied by lr_gamma
         'lr_gamma': 0.1,
         'warmup_iters': 500,
         'warmup_ratio': 0.3333333,
         'grad_clip': 35.0,
         'max_iters': None,            # stop after this many iterations in all (short runs, tests)
+        'freeze_bn': False,           # backbone BatchNorm frozen at the seed's statistics (torchvision's habit)
+        'eval_interval': None,        # steps between validation AP evaluations (eval.csv: the AP-vs-steps curve)
         'sync_bn': False,
         'log_interval': 20,
         'ckpt_interval': 200,         # iterations between resumable checkpoints (and at every epoch end)
@@ -86,6 +94,7 @@ SEARCH_DEFAULTS['search'] = {
     'arch_update_epoch': 8,           # epochs of weight-only warm-up (uniform paths) before arch steps start
     'arch_steps': 1,                  # alternation: this many arch steps ...
     'weight_steps': 1,                # ... then this many weight steps (FNA SSDLite: 5)
+    'arch_batch_size': None,          # images per architecture step (None: train.batch_size); more, less noise
     'relaxation': 'darts',            # arch steps: 'darts' (all candidates, FNA) or 'gumbel' (one sampled path)
     'gumbel_tau': 1.0,
     'arch_optimizer': {'lr': 3.0e-4, 'betas': [0.5, 0.999], 'weight_decay': 1.0e-3, 'grad_clip': 35.0},
@@ -162,6 +171,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
 
     if cfg['detector'] not in DETECTORS:
         raise ValueError(f"config detector is {cfg['detector']!r}; expected one of {', '.join(DETECTORS)}")
+    for key, allowed in (('train.lr_schedule', ('step', 'cosine')), ('data.augment', ('flip', 'dihedral', 'none'))):
+        section, name = key.split('.')
+        if cfg[section][name] not in allowed:
+            raise ValueError(f'config {key} is {cfg[section][name]!r}; expected one of {", ".join(allowed)}')
     if cfg['train']['optimizer'] not in ('sgd', 'rmsprop', 'adamw'):
         raise ValueError(f"config train.optimizer is {cfg['train']['optimizer']!r}; expected 'sgd', 'rmsprop' or 'adamw'")
     _check_types(cfg, defaults, '')
@@ -226,11 +239,12 @@ def _check_types(cfg: dict[str, Any], defaults: dict[str, Any], where: str) -> N
 _RANGES: dict[str, tuple[float, bool]] = {
     'train.epochs': (1, False), 'train.batch_size': (1, False), 'train.log_interval': (1, False),
     'train.ckpt_interval': (1, False), 'train.warmup_iters': (0, False), 'train.max_iters': (1, True),
+    'train.eval_interval': (1, True),
     'eval.batch_size': (1, False), 'data.workers': (0, False), 'model.num_classes': (1, True),
     'data.synthetic.num_train': (1, False), 'data.synthetic.num_val': (1, False),
     'data.synthetic.image_size': (32, False), 'search.arch_steps': (1, False), 'search.weight_steps': (1, False),
     'search.arch_log_interval': (1, False), 'search.arch_update_epoch': (0, False),
-    'search.bn_calib_batches': (1, False),
+    'search.bn_calib_batches': (1, False), 'search.arch_batch_size': (1, True),
 }
 
 
@@ -277,6 +291,10 @@ def _check_train_crop(crop: dict[str, Any]) -> None:
     v = crop['min_visible']
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
         raise ValueError(f'config data.train_crop.min_visible is {v!r}; expected a share in (0, 1]')
+    sc = crop['scale']
+    if not (isinstance(sc, list) and len(sc) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                           for x in sc) and 0 < sc[0] <= sc[1] <= 4):
+        raise ValueError(f'config data.train_crop.scale is {sc!r}; expected [low, high] with 0 < low <= high <= 4')
 
 
 def model_kwargs(cfg: dict[str, Any], builder: Any) -> dict[str, Any]:

@@ -256,7 +256,7 @@ class TrainingRun:
         self.model: nn.Module | None = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.generator: torch.Generator | None = None
-        self.metrics: MetricsLog | None = None
+        self.logs: dict[str, MetricsLog] = {}
 
     def close(self) -> None:
         """Release the run folder (the end of a run; a process that dies releases it too)."""
@@ -329,8 +329,8 @@ class TrainingRun:
                      **position, 'rng': torch.get_rng_state()}
             if self.generator is not None:
                 state['generator'] = self.generator.get_state()
-            if self.metrics is not None:
-                state['metrics_rows'] = self.metrics.rows
+            if self.logs:
+                state['log_rows'] = {name: log.rows for name, log in self.logs.items()}
             save_checkpoint({**state, 'config': self.cfg, 'num_classes': self.num_classes}, self.last)
         barrier()
 
@@ -344,17 +344,23 @@ class TrainingRun:
             save_checkpoint({'model': self._model_state(), 'config': self.cfg, 'num_classes': self.num_classes,
                              **extra}, self.out / 'final.pth')
 
-    def metrics_log(self, fields: Sequence[str]) -> MetricsLog:
-        """The run's metrics.csv (header written now on a fresh run).
+    def metrics_log(self, fields: Sequence[str], name: str = 'metrics.csv') -> MetricsLog:
+        """A CSV log of the run (header written now on a fresh run): metrics.csv, eval.csv, ...
 
         Args:
             fields: Column names.
+            name: File name in the run folder.
         """
-        # NOTE: every checkpoint records how many rows the log had (`metrics_rows`), so a resumed run drops the
+        # NOTE: every checkpoint records how many rows each log had (`log_rows`), so a resumed run drops the
         # rows logged after it (they are logged again) instead of holding them twice
-        self.metrics = MetricsLog(self.out / 'metrics.csv', fields, self.is_main, fresh=not self.resumed,
-                                  resume_rows=self.state.get('metrics_rows') if self.resumed else None)
-        return self.metrics
+        rows = None
+        if self.resumed:
+            rows = self.state.get('log_rows', {}).get(name)
+            if rows is None and name == 'metrics.csv':  # checkpoints before eval.csv existed
+                rows = self.state.get('metrics_rows')
+        log = MetricsLog(self.out / name, fields, self.is_main, fresh=not self.resumed, resume_rows=rows)
+        self.logs[name] = log
+        return log
 
     def progress(self, total: int, initial: int, desc: str) -> tqdm:
         """A progress bar over the run's steps, shown by the main process only.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,15 +26,26 @@ from ..data import CocoDetection, RandomCrops, coco_split_paths, make_synthetic_
 from ..detection.backbones import check_backbone
 from .config import build_model
 from .distributed import DistInfo, barrier, init_distributed
-from .evaluate import evaluate
+from .evaluate import STAT_NAMES, evaluate, format_stats
 from .run import (SkipSampler, TrainingRun, batches_per_epoch, check_categories, check_num_classes, epoch_loader, optimizer_step,
                   seed_process, to_device, total_steps)
 
 __all__ = ['data_root', 'train_dataset', 'build_datasets', 'build_optimizer', 'lr_factor', 'set_lr',
-           'apply_lr', 'SkipSampler', 'retrain']
+           'apply_lr', 'freeze_backbone_bn', 'train_mode', 'SkipSampler', 'retrain']
 
 _logger = logging.getLogger(__name__)
 _FIELDS = ['step', 'epoch', 'lr', 'loss', 'classification', 'bbox_regression', 'time']
+_EVAL_FIELDS = ['step', 'epoch', 'AP', 'AP50', 'AP75']
+
+
+def _eval_point(model: nn.Module, val_ds: CocoDetection, run: TrainingRun, curve: Any, cfg: dict[str, Any],
+                step: int, epoch: int) -> None:
+    """One point of the AP-vs-steps curve (eval.csv): COCO AP of the model as it is now on the validation set."""
+    stats = evaluate(model, val_ds, run.out / 'detections_val.json', cfg['eval']['batch_size'], run.dist_info,
+                     cfg['data']['workers'])
+    if run.is_main:
+        _logger.info('step %d: %s', step, format_stats(stats))
+        curve.write([step, epoch, *(f'{stats[k]:.5f}' for k in STAT_NAMES[:3])])
 
 
 def data_root(cfg: dict[str, Any], dist_info: DistInfo | None = None) -> Path:
@@ -57,13 +69,14 @@ def train_dataset(cfg: dict[str, Any], root: Path, augment: bool = True) -> Coco
         augment: Apply the detector's training augmentation (off for the search's architecture steps; random
             windows are still drawn, as the images may be far larger than the input).
     """
-    transforms = train_transforms(cfg['detector']) if augment else None
+    data = cfg['data']
+    transforms = train_transforms(cfg['detector'], data['augment'], data['color_jitter']) if augment else None
     crop = cfg['data']['train_crop']
     paths = coco_split_paths(root, cfg['data']['train_split'])
     if crop['size'] is None:
         return CocoDetection(*paths, transforms=transforms, train=True)
     return RandomCrops(CocoDetection(*paths, train=True), crop['size'], crop['crops_per_image'], transforms,
-                       crop['min_visible'])
+                       crop['min_visible'], scale=tuple(crop['scale']))
 
 
 def build_datasets(cfg: dict[str, Any], root: Path, train: bool = True) -> tuple[CocoDetection | RandomCrops | None,
@@ -73,9 +86,22 @@ def build_datasets(cfg: dict[str, Any], root: Path, train: bool = True) -> tuple
     return (train_dataset(cfg, root) if train else None), val
 
 
-def lr_factor(it: int, epoch: int, cfg_train: dict[str, Any]) -> float:
-    """LR multiplier: linear warm-up from `warmup_ratio` over `warmup_iters`, then x`lr_gamma` at each `lr_steps` epoch."""
-    factor = cfg_train['lr_gamma'] ** sum(epoch >= s for s in cfg_train['lr_steps'])
+def lr_factor(it: int, epoch: int, cfg_train: dict[str, Any], total: int | None = None) -> float:
+    """LR multiplier: linear warm-up from `warmup_ratio` over `warmup_iters`, then x`lr_gamma` at each `lr_steps`
+    epoch ('step') or a cosine from 1 to 0 over the run's `total` steps ('cosine').
+
+    Args:
+        it: Steps done.
+        epoch: The current epoch.
+        cfg_train: The config's `train` section.
+        total: The run's steps (needed by 'cosine').
+    """
+    if cfg_train.get('lr_schedule', 'step') == 'cosine':
+        if total is None:
+            raise ValueError("train.lr_schedule 'cosine' needs the run's total steps")
+        factor = 0.5 * (1 + math.cos(math.pi * min(it, total) / total))
+    else:
+        factor = cfg_train['lr_gamma'] ** sum(epoch >= s for s in cfg_train['lr_steps'])
     if it < cfg_train['warmup_iters']:
         r = cfg_train['warmup_ratio']
         factor *= r + (1 - r) * it / cfg_train['warmup_iters']
@@ -102,7 +128,7 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         g['lr'] = lr
 
 
-def apply_lr(opt: torch.optim.Optimizer, t: dict[str, Any], step: int, epoch: int) -> float:
+def apply_lr(opt: torch.optim.Optimizer, t: dict[str, Any], step: int, epoch: int, total: int | None = None) -> float:
     """Set the LR of `step` (in `epoch`) by the `train` section's schedule (`lr_factor`); returns it.
 
     Args:
@@ -110,10 +136,46 @@ def apply_lr(opt: torch.optim.Optimizer, t: dict[str, Any], step: int, epoch: in
         t: The config's `train` section.
         step: Steps done.
         epoch: The current epoch.
+        total: The run's steps (the cosine schedule's length).
     """
-    lr = t['lr'] * lr_factor(step, epoch, t)
+    lr = t['lr'] * lr_factor(step, epoch, t, total)
     set_lr(opt, lr)
     return lr
+
+
+def _backbone_bns(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.backbone.body.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def freeze_backbone_bn(model: nn.Module) -> int:
+    """Stop training the BatchNorm layers of a detector's backbone body (affine parameters and statistics stay
+    the seed's); returns how many. Call `train_mode(model, True)` for each training phase after it.
+
+    NOTE: torchvision's detection references freeze BN in pretrained backbones (FrozenBatchNorm2d), as batches
+    of a few images give poor statistics. Done here with the layers kept as they are (eval mode, no gradients),
+    so checkpoints keep the ordinary BatchNorm keys and load in any tool.
+
+    Args:
+        model: A torchvision detector built by `build_model` (its `backbone.body` is the timm/FNA network).
+    """
+    bns = _backbone_bns(model)
+    for m in bns:
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return len(bns)
+
+
+def train_mode(model: nn.Module, frozen_bn: bool) -> None:
+    """`model.train()`, keeping the backbone's BatchNorm layers in eval mode when they are frozen.
+
+    Args:
+        model: The detector (or its DDP wrapper's module).
+        frozen_bn: Whether `freeze_backbone_bn` was applied.
+    """
+    model.train()
+    if frozen_bn:
+        for m in _backbone_bns(model):
+            m.eval()
 
 
 def _run_arch(cfg: dict[str, Any], run: TrainingRun) -> dict[str, Any] | None:
@@ -181,7 +243,9 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     # NOTE: the model is built from that arch, not from the config's path, whose file may have changed since
     model_cfg = cfg if arch is None else {**cfg, 'model': {**cfg['model'], 'backbone': arch}}
     model = build_model(model_cfg, run.num_classes, with_seed=not run.resumed).to(dist_info.device)
-    if t['sync_bn'] and dist_info.distributed:
+    if t['freeze_bn']:
+        _logger.info('froze %d BatchNorm layers of the backbone', freeze_backbone_bn(model))
+    elif t['sync_bn'] and dist_info.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     opt = build_optimizer(model.parameters(), t)
     epoch, step, done_in_epoch = 0, 0, 0
@@ -194,15 +258,16 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     epoch_batches = batches_per_epoch(train_ds, sampler, t['batch_size'])  # this process's batches per epoch
     total = total_steps(t, epoch_batches)
     metrics = run.metrics_log(_FIELDS)
+    curve = run.metrics_log(_EVAL_FIELDS, 'eval.csv') if t['eval_interval'] else None
     bar = run.progress(total, step, 'retrain')
     while step < total and epoch < t['epochs']:
         # a resumed run skips the epoch's done batches (see `epoch_loader`)
         loader = epoch_loader(train_ds, sampler, t['batch_size'], cfg['data']['workers'], cfg['seed'] + epoch, epoch,
                               done_in_epoch)
-        ddp.train()
+        train_mode(model, t['freeze_bn'])
         for batch in loader:
             tic = time.perf_counter()
-            lr = apply_lr(opt, t, step, epoch)
+            lr = apply_lr(opt, t, step, epoch, total)
             losses, loss = _train_step(ddp, model, opt, to_device(batch, run.device), t['grad_clip'], step)
             step += 1
             done_in_epoch += 1
@@ -213,6 +278,9 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
                             for k in ('classification', 'bbox_regression'))
                 metrics.write([step, epoch, f'{lr:.6g}', f'{loss:.5f}', f'{cls:.5f}', f'{reg:.5f}',
                                f'{time.perf_counter() - tic:.3f}'])
+            if curve is not None and step % t['eval_interval'] == 0 and step < total:
+                _eval_point(model, val_ds, run, curve, cfg, step, epoch)
+                train_mode(model, t['freeze_bn'])
             # the epoch end and the run end write their own checkpoint below
             if step % t['ckpt_interval'] == 0 and step < total and done_in_epoch < epoch_batches:
                 run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch, cat_ids=cat_ids)
@@ -229,6 +297,8 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
         stats = evaluate(model, val_ds, run.out / 'detections_val.json', cfg['eval']['batch_size'], dist_info,
                          cfg['data']['workers'])
         result.update(stats)
+        if curve is not None:
+            curve.write([step, epoch, *(f'{stats.get(k, float("nan")):.5f}' for k in STAT_NAMES[:3])])
     run.write_text('metrics.json', json.dumps(result, indent=2))
     run.close()
     return result

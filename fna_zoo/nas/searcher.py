@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from typing import Any, Iterator
@@ -45,12 +46,12 @@ from .latency import objective_latency_table, predicted_latency_ms
 from .space import ArchPath, SearchSpace
 from .supernet import SuperNet
 
-__all__ = ['split_indices', 'check_search_config', 'build_search', 'recalibrate_bn', 'search']
+__all__ = ['entropy_fraction', 'split_indices', 'check_search_config', 'build_search', 'recalibrate_bn', 'search']
 
 _logger = logging.getLogger(__name__)
 
 _FIELDS = ['step', 'epoch', 'phase', 'lr', 'loss', 'detection', 'cost', 'cost_loss', 'op_entropy', 'width_entropy',
-           'skip_fraction', 'time']
+           'op_entropy_fraction', 'width_entropy_fraction', 'skip_fraction', 'time']
 
 
 def split_indices(train_ds: CocoDetection | RandomCrops, weight_ratio: float,
@@ -188,6 +189,17 @@ def _entropy(p: torch.Tensor) -> float:
     return float(-(p * p.clamp_min(1e-12).log()).sum())
 
 
+def entropy_fraction(probs: list[torch.Tensor]) -> float:
+    """Mean over slots (or stages) of each one's entropy over its maximum, ln(candidates): 1 is uniform (nothing
+    decided), 0 is one-hot; slots with one candidate are left out.
+
+    Args:
+        probs: One probability vector per slot.
+    """
+    fracs = [_entropy(p) / math.log(len(p)) for p in probs if len(p) > 1]
+    return sum(fracs) / len(fracs) if fracs else 0.0
+
+
 class _Monitor:
     """Probabilities, entropies, skip fraction and the argmax arch of a super network, for logs and outputs."""
 
@@ -207,6 +219,7 @@ class _Monitor:
         return {
             'ops': [p.tolist() for p in ops], 'widths': [p.tolist() for p in widths],
             'op_entropy': sum(map(_entropy, ops)) / len(ops), 'width_entropy': sum(map(_entropy, widths)) / len(widths),
+            'op_entropy_fraction': entropy_fraction(ops), 'width_entropy_fraction': entropy_fraction(widths),
             'skip_fraction': sum(skips) / len(skips) if skips else 0.0, 'expected_cost': expected,
             'arch': arch.to_fna_string(), 'madds': c.madds, 'params': c.params, 'path': path,
         }
@@ -292,15 +305,16 @@ class _Search:
             _logger.info('resumed from %s at step %d', run.last, self.step)
         bs, workers, distributed = self.t['batch_size'], cfg['data']['workers'], run.dist_info.distributed
         self.w_stream = _Stream(weight_ds, bs, cfg['seed'], workers, distributed, self.step)
-        self.a_stream = _Stream(arch_ds, bs, cfg['seed'] + 1, workers, distributed, state.get('arch_step', 0))
+        self.a_stream = _Stream(arch_ds, self.s['arch_batch_size'] or bs, cfg['seed'] + 1, workers, distributed,
+                                state.get('arch_step', 0))
+        self.total = total_steps(self.t, self.w_stream.per_pass)
         self.monitor = _Monitor(self.space, self.supernet, self.objective, self.s['objective']['input_size'])
         self.metrics = run.metrics_log(_FIELDS)
 
     def loop(self) -> dict[str, Any]:
         """Alternate architecture and weight steps to the last step, then derive the arch (`_finish`)."""
         s, t = self.s, self.t
-        epoch_batches = self.w_stream.per_pass
-        total = total_steps(t, epoch_batches)
+        epoch_batches, total = self.w_stream.per_pass, self.total
         if not self.run.resumed:
             self._snapshot()
         bar = self.run.progress(total, self.step, 'search')
@@ -337,7 +351,7 @@ class _Search:
         """
         # FNA: uniform paths while the weights warm up, then paths drawn by the architecture probabilities
         self.supernet.set_path(self.supernet.sample_path(self.gen, uniform=not searching))
-        lr = apply_lr(self.w_opt, self.t, self.step, epoch)
+        lr = apply_lr(self.w_opt, self.t, self.step, epoch, self.total)
         images, targets = to_device(next(self.w_stream), self.run.device)
         det = sum(self.model(images, targets).values())
         self._check_finite(det, 'weight')
@@ -394,6 +408,7 @@ class _Search:
         st = self.monitor.stats()
         self.metrics.write([self.step, epoch, phase, f'{lr:.6g}', f'{loss:.5f}', f'{det:.5f}', f'{cost:.5g}',
                             f'{cost_loss:.5f}', f"{st['op_entropy']:.4f}", f"{st['width_entropy']:.4f}",
+                            f"{st['op_entropy_fraction']:.4f}", f"{st['width_entropy_fraction']:.4f}",
                             f"{st['skip_fraction']:.4f}", f'{time.perf_counter() - tic:.3f}'])
 
     def _snapshot(self) -> None:
@@ -423,7 +438,8 @@ class _Search:
             'expected_cost': st['expected_cost'], 'cost_unit': self.objective.unit,
             'predicted_latency_ms': None if latency is None else round(latency, 4),
             'op_entropy': st['op_entropy'], 'width_entropy': st['width_entropy'],
-            'skip_fraction': st['skip_fraction'], 'probabilities': self.monitor.named_probabilities(st),
+            'op_entropy_fraction': round(st['op_entropy_fraction'], 4),
+            'width_entropy_fraction': round(st['width_entropy_fraction'], 4), 'skip_fraction': st['skip_fraction'], 'probabilities': self.monitor.named_probabilities(st),
             'steps': self.step, 'arch_steps': self.a_stream.position, 'processes': run.dist_info.world_size,
         }
         if s['eval_derived']:
