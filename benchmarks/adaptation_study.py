@@ -102,6 +102,27 @@ def _arch_dict(path: str | Path) -> dict[str, Any]:
     return load_arch(path).to_dict()
 
 
+def arch_agreement(a: str | Path, b: str | Path) -> dict[str, int]:
+    """How many layer slots (op, or skip) and stage widths two derived archs share."""
+    from fna_zoo.arch import load_arch
+
+    x, y = load_arch(a), load_arch(b)
+    slots = [(p, q) for s, t in zip(x.stages, y.stages) for p, q in zip(s.ops, t.ops)]
+    return {'slots_alike': sum(p == q for p, q in slots), 'slots': len(slots),
+            'widths_alike': sum(s.out_chs == t.out_chs for s, t in zip(x.stages, y.stages)), 'stages': len(x.stages)}
+
+
+def search_summary(run: Path) -> dict[str, Any] | None:
+    """The figures of a finished search (its summary.json): entropy fractions, skip fraction, MAdds, wall time."""
+    path = run / 'summary.json'
+    if not path.is_file():
+        return None
+    s = json.loads(path.read_text())
+    keys = ('op_entropy_fraction', 'width_entropy_fraction', 'skip_fraction', 'madds', 'params', 'wall_time_s',
+            'steps', 'arch_steps', 'objective', 'arch', 'supernet_eval')
+    return {'run': str(run), **{k: s.get(k) for k in keys}}
+
+
 def retrain_model(m: dict[str, Any], runs: Path, overrides: list[str]) -> dict[str, Any]:
     """Retrain one study model with the recipe (resuming an interrupted run); returns its metrics.json."""
     from fna_zoo.engine.config import load_config
@@ -257,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--searched', help='arch.yaml of the matched-cost search (configs/trees_search.yaml)')
     p.add_argument('--searched-seed2', help='arch.yaml of the same search with another seed')
+    p.add_argument('--search-runs', nargs='*', default=[], metavar='DIR',
+                   help='search run folders whose summary.json figures go into the JSON (entropy, skips, wall time)')
     p.add_argument('--random', type=int, default=5, help='random archs at the seed MAdds (default 5)')
     p.add_argument('--random-seed', type=int, default=0)
     p.add_argument('--runs', default='runs/study', help='run folders, one per model (resumable)')
@@ -296,9 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / 'adaptation_study.csv', ','.join(fields) + '\n' + ''.join(
         ','.join(str(r.get(f, '')) for f in fields) + '\n' for r in rows))
     curves = {r['name']: eval_curve(runs / r['name']) for r in rows}
+    searches = [x for x in (search_summary(Path(r)) for r in args.search_runs) if x]
+    agreement = arch_agreement(args.searched, args.searched_seed2) if args.searched and args.searched_seed2 else None
     atomic_write_text(out / 'adaptation_study.json', json.dumps(
         {'machine': machine, 'recipe': 'configs/trees_retinanet.yaml', 'overrides': args.set, 'rows': rows,
-         'summary': summary, 'curves': curves,
+         'summary': summary, 'curves': curves, 'searches': searches, 'search_seed_agreement': agreement,
          'random_archs': [m['backbone'] for m in models if m['name'].startswith('random')]}, indent=1) + '\n')
     plot_curves(curves, out / 'adaptation_study_curves.png')
     atomic_write_text(out / 'adaptation_study.md', markdown(summary, machine, wall, 'configs/trees_retinanet.yaml'))

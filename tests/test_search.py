@@ -303,3 +303,31 @@ def test_weight_and_arch_steps_split_by_image(tmp_path):
     assert sorted(w + a) == [0, 1, 2, 3] and len(w) == 2
     with pytest.raises(ValueError, match=r'1 training images \(or windows of one image\) cannot be split'):
         split_indices(RandomCrops(one, 32), 0.5, seed=0)
+
+
+def test_pairs_relaxation_compares_two_candidates(supernets, image):
+    net = supernets['mobilenetv2_100', 'retinanet']
+    net.zero_grad()
+    net.set_relaxed(pairs=True, generator=torch.Generator().manual_seed(3))
+    sum(f.square().mean() for f in net(image[:1, :, :64, :64])).backward()
+    for a in net.arch_parameters():
+        g = a.grad if a.grad is not None else torch.zeros_like(a)
+        # two candidates drawn per slot / stage: only their logits move, and softmax over the pair makes their
+        # gradients opposite (one gains what the other loses)
+        assert (g != 0).sum() <= 2 and g.sum().abs() <= 1e-6 * max(1.0, g.abs().max().item())
+    assert sum(int((a.grad != 0).sum()) for a in net.arch_parameters() if a.grad is not None) >= 10
+    with pytest.raises(ValueError, match='gumbel and pairs'):
+        net.set_relaxed(gumbel=True, pairs=True)
+    net.zero_grad()
+    net.set_path(net.argmax_path())
+
+
+def test_pairs_search_runs_and_resumes(tmp_path):
+    full = run_search(tmp_path, 'full', 'search.relaxation=pairs', 'search.eval_derived=false',
+                      'search.arch_batch_size=2')
+    run_search(tmp_path, 'part', 'search.relaxation=pairs', 'search.eval_derived=false', 'search.arch_batch_size=2',
+               'train.max_iters=3')
+    resumed = run_search(tmp_path, 'part', 'search.relaxation=pairs', 'search.eval_derived=false',
+                         'search.arch_batch_size=2', resume=True)
+    assert resumed['arch'] == full['arch'] and full['arch_steps'] == 4
+    assert 0.0 < full['op_entropy_fraction'] < 1.0 and 0.0 < full['width_entropy_fraction'] <= 1.0

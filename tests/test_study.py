@@ -52,3 +52,11 @@ def test_study_end_to_end_resumes_model_by_model(tmp_path, seed_file):
     assert '| seed (ImageNet remap) | 2 |' in table and '| random_0 | 1 |' in table
     for png in ('adaptation_study.png', 'adaptation_study_curves.png'):
         assert (tmp_path / 'out' / png).read_bytes()[:4] == b'\x89PNG'
+
+
+def test_arch_agreement_counts_slots_and_widths(tmp_path):
+    seed = load_arch('mobilenetv2_100')
+    same = study.arch_agreement(ROOT / 'fna_zoo' / 'archs' / 'mobilenetv2_100.yaml', ROOT / 'fna_zoo' / 'archs' / 'mobilenetv2_100.yaml')
+    assert same == {'slots_alike': sum(len(s.ops) for s in seed.stages), 'slots': sum(len(s.ops) for s in seed.stages),
+                    'widths_alike': len(seed.stages), 'stages': len(seed.stages)}
+    assert study.search_summary(tmp_path) is None

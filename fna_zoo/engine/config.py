@@ -95,7 +95,8 @@ SEARCH_DEFAULTS['search'] = {
     'arch_steps': 1,                  # alternation: this many arch steps ...
     'weight_steps': 1,                # ... then this many weight steps (FNA SSDLite: 5)
     'arch_batch_size': None,          # images per architecture step (None: train.batch_size); more, less noise
-    'relaxation': 'darts',            # arch steps: 'darts' (all candidates, FNA) or 'gumbel' (one sampled path)
+    'relaxation': 'darts',            # arch steps: 'darts' (all candidates, FNA), 'gumbel' (one sampled path) or
+                                      # 'pairs' (two candidates per slot drawn by probability, ProxylessNAS)
     'gumbel_tau': 1.0,
     'arch_optimizer': {'lr': 3.0e-4, 'betas': [0.5, 0.999], 'weight_decay': 1.0e-3, 'grad_clip': 35.0},
     # type 'madds' or 'latency' (needs `table`, from fna-latency-table); target: hinge form, in GMAdds / ms;

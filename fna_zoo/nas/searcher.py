@@ -96,7 +96,7 @@ def check_search_config(cfg: dict[str, Any]) -> tuple[SearchSpace, CostObjective
     if cfg['model']['backbone'] is not None:
         raise ValueError(f"config model.backbone is {cfg['model']['backbone']!r}; a search builds its backbone from "
                          'search.space.seed, expected null')
-    for key, allowed in (('relaxation', ('darts', 'gumbel')), ('remap_width', ('leading', 'bn_gamma'))):
+    for key, allowed in (('relaxation', ('darts', 'gumbel', 'pairs')), ('remap_width', ('leading', 'bn_gamma'))):
         if s[key] not in allowed:
             raise ValueError(f'config search.{key} is {s[key]!r}; expected one of {", ".join(allowed)}')
     if not 0 < s['weight_ratio'] < 1:
@@ -366,7 +366,8 @@ class _Search:
         """
         s = self.s
         tic = time.perf_counter()
-        self.supernet.set_relaxed(gumbel=s['relaxation'] == 'gumbel', generator=self.gen, tau=s['gumbel_tau'])
+        self.supernet.set_relaxed(gumbel=s['relaxation'] == 'gumbel', generator=self.gen, tau=s['gumbel_tau'],
+                                  pairs=s['relaxation'] == 'pairs')
         for p in self.weights:
             p.requires_grad_(False)
         try:

@@ -332,15 +332,24 @@ class SuperNet(nn.Module):
         """
         self._mode, self._path, self._masked = 'path', path, masked
 
-    def set_relaxed(self, gumbel: bool = False, generator: torch.Generator | None = None, tau: float = 1.0) -> None:
-        """Run all candidates weighted by their probabilities, or (gumbel) one Gumbel-softmax sampled path.
+    def set_relaxed(self, gumbel: bool = False, generator: torch.Generator | None = None, tau: float = 1.0,
+                    pairs: bool = False) -> None:
+        """Run all candidates weighted by their probabilities, or (gumbel) one Gumbel-softmax sampled path, or
+        (pairs) two candidates per slot and stage drawn by their probabilities.
 
         Args:
             gumbel: Sample a hard path with straight-through weights instead of running every candidate.
-            generator: Random source of the Gumbel noise (a fixed one keeps DDP ranks and resumed runs in step).
+            generator: Random source of the Gumbel noise and the pairs (a fixed one keeps DDP ranks and resumed
+                runs in step).
             tau: Gumbel-softmax temperature.
+            pairs: Per slot and stage, draw two distinct candidates by the probabilities (without replacement)
+                and run their mix, weighted by their two probabilities renormalised (ProxylessNAS's two-path
+                update, Cai et al., ICLR 2019 - https://arxiv.org/abs/1812.00332).
         """
-        self._mode, self._generator, self._tau = ('gumbel' if gumbel else 'relaxed'), generator, tau
+        if gumbel and pairs:
+            raise ValueError('set_relaxed: gumbel and pairs are two different relaxations; expected one of them')
+        mode = 'gumbel' if gumbel else 'pairs' if pairs else 'relaxed'
+        self._mode, self._generator, self._tau = mode, generator, tau
 
     def _choice(self, logits: torch.Tensor, index: int | None) -> tuple[torch.Tensor, list[int]]:
         """(weights, active candidates) of one slot or stage in the current mode."""
@@ -349,8 +358,16 @@ class SuperNet(nn.Module):
             w[index] = 1.0
             return w.detach(), [index]
         soft = F.softmax(logits / self.space.temperature, -1)
-        if self._mode == 'relaxed':
+        if self._mode == 'relaxed' or (self._mode == 'pairs' and len(soft) < 3):
             return soft, list(range(len(soft)))
+        if self._mode == 'pairs':
+            # NOTE: a one-path straight-through gradient (gumbel) measures how the loss changes when the sampled
+            # op's output is scaled, not how the op compares with the others; mixing two candidates gives
+            # d loss / d logit that compares them (DARTS restricted to a sampled pair), at twice a path's cost.
+            pick = torch.multinomial(soft.detach().float().cpu(), 2, replacement=False, generator=self._generator)
+            idx = pick.sort().values.to(logits.device)
+            mix = F.softmax(logits.index_select(0, idx) / self.space.temperature, -1)
+            return torch.zeros_like(soft).scatter(0, idx, mix), [int(i) for i in idx]
         u = torch.rand(logits.shape, generator=self._generator).to(logits.device)
         gumbel = -torch.log((-torch.log(u.clamp_min(1e-10))).clamp_min(1e-10))
         y = F.softmax((logits / self.space.temperature + gumbel) / self._tau, -1)
