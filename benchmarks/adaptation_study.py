@@ -226,6 +226,8 @@ def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
+    from fna_zoo.fileio import save_figure
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, pts in curves.items():
         if pts:
@@ -237,10 +239,7 @@ def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    tmp = path.with_name(f'.{path.name}.tmp.png')
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=120)
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -249,6 +248,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
+    from fna_zoo.fileio import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -262,10 +263,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f'.{path.name}.tmp.png')
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,10 +11,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-__all__ = ['atomic_path', 'atomic_write_text', 'atomic_dir', 'default_file_mode', 'default_dir_mode', 'commit_file',
-           'lock_folder', 'unlock_folder']
+__all__ = ['atomic_path', 'atomic_write_text', 'atomic_dir', 'save_figure', 'default_file_mode', 'default_dir_mode',
+           'commit_file', 'lock_folder', 'unlock_folder']
 
 
 def _umask() -> int:
@@ -156,3 +156,21 @@ def unlock_folder(folder: str | os.PathLike) -> None:
     fd = _HELD.pop(str(Path(folder).resolve()), None)
     if fd is not None:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write a matplotlib figure to `path` atomically (PNG by the suffix) and close it, whatever happens.
+
+    Args:
+        fig: A matplotlib `Figure`.
+        path: Destination file.
+        dpi: Resolution.
+    """
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path, suffix='.tmp' + Path(path).suffix) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return Path(path)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..fileio import atomic_path
+from ..fileio import save_figure
 from ..runtime.names import canonical_runtime
 
 __all__ = ['PUBLISHED', 'ReportEntry', 'published_entries', 'run_entry', 'build_report', 'write_report', 'row_runtime']
@@ -225,9 +225,5 @@ def write_report(joined: Sequence[dict[str, Any]], outdir: str | os.PathLike, ma
     fig.suptitle(f"{m.get('cpu_model', '')} · {m.get('threads', '?')} threads", fontsize=9)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     png = outdir / f'{stem}.png'
-    try:
-        with atomic_path(png, suffix='.tmp.png') as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
+    save_figure(fig, png)
     return md, png

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_path
+from ..fileio import save_figure
 from .space import SearchSpace
 
 __all__ = ['plot_probabilities']
@@ -50,9 +50,4 @@ def plot_probabilities(history: list[dict[str, Any]], space: SearchSpace, path: 
             ax.tick_params(labelsize=6)
     fig.suptitle('architecture probabilities over the search (x: weight step)', fontsize=10)
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix='.tmp.png') as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)
