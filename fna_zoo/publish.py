@@ -9,13 +9,16 @@ and its weights (the backbone of a retrained detector checkpoint, or seed weight
 * `config.json`: `architecture: fna_custom`, `num_classes`, `num_features`, `model_args` holding the arch
   (`Arch.to_dict()`) and the `pretrained_cfg`, written by timm's own `save_for_hf`;
 * `model.safetensors`: the backbone weights (no classifier: `num_classes=0`);
-* `README.md`: a model card with the arch (YAML and FNA net_config string), its MAdds / params
-  (`fna_zoo.count_arch`, FNA's counting conventions), the seed, and the training data and AP when known.
+* `README.md`: a model card written with `huggingface_hub.ModelCard`: Hub metadata (`library_name: timm`, the
+  seed's Hub weights as `base_model`, datasets, license, tags, and a `model-index` with the box AP, its dataset and
+  split when known), then the arch (YAML and FNA net_config string), its MAdds / params (`fna_zoo.count_arch`,
+  FNA's counting conventions), the seed, the training data and AP.
 
 so that `timm.create_model('local-dir:<folder>', pretrained=True)` (and, after uploading the folder,
 `timm.create_model('hf-hub:<user>/<repo>', pretrained=True)`, the same code path in timm) rebuilds the same
 model, `features_only=True` included. The folder is built beside the output and renamed into place after a
-reload check, so an error leaves nothing behind. The command line is `fna-publish` (`fna_zoo.cli.publish`).
+reload check, so an error leaves nothing behind. `push` uploads a written folder to a Hub repo. The command line
+is `fna-publish` (`fna_zoo.cli.publish`).
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
@@ -36,10 +39,13 @@ from .arch import Arch, load_arch
 from .assets.store import ASSET_PREFIX
 from .checkpoint import Checkpoint, read_checkpoint
 from .complexity import Complexity, count_arch
-from .fileio import default_dir_mode, default_file_mode
+from .fileio import atomic_path, default_dir_mode, default_file_mode
 from .fna import FETCHED_TAGS
 
-__all__ = ['publish', 'checkpoint_backbone', 'CARD_INPUT_SIZES']
+if TYPE_CHECKING:
+    from huggingface_hub import EvalResult, ModelCard
+
+__all__ = ['publish', 'push', 'PushError', 'checkpoint_backbone', 'CARD_INPUT_SIZES']
 
 _logger = logging.getLogger(__name__)
 
@@ -124,6 +130,18 @@ def _run_metrics(path: Path, step: Any) -> dict[str, Any]:
     return metrics
 
 
+def _eval_data(cfg: Mapping[str, Any]) -> dict[str, str | None]:
+    """The dataset a run's AP is measured on, for the card's model-index: its id, name and validation split."""
+    data = cfg.get('data') or {}
+    split = data.get('val_split')
+    path = data.get('path')
+    if path is None:
+        return {'type': 'synthetic', 'name': "fna_zoo's built-in synthetic COCO-style set", 'split': split}
+    path = str(path)
+    ident = path[len(ASSET_PREFIX):] if path.startswith(ASSET_PREFIX) else Path(path).name  # neon_trees, coco
+    return {'type': ident, 'name': ident, 'split': split}
+
+
 def _training_data(cfg: Mapping[str, Any]) -> str:
     data = cfg.get('data') or {}
     if data.get('path') is None:
@@ -156,6 +174,8 @@ def checkpoint_backbone(checkpoint: str | os.PathLike) -> tuple[Arch, dict[str, 
         'training_data': _training_data(cfg),
         'init': (cfg.get('model') or {}).get('seed_weights'),
         'ap': metrics.get('AP'),
+        'ap50': metrics.get('AP50'),
+        'eval_data': _eval_data(cfg),
     }
     return arch, body, info
 
@@ -195,16 +215,51 @@ def _fmt_count(c: Complexity) -> str:
     return f'{c.params:,} params ({c.mparams:.2f}M), {c.madds:,} MAdds ({c.gmadds:.3f}B)'
 
 
-def _card(name: str, arch: Arch, meta: Mapping[str, Any], notes: list[str]) -> str:
-    from timm.models._hub import generate_readme
+def _details_md(details: Mapping[str, Any]) -> str:
+    """The card's `## Model Details` list (the layout of timm's own cards)."""
+    lines = ['## Model Details']
+    for key, value in details.items():
+        if isinstance(value, (list, tuple)):
+            lines += [f'- **{key}:**', *(f'  - {v}' for v in value)]
+        else:
+            lines.append(f'- **{key}:** {value}')
+    return '\n'.join(lines) + '\n'
+
+
+def _eval_results(name: str, meta: Mapping[str, Any]) -> list[EvalResult] | None:
+    """The model-index entries of the card (box AP, and AP50 when measured with it), or None without an AP."""
+    from huggingface_hub import EvalResult
+
+    if meta.get('ap') is None:
+        return None
+    data = meta.get('eval_data')
+    if data is None:
+        _logger.warning('the AP of %s has no dataset to go with it: it is in the card text only, not in its '
+                        'model-index (pass a dataset, --dataset, to put it there)', name)
+        return None
+    common = dict(task_type='object-detection', task_name='Object Detection', dataset_type=data['type'],
+                  dataset_name=data['name'], dataset_split=data.get('split'))
+    results = [EvalResult(metric_type='map', metric_value=round(float(meta['ap']), 4),
+                          metric_name='box AP (COCO AP@[.5:.95])', **common)]
+    if meta.get('ap50') is not None:
+        results.append(EvalResult(metric_type='map_50', metric_value=round(float(meta['ap50']), 4),
+                                  metric_name='box AP50', **common))
+    return results
+
+
+def _card(name: str, arch: Arch, meta: Mapping[str, Any], notes: list[str]) -> ModelCard:
+    """The folder's model card (`huggingface_hub.ModelCard`): Hub metadata, then the arch, counts and usage."""
+    from huggingface_hub import ModelCard, ModelCardData
 
     seed = arch.seed or DEFAULT_SEED
+    source = meta.get('seed_source') or {}
     details: dict[str, Any] = {
         'Model Type': 'Image feature backbone (FNA-derived, timm EfficientNet-family, no classifier)',
         'Model Stats': [f'{h}x{w}: {_fmt_count(count_arch(arch, (h, w)))}' for h, w in CARD_INPUT_SIZES]
         + ['counted with fna_zoo.count_arch (FNA conventions: batch 1, conv MAdds incl. bias adds, BN/activations '
            'free; params incl. BN gamma/beta)'],
-        'Seed': f'{seed} (the network whose weights were remapped into this arch by FNA parameter remapping)',
+        'Seed': f'{seed} (the network whose weights were remapped into this arch by FNA parameter remapping'
+                + (f'; its weights: {source["base_model"]})' if source.get('base_model') else ')'),
         'Weights': meta['what'],
     }
     if meta.get('dataset'):
@@ -212,8 +267,12 @@ def _card(name: str, arch: Arch, meta: Mapping[str, Any], notes: list[str]) -> s
     if meta.get('training_data'):
         details['Training data'] = meta['training_data']
     if meta.get('ap') is not None:
-        where = f"{meta['detector']} on the run's validation split" if meta.get('detector') else 'as given'
-        details['Detection AP'] = f"{100 * meta['ap']:.1f} (box AP x100, {where})"
+        where = 'as given'
+        if meta.get('detector'):
+            split = (meta.get('eval_data') or {}).get('split')
+            where = f"{meta['detector']} on the run's validation split" + (f' {split}' if split else '')
+        ap50 = f", AP50 {100 * meta['ap50']:.1f}" if meta.get('ap50') is not None else ''
+        details['Detection AP'] = f"{100 * meta['ap']:.1f} (box AP x100{ap50}, {where})"
     details['Papers'] = list(_PAPERS)
     usage = (
         '```python\nimport timm\nimport fna_zoo  # registers fna_custom, the entry point config.json names\n\n'
@@ -222,26 +281,28 @@ def _card(name: str, arch: Arch, meta: Mapping[str, Any], notes: list[str]) -> s
         f"feats = timm.create_model('local-dir:path/to/{name}', pretrained=True, features_only=True, "
         'out_indices=(1, 2, 3, 4))\n'
         "# once uploaded, the same with 'hf-hub:<user>/<repo>' in place of 'local-dir:...'\n```\n\n"
-        'Upload this folder, model card included, with `hf upload <user>/<repo> <folder> .` (huggingface_hub >= 1.0; '
-        'older: `huggingface-cli upload`); or push a loaded model with timm: '
-        "`timm.models.push_to_hf_hub(model, '<user>/<repo>', model_args=dict(arch=model.fna_arch.to_dict()))` "
-        "(timm then writes its own generic card).\n"
+        'Upload this folder, model card included, with `fna-publish ... --push <user>/<repo>` or '
+        '`hf upload <user>/<repo> <folder> .` (huggingface_hub >= 1.0; older: `huggingface-cli upload`); or push a '
+        "loaded model with timm: `timm.models.push_to_hf_hub(model, '<user>/<repo>', "
+        "model_args=dict(arch=model.fna_arch.to_dict()))` (timm then writes its own generic card).\n"
     )
-    card: dict[str, Any] = {
-        'tags': ['image-feature-extraction', 'timm', 'fna', 'object-detection'],
-        'license': 'apache-2.0',
-        'description': ('An FNA-derived detection backbone published with fna-zoo as the timm model `fna_custom` '
-                        '(its architecture travels in `config.json` `model_args.arch`).'
-                        + ''.join(f'\n\n{n}' for n in notes)),
-        'details': details,
-        'usage': usage,
-    }
-    text = generate_readme(card, name, task_name='image-feature-extraction')
-    text += ('\n## Architecture\n\nAs YAML (`fna_zoo.Arch`, what `fna_zoo.load_arch` reads):\n\n'
-             f'```yaml\n{arch.to_yaml()}'
-             f'```\n\nAs an FNA net_config string:\n\n```\n{arch.to_fna_string(multiline=True)}\n```\n')
-    text += '\n## Citation\n' + ''.join(f'```bibtex\n{c}\n```\n' for c in _CITATIONS)
-    return text
+    description = ('An FNA-derived detection backbone published with fna-zoo as the timm model `fna_custom` '
+                   '(its architecture travels in `config.json` `model_args.arch`).'
+                   + ''.join(f'\n\n{n}' for n in notes))
+    body = (f'\n# Model card for {name}\n\n{description}\n\n{_details_md(details)}\n## Model Usage\n{usage}'
+            '\n## Architecture\n\nAs YAML (`fna_zoo.Arch`, what `fna_zoo.load_arch` reads):\n\n'
+            f'```yaml\n{arch.to_yaml()}'
+            f'```\n\nAs an FNA net_config string:\n\n```\n{arch.to_fna_string(multiline=True)}\n```\n'
+            '\n## Citation\n' + ''.join(f'```bibtex\n{c}\n```\n' for c in _CITATIONS))
+    datasets = [d for d in (meta.get('dataset'), source.get('dataset')) if d]
+    tags = ['image-feature-extraction', 'timm', 'fna', 'object-detection'] + (
+        [meta['detector']] if meta.get('detector') else [])
+    data = ModelCardData(
+        library_name='timm', base_model=source.get('base_model'), license=source.get('license') or 'apache-2.0',
+        pipeline_tag='image-feature-extraction', tags=tags, datasets=datasets or None, model_name=name,
+        eval_results=_eval_results(name, meta))
+    # NOTE: built from its own text, so the card written is one huggingface_hub has parsed (model-index included).
+    return ModelCard(f'---\n{data.to_yaml()}\n---\n{body}')
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -286,8 +347,41 @@ def _from_checkpoint(checkpoint: str | os.PathLike, given: Arch | None, arch_spe
         'what': (f"the backbone of a {info['detector']} retrained for {info['step']} steps "
                  f"({info['detector_num_classes']} classes), started from "
                  + ('random init' if init is None else f'seed weights {init!r} remapped into the arch')),
-        'training_data': info['training_data'], 'detector': info['detector'], 'ap': info['ap'],
+        'training_data': info['training_data'], 'detector': info['detector'], 'ap': info['ap'], 'ap50': info['ap50'],
+        'eval_data': info['eval_data'], 'seed_source': _seed_source(init, arch.seed or DEFAULT_SEED),
     }
+
+
+# the pretraining-data suffix of a timm tag -> the Hub dataset id timm's own cards name for it
+_PRETRAIN_DATASETS = {'in1k': 'imagenet-1k', 'in12k': 'imagenet-12k', 'in21k': 'imagenet-21k', 'in22k': 'imagenet-22k'}
+
+
+def _seed_source(spec: str | os.PathLike | Mapping[str, torch.Tensor] | None, seed_name: str) -> dict[str, str]:
+    """What the card's metadata can say about the seed weights: the Hub model they are (`base_model`), its
+    pretraining dataset and license; as far as the spec tells ('timm': the seed's default timm weights on the Hub;
+    an `asset:` name: the dataset of its tag; a file, a state dict or no seed weights: nothing).
+
+    Args:
+        spec: The seed weights spec (`--seed-weights`, or a retrain config's `model.seed_weights`).
+        seed_name: The timm model whose weights 'timm' means (the arch's seed).
+    """
+    if spec is None or isinstance(spec, Mapping):
+        return {}
+    spec = str(spec)
+    if spec == 'timm':
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(seed_name)
+        if cfg is None:
+            return {}
+        hub_id = cfg.hf_hub_id if cfg.hf_hub_id and not cfg.hf_hub_id.endswith('/') else None
+        source = {'base_model': hub_id, 'dataset': _PRETRAIN_DATASETS.get((cfg.tag or '').rsplit('_', 1)[-1]),
+                  'license': cfg.license}
+    elif spec.startswith(ASSET_PREFIX):  # asset:mobilenetv2_100.tv_in1k: torchvision's ImageNet weights, not on the Hub
+        source = {'dataset': _PRETRAIN_DATASETS.get(spec.rsplit('_', 1)[-1])}
+    else:
+        return {}
+    return {k: v for k, v in source.items() if v}
 
 
 # seed-weight specs whose source has a name of its own (the zoo models' pretrained tags)
@@ -307,6 +401,7 @@ def _from_seed(seed_weights: str | os.PathLike | Mapping[str, torch.Tensor], arc
         'source': f'seed weights {what} remapped into the arch',
         'what': f'seed weights {what} of {seed_name} remapped into the arch by FNA parameter remapping '
                 '(no training after remapping)',
+        'seed_source': _seed_source(seed_weights, seed_name),
     }
 
 
@@ -359,8 +454,10 @@ def publish(
     else:
         src = _from_seed(seed_weights, given)
     if ap is not None:
-        src['ap'] = ap
+        src['ap'], src['ap50'] = ap, None  # NOTE: the run's AP50 goes with the run's AP, not with one given
     src['dataset'] = dataset
+    if dataset is not None:  # the model-index names it; a run's validation split stays
+        src['eval_data'] = {**(src.get('eval_data') or {}), 'type': dataset, 'name': dataset}
     arch_ = src['arch']
     model = _timm_model(arch_, src['weights'], src['source'])
     name = name or output.name
@@ -375,8 +472,8 @@ def publish(
             'complexity': counts,
         },
     }
-    readme = _card(name, arch_, src, src['notes'])
-    return _write_folder(output, model, arch_, model_config, readme, check)
+    card = _card(name, arch_, src, src['notes'])
+    return _write_folder(output, model, arch_, model_config, str(card), check)
 
 
 def _write_folder(output: Path, model: torch.nn.Module, arch: Arch, model_config: dict[str, Any], readme: str,
@@ -390,7 +487,8 @@ def _write_folder(output: Path, model: torch.nn.Module, arch: Arch, model_config
     try:
         save_for_hf(model, tmp, model_config=model_config, model_args={'arch': arch.to_dict()},
                     safe_serialization=True)
-        (tmp / 'README.md').write_text(readme, encoding='utf-8')
+        with atomic_path(tmp / 'README.md') as path:
+            path.write_text(readme, encoding='utf-8')
         # NOTE: mkdtemp makes the folder private (0700) and safetensors writes 0600; publish with the modes
         # mkdir / open would give (the one rule of fna_zoo.fileio).
         tmp.chmod(default_dir_mode())
@@ -412,3 +510,81 @@ def _write_folder(output: Path, model: torch.nn.Module, arch: Arch, model_config
         raise
     _logger.info('published %s (fna_custom, %s)', output, arch.to_fna_string())
     return output
+
+
+# ---------------------------------------------------------------------------------------------- push
+class PushError(ConnectionError):
+    """A written folder could not be uploaded to the Hub (offline mode, no token, a network or Hub error); the
+    message is one line, `cannot push to <repo>: <reason>`."""
+
+
+def _offline() -> bool:
+    """Whether huggingface_hub's offline mode is on."""
+    from huggingface_hub import constants
+
+    # NOTE: huggingface_hub reads HF_HUB_OFFLINE once, when it is imported; the variable is read again here so a
+    # value set later in the process (a notebook, a test) counts too.
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get('HF_HUB_OFFLINE', '').upper() in {'1', 'ON', 'YES', 'TRUE'}
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    """What the Hub client raises for a failed request: OSError (offline mode, HTTP status errors), ValueError (a bad
+    repo id) and the HTTP library's own base error."""
+    from huggingface_hub import errors
+
+    # NOTE: httpx-based clients (huggingface_hub >= 1.0) raise transport errors (refused connection, DNS, timeout)
+    # that are not OSErrors; their base class is the `HTTPError` that HfHubHTTPError also derives from.
+    http = tuple(c for c in errors.HfHubHTTPError.__mro__ if c.__name__ == 'HTTPError')
+    oidc = (errors.OIDCError,) if hasattr(errors, 'OIDCError') else ()
+    return (OSError, ValueError, *http, *oidc)
+
+
+def _reason(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f'{type(e).__name__}: {lines[0]}' if lines else type(e).__name__
+
+
+def push(folder: str | os.PathLike, repo_id: str, *, token: str | None = None) -> str:
+    """Upload a published folder to a Hugging Face model repo (created when missing); returns the repo's URL.
+
+    Example::
+
+        push(publish(None, 'hub/fna_ssdlite', checkpoint='runs/retrain/final.pth'), 'me/fna_ssdlite')
+        timm.create_model('hf-hub:me/fna_ssdlite', pretrained=True)
+
+    Args:
+        folder: A folder written by `publish`.
+        repo_id: The model repo, `<user or org>/<name>`.
+        token: Hub token (default: huggingface_hub's own, `hf auth login` or `HF_TOKEN`).
+
+    Raises:
+        PushError: Offline mode, no token, or the Hub or network refused (one line; nothing is retried).
+    """
+    import huggingface_hub
+
+    folder = Path(folder)
+    if not (folder / 'config.json').is_file():
+        raise FileNotFoundError(f'{str(folder)!r} has no config.json; expected a folder written by fna-publish')
+    hub_errors = _hub_errors()
+    later = f'; {folder} is written, upload it later with hf upload {repo_id} {folder} .'
+
+    def failed(reason: str) -> PushError:
+        return PushError(f'cannot push to {repo_id}: {reason}{later}')
+
+    if _offline():
+        raise failed('offline mode is on (HF_HUB_OFFLINE)')
+    try:
+        token = token or huggingface_hub.get_token()
+    except hub_errors as e:
+        raise failed(f'no Hugging Face token ({_reason(e)})') from e
+    if not token:
+        raise failed('no Hugging Face token (log in with hf auth login, or set HF_TOKEN)')
+    api = huggingface_hub.HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, repo_type='model', exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type='model',
+                          commit_message=f'fna-publish: {folder.name}')
+    except hub_errors as e:
+        raise failed(_reason(e)) from e
+    _logger.info('pushed %s to %s', folder, url)
+    return str(url)

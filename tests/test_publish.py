@@ -5,15 +5,18 @@ import re
 import shutil
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import timm
 import torch
+from huggingface_hub import ModelCard, constants
+from huggingface_hub.errors import HfHubHTTPError
 
 from fna_zoo import Arch, count_arch, get_arch, load_arch
 from fna_zoo._builder import build_backbone
 from fna_zoo.engine import load_config, save_checkpoint
 from fna_zoo.engine.config import build_model
-from fna_zoo.publish import CARD_INPUT_SIZES, publish
+from fna_zoo.publish import CARD_INPUT_SIZES, PushError, publish, push
 from fna_zoo.cli.publish import main
 
 from conftest import randomize_bn
@@ -124,16 +127,36 @@ def test_layout_and_config(published, runs):
 def test_model_card(published, arch_file):
     card = (published['ssdlite'] / 'README.md').read_text()
     arch = get_arch('fna_ssdlite_backbone')
-    assert card.startswith('---\ntags:\n- image-feature-extraction\n- timm\n') and 'library_name: timm' in card
+    assert card.startswith('---\n') and '\nlibrary_name: timm\n' in card.split('\n---\n')[0]  # Hub metadata first
     for h, w in CARD_INPUT_SIZES:
         c = count_arch(arch, (h, w))
         assert f'{h}x{w}: {c.params:,} params ({c.mparams:.2f}M), {c.madds:,} MAdds ({c.gmadds:.3f}B)' in card
-    assert '**Seed:** mobilenetv2_100' in card and '**Detection AP:** 25.0' in card
+    assert '**Seed:** mobilenetv2_100' in card and '**Detection AP:** 25.0 (box AP x100, AP50 50.0' in card
     assert "synthetic COCO-style set (6 classes" in card and "seed weights 'timm' remapped" in card
     assert arch.to_yaml() in card and arch.to_fna_string(multiline=True) in card
     assert 'hf upload <user>/<repo>' in card and 'push_to_hf_hub' in card and 'arXiv' not in card.split('##')[0]
     retina = (published['retinanet'] / 'README.md').read_text()
     assert load_arch(arch_file).to_yaml() in retina and '**Detection AP:**' in retina
+
+
+def test_card_metadata_parses_back_with_the_model_index(published):
+    card = ModelCard.load(published['ssdlite'] / 'README.md')
+    data = card.data
+    assert data.library_name == 'timm' and data.pipeline_tag == 'image-feature-extraction'
+    assert data.base_model == 'timm/mobilenetv2_100.ra_in1k'  # the run's seed weights were timm's (seed_weights=timm)
+    assert data.license == 'apache-2.0' and data.datasets == ['imagenet-1k']  # the seed's pretraining data
+    assert {'image-feature-extraction', 'timm', 'object-detection', 'fna', 'ssdlite'} <= set(data.tags)
+    assert data.model_name == 'fna_ssdlite'
+    by_metric = {r.metric_type: r for r in data.eval_results}
+    assert sorted(by_metric) == ['map', 'map_50']
+    ap, ap50 = by_metric['map'], by_metric['map_50']
+    assert ap.metric_value == 0.25 and ap50.metric_value == 0.5  # the run's metrics.json, box AP in [0, 1]
+    for r in (ap, ap50):
+        assert (r.task_type, r.dataset_type, r.dataset_split) == ('object-detection', 'synthetic', 'val2017')
+        assert 'synthetic' in r.dataset_name
+    assert card.text.startswith('\n# Model card for fna_ssdlite\n') and '## Architecture' in card.text
+    retina = ModelCard.load(published['retinanet'] / 'README.md').data
+    assert retina.eval_results[0].metric_value == 0.25 and 'retinanet' in retina.tags
 
 
 def test_ssdlite_checkpoint_round_trip_local_dir(published, runs):
@@ -205,6 +228,9 @@ def test_seed_weights_route(tmp_path, arch_file, seed_file, seed_state_dict):
     assert cfg['pretrained_cfg']['tag'] == 'paramremap' and cfg['fna_zoo']['dataset'] == 'in1k'
     card = (folder / 'README.md').read_text()
     assert '# Model card for my_fna' in card and 'datasets:\n- in1k' in card and 'no training after remapping' in card
+    data = ModelCard.load(folder / 'README.md').data  # no AP: no model-index; a weights file: no Hub base model
+    assert data.library_name == 'timm' and data.datasets == ['in1k'] and data.base_model is None
+    assert data.eval_results is None and 'model-index' not in card
     arch = load_arch(arch_file)
     x = _x()
     with torch.no_grad():
@@ -247,6 +273,11 @@ def test_cli_publishes(tmp_path, runs, capsys):
     printed = capsys.readouterr().out
     assert f'wrote {out} (fna_custom' in printed and f"timm.create_model('local-dir:{out}', pretrained=True)" in printed
     assert json.loads((out / 'config.json').read_text())['fna_zoo']['ap'] == 0.5  # --ap wins over metrics.json
+    data = ModelCard.load(out / 'README.md').data
+    assert data.datasets == ['synthetic', 'imagenet-1k']
+    [result] = data.eval_results  # the run's AP50 went with the run's AP, not with the one given
+    assert (result.metric_type, result.metric_value, result.dataset_type, result.dataset_split) == \
+        ('map', 0.5, 'synthetic', 'val2017')
 
 
 def _corrupt(tmp_path: Path) -> Path:
@@ -270,6 +301,7 @@ def _non_empty(tmp_path: Path) -> Path:
     ('seed_without_arch', '--seed-weights are remapped into an arch; expected --arch'),
     ('ap_in_points', r'--ap is 33.9; expected box AP in \[0, 1\]'),
     ('foreign_seed', r"checkpoint fits neither the model \(key 'conv_stem.weight': missing"),  # a detector file
+    ('bad_push_repo', "--push 'not a repo' is not a Hugging Face repo id; expected <user>/<name>"),
 ])
 def test_cli_errors_one_line_nothing_written(tmp_path, runs, seed_file, case, message, capsys):
     out = tmp_path / 'out'
@@ -281,6 +313,7 @@ def test_cli_errors_one_line_nothing_written(tmp_path, runs, seed_file, case, me
         'seed_without_arch': ['--seed-weights', seed_file],
         'ap_in_points': ['--checkpoint', str(runs['ssdlite']), '--ap', '33.9'],
         'foreign_seed': ['--arch', 'fna_ssdlite_backbone', '--seed-weights', str(runs['ssdlite'])],
+        'bad_push_repo': ['--checkpoint', str(runs['ssdlite']), '--push', 'not a repo'],
     }[case]
     if case == 'non_empty_output':
         out = _non_empty(tmp_path)
@@ -316,3 +349,102 @@ def test_efficientnet_seed_arch_publishes_through_the_same_path(tmp_path):
     x = _x()
     with torch.no_grad():  # the EfficientNet seed into its own arch is the identity: timm's model exactly
         assert torch.equal(timm.create_model(f'local-dir:{folder}', pretrained=True).eval()(x), ref(x))
+
+
+# ---------------------------------------------------------------------------------------------- --push
+class _FakeHfApi:
+    """Stands in for huggingface_hub.HfApi: records the calls, never touches the network."""
+    calls: list = []
+    fail_with: BaseException | None = None
+
+    def __init__(self, token=None, **kwargs):
+        self.calls.append(('init', token))
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(('create_repo', repo_id, kwargs))
+        return f'https://huggingface.co/{repo_id}'
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(('upload_folder', kwargs))
+        if self.fail_with is not None:
+            raise self.fail_with
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """Online mode, no token anywhere (environment, token file), and a fake HfApi."""
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    for var in ('HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'HF_OIDC_RESOURCE'):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(constants, 'HF_TOKEN_PATH', str(tmp_path / 'no_token'))
+    monkeypatch.setattr(_FakeHfApi, 'calls', [])
+    monkeypatch.setattr(_FakeHfApi, 'fail_with', None)
+    monkeypatch.setattr(huggingface_hub, 'HfApi', _FakeHfApi)
+    return _FakeHfApi
+
+
+def test_cli_push_offline_fails_in_one_line_after_writing(tmp_path, runs, hub, monkeypatch, capsys):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_TOKEN', 'hf_fake')
+    out = tmp_path / 'fna_ssd'
+    assert main(['--checkpoint', str(runs['ssdlite']), '--output', str(out), '--push', 'someone/fna-ssd']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: cannot push to someone/fna-ssd: offline mode is on'), err
+    assert f'hf upload someone/fna-ssd {out} .' in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']  # kept
+    assert hub.calls == []
+
+
+def test_push_without_token_fails_in_one_line(published, hub):
+    with pytest.raises(PushError, match=r'^cannot push to someone/fna-ssd: no Hugging Face token \(log in with hf '
+                                        r'auth login, or set HF_TOKEN\)'):
+        push(published['ssdlite'], 'someone/fna-ssd')
+    assert hub.calls == []
+
+
+def test_cli_push_uploads_the_folder(tmp_path, runs, hub, monkeypatch, capsys):
+    monkeypatch.setenv('HF_TOKEN', 'hf_fake')
+    out = tmp_path / 'fna_ssd'
+    assert main(['--checkpoint', str(runs['ssdlite']), '--output', str(out), '--push', 'someone/fna-ssd']) == 0
+    assert hub.calls[0] == ('init', 'hf_fake')
+    assert hub.calls[1] == ('create_repo', 'someone/fna-ssd', {'repo_type': 'model', 'exist_ok': True})
+    (_, upload), = hub.calls[2:]
+    assert upload['repo_id'] == 'someone/fna-ssd' and Path(upload['folder_path']) == out
+    assert upload['repo_type'] == 'model'
+    assert "pushed to https://huggingface.co/someone/fna-ssd: timm.create_model('hf-hub:someone/fna-ssd'" in \
+        capsys.readouterr().out
+
+
+def test_push_network_error_fails_in_one_line(published, hub, monkeypatch, capsys):
+    monkeypatch.setenv('HF_TOKEN', 'hf_fake')
+    # the HTTP library's base error (httpx's transport errors are not OSErrors)
+    http_error = next(c for c in HfHubHTTPError.__mro__ if c.__name__ == 'HTTPError')
+    monkeypatch.setattr(_FakeHfApi, 'fail_with', http_error('[Errno -3] Temporary failure in name resolution\nmore'))
+    with pytest.raises(PushError, match=r'^cannot push to someone/fna-ssd: HTTPError: \[Errno -3\] Temporary failure '
+                                        r'in name resolution; .* is written, upload it later with hf upload'):
+        push(published['ssdlite'], 'someone/fna-ssd')
+
+
+def test_card_metadata_of_the_demo_seed_and_data():
+    """The demo's run (torchvision seed asset, the tree set): no Hub base model, the seed's ImageNet and the tree
+    set's validation split; timm's seed weights name their Hub repo."""
+    from fna_zoo.publish import _eval_data, _seed_source
+
+    assert _seed_source('asset:mobilenetv2_100.tv_in1k', 'mobilenetv2_100') == {'dataset': 'imagenet-1k'}
+    assert _seed_source('timm', 'efficientnet_b0') == {'base_model': 'timm/efficientnet_b0.ra_in1k',
+                                                       'dataset': 'imagenet-1k', 'license': 'apache-2.0'}
+    assert _seed_source('/some/weights.pth', 'mobilenetv2_100') == {} and _seed_source(None, 'mobilenetv2_100') == {}
+    cfg = load_config(Path(__file__).parents[1] / 'configs' / 'demo_retinanet.yaml')
+    assert _eval_data(cfg) == {'type': 'neon_trees', 'name': 'neon_trees', 'split': 'val2017'}
+    assert _eval_data({'data': {'path': '/data/coco/', 'val_split': 'val2017'}})['type'] == 'coco'
+
+
+def test_an_ap_without_a_dataset_stays_out_of_the_model_index(tmp_path, arch_file, seed_file, caplog):
+    folder = publish(arch_file, tmp_path / 'seeded', seed_weights=seed_file, ap=0.3, check=False)
+    card = ModelCard.load(folder / 'README.md')
+    assert card.data.eval_results is None and '**Detection AP:** 30.0 (box AP x100, as given)' in card.text
+    assert 'has no dataset to go with it' in caplog.text
+    folder = publish(arch_file, tmp_path / 'named', seed_weights=seed_file, ap=0.3, dataset='coco', check=False)
+    [result] = ModelCard.load(folder / 'README.md').data.eval_results
+    assert (result.metric_value, result.dataset_type, result.dataset_split) == (0.3, 'coco', None)

@@ -21,10 +21,11 @@ __all__ = ['USER_ERRORS', 'GateFailed', 'CliParser', 'run_cli', 'entry_point', '
 RUNS_DIR = 'runs'
 
 # NOTE: these are what the library raises for bad input (ValueError covers RemapError and config errors,
-# FloatingPointError a diverged loss); anything else is a bug and keeps its traceback.
+# FloatingPointError a diverged loss, ConnectionError a refused upload: offline, no token, no network); anything
+# else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError,
-    FloatingPointError,
+    FloatingPointError, ConnectionError,
 )
 
 
