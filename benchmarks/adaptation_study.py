@@ -26,7 +26,6 @@ import json
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -130,16 +129,16 @@ def retrain_model(m: dict[str, Any], runs: Path, overrides: list[str]) -> dict[s
 
     out = runs / m['name']
     done = out / 'metrics.json'
-    if done.is_file() and (out / 'final.pth').is_file():
-        return json.loads(done.read_text())
-    cfg = load_config(ROOT / 'configs' / 'trees_retinanet.yaml', overrides)
-    cfg['model']['backbone'] = m['backbone']
-    cfg['model']['seed_weights'] = m['seed_weights']
-    cfg['seed'] = m['seed']
-    cfg['output'] = str(out)
-    tic = time.perf_counter()
-    result = retrain(cfg, resume=True)
-    result['wall_s'] = round(time.perf_counter() - tic, 1)
+    if not (done.is_file() and (out / 'final.pth').is_file()):
+        cfg = load_config(ROOT / 'configs' / 'trees_retinanet.yaml', overrides)
+        cfg['model']['backbone'] = m['backbone']
+        cfg['model']['seed_weights'] = m['seed_weights']
+        cfg['seed'] = m['seed']
+        cfg['output'] = str(out)
+        retrain(cfg, resume=True)
+    result = json.loads(done.read_text())
+    # NOTE: the run's wall time, from its first file (config.yaml, written at the start) to its last (metrics.json)
+    result['wall_s'] = round(done.stat().st_mtime - (out / 'config.yaml').stat().st_mtime, 1)
     return result
 
 
@@ -192,11 +191,13 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def markdown(summary: list[dict[str, Any]], machine: dict[str, Any], wall_s: float, recipe: str) -> str:
+def markdown(summary: list[dict[str, Any]], machine: dict[str, Any], wall_s: float, recipe: str, note: str = '') -> str:
+    """The study table in markdown, its header naming the data, recipe, machine and wall time."""
     lines = [f'Tree-crown validation tiles (NEON, DeepForest; 14 tiles, 512 trees); RetinaNet, head width 64, '
              f'320 px; recipe `{recipe}`; machine: {machine.get("cpu_model")}, {machine.get("threads")} threads. '
              f'AP in %, mean over retrain seeds (± half the range when n > 1). MAdds and params: backbone. '
-             f'ORT: backbone, batch 1, 320x320, p50. Study wall time {wall_s / 60:.0f} min.', '',
+             f'ORT: backbone, batch 1, 320x320, p50. Retrain wall time summed over the models: {wall_s / 60:.0f} min. '
+             f'{note}'.rstrip(), '',
              '| model | n | params (M) | GMAdds 320² | GMAdds 800x1088 | ORT p50 (ms) | AP | AP50 |',
              '|---|---|---|---|---|---|---|---|']
     for s in summary:
@@ -216,7 +217,8 @@ def eval_curve(run: Path) -> list[dict[str, float]]:
     path = run / 'eval.csv'
     if not path.is_file():
         return []
-    return [{'step': int(r['step']), 'AP': float(r['AP']), 'AP50': float(r['AP50'])} for r in csv.DictReader(path.open())]
+    with path.open() as f:
+        return [{'step': int(r['step']), 'AP': float(r['AP']), 'AP50': float(r['AP50'])} for r in csv.DictReader(f)]
 
 
 def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
@@ -271,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from fna_zoo.fileio import atomic_write_text
-    from fna_zoo.runtime.machine import machine_info
+    from fna_zoo.runtime.machine import machine_info, machine_slug
 
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--searched', help='arch.yaml of the matched-cost search (configs/trees_search.yaml)')
@@ -287,15 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='recipe overrides')
     p.add_argument('--seed-weights', default='asset:mobilenetv2_100.tv_in1k',
                    help="the ImageNet seed remapped into every model but 'seed_random_init' (default: torchvision's)")
+    p.add_argument('--note', default='', help='a sentence for the table header (how the runs were scheduled)')
     args = p.parse_args(argv)
-    from fna_zoo.runtime.machine import machine_slug
 
     machine = machine_info(2)
     out = Path(args.out or ROOT / 'benchmarks' / 'results' / machine_slug(machine))
     runs = Path(args.runs)
     models = study_models(args)
     todo = [m for m in models if not args.only or m['name'] in args.only]
-    tic = time.perf_counter()
     rows = []
     for m in tqdm(todo, desc='study', unit='model'):
         tqdm.write(f'study: {m["name"]}')
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         r.update(lat[r['name']])
     summary = summarize(rows)
-    wall = sum(r['retrain_wall_s'] or 0 for r in rows) + (time.perf_counter() - tic if not rows else 0)
+    wall = sum(r['retrain_wall_s'] for r in rows)
     out.mkdir(parents=True, exist_ok=True)
     fields = list(rows[0])
     atomic_write_text(out / 'adaptation_study.csv', ','.join(fields) + '\n' + ''.join(
@@ -324,9 +325,10 @@ def main(argv: list[str] | None = None) -> int:
          'summary': summary, 'curves': curves, 'searches': searches, 'search_seed_agreement': agreement,
          'random_archs': [m['backbone'] for m in models if m['name'].startswith('random')]}, indent=1) + '\n')
     plot_curves(curves, out / 'adaptation_study_curves.png')
-    atomic_write_text(out / 'adaptation_study.md', markdown(summary, machine, wall, 'configs/trees_retinanet.yaml'))
+    table = markdown(summary, machine, wall, 'configs/trees_retinanet.yaml', args.note)
+    atomic_write_text(out / 'adaptation_study.md', table)
     plot(rows, out / 'adaptation_study.png')
-    print(markdown(summary, machine, wall, 'configs/trees_retinanet.yaml'))
+    print(table)
     return 0
 
 

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_cosine_lr_schedule():
     t = dict(lr_schedule='cosine', lr_gamma=0.1, lr_steps=[1], warmup_iters=10, warmup_ratio=0.0)
-    assert lr_factor(0, 0, t, 100) == 0.0 and lr_factor(5, 0, t, 100) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 0.05)))
+    assert lr_factor(0, 0, t, 100) == 0.0
+    assert lr_factor(5, 0, t, 100) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 0.05)))  # warm-up x cosine
     assert lr_factor(50, 3, t, 100) == pytest.approx(0.5)  # lr_steps are ignored by the cosine
     assert lr_factor(100, 3, t, 100) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match='needs the run'):

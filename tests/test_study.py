@@ -47,7 +47,8 @@ def test_study_end_to_end_resumes_model_by_model(tmp_path, seed_file):
     assert row['ort_p50_ms'] > 0 and 0 <= row['AP50'] <= 1 and row['steps'] == 2
     assert [p['step'] for p in data['curves']['seed_imagenet_r0']] == [1, 2]
     seed_line = next(s for s in data['summary'] if s['model'] == 'seed (ImageNet remap)')
-    assert seed_line['n'] == 2 and seed_line['AP50'] == pytest.approx((data['rows'][0]['AP50'] + data['rows'][1]['AP50']) / 2)
+    both = (data['rows'][0]['AP50'] + data['rows'][1]['AP50']) / 2
+    assert seed_line['n'] == 2 and seed_line['AP50'] == pytest.approx(both)
     table = (tmp_path / 'out' / 'adaptation_study.md').read_text()
     assert '| seed (ImageNet remap) | 2 |' in table and '| random_0 | 1 |' in table
     for png in ('adaptation_study.png', 'adaptation_study_curves.png'):
@@ -56,7 +57,8 @@ def test_study_end_to_end_resumes_model_by_model(tmp_path, seed_file):
 
 def test_arch_agreement_counts_slots_and_widths(tmp_path):
     seed = load_arch('mobilenetv2_100')
-    same = study.arch_agreement(ROOT / 'fna_zoo' / 'archs' / 'mobilenetv2_100.yaml', ROOT / 'fna_zoo' / 'archs' / 'mobilenetv2_100.yaml')
+    path = ROOT / 'fna_zoo' / 'archs' / 'mobilenetv2_100.yaml'
+    same = study.arch_agreement(path, path)
     assert same == {'slots_alike': sum(len(s.ops) for s in seed.stages), 'slots': sum(len(s.ops) for s in seed.stages),
                     'widths_alike': len(seed.stages), 'stages': len(seed.stages)}
     assert study.search_summary(tmp_path) is None

@@ -16,7 +16,10 @@ remap gives that width.
 
 Modes: `set_path(path)` runs one path (weight steps, evaluation), `set_relaxed()` runs every candidate
 weighted by its probability (DARTS, FNA's arch step), `set_relaxed(gumbel=True)` runs one Gumbel-sampled
-path whose straight-through weights pass gradients to every logit (GDAS-style, cheaper).
+path whose straight-through weights pass gradients to every logit (GDAS-style, cheaper),
+`set_relaxed(pairs=True)` runs two candidates per slot and stage drawn by the probabilities, mixed by their
+renormalised probabilities (ProxylessNAS's two-path update, Cai et al., ICLR 2019 -
+https://arxiv.org/abs/1812.00332).
 """
 from __future__ import annotations
 
