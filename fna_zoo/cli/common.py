@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
+from ..fileio import WriteError
+
 __all__ = ['USER_ERRORS', 'GateFailed', 'CliParser', 'run_cli', 'entry_point', 'add_run_args', 'add_config_args',
            'add_data_args', 'add_output_arg', 'add_verbosity', 'setup_logging', 'run_overrides', 'is_main_process',
            'run_job', 'RUNS_DIR']
@@ -21,10 +23,11 @@ __all__ = ['USER_ERRORS', 'GateFailed', 'CliParser', 'run_cli', 'entry_point', '
 RUNS_DIR = 'runs'
 
 # NOTE: these are what the library raises for bad input (ValueError covers RemapError and config errors,
-# FloatingPointError a diverged loss); anything else is a bug and keeps its traceback.
+# FloatingPointError a diverged loss, WriteError an output the OS refuses: read-only, no permission, disk full);
+# anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError,
-    FloatingPointError,
+    FloatingPointError, WriteError,
 )
 
 
