@@ -46,9 +46,8 @@ def _spread_head(model: torch.nn.Module) -> None:
 
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp('data') / 'synthetic'
-    make_synthetic_coco(root, num_train=4, num_val=6, image_size=64, num_classes=3, seed=0)
-    return root
+    return make_synthetic_coco(tmp_path_factory.mktemp('data') / 'synthetic', num_train=4, num_val=6, image_size=64,
+                               num_classes=3, seed=0)
 
 
 def _checkpoint(path: Path, detector: str, data_root: Path, *overrides: str, spread: bool = True) -> Path:

@@ -22,7 +22,8 @@ from torch.utils.data import DistributedSampler
 from ..arch import is_arch_spec, load_arch
 from ..assets.store import resolve_asset
 from ..checkpoint import stored_arch
-from ..data import CocoDetection, RandomCrops, coco_split_paths, make_synthetic_coco, train_transforms
+from ..data import (CocoDetection, RandomCrops, coco_split_paths, make_synthetic_coco, synthetic_set_path,
+                    train_transforms)
 from ..detection.backbones import check_backbone
 from .config import build_model
 from .distributed import DistInfo, barrier, init_distributed
@@ -57,7 +58,8 @@ def data_root(cfg: dict[str, Any], dist_info: DistInfo | None = None) -> Path:
     if dist_info is None or dist_info.is_main:
         make_synthetic_coco(root, **syn)
     barrier()
-    return root
+    # NOTE: the set's own folder (<root>/<hash of the settings>), now written; other ranks find it the same way
+    return synthetic_set_path(root, **syn)
 
 
 def train_dataset(cfg: dict[str, Any], root: Path, augment: bool = True) -> CocoDetection | RandomCrops:
