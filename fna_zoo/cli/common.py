@@ -8,6 +8,7 @@ expected, and exits with code 2. Tracebacks are for bugs, or when asked for with
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -65,20 +66,23 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = '--debug' in argv or os.environ.get('FNA_ZOO_DEBUG', '') not in ('', '0')
+    message, code = None, 0
     try:
         main(argv)
     except GateFailed as e:
-        print(f'error: {_one_line(e)}', file=sys.stderr)
-        return 1
+        message, code = _one_line(e), 1
     except USER_ERRORS as e:
         if debug:
             raise
-        print(f'error: {_one_line(e)}', file=sys.stderr)
-        return 2
+        message, code = _one_line(e), 2
     except KeyboardInterrupt:
-        print('error: interrupted', file=sys.stderr)
-        return 130
-    return 0
+        message, code = 'interrupted', 130
+    if message is not None:
+        # NOTE: printed once the exception (and the frames it held) is gone: a progress bar of those frames closes
+        # as they are freed and writes its last state, which would otherwise come after the error line
+        gc.collect()
+        print(f'error: {message}', file=sys.stderr)
+    return code
 
 
 def entry_point(command: Callable[[Sequence[str] | None], Any]) -> Callable[[Sequence[str] | None], int]:
