@@ -178,19 +178,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = names[int(label)] if int(label) < len(names) else str(int(label))
         print(f'{name:>14s}  {score:.3f}  [{box[0]:.1f}, {box[1]:.1f}, {box[2]:.1f}, {box[3]:.1f}]')
     print(f'{len(boxes)} detections (score >= {args.score_thresh}) -> {out}')
-    fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else '.', prefix=f'.{out.stem}.', suffix='.png')
-    os.close(fd)
+    picture = draw(image, boxes, scores, labels, names, args.draw_scale)
+    if truth is not None:
+        picture = side_by_side(image, truth, picture, args.score_thresh, len(boxes), args.draw_scale)
+    tmp = None
     try:
-        picture = draw(image, boxes, scores, labels, names, args.draw_scale)
-        if truth is not None:
-            picture = side_by_side(image, truth, picture, args.score_thresh, len(boxes), args.draw_scale)
+        fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else '.', prefix=f'.{out.stem}.', suffix='.png')
+        os.close(fd)
         picture.save(tmp, format='PNG', optimize=True)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp files are 0600
         os.replace(tmp, out)
+    except OSError as e:  # NOTE: name the user's path, not the hidden temp file (read-only folder, disk full)
+        raise OSError(f'cannot write {str(out)!r}: {e.strerror or e}') from None
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return 0
 
 

@@ -37,8 +37,8 @@ import yaml
 
 from .fileio import atomic_write_text
 
-__all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'ACTS', 'is_arch_spec', 'load_arch', 'get_arch', 'list_archs',
-           'atomic_write_text', 'se_reduce_chs']
+__all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'ACTS', 'is_arch_spec', 'load_arch', 'check_arch', 'get_arch', 'list_archs',
+           'atomic_write_text', 'se_reduce_chs', 'STEM_STRIDE', 'OUTPUT_STRIDE']
 
 SKIP = 'skip'
 HEAD_OP = 'conv_2d_1x1'  # FNA / code-Jung spelling of the final 1x1 conv stage (e.g. 320 -> 1280)
@@ -48,6 +48,10 @@ _ARCH_KEYS = ('stem_chs', 'stages', 'head_chs', 'seed', 'act', 'se_ratio')
 # NOTE: activation names as timm's `get_act_layer` spells them ('silu' is EfficientNet's swish).
 ACTS = ('relu6', 'relu', 'silu')
 DEFAULT_ACT = 'relu6'
+STEM_STRIDE = 2  # the 3x3 stem conv
+# NOTE: the detectors take the stride 8/16/32 stage ends (RetinaNet's FPN; SSDLite taps the 16 -> 32 stage), so a
+# buildable arch reaches exactly stride 32: the stem's 2, then four stride-2 stages (strides 4, 8, 16, 32 on the way)
+OUTPUT_STRIDE = 32
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,14 @@ class Arch:
         """Channels of the last stage (before the head conv)."""
         return self.stages[-1].out_chs
 
+    @property
+    def output_stride(self) -> int:
+        """Stride of the last stage's output relative to the input image (stem included)."""
+        stride = STEM_STRIDE
+        for s in self.stages:
+            stride *= s.stride
+        return stride
+
     def replace(self, **changes: Any) -> 'Arch':
         """Return a copy with some fields replaced (e.g. `arch.replace(head_chs=None)`)."""
         d = {'stem_chs': self.stem_chs, 'stages': self.stages, 'head_chs': self.head_chs, 'seed': self.seed,
@@ -286,6 +298,8 @@ class Arch:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f'malformed arch JSON: {e}') from None
+        except RecursionError:
+            raise ValueError(_TOO_DEEP.format(what='JSON')) from None
         return cls.from_dict(data)
 
     def to_yaml(self) -> str:
@@ -307,6 +321,8 @@ class Arch:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ValueError(f'malformed arch YAML: {e}') from None
+        except RecursionError:
+            raise ValueError(_TOO_DEEP.format(what='YAML')) from None
         return cls.from_dict(data)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -328,8 +344,11 @@ class Arch:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f'arch file {str(path)!r} does not exist')
-        text = path.read_text()
         suffix = path.suffix.lower()
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ValueError(f'arch file {str(path)!r} is not text; expected a .json, .yaml or .txt arch file') from None
         try:
             if suffix == '.json':
                 return cls.from_json(text)
@@ -363,7 +382,7 @@ class Arch:
             where = f'FNA net_config stage {i} {part!r}'
             try:
                 item = ast.literal_eval(part)
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, RecursionError, MemoryError):  # NOTE: deep nesting: one of the last two
                 item = None
             ok = (isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], (list, tuple))
                   and len(item[0]) == 2 and isinstance(item[1], (list, tuple)) and all(isinstance(o, str) for o in item[1]))
@@ -511,6 +530,9 @@ def _decode_timm_block(block: str) -> dict[str, Any]:
 
 
 _ARCH_SUFFIXES = ('.json', '.yaml', '.yml', '.txt')
+# NOTE: json / PyYAML parse nested lists recursively, so a file of thousands of nested brackets raises RecursionError
+_TOO_DEEP = ('arch {what} is nested too deeply to parse; expected a mapping with stem_chs and a list of stage '
+             'mappings (out_chs, stride, ops)')
 
 
 _REGISTRY = Path(__file__).parent / 'archs'
@@ -549,12 +571,25 @@ def is_arch_spec(spec: object) -> bool:
 
 def load_arch(spec: 'Arch | Mapping[str, Any] | str | os.PathLike') -> Arch:
     """Resolve an arch from an `Arch`, its dict form (`Arch.to_dict`), a file path, a registered arch/model
-    name or an FNA net_config string.
+    name or an FNA net_config string, and check it can become a backbone (`check_arch`).
 
     Args:
         spec: e.g. `'fna_retinanet_backbone'`, `'mobilenetv2_100'`, `'runs/search/arch.yaml'`,
             `"[[32, 16], ['k3_e1'], 1]|..."` or `{'stem_chs': 32, 'stages': [...], ...}`.
     """
+    return check_arch(_resolve_arch(spec), _spec_name(spec))
+
+
+def _spec_name(spec: object) -> str:
+    """How to name an arch spec in an error: a file or registered name as given, else 'arch'."""
+    if isinstance(spec, (Arch, Mapping)):
+        return 'arch'
+    text = str(spec).strip()
+    return 'FNA net_config arch' if text.startswith('[') else f'arch {text!r}'
+
+
+def _resolve_arch(spec: 'Arch | Mapping[str, Any] | str | os.PathLike') -> Arch:
+    """`load_arch` without the validity check."""
     if isinstance(spec, Arch):
         return spec
     if isinstance(spec, Mapping):
@@ -568,3 +603,22 @@ def load_arch(spec: 'Arch | Mapping[str, Any] | str | os.PathLike') -> Arch:
         return Arch.load(text)
     raise ValueError(f'unknown arch {text!r}; expected an arch file (.yaml/.json/.txt), an FNA net_config string '
                      f'or one of {", ".join(list_archs())}')
+
+
+def check_arch(arch: Arch, what: str = 'arch') -> Arch:
+    """The validity check of an arch every model builder goes through (`load_arch` calls it): the arch must reach
+    output stride `OUTPUT_STRIDE` (32), so the detectors find their stride 8/16/32 feature levels.
+
+    An `Arch` itself may describe any stack of stages (a part of a network, for remapping tests or surgery); this
+    is the check for one that is to become a backbone. Returns `arch`.
+
+    Args:
+        arch: The architecture.
+        what: How to name it in the error (e.g. the file it came from).
+    """
+    if arch.output_stride != OUTPUT_STRIDE:
+        strides = [s.stride for s in arch.stages]
+        raise ValueError(f'{what} has output stride {arch.output_stride} (stem {STEM_STRIDE} x stage strides {strides}); '
+                         f'expected {OUTPUT_STRIDE}, i.e. four stride-2 stages after the stem, so the detectors find '
+                         'their stride 8/16/32 feature levels')
+    return arch

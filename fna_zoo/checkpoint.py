@@ -30,8 +30,10 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
         state: Must hold 'model' (a state dict) and 'config'.
         path: Destination.
     """
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # NOTE: through a Python file object: torch.save to a path turns a full disk into a RuntimeError with no errno,
+    # a file object's write raises OSError(ENOSPC), which atomic_path reports naming `path`
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        torch.save(state, f)
     return Path(path)
 
 

@@ -20,6 +20,8 @@ import torch
 from . import DETECTION_OUT_INDICES, Stage, build_backbone, count_arch, get_arch
 from .archs import list_archs
 from .assets.store import AssetMissingError, resolve_asset
+from .checkpoint import check_weights_file
+from .checks import check_output_path
 from .cli.common import CliParser, run_cli
 
 _FETCHED_SEED = 'asset:mobilenetv2_100.tv_in1k'
@@ -27,8 +29,14 @@ _FETCHED_SEED = 'asset:mobilenetv2_100.tv_in1k'
 
 def _seed_state_dict(path: str | None) -> tuple[dict, str]:
     if path:
-        return timm.create_model('mobilenetv2_100', pretrained=True,
-                                 pretrained_cfg_overlay=dict(file=str(resolve_asset(path)))).state_dict(), path
+        file = check_weights_file(resolve_asset(path))  # random bytes, truncated files, pickle payloads: one line
+        try:
+            model = timm.create_model('mobilenetv2_100', pretrained=True, pretrained_cfg_overlay=dict(file=str(file)))
+        except RuntimeError as e:  # NOTE: torch's load_state_dict: missing / unexpected keys, wrong shapes
+            raise ValueError(f'seed weights file {path!r} does not fit timm mobilenetv2_100 '
+                             f'({str(e).strip().splitlines()[0][:200]}); expected MobileNetV2 weights with timm keys '
+                             f'(or {_FETCHED_SEED})') from None
+        return model.state_dict(), path
     try:
         return _seed_state_dict(str(resolve_asset(_FETCHED_SEED)))[0], f'{_FETCHED_SEED} (torchvision IMAGENET1K_V1)'
     except AssetMissingError:
@@ -79,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                    f'or {_FETCHED_SEED} (default: that asset when fetched)')
     p.add_argument('--output', '-o', '--out', dest='output', default='runs/demo', help='folder for the arch files')
     args = p.parse_args(argv)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f'--output {args.output!r} is a file; expected a folder for the arch files')
+    check_output_path(out / 'mobilenetv2_100.yaml')  # an unwritable folder fails now, not after the tour
 
     seed_sd, source = _seed_state_dict(args.seed_weights)
     print(f'seed: mobilenetv2_100, weights: {source}')
@@ -96,7 +108,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         diff = (build_backbone(k7, seed_sd, num_classes=1000).eval()(x) - seed(x)).abs().max().item()
     print(f'\nseed -> all-k7_e6 remap, max |logit diff| vs seed: {diff:.2e}')
 
-    out = Path(args.output)
     print(f'\n{"model":24s} {"params":>8s} {"MAdds@800x1088":>15s}  features (channels @ stride)')
     for name in timm.list_models('fna*'):
         if name not in list_archs():  # fna_custom takes its arch as an argument

@@ -2,11 +2,14 @@
 
 Every writer goes through a temp name in the destination's own folder and a rename, so a reader sees either
 the old content or the new, never a part. Files get the mode `open()` would give them (0666 & ~umask; the
-temp files of `mkstemp` are 0600, which would hide results from teammates and serving containers).
+temp files of `mkstemp` are 0600, which would hide results from teammates and serving containers). An OS error
+while writing (read-only file system, permission denied, disk full) is a `WriteError` naming the destination, never
+the hidden temp file.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -14,7 +17,59 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ['atomic_path', 'atomic_write_text', 'atomic_dir', 'save_figure', 'default_file_mode', 'default_dir_mode',
-           'commit_file', 'lock_folder', 'unlock_folder']
+           'commit_file', 'lock_folder', 'unlock_folder', 'WriteError', 'naming_destination']
+
+
+class WriteError(OSError):
+    """An OS error while writing a destination (`filename`): `cannot write '<dest>': <reason>`.
+
+    Raised as a subclass of the original error's class too (a `PermissionError` stays one), so handlers written
+    for the raw error still catch it; `errno` and `strerror` are the original's.
+    """
+
+    def __str__(self) -> str:
+        return f'cannot write {str(self.filename)!r}: {self.strerror}'
+
+
+# NOTE: errnos only writing raises: an error with one of these inside a writer's block is about the destination,
+# whatever file (or none) it names; other errors there name a file the writer read and pass unchanged
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+_WRITE_ERROR_CLASSES: dict[type[OSError], type[WriteError]] = {}
+
+
+def _write_error(e: OSError, dest: str | os.PathLike) -> WriteError:
+    """`e` as a `WriteError` (and an instance of `e`'s own class) naming `dest`."""
+    base = type(e)
+    cls = _WRITE_ERROR_CLASSES.get(base)
+    if cls is None:
+        if issubclass(base, WriteError):
+            cls = base
+        else:
+            cls = WriteError if base is OSError else type(f'Write{base.__name__}', (WriteError, base), {})
+        _WRITE_ERROR_CLASSES[base] = cls
+    return cls(e.errno, e.strerror or str(e), str(dest))
+
+
+@contextlib.contextmanager
+def naming_destination(dest: str | os.PathLike, temps: tuple[str | os.PathLike, ...] | None = None) -> Iterator[None]:
+    """Re-raise OS errors of the block as `WriteError`s naming `dest` (instead of a hidden temp file).
+
+    Args:
+        dest: The user's destination (file or folder).
+        temps: When given, only errors naming one of these files, or with an errno that only writing raises
+            (disk full, quota, read-only file system, file too large), are about `dest`; the others (a file the
+            block read) pass unchanged. None: every OS error of the block is about `dest`.
+    """
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as e:
+        if temps is not None and e.errno not in _WRITE_ERRNOS:
+            names = {str(t) for t in temps}
+            if str(e.filename) not in names and str(e.filename2) not in names:
+                raise
+        raise _write_error(e, dest) from e
 
 
 def _umask() -> int:
@@ -58,13 +113,16 @@ def atomic_path(path: str | os.PathLike, suffix: str = '.tmp') -> Iterator[Path]
         suffix: Suffix of the temp name (some writers pick a format from it, e.g. '.tmp.onnx').
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=suffix)
-    os.close(fd)
+    with naming_destination(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=suffix)
+        os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        commit_file(tmp, path)
+        with naming_destination(path, (tmp,)):
+            yield tmp
+        with naming_destination(path):
+            commit_file(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -96,21 +154,39 @@ def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]
     path = Path(path)
     if path.exists() and not replace:
         raise FileExistsError(f'{str(path)!r} exists already; expected a new folder')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'))
+    with naming_destination(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'))
     try:
-        yield tmp
-        os.chmod(tmp, default_dir_mode())  # mkdtemp makes it 0700; `mkdir` would give this
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.old'))
-            os.rename(path, old / path.name)
-        os.rename(tmp, path)
+        # NOTE: errors on files inside the temp folder name the same files inside `path` (their final place)
+        with _naming_inside(tmp, path):
+            yield tmp
+        with naming_destination(path):
+            os.chmod(tmp, default_dir_mode())  # mkdtemp makes it 0700; `mkdir` would give this
+            old = None
+            if path.exists():
+                old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.old'))
+                os.rename(path, old / path.name)
+            os.rename(tmp, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def _naming_inside(tmp: Path, dest: Path) -> Iterator[None]:
+    """Re-raise a write error naming a file under the temp folder `tmp` as one naming it under `dest`."""
+    try:
+        yield
+    except OSError as e:
+        name = str(e.filename) if e.filename is not None else ''
+        inside = name == str(tmp) or name.startswith(str(tmp) + os.sep)
+        if not inside and not isinstance(e, WriteError) and e.errno not in _WRITE_ERRNOS:
+            raise
+        where = dest / os.path.relpath(name, tmp) if inside else dest
+        raise _write_error(e, os.path.normpath(where)) from e
 
 
 # folder (resolved) -> the descriptor holding this process's lock on it
@@ -132,9 +208,10 @@ def lock_folder(folder: str | os.PathLike, what: str = 'run folder') -> None:
     import socket
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    unlock_folder(folder)
-    fd = os.open(folder / '.lock', os.O_RDWR | os.O_CREAT, default_file_mode())
+    with naming_destination(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        unlock_folder(folder)
+        fd = os.open(folder / '.lock', os.O_RDWR | os.O_CREAT, default_file_mode())
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

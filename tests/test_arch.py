@@ -135,6 +135,55 @@ def test_bad_dicts_and_files(tmp_path):
         Arch.load(broken)
 
 
+MBV2 = get_arch('mobilenetv2_100')
+
+
+@pytest.mark.parametrize('stages, stride', [
+    (MBV2.stages[:5], 16),                                          # stops at the 96-channel stage
+    (tuple(Stage(s.out_chs, 1, s.ops) for s in MBV2.stages), 2),    # no stride-2 stage at all
+    (MBV2.stages + (Stage(480, 2, ('k3_e6',)),), 64),               # one stride-2 stage too many
+])
+@pytest.mark.parametrize('form', ['arch', 'dict', 'yaml file', 'fna string'])
+def test_load_arch_needs_output_stride_32(tmp_path, stages, stride, form):
+    arch = MBV2.replace(stages=stages)
+    spec = {'arch': arch, 'dict': arch.to_dict(), 'yaml file': arch.save(tmp_path / 'a.yaml'),
+            'fna string': arch.to_fna_string()}[form]
+    with pytest.raises(ValueError, match=rf'has output stride {stride} \(stem 2 x stage strides \[.*\]\); expected 32'):
+        load_arch(spec)
+    with pytest.raises(ValueError, match=rf'output stride {stride}'):
+        build_backbone(arch)
+    with pytest.raises(ValueError, match=rf'output stride {stride}'):
+        timm.create_model('fna_custom', arch=arch.to_dict())
+
+
+def test_arch_error_names_the_file(tmp_path):
+    path = MBV2.replace(stages=MBV2.stages[:5]).save(tmp_path / 'short.json')
+    with pytest.raises(ValueError, match=rf"arch '{path}' has output stride 16"):
+        load_arch(path)
+
+
+DEEP = 10000
+
+
+@pytest.mark.parametrize('name, text, match', [
+    ('deep.json', '[' * DEEP + ']' * DEEP, 'arch JSON is nested too deeply'),
+    ('deep.json', '{"stem_chs": 32, "stages": ' + '[' * DEEP + ']' * DEEP + '}', 'arch JSON is nested too deeply'),
+    ('deep.yaml', '[' * DEEP + ']' * DEEP, 'arch YAML is nested too deeply'),
+    ('deep.yaml', '- ' * 3000 + '1', 'arch YAML is nested too deeply'),
+    ('deep.txt', '[' * DEEP + ']' * DEEP, 'malformed FNA net_config stage 0'),
+    ('binary.yaml', None, 'is not text'),
+])
+def test_deep_or_binary_arch_files_are_value_errors(tmp_path, name, text, match):
+    path = tmp_path / name
+    if text is None:
+        path.write_bytes(bytes(range(256)) * 4)
+    else:
+        path.write_text(text)
+    with pytest.raises(ValueError, match=match) as e:
+        load_arch(path)
+    assert str(path) in str(e.value)
+
+
 @pytest.mark.parametrize('arch_def, match', [
     ([['er_r1_k3_s1_e4_c24']], r"block type 'er'; expected 'ds' or 'ir'"),
     ([['ir_r1_k3_s2_e6_c24', 'ir_r1_k3_s2_e6_c24']], r'only the first block string of a stage'),
@@ -149,11 +198,12 @@ def test_bad_timm_arch_defs(arch_def, match):
 
 def test_model_built_from_arch_has_its_widths():
     # widths that are not multiples of 8 stay as written (timm would round them)
-    a = Arch.from_fna_string("[[20, 12], ['k3_e1'], 1]|[[12, 20], ['k5_e3', 'k3_e6'], 2]", head_chs=100)
+    a = Arch.from_fna_string("[[20, 12], ['k3_e1'], 1]|[[12, 20], ['k5_e3', 'k3_e6'], 2]|[[20, 20], ['k3_e6'], 2]|"
+                             "[[20, 20], ['k3_e6'], 2]|[[20, 20], ['k3_e6'], 2]", head_chs=100)  # output stride 32
     m = build_backbone(a)
     assert m.conv_stem.out_channels == 20 and m.blocks[1][0].conv_pwl.out_channels == 20
     assert m.blocks[1][0].conv_dw.kernel_size == (5, 5) and m.conv_head.out_channels == 100
-    assert m(torch.randn(1, 3, 32, 32)).shape == (1, 100)
+    assert m(torch.randn(1, 3, 64, 64)).shape == (1, 100)
 
 
 def test_arch_records_its_seed(tmp_path, seed_file, seed_state_dict):

@@ -11,6 +11,7 @@ from fna_zoo.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from fna_zoo.cli.retrain import retrain_main
 from fna_zoo.cli.test import test_main as evaluate_main
 from fna_zoo.export.onnx_export import load_detector
+from fna_zoo.data import synthetic_set_path
 from fna_zoo.fileio import default_file_mode
 
 KWARGS = 'model.kwargs={min_size: 64, max_size: 64, head_width: 16, score_thresh: 0.0}'
@@ -30,7 +31,8 @@ def moved_run(tmp_path_factory) -> dict[str, Path]:
     shutil.move(str(root / 'run'), str(root / 'moved'))
     shutil.rmtree(root / 'searched')
     (root / 'moved' / 'arch.yaml').unlink()  # only the checkpoint itself is left to say what the arch is
-    return {'root': root, 'final': root / 'moved' / 'final.pth', 'last': root / 'moved' / 'last.pth', 'arch': arch}
+    return {'root': root, 'final': root / 'moved' / 'final.pth', 'last': root / 'moved' / 'last.pth', 'arch': arch,
+            'data': synthetic_set_path(root / 'data', num_train=8, num_val=4, image_size=64)}
 
 
 def test_retrain_stores_the_arch_in_every_checkpoint(moved_run):
@@ -51,7 +53,7 @@ def test_moved_run_folder_tests_and_exports(moved_run, capsys):
     ckpt = read_checkpoint(moved_run['final'])
     assert all(torch.equal(v, ckpt.weights[k]) for k, v in detector.state_dict().items())
     stats = evaluate_main(['--checkpoint', str(moved_run['final']), '-o', str(moved_run['root'] / 'dets.json'),
-                           '--data-path', str(moved_run['root'] / 'data')])
+                           '--data-path', str(moved_run['data'])])
     assert set(stats) >= {'AP', 'AP50'} and (moved_run['root'] / 'dets.json').is_file()
     assert 'bbox: AP' in capsys.readouterr().out
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fna_zoo import get_arch
 from fna_zoo.data import make_synthetic_coco
 from fna_zoo.engine import load_config, save_checkpoint
 from fna_zoo.engine.config import build_model
@@ -78,6 +79,10 @@ def _cases(t: Path) -> dict[str, tuple[list[str], Path | None, str]]:
                                  t / 'r4', f"data folder '{t / 'nodata'}' does not exist"),
         'retrain-bad-arch': ([*RETRAIN, '--output', str(t / 'r5'), '--arch', bad_arch, '--set', *data],
                              t / 'r5', 'bad_arch.yaml'),
+        'retrain-arch-stride-16': ([*RETRAIN, '--output', str(t / 'r6'), '--arch', str(t / 'stride16.yaml'), '--set',
+                                    *data], t / 'r6', 'stride16.yaml\' has output stride 16 (stem 2 x stage strides'),
+        'retrain-arch-nested': ([*RETRAIN, '--output', str(t / 'r7'), '--arch', str(t / 'nested.json'), '--set', *data],
+                                t / 'r7', 'arch JSON is nested too deeply'),
         'retrain-unwritable-output': ([*RETRAIN, '--output', str(blocker / 'run'), '--set', *data],
                                       blocker / 'run', str(blocker)),
         # search/test.py
@@ -102,6 +107,10 @@ def _cases(t: Path) -> dict[str, tuple[list[str], Path | None, str]]:
                                       t / 'e4.onnx', "lacks ['model', 'config']"),
         'export-bad-arch': ([*EXPORT, '--arch', bad_arch, '--output', str(t / 'e5.onnx')], t / 'e5.onnx',
                             'bad_arch.yaml'),
+        'export-arch-stride-16': ([*EXPORT, '--arch', str(t / 'stride16.yaml'), '--output', str(t / 'e12.onnx')],
+                                   t / 'e12.onnx', 'has output stride 16'),
+        'export-arch-nested': ([*EXPORT, '--arch', str(t / 'nested.yaml'), '--output', str(t / 'e13.onnx')],
+                               t / 'e13.onnx', 'arch YAML is nested too deeply'),
         'export-missing-arch': ([*EXPORT, '--arch', str(t / 'none.yaml'), '--output', str(t / 'e6.onnx')],
                                 t / 'e6.onnx', "arch file '" + str(t / 'none.yaml') + "' does not exist"),
         'export-bad-input-size': ([*EXPORT, '--model', 'fna_retinanet_backbone', '--input-size', '100', '64',
@@ -135,6 +144,10 @@ def results(tmp_path_factory):
     (t / 'corrupt.pth').write_bytes((t / 'ok.pth').read_bytes()[:200])
     torch.save({'weights': torch.ones(1)}, t / 'foreign.pth')
     (t / 'bad_arch.yaml').write_text('stem_chs: 32\nstages: [[16, 1, [k4_e6]]]\n')
+    seed = get_arch('mobilenetv2_100')
+    seed.replace(stages=seed.stages[:5]).save(t / 'stride16.yaml')  # no stride-32 level
+    (t / 'nested.json').write_text('[' * 10000 + ']' * 10000)
+    (t / 'nested.yaml').write_text('[' * 10000 + ']' * 10000)
     (t / 'blocker').write_text('a file where a folder is expected\n')
     cases = _cases(t)
 

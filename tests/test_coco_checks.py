@@ -23,7 +23,7 @@ def _write(tmp_path, images=None, annotations=None, categories=None):
 OK_ANN = {'id': 1, 'image_id': 1, 'category_id': 3, 'bbox': [1, 1, 8, 8]}
 BAD = [
     (dict(annotations=[OK_ANN, {'id': 2, 'image_id': 1, 'category_id': 3}]),
-     r"annotations\[1\] has bbox None; expected \[x, y, width, height\], four numbers"),
+     r"annotations\[1\] has bbox None; expected \[x, y, width, height\], four finite numbers"),
     (dict(annotations=[{**OK_ANN, 'bbox': ['1', '1', '8', '8']}]), r"annotations\[0\] has bbox \['1', '1', '8', '8'\]"),
     (dict(annotations=[{**OK_ANN, 'bbox': [1, 1, 8]}]), r'annotations\[0\] has bbox \[1, 1, 8\]'),
     (dict(annotations=[{**OK_ANN, 'category_id': 7}]), r'annotations\[0\] has category_id 7; expected one of the '
@@ -32,6 +32,18 @@ BAD = [
     (dict(images=[{'id': 1, 'width': 16}]), r"images\[0\] is .*; expected \{\"id\": <int>, \"file_name\": <str>\}"),
     (dict(categories=[{'name': 'tree'}]), r'categories\[0\] is .*; expected \{"id": <int>'),
     (dict(annotations={'a': 1}), 'annotations is dict; expected a list'),
+    # entries the detector used to drop or mis-use silently
+    (dict(annotations=[{**OK_ANN, 'bbox': [0, 0, -5, -5]}]),
+     r'annotations\[0\] has bbox \[0, 0, -5, -5\]; .*width and height >= 0'),
+    (dict(annotations=[{**OK_ANN, 'bbox': [float('nan'), 0, 5, 5]}]),
+     r'annotations\[0\] has bbox \[nan, 0, 5, 5\]; .*finite'),
+    (dict(annotations=[{**OK_ANN, 'image_id': 9}]), r'annotations\[0\] has image_id 9; expected the id of one of'),
+    (dict(annotations=[{**OK_ANN, 'bbox': [100, 100, 5, 5]}]),
+     r'annotations\[0\] has bbox \[100, 100, 5, 5\], outside its image 1 \(16 x 16\)'),
+    (dict(images=[{'id': 1, 'file_name': 'a.png'}, {'id': 1, 'file_name': 'a.png'}]),
+     r'images\[1\] has id 1, as an earlier image; expected unique image ids'),
+    (dict(images=[{'id': 1, 'file_name': 'a.png', 'width': 0, 'height': 16}]),
+     r'images\[0\] has width 0; expected a positive number of pixels'),
 ]
 
 

@@ -27,7 +27,8 @@ def test_timm_mobilenetv2_counts():
 
 @pytest.mark.parametrize('size', [(97, 131), (32, 32), (1, 1)])
 def test_odd_sizes_agree(size):
-    arch = Arch.from_fna_string("[[8, 8], ['k3_e1'], 1]|[[8, 16], ['k7_e3', 'k5_e6'], 2]", head_chs=24)
+    arch = Arch.from_fna_string("[[8, 8], ['k3_e1'], 1]|[[8, 16], ['k7_e3', 'k5_e6'], 2]|[[16, 16], ['k3_e6'], 2]|"
+                                "[[16, 16], ['k5_e3'], 2]|[[16, 16], ['k3_e6'], 2]", head_chs=24)  # output stride 32
     assert count_model(build_backbone(arch, num_classes=3), (3, *size)) == count_arch(arch, size, num_classes=3)
 
 

@@ -13,7 +13,7 @@ from fna_zoo.cli.retrain import retrain_main
 from fna_zoo.cli.test import test_main as evaluate_main
 from fna_zoo.engine.config import model_kwargs
 from fna_zoo.engine.evaluate import coco_evaluate
-from fna_zoo.engine.train import lr_factor
+from fna_zoo.engine.train import data_root, lr_factor
 from fna_zoo.detection import build_retinanet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def test_retrain_resume_and_test(tmp_path, capsys):
     stats = evaluate_main(['--checkpoint', str(run / 'final.pth'), '--out', str(tmp_path / 'dets.json'),
                        '--set', f'data.synthetic.root={tmp_path / "data"}'])
     printed = capsys.readouterr().out
-    ann = tmp_path / 'data' / 'annotations' / 'instances_val2017.json'
+    ann = data_root(load_config(None, tiny_overrides(tmp_path))) / 'annotations' / 'instances_val2017.json'
     assert json.loads((tmp_path / 'dets.json').read_text())
     ref = coco_evaluate(ann, tmp_path / 'dets.json', backend='pycocotools')
     assert stats == pytest.approx(ref, abs=1e-12)

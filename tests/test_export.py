@@ -46,18 +46,18 @@ def _spread_head(model: torch.nn.Module) -> None:
 
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp('data') / 'synthetic'
-    make_synthetic_coco(root, num_train=4, num_val=6, image_size=64, num_classes=3, seed=0)
-    return root
+    return make_synthetic_coco(tmp_path_factory.mktemp('data') / 'synthetic', num_train=4, num_val=6, image_size=64,
+                               num_classes=3, seed=0)
 
 
-def _checkpoint(path: Path, detector: str, data_root: Path, *overrides: str) -> Path:
+def _checkpoint(path: Path, detector: str, data_root: Path, *overrides: str, spread: bool = True) -> Path:
     cfg = load_config(None, [f'detector={detector}', KWARGS[detector], f'data.synthetic.root={data_root}',
                              'data.synthetic.num_train=4', 'data.synthetic.num_val=6', 'data.synthetic.image_size=64',
                              'data.synthetic.num_classes=3', 'model.num_classes=3', *overrides])
     torch.manual_seed(0)
     model = build_model(cfg, 3, with_seed=False)
-    _spread_head(model)
+    if spread:
+        _spread_head(model)
     return save_checkpoint({'model': model.state_dict(), 'config': cfg, 'num_classes': 3, 'step': 0}, path)
 
 
@@ -241,6 +241,22 @@ def test_int8_quantization_and_ap_gate(tmp_path, checkpoints, capsys, monkeypatc
                        '--calib-images', '2', '--ap-drop-max', '0.1'])
     assert code == 1 and 'exceeds --ap-drop-max' in capsys.readouterr().err
     assert not (tmp_path / 'g.int8.onnx').exists() and not list(tmp_path.glob('.*'))
+
+
+@pytest.mark.parametrize('how', ['untrained', 'score threshold above every score'])
+def test_int8_gate_refuses_a_model_that_finds_nothing(tmp_path, data_root, capsys, how):
+    # an AP drop from 0 to 0 would pass the gate whatever INT8 does: refused, exit 1, no INT8 file
+    if how == 'untrained':  # RetinaNet's 0.01 class prior: every score under the 0.05 threshold
+        ckpt, extra = _checkpoint(tmp_path / 'untrained.pth', 'retinanet', data_root, spread=False), []
+    else:
+        ckpt, extra = _checkpoint(tmp_path / 'spread.pth', 'retinanet', data_root), ['--score-thresh', '0.999']
+    out = tmp_path / 'det.onnx'
+    code = export_cli(['--checkpoint', str(ckpt), '--output', str(out), '--int8', '--calib-images', '2', *extra])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if 'WARNING' not in line]  # the log's warning
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith('error: the fp32 model finds nothing on the gate data (AP 0.0, AP50 0.0 on 6 images of '), err
+    assert 'so the AP gate cannot check INT8; nothing written to' in err[0] and 'train the detector longer' in err[0]
+    assert out.is_file() and not (tmp_path / 'det.int8.onnx').exists() and not list(tmp_path.glob('.*'))
 
 
 @pytest.mark.skipif(importlib.util.find_spec('tensorrt') is not None, reason='tensorrt is installed: engine test below')

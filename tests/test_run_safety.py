@@ -6,7 +6,7 @@ import json
 import pytest
 
 from fna_zoo.checkpoint import load_checkpoint
-from fna_zoo.data import make_synthetic_coco
+from fna_zoo.data import make_synthetic_coco, synthetic_set_path
 from fna_zoo.fileio import atomic_dir
 
 SMALL = dict(num_train=3, num_val=2, image_size=32)
@@ -25,19 +25,56 @@ def test_foreign_folder_is_refused_and_kept(tmp_path):
         make_synthetic_coco(tmp_path / 'file', **SMALL)
 
 
-def test_built_whole_reused_and_rebuilt_whole(tmp_path):
+def test_each_setting_is_its_own_set_reused_never_rebuilt_in_place(tmp_path):
     empty = tmp_path / 'empty'
     empty.mkdir()
-    assert make_synthetic_coco(empty, **SMALL) == empty  # an empty folder is fine
-    root = make_synthetic_coco(tmp_path / 'syn', **SMALL)
-    ann = root / 'annotations' / 'instances_train2017.json'
+    first = make_synthetic_coco(empty, **SMALL)  # an empty folder is fine
+    assert first.parent == empty and first == synthetic_set_path(empty, **SMALL) and len(first.name) == 12
+    root = tmp_path / 'syn'
+    a = make_synthetic_coco(root, **SMALL)
+    ann = a / 'annotations' / 'instances_train2017.json'
     assert len(json.loads(ann.read_text())['images']) == 3
-    stamp = (root / '.done').stat().st_mtime_ns
-    make_synthetic_coco(root, **SMALL)
-    assert (root / '.done').stat().st_mtime_ns == stamp  # same settings: reused, not rewritten
-    make_synthetic_coco(root, **{**SMALL, 'num_train': 5})  # other settings: a new set swapped in whole
-    assert len(json.loads(ann.read_text())['images']) == 5 and len(list((root / 'train2017').iterdir())) == 5
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['empty', 'syn']  # no temp or old folder left
+    assert json.loads((a / '.done').read_text()) == {**SMALL, 'num_classes': 6, 'seed': 0, 'version': 1}
+    stamp = (a / '.done').stat().st_mtime_ns
+    assert make_synthetic_coco(root, **SMALL) == a and make_synthetic_coco(a, **SMALL) == a  # reused as it is
+    assert (a / '.done').stat().st_mtime_ns == stamp
+    before = {p: p.stat().st_mtime_ns for p in a.rglob('*')}
+    b = make_synthetic_coco(root, **{**SMALL, 'num_train': 5})  # other settings: a new set beside, the old untouched
+    assert b != a and b.parent == root and len(list((b / 'train2017').iterdir())) == 5
+    assert {p: p.stat().st_mtime_ns for p in a.rglob('*')} == before
+    assert sorted(p.name for p in root.iterdir()) == sorted(['.fna_synthetic_sets', a.name, b.name])  # no temp left
+    assert make_synthetic_coco(root, **SMALL) == a  # and switching back reuses the first
+
+
+def test_a_set_written_before_hashed_folders_is_reused(tmp_path):
+    legacy = make_synthetic_coco(tmp_path / 'sets', **SMALL)
+    old = tmp_path / 'old'
+    legacy.rename(old)  # the layout of earlier versions: the COCO tree at data.synthetic.root itself
+    assert make_synthetic_coco(old, **SMALL) == old
+    new = make_synthetic_coco(old, **{**SMALL, 'seed': 1})  # other settings: a set inside, the old one kept
+    assert new.parent == old and (old / 'train2017').is_dir() and (old / '.done').is_file()
+
+
+def test_a_reader_of_one_set_is_not_disturbed_by_other_settings(tmp_path):
+    """A job reading a set while another job with other settings starts (the crash of issue 21)."""
+    from fna_zoo.data import CocoDetection, coco_split_paths
+
+    a = make_synthetic_coco(tmp_path / 'data', **SMALL)
+    reader = CocoDetection(*coco_split_paths(a, 'train2017'))
+    make_synthetic_coco(tmp_path / 'data', **{**SMALL, 'image_size': 64})
+    for i in range(len(reader)):  # every image is still there, unchanged in size
+        image, _ = reader[i]
+        assert image.shape[-2:] == (32, 32)
+
+
+def test_a_set_folder_that_is_not_complete_is_refused(tmp_path):
+    target = synthetic_set_path(tmp_path / 'data', **SMALL)
+    target.mkdir(parents=True)
+    (target / 'partial.png').write_bytes(b'x')
+    (tmp_path / 'data' / '.fna_synthetic_sets').write_text('sets\n')
+    with pytest.raises(FileExistsError, match='exists but holds no complete set of these settings'):
+        make_synthetic_coco(tmp_path / 'data', **SMALL)
+    assert [p.name for p in target.iterdir()] == ['partial.png']
 
 
 def test_atomic_dir_replace_keeps_the_old_folder_on_error(tmp_path):
@@ -58,6 +95,7 @@ def test_atomic_dir_replace_keeps_the_old_folder_on_error(tmp_path):
 
 
 KWARGS = 'model.kwargs={min_size: 64, max_size: 64, head_width: 16, score_thresh: 0.0}'
+SMALL_RUN = dict(num_train=8, num_val=4, image_size=64)  # the built-in set of `_tiny`
 
 
 def _tiny(tmp_path, *extra):
@@ -127,7 +165,7 @@ def test_categories_must_match_between_splits_and_checkpoint(tmp_path):
     retrain_main(['-o', str(tmp_path / 'run'), *base])
     assert load_checkpoint(tmp_path / 'run' / 'final.pth')['cat_ids'] == [1, 2, 3]
     other = tmp_path / 'other'  # the same images, the val split with one category id changed
-    shutil.copytree(tmp_path / 'data', other)
+    shutil.copytree(synthetic_set_path(tmp_path / 'data', **SMALL_RUN, num_classes=3), other)
     ann = other / 'annotations' / 'instances_val2017.json'
     data = json.loads(ann.read_text())
     data['categories'][2]['id'] = 9

@@ -8,11 +8,14 @@ expected, and exits with code 2. Tracebacks are for bugs, or when asked for with
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
+
+from ..fileio import WriteError
 
 __all__ = ['USER_ERRORS', 'GateFailed', 'CliParser', 'run_cli', 'entry_point', 'add_run_args', 'add_config_args',
            'add_data_args', 'add_output_arg', 'add_verbosity', 'setup_logging', 'run_overrides', 'is_main_process',
@@ -21,11 +24,11 @@ __all__ = ['USER_ERRORS', 'GateFailed', 'CliParser', 'run_cli', 'entry_point', '
 RUNS_DIR = 'runs'
 
 # NOTE: these are what the library raises for bad input (ValueError covers RemapError and config errors,
-# FloatingPointError a diverged loss, ConnectionError a refused upload: offline, no token, no network); anything
-# else is a bug and keeps its traceback.
+# FloatingPointError a diverged loss, WriteError an output the OS refuses: read-only, no permission, disk full;
+# ConnectionError a refused upload: offline, no token, no network); anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError,
-    FloatingPointError, ConnectionError,
+    FloatingPointError, WriteError, ConnectionError,
 )
 
 
@@ -63,20 +66,23 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = '--debug' in argv or os.environ.get('FNA_ZOO_DEBUG', '') not in ('', '0')
+    message, code = None, 0
     try:
         main(argv)
     except GateFailed as e:
-        print(f'error: {_one_line(e)}', file=sys.stderr)
-        return 1
+        message, code = _one_line(e), 1
     except USER_ERRORS as e:
         if debug:
             raise
-        print(f'error: {_one_line(e)}', file=sys.stderr)
-        return 2
+        message, code = _one_line(e), 2
     except KeyboardInterrupt:
-        print('error: interrupted', file=sys.stderr)
-        return 130
-    return 0
+        message, code = 'interrupted', 130
+    if message is not None:
+        # NOTE: printed once the exception (and the frames it held) is gone: a progress bar of those frames closes
+        # as they are freed and writes its last state, which would otherwise come after the error line
+        gc.collect()
+        print(f'error: {message}', file=sys.stderr)
+    return code
 
 
 def entry_point(command: Callable[[Sequence[str] | None], Any]) -> Callable[[Sequence[str] | None], int]:

@@ -6,8 +6,8 @@
                [--int8 --calib-images 32 --data_path /data/coco --ap-drop-max 0.02]
                [--format engine --fp16]
 
-Exit codes: 0 written; 1 parity (or INT8 AP) gate failed, nothing written at the output path; 2 user error
-(one `error: ...` line).
+Exit codes: 0 written; 1 parity (or INT8 AP) gate failed, nothing written at the output path (INT8: also when the
+fp32 model finds nothing on the gate data, so the AP gate could not check INT8); 2 user error (one `error: ...` line).
 """
 from __future__ import annotations
 
@@ -206,10 +206,11 @@ def _int8(args: Any, target: Any, fp32_path: Path) -> dict[str, Any]:
     calib = calibration_images(cfg, args.calib_images, args.data_path)
     batches = calibration_batches(calib, target.input_size, resize, mean)
     int8_path = Path(args.int8_output)
+    ap32 = onnx_ap(fp32_path, dataset, target.input_size, resize, mean)
+    _check_gate_can_see(ap32, dataset, int8_path)
     # NOTE: the INT8 file is built under a temp name and renamed into place only when the AP gate passes
     with atomic_path(int8_path, suffix='.gate.onnx') as tmp:
         quantize_int8(fp32_path, tmp, batches)
-        ap32 = onnx_ap(fp32_path, dataset, target.input_size, resize, mean)
         ap8 = onnx_ap(tmp, dataset, target.input_size, resize, mean)
         lat32, lat8 = ort_latencies_ms([fp32_path, tmp], batches[0])  # interleaved: same load on both
         drop = ap32['AP'] - ap8['AP']
@@ -224,6 +225,27 @@ def _int8(args: Any, target: Any, fp32_path: Path) -> dict[str, Any]:
     print(f'wrote {int8_path}')
     return {'path': int8_path, 'ap_fp32': ap32, 'ap_int8': ap8, 'ms_fp32': lat32, 'ms_int8': lat8,
             'mb_fp32': size32, 'mb_int8': size8}
+
+
+def _check_gate_can_see(ap32: dict[str, float], dataset: Any, int8_path: Path) -> None:
+    """Refuse to gate INT8 with a fp32 model that detects nothing on the gate data (GateFailed otherwise).
+
+    NOTE: an AP drop from 0 to 0 is no drop, so the gate would pass whatever the INT8 file does; a model that
+    finds nothing there (untrained, or the wrong data) cannot vouch for its INT8 copy, so nothing is written.
+
+    Args:
+        ap32: COCO metrics of the fp32 export on the gate data.
+        dataset: The gate data (its annotation file is named in the error).
+        int8_path: The INT8 output, named in the error.
+    """
+    if ap32['AP'] > 0 or ap32.get('AP50', 0) > 0:
+        return
+    # NOTE: COCO metrics are -1 when the data has no ground-truth boxes at all
+    found = 'no ground-truth boxes' if ap32['AP'] < 0 else f"AP {100 * ap32['AP']:.1f}, AP50 {100 * ap32.get('AP50', 0):.1f}"
+    raise GateFailed(f'the fp32 model finds nothing on the gate data ({found} on {len(dataset)} images of '
+                     f"{str(getattr(dataset, 'ann_file', 'the data'))!r}), so the AP gate cannot check INT8; nothing "
+                     f'written to {str(int8_path)!r} (train the detector longer, or pass --data_path with images it '
+                     'detects objects in)')
 
 
 main = entry_point(export_main)

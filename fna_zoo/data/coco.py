@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -60,18 +61,35 @@ def check_coco(data: dict[str, Any], ann_file: str | os.PathLike) -> None:
         if (not isinstance(im, dict) or not isinstance(im.get('id'), int) or isinstance(im.get('id'), bool)
                 or not isinstance(im.get('file_name'), str)):
             raise ValueError(f'{where}: images[{i}] is {str(im)[:80]}; expected {{"id": <int>, "file_name": <str>}}')
+    images: dict[int, dict[str, Any]] = {}
+    for i, im in enumerate(data['images']):
+        if im['id'] in images:
+            raise ValueError(f"{where}: images[{i}] has id {im['id']}, as an earlier image; expected unique image ids")
+        for side in ('width', 'height'):
+            if side in im and not (_number(im[side]) and math.isfinite(im[side]) and im[side] > 0):
+                raise ValueError(f'{where}: images[{i}] has {side} {im[side]!r}; expected a positive number of pixels')
+        images[im['id']] = im
     cats = {c['id'] for c in data['categories']}
     for i, a in enumerate(data['annotations']):
         if not isinstance(a, dict) or 'image_id' not in a:
             raise ValueError(f'{where}: annotations[{i}] is {str(a)[:80]}; expected an object with image_id, '
                              'category_id and bbox')
         box = a.get('bbox')
-        if not isinstance(box, list) or len(box) != 4 or not all(_number(v) for v in box):
+        if (not isinstance(box, list) or len(box) != 4 or not all(_number(v) and math.isfinite(v) for v in box)
+                or box[2] < 0 or box[3] < 0):
             raise ValueError(f'{where}: annotations[{i}] has bbox {box!r}; expected [x, y, width, height], '
-                             'four numbers')
+                             'four finite numbers, width and height >= 0')
         if a.get('category_id') not in cats:
             raise ValueError(f'{where}: annotations[{i}] has category_id {a.get("category_id")!r}; expected one of '
                              f'the categories {sorted(cats)[:10]}')
+        im = images.get(a['image_id'])
+        if im is None:
+            raise ValueError(f"{where}: annotations[{i}] has image_id {a['image_id']!r}; expected the id of one of "
+                             'the images')
+        x, y, w, h = box
+        if 'width' in im and 'height' in im and (x >= im['width'] or y >= im['height'] or x + w <= 0 or y + h <= 0):
+            raise ValueError(f"{where}: annotations[{i}] has bbox {box!r}, outside its image {a['image_id']} "
+                             f"({im['width']} x {im['height']}); expected a box inside the image")
 
 
 class CocoDetection(Dataset):

@@ -3,9 +3,14 @@
 Images show objects of several classes (a shape with its own colour family) at varied scales and
 positions on cluttered backgrounds (gradients, noise, lines and grey distractor blobs), with exact boxes.
 The layout is a COCO tree: `annotations/instances_{train2017,val2017}.json`, `train2017/`, `val2017/`.
+
+Each combination of settings is its own set, in a subfolder of `data.synthetic.root` named by a short hash of the
+settings (`<root>/<hash>/`, its `.done` marker records them): a job with other settings builds beside, never over,
+the set another job is reading, and a set is never deleted (remove unused `<root>/<hash>/` folders by hand).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -16,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from ..fileio import atomic_dir, atomic_write_text
 
-__all__ = ['CLASSES', 'make_synthetic_coco']
+__all__ = ['CLASSES', 'make_synthetic_coco', 'synthetic_set_path']
 
 _logger = logging.getLogger(__name__)
 
@@ -103,12 +108,56 @@ def _write_split(root: Path, split: str, num_images: int, image_size: int, num_c
                       json.dumps({'images': images, 'annotations': annotations, 'categories': categories}))
 
 
-def make_synthetic_coco(root: str | os.PathLike, num_train: int = 400, num_val: int = 100, image_size: int = 128,
-                        num_classes: int = 6, seed: int = 0) -> Path:
-    """Write the built-in dataset to `root` (reused when `root/.done` records the same settings).
+# NOTE: marks a folder of built-in sets (one subfolder per settings), so it is never taken for a user's folder
+CONTAINER_MARKER = '.fna_synthetic_sets'
+_MARKER_TEXT = 'built-in synthetic sets of fna_zoo: one folder per settings, named by their hash (see its .done)\n'
+
+
+def _stamp(num_train: int, num_val: int, image_size: int, num_classes: int, seed: int) -> str:
+    """The settings as recorded in a set's `.done` (version 1: sets written before the hashed folders read the same)."""
+    return json.dumps(dict(num_train=num_train, num_val=num_val, image_size=image_size, num_classes=num_classes,
+                           seed=seed, version=1))
+
+
+def _is_set(folder: Path, stamp: str) -> bool:
+    """Whether `folder` holds a complete built-in set of these settings."""
+    done = folder / '.done'
+    try:
+        return done.is_file() and done.read_text() == stamp
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def synthetic_set_path(root: str | os.PathLike, num_train: int = 400, num_val: int = 100, image_size: int = 128,
+                       num_classes: int = 6, seed: int = 0) -> Path:
+    """The folder `make_synthetic_coco` uses for these settings (nothing is written): `root` itself when it is a set
+    of them (a set folder passed back in, or one written before the hashed folders), else `<root>/<hash>`.
 
     Args:
-        root: Output folder (a COCO tree).
+        root: `data.synthetic.root`.
+        num_train: Training images.
+        num_val: Validation images.
+        image_size: Square image side in pixels.
+        num_classes: Object classes.
+        seed: Random seed.
+    """
+    root = Path(root)
+    stamp = _stamp(num_train, num_val, image_size, num_classes, seed)
+    if _is_set(root, stamp):
+        return root
+    return root / hashlib.sha256(stamp.encode()).hexdigest()[:12]
+
+
+def make_synthetic_coco(root: str | os.PathLike, num_train: int = 400, num_val: int = 100, image_size: int = 128,
+                        num_classes: int = 6, seed: int = 0) -> Path:
+    """Write the built-in dataset for these settings under `root`, or reuse it; returns the COCO tree's folder.
+
+    The set is `synthetic_set_path(root, ...)`: `<root>/<hash of the settings>/`, built in a temp folder and renamed
+    into place whole, so other settings never touch a set another job reads; an existing complete set is reused.
+
+    Args:
+        root: Folder of built-in sets (`data.synthetic.root`): new, empty, or written by this function; a non-empty
+            folder of other files is refused (FileExistsError), never changed.
         num_train: Training images.
         num_val: Validation images.
         image_size: Square image side in pixels.
@@ -118,22 +167,36 @@ def make_synthetic_coco(root: str | os.PathLike, num_train: int = 400, num_val: 
     if not 1 <= num_classes <= len(CLASSES):
         raise ValueError(f'synthetic num_classes is {num_classes}; expected 1..{len(CLASSES)}')
     root = Path(root)
-    stamp = json.dumps(dict(num_train=num_train, num_val=num_val, image_size=image_size, num_classes=num_classes,
-                            seed=seed, version=1))
-    done = root / '.done'
-    if done.is_file() and done.read_text() == stamp:
-        return root
+    stamp = _stamp(num_train, num_val, image_size, num_classes, seed)
+    target = synthetic_set_path(root, num_train, num_val, image_size, num_classes, seed)
+    if _is_set(target, stamp):
+        return target
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f'data.synthetic.root {str(root)!r} is a file; expected a folder for the built-in set')
-    # NOTE: never delete what the project did not create: a folder without the set's marker is replaced only when
-    # it is empty. The set is built in a temp folder beside `root` and swapped in whole.
-    if root.is_dir() and not done.is_file() and any(root.iterdir()):
-        raise FileExistsError(f'data.synthetic.root {str(root)!r} is not empty and holds no built-in set (no .done '
-                              'marker); expected a new or empty folder, or one the built-in set was written to')
-    _logger.info('writing the built-in synthetic dataset to %s', root)
+    # NOTE: never touch what the project did not create: a folder holding neither the sets' marker nor a set (one
+    # written before the hashed folders has a .done) must be empty
+    ours = (root / CONTAINER_MARKER).is_file() or (root / '.done').is_file()
+    if root.is_dir() and not ours and any(root.iterdir()):
+        raise FileExistsError(f'data.synthetic.root {str(root)!r} is not empty and holds no built-in set (no '
+                              f'{CONTAINER_MARKER} or .done marker); expected a new or empty folder, or one the built-in '
+                              'set was written to')
+    if target.exists():
+        raise FileExistsError(f'built-in set folder {str(target)!r} exists but holds no complete set of these settings '
+                              '(no matching .done); expected it absent (remove it to have it rebuilt)')
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / CONTAINER_MARKER).is_file():
+        # NOTE: written in place (not temp + rename), first: concurrent jobs then never see the folder non-empty
+        # without its marker; they write the same text
+        (root / CONTAINER_MARKER).write_text(_MARKER_TEXT)
+    _logger.info('writing the built-in synthetic dataset to %s', target)
     rng = np.random.default_rng(seed)
-    with atomic_dir(root, replace=True) as tmp:
-        _write_split(tmp, 'train2017', num_train, image_size, num_classes, rng)
-        _write_split(tmp, 'val2017', num_val, image_size, num_classes, rng)
-        atomic_write_text(tmp / '.done', stamp)
-    return root
+    try:
+        with atomic_dir(target) as tmp:
+            _write_split(tmp, 'train2017', num_train, image_size, num_classes, rng)
+            _write_split(tmp, 'val2017', num_val, image_size, num_classes, rng)
+            atomic_write_text(tmp / '.done', stamp)
+    except OSError:
+        if _is_set(target, stamp):  # another job built the same set meanwhile (its rename came first)
+            return target
+        raise
+    return target

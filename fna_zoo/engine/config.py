@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -114,6 +115,10 @@ def _merge(base: dict[str, Any], update: dict[str, Any], where: str, open_keys: 
         path = f'{where}.{key}' if where else key
         if key not in base and not open_keys:
             raise ValueError(f'unknown config key {path!r}; expected one of {", ".join(sorted(base))}')
+        if isinstance(base.get(key), dict) and not isinstance(value, dict) and not open_keys:
+            # NOTE: now, not in the type check: a section replaced by a scalar would turn the next override of one
+            # of its keys into an 'unknown key' error
+            raise ValueError(f'config {path} is {value!r}; expected a mapping')
         if isinstance(base.get(key), dict) and isinstance(value, dict):
             _merge(base[key], value, path, open_keys=key == 'kwargs')
         else:
@@ -133,6 +138,9 @@ def apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         key, _, raw = item.partition('=')
         try:
             nested: Any = yaml.safe_load(raw) if raw.strip() else None
+        except RecursionError:
+            raise ValueError(f'override {key.strip()!r} has a value nested too deeply to parse; expected a YAML '
+                             'value (a number, a string, a short list or mapping)') from None
         except yaml.YAMLError:
             # NOTE: not YAML (e.g. an FNA net_config string, "[[32, 16], ['k3_e1'], 1]|..."): the text itself; the
             # type check of load_config still rejects it where a number or a list is expected
@@ -158,9 +166,18 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         if not p.is_file():
             raise FileNotFoundError(f'config file {str(p)!r} does not exist')
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            text = p.read_text()
+            data = yaml.safe_load(text)
+        except UnicodeDecodeError:
+            raise ValueError(f'config file {str(p)!r} is not text; expected a YAML config') from None
         except yaml.YAMLError as e:
             raise ValueError(f'malformed config file {str(p)!r}: {e}') from None
+        except RecursionError:
+            raise ValueError(f'config file {str(p)!r} is nested too deeply to parse; expected a YAML mapping of '
+                             'config sections') from None
+        if data is None:  # NOTE: an empty file is more likely a failed write than a wish for the defaults
+            raise ValueError(f'config file {str(p)!r} is empty; expected a YAML mapping of config sections (e.g. '
+                             'train: {lr: 0.01})')
         if not isinstance(data, dict):
             raise ValueError(f'config file {str(p)!r} holds {type(data).__name__}; expected a mapping')
         try:
@@ -170,6 +187,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     apply_overrides(cfg, overrides)
     from ..detection import DETECTORS  # local: keeps config parsing free of model imports until needed
 
+    _check_types(cfg, defaults, '')  # NOTE: first, so the checks below may index every section ('train=5' is not one)
+    if not cfg['output'].strip():
+        raise ValueError(f"config output is {cfg['output']!r}; expected a run folder path")
     if cfg['detector'] not in DETECTORS:
         raise ValueError(f"config detector is {cfg['detector']!r}; expected one of {', '.join(DETECTORS)}")
     for key, allowed in (('train.lr_schedule', ('step', 'cosine')), ('data.augment', ('flip', 'dihedral', 'none'))):
@@ -178,8 +198,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
             raise ValueError(f'config {key} is {cfg[section][name]!r}; expected one of {", ".join(allowed)}')
     if cfg['train']['optimizer'] not in ('sgd', 'rmsprop', 'adamw'):
         raise ValueError(f"config train.optimizer is {cfg['train']['optimizer']!r}; expected 'sgd', 'rmsprop' or 'adamw'")
-    _check_types(cfg, defaults, '')
     _check_ranges(cfg)
+    _check_float_ranges(cfg)
     _check_train_crop(cfg['data']['train_crop'])
     return cfg
 
@@ -230,10 +250,13 @@ def _check_types(cfg: dict[str, Any], defaults: dict[str, Any], where: str) -> N
                 # NOTE: YAML 1.1 (PyYAML) reads 1e-3 as a string; a number written so is meant as one
                 try:
                     cfg[key] = float(value)
-                    continue
+                    if math.isfinite(cfg[key]):
+                        continue
                 except ValueError:
                     pass
             raise ValueError(f'config {path} is {value!r}; expected {what}')
+        elif isinstance(default, float) and not math.isfinite(value):
+            raise ValueError(f'config {path} is {value!r}; expected a finite number')
 
 
 # dotted key -> (the smallest value allowed, whether null is allowed)
@@ -247,6 +270,38 @@ _RANGES: dict[str, tuple[float, bool]] = {
     'search.arch_log_interval': (1, False), 'search.arch_update_epoch': (0, False),
     'search.bn_calib_batches': (1, False), 'search.arch_batch_size': (1, True),
 }
+
+
+# dotted key -> (low, high, whether low itself is allowed, whether high is, the expected range in words)
+_FLOAT_RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
+    'train.momentum': (0, 1, True, False, 'a number in [0, 1)'),
+    'train.weight_decay': (0, math.inf, True, False, 'a number >= 0'),
+    'train.eps': (0, math.inf, False, False, 'a positive number'),
+    'train.lr_gamma': (0, math.inf, False, False, 'a positive number'),
+    'train.warmup_ratio': (0, 1, False, True, 'a number in (0, 1]'),
+    'train.grad_clip': (0, math.inf, True, False, 'a number >= 0 (0: no clipping)'),
+    'search.weight_ratio': (0, 1, False, False, 'a share in (0, 1)'),
+    'search.gumbel_tau': (0, math.inf, False, False, 'a positive number'),
+    'search.space.temperature': (0, math.inf, False, False, 'a positive number'),
+    'search.objective.lambda': (0, math.inf, True, False, 'a number >= 0'),
+    'search.arch_optimizer.weight_decay': (0, math.inf, True, False, 'a number >= 0'),
+    'search.arch_optimizer.grad_clip': (0, math.inf, True, False, 'a number >= 0 (0: no clipping)'),
+}
+
+
+def _check_float_ranges(cfg: dict[str, Any]) -> None:
+    """Rates, shares and coefficients in range (a negative clip norm or momentum trains nonsense, silently)."""
+    for path, (low, high, low_ok, high_ok, what) in _FLOAT_RANGES.items():
+        section, *keys = path.split('.')
+        if section not in cfg:
+            continue  # search.* in a retrain config
+        value: Any = cfg[section]
+        for k in keys:
+            value = value[k]
+        above = value >= low if low_ok else value > low
+        below = value <= high if high_ok else value < high
+        if not (above and below):
+            raise ValueError(f'config {path} is {value!r}; expected {what}')
 
 
 def _check_ranges(cfg: dict[str, Any]) -> None:

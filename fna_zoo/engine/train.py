@@ -22,7 +22,8 @@ from torch.utils.data import DistributedSampler
 from ..arch import is_arch_spec, load_arch
 from ..assets.store import resolve_asset
 from ..checkpoint import stored_arch
-from ..data import CocoDetection, RandomCrops, coco_split_paths, make_synthetic_coco, train_transforms
+from ..data import (CocoDetection, RandomCrops, coco_split_paths, make_synthetic_coco, synthetic_set_path,
+                    train_transforms)
 from ..detection.backbones import check_backbone
 from .config import build_model
 from .distributed import DistInfo, barrier, init_distributed
@@ -57,7 +58,8 @@ def data_root(cfg: dict[str, Any], dist_info: DistInfo | None = None) -> Path:
     if dist_info is None or dist_info.is_main:
         make_synthetic_coco(root, **syn)
     barrier()
-    return root
+    # NOTE: the set's own folder (<root>/<hash of the settings>), now written; other ranks find it the same way
+    return synthetic_set_path(root, **syn)
 
 
 def train_dataset(cfg: dict[str, Any], root: Path, augment: bool = True) -> CocoDetection | RandomCrops:
@@ -178,7 +180,15 @@ def train_mode(model: nn.Module, frozen_bn: bool) -> None:
             m.eval()
 
 
-def _run_arch(cfg: dict[str, Any], run: TrainingRun) -> dict[str, Any] | None:
+def _config_arch(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The backbone arch the config names (`Arch.to_dict()`; None for a timm model or the detector's default)."""
+    backbone = cfg['model']['backbone']
+    if backbone is None or not is_arch_spec(backbone):
+        return None
+    return load_arch(backbone).to_dict()
+
+
+def _run_arch(cfg: dict[str, Any], run: TrainingRun, fresh: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The backbone arch the run trains (`Arch.to_dict()`; None for a timm model or the detector's default).
 
     NOTE: the arch goes into every checkpoint (and arch.yaml), so later commands read it from the checkpoint
@@ -187,16 +197,20 @@ def _run_arch(cfg: dict[str, Any], run: TrainingRun) -> dict[str, Any] | None:
     Args:
         cfg: The run config.
         run: The run (its checkpoint, when resumed).
+        fresh: The config's arch as already resolved (`_config_arch`) for a fresh run, if it was.
     """
     if run.state is not None:  # resumed: the arch it started with (older checkpoints: the arch.yaml snapshot)
         return stored_arch(run.out / 'last.pth', run.state)
-    backbone = cfg['model']['backbone']
-    if backbone is None or not is_arch_spec(backbone):
-        return None
-    arch = load_arch(backbone).to_dict()
-    if run.is_main:
+    arch = fresh if fresh is not None else _config_arch(cfg)
+    if arch is not None and run.is_main:
         load_arch(arch).save(run.out / 'arch.yaml')
     return arch
+
+
+def _with_arch(cfg: dict[str, Any], arch: dict[str, Any] | None) -> dict[str, Any]:
+    """The config with `model.backbone` set to `arch` (the config itself when None)."""
+    # NOTE: the model is built from the resolved arch, not from the config's path, whose file may change meanwhile
+    return cfg if arch is None else {**cfg, 'model': {**cfg['model'], 'backbone': arch}}
 
 
 def _train_step(ddp: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, batch: tuple[list, list],
@@ -238,11 +252,19 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     root = data_root(cfg, dist_info)
     train_ds, val_ds = build_datasets(cfg, root)
     cat_ids = check_categories(train_ds, val_ds)
-    run = TrainingRun(cfg, dist_info, resume, check_num_classes(cfg, train_ds))
-    arch = _run_arch(cfg, run)
-    # NOTE: the model is built from that arch, not from the config's path, whose file may have changed since
-    model_cfg = cfg if arch is None else {**cfg, 'model': {**cfg['model'], 'backbone': arch}}
-    model = build_model(model_cfg, run.num_classes, with_seed=not run.resumed).to(dist_info.device)
+    num_classes = check_num_classes(cfg, train_ds)
+    # NOTE: a fresh run builds its model (seed weights remapped into the arch) before the run folder exists, so a bad
+    # model setting, seed weights file or arch leaves nothing behind; nothing between here and the build below draws
+    # random numbers, so the model is the same as built after the folder
+    fresh_arch, model = None, None
+    if not (resume and (Path(cfg['output']) / 'last.pth').is_file()):
+        fresh_arch = _config_arch(cfg)
+        model = build_model(_with_arch(cfg, fresh_arch), num_classes, with_seed=True)
+    run = TrainingRun(cfg, dist_info, resume, num_classes)
+    arch = _run_arch(cfg, run, fresh_arch)
+    if model is None or run.resumed:
+        model = build_model(_with_arch(cfg, arch), run.num_classes, with_seed=not run.resumed)
+    model = model.to(dist_info.device)
     if t['freeze_bn']:
         _logger.info('froze %d BatchNorm layers of the backbone', freeze_backbone_bn(model))
     elif t['sync_bn'] and dist_info.distributed:

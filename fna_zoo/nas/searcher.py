@@ -22,6 +22,7 @@ import logging
 import math
 import random
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import timm
@@ -30,7 +31,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler, Subset
 
 from ..complexity import count_arch
-from ..checkpoint import save_checkpoint
+from ..checkpoint import check_weights_file, save_checkpoint
 from ..data import CocoDetection, RandomCrops
 from ..detection import DETECTORS
 from ..detection.backbones import resolve_seed
@@ -128,7 +129,14 @@ def _seed_state_dict(cfg: dict[str, Any], space: SearchSpace) -> dict[str, torch
     """The seed's weights: timm's (hub), a file, or (null) a random-init seed model."""
     seed = resolve_seed(cfg['model']['seed_weights'], seed_model=space.seed_name)
     if isinstance(seed, str):
-        return timm.create_model(space.seed_name, pretrained=True, pretrained_cfg_overlay=dict(file=seed)).state_dict()
+        path = check_weights_file(seed)  # random bytes, truncated files, pickle payloads: one line
+        try:
+            model = timm.create_model(space.seed_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+        except RuntimeError as e:  # NOTE: torch's load_state_dict: missing / unexpected keys, wrong shapes
+            raise ValueError(f'seed weights file {seed!r} does not fit timm {space.seed_name} '
+                             f'({str(e).strip().splitlines()[0][:200]}); expected the weights of the search space '
+                             'seed, with timm keys') from None
+        return model.state_dict()
     return seed if seed is not None else timm.create_model(space.seed_name).state_dict()
 
 
@@ -251,15 +259,21 @@ def search(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     """
     tic = time.perf_counter()
     dist_info = init_distributed(cfg['device'])
-    check_search_config(cfg)  # a bad config fails before anything is written
+    space = check_search_config(cfg)[0]  # a bad config fails before anything is written
     seed_process(cfg['seed'], dist_info)
     root = data_root(cfg, dist_info)
     train_ds, val_ds = build_datasets(cfg, root)
     check_categories(train_ds, val_ds)
     plain_ds = train_dataset(cfg, root, augment=False)
     weight_idx, arch_idx = split_indices(train_ds, cfg['search']['weight_ratio'], cfg['seed'])
-    run = TrainingRun(cfg, dist_info, resume, check_num_classes(cfg, train_ds))
-    job = _Search(run, Subset(train_ds, weight_idx), Subset(plain_ds, arch_idx), val_ds)
+    num_classes = check_num_classes(cfg, train_ds)
+    # NOTE: a fresh run reads its seed weights file before the run folder exists, so a bad one leaves nothing
+    # behind (reading a file draws no random numbers; a random-init seed, null, is made later, as it always was)
+    seed_sd = None
+    if cfg['model']['seed_weights'] is not None and not (resume and (Path(cfg['output']) / 'last.pth').is_file()):
+        seed_sd = _seed_state_dict(cfg, space)
+    run = TrainingRun(cfg, dist_info, resume, num_classes)
+    job = _Search(run, Subset(train_ds, weight_idx), Subset(plain_ds, arch_idx), val_ds, seed_sd)
     with run.log_file('search.log'):
         if run.is_main and not run.resumed:
             _logger.info('search space: %s', job.space.describe())
@@ -281,14 +295,17 @@ class _Search:
         weight_ds: Items of the weight steps (with the training augmentation).
         arch_ds: Items of the architecture steps (without).
         val_ds: The validation set (to evaluate the derived path).
+        seed_sd: The seed weights when already read (`_seed_state_dict`); None: read them here (a fresh run).
     """
 
-    def __init__(self, run: TrainingRun, weight_ds: Subset, arch_ds: Subset, val_ds: CocoDetection) -> None:
+    def __init__(self, run: TrainingRun, weight_ds: Subset, arch_ds: Subset, val_ds: CocoDetection,
+                 seed_sd: dict[str, torch.Tensor] | None = None) -> None:
         cfg = run.cfg
         self.run, self.s, self.t, self.val_ds = run, cfg['search'], cfg['train'], val_ds
         self.space, self.supernet, self.model, self.objective = build_search(cfg, run.num_classes)
         if not run.resumed:
-            self.supernet.load_seed(_seed_state_dict(cfg, self.space), self.s['remap_width'])
+            self.supernet.load_seed(seed_sd if seed_sd is not None else _seed_state_dict(cfg, self.space),
+                                    self.s['remap_width'])
         self.model.to(run.device)
         broadcast_state(self.model)  # new layers were initialised from per-rank seeds: every rank starts from rank 0's
         self.alphas = self.supernet.arch_parameters()
