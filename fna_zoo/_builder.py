@@ -26,7 +26,7 @@ from .assets.store import is_asset_spec, resolve_asset, resolve_weights_asset
 from .checkpoint import check_weights_file
 from .remap import WidthMode, remap_filter_fn
 
-__all__ = ['build_backbone', 'create_fna_model', 'arch_model_kwargs', 'fna_pretrained_cfg', 'DETECTION_OUT_INDICES',
+__all__ = ['build_backbone', 'build_part', 'create_fna_model', 'arch_model_kwargs', 'fna_pretrained_cfg', 'DETECTION_OUT_INDICES',
            'DEFAULT_SEED']
 
 DEFAULT_SEED = 'mobilenetv2_100'
@@ -179,3 +179,17 @@ def build_backbone(
         pretrained_cfg_overlay=overlay,
         **timm_kwargs,
     )
+
+
+def build_part(arch: Arch, **timm_kwargs: Any) -> nn.Module:
+    """A random-init timm model of a partial arch: a block or a few stages, for timing one part of a network
+    (latency tables) or for tests. Unlike `build_backbone` it skips the backbone check (`check_arch`: output
+    stride 32), which a part does not meet.
+
+    Args:
+        arch: The (partial) architecture.
+        **timm_kwargs: timm model kwargs.
+    """
+    timm_kwargs.setdefault('num_classes', 0)
+    cfg = fna_pretrained_cfg(architecture='fna_custom', num_classes=1000)
+    return create_fna_model('fna_custom', arch, pretrained_cfg=cfg, **timm_kwargs)

@@ -288,15 +288,25 @@ _FLOAT_RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
 }
 
 
+_ABSENT = object()
+
+
+def _setting(cfg: dict[str, Any], path: str) -> Any:
+    """The value at a dotted key, or `_ABSENT` when its section is not in the config (search.* in a retrain one)."""
+    section, *keys = path.split('.')
+    if section not in cfg:
+        return _ABSENT
+    value: Any = cfg[section]
+    for k in keys:
+        value = value[k]
+    return value
+
+
 def _check_float_ranges(cfg: dict[str, Any]) -> None:
     """Rates, shares and coefficients in range (a negative clip norm or momentum trains nonsense, silently)."""
     for path, (low, high, low_ok, high_ok, what) in _FLOAT_RANGES.items():
-        section, *keys = path.split('.')
-        if section not in cfg:
+        if (value := _setting(cfg, path)) is _ABSENT:
             continue  # search.* in a retrain config
-        value: Any = cfg[section]
-        for k in keys:
-            value = value[k]
         above = value >= low if low_ok else value > low
         below = value <= high if high_ok else value < high
         if not (above and below):
@@ -306,12 +316,8 @@ def _check_float_ranges(cfg: dict[str, Any]) -> None:
 def _check_ranges(cfg: dict[str, Any]) -> None:
     """Counts and sizes in range (a zero batch size or interval would divide by zero or train nothing)."""
     for path, (low, nullable) in _RANGES.items():
-        section, *keys = path.split('.')
-        if section not in cfg:
+        if (value := _setting(cfg, path)) is _ABSENT:
             continue  # search.* in a retrain config
-        value: Any = cfg[section]
-        for k in keys:
-            value = value[k]
         if value is None and nullable:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < low:

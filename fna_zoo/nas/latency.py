@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .._builder import build_backbone
+from .._builder import build_part
 from ..arch import HEAD_OP, Arch, Stage
 from ..fileio import atomic_write_text
 from ..runtime.machine import machine_info
@@ -195,16 +195,16 @@ def _block(seed: Arch, op: str, c_in: int, c_out: int, stride: int) -> nn.Module
     # NOTE: the block is the only block of a one-stage model built from the seed arch, so whatever the arch
     # says about blocks (activation, SE, ...) applies to it exactly as in the whole network.
     arch = seed.replace(stem_chs=c_in, stages=(Stage(c_out, stride, (op,)),), head_chs=None)
-    return build_backbone(arch).blocks[0][0]
+    return build_part(arch).blocks[0][0]
 
 
 def _stem(space: SearchSpace) -> nn.Module:
-    model = build_backbone(space.seed.replace(head_chs=None))
+    model = build_part(space.seed.replace(head_chs=None))
     return nn.Sequential(model.conv_stem, model.bn1, *model.blocks[:space.fixed_stages])
 
 
 def _head(seed: Arch, c_in: int, c_out: int) -> nn.Module:
-    model = build_backbone(seed.replace(stem_chs=c_in, stages=(Stage(c_in, 1, (seed.stages[-1].ops[0],)),),
+    model = build_part(seed.replace(stem_chs=c_in, stages=(Stage(c_in, 1, (seed.stages[-1].ops[0],)),),
                                         head_chs=c_out))
     return nn.Sequential(model.conv_head, model.bn2)
 
@@ -227,7 +227,7 @@ def arch_module(arch: Arch) -> nn.Module:
     Args:
         arch: The architecture (e.g. `space.derive(path)`).
     """
-    return _Features(build_backbone(arch)).eval()
+    return _Features(build_part(arch)).eval()
 
 
 class _NeckHead(nn.Module):
