@@ -18,12 +18,14 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageDraw
 
+# NOTE: the drawing is the image enlarged this many times at most (a typo such as 100000 would allocate terabytes)
+MAX_DRAW_SCALE = 32
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
 
@@ -106,11 +108,11 @@ def truth_boxes(ann_file: str, image_name: str) -> np.ndarray:
         data = json.loads(Path(ann_file).read_text())
         image_id = next((im['id'] for im in data['images'] if im['file_name'] == image_name), None)
         boxes = [a['bbox'] for a in data['annotations'] if a['image_id'] == image_id and not a.get('iscrowd', 0)]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise ValueError(f'--truth {ann_file!r} is not a readable COCO annotation file ({type(e).__name__})') from None
     if image_id is None:
         raise ValueError(f'--truth {ann_file!r} has no image {image_name!r}; expected the annotation file of its split')
-    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1)
 
 
@@ -142,8 +144,16 @@ def side_by_side(image: Image.Image, truth: np.ndarray, detected: Image.Image, t
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one `error: ...` line and exit code 2, as every command of the project."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f'error: {message} (see {self.prog} --help)', file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description='Detect objects in an image with an exported FNA detector (ONNX).')
+    p = _Parser(description='Detect objects in an image with an exported FNA detector (ONNX).')
     p.add_argument('model', help='ONNX file from fna-export --what nms')
     p.add_argument('image', help='image file')
     p.add_argument('--output', '-o', help='PNG with the boxes (default: <image>_det.png beside the image)')
@@ -156,8 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 0 <= args.score_thresh < 1:
         raise ValueError(f'--score-thresh is {args.score_thresh}; expected a value in [0, 1)')
-    if args.draw_scale < 1:
-        raise ValueError(f'--draw-scale is {args.draw_scale}; expected a positive integer')
+    if not 1 <= args.draw_scale <= MAX_DRAW_SCALE:
+        raise ValueError(f'--draw-scale is {args.draw_scale}; expected an integer from 1 to {MAX_DRAW_SCALE}')
     if not Path(args.image).is_file():
         raise FileNotFoundError(f'image {args.image!r} does not exist')
     out = Path(args.output) if args.output else Path(args.image).with_name(Path(args.image).stem + '_det.png')
@@ -170,8 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     truth = truth_boxes(args.truth, Path(args.image).name) if args.truth else None
     try:
         image = Image.open(args.image).convert('RGB')
-    except OSError:
-        raise ValueError(f'image {args.image!r} is not a readable image; expected a PNG/JPEG file') from None
+    except (OSError, Image.DecompressionBombError, ValueError) as e:  # not an image, truncated, too large
+        raise ValueError(f'image {args.image!r} is not a readable image ({type(e).__name__}); expected a PNG/JPEG '
+                         'file') from None
     boxes, scores, labels = predict(sess, meta, image, args.score_thresh)
     names = args.classes.split(',') if args.classes else json.loads(meta.get('class_names', '[]'))
     for box, score, label in zip(boxes, scores, labels):

@@ -21,6 +21,7 @@ from .fileio import atomic_path
 __all__ = ['save_checkpoint', 'load_checkpoint', 'read_checkpoint', 'stored_arch', 'check_weights_file', 'Checkpoint']
 
 _REQUIRED = ('model', 'config')
+_CONFIG_SECTIONS = ('detector', 'model', 'data', 'train', 'eval')
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -177,6 +178,12 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """
     path = Path(path)
     state = load_checkpoint(path)
+    # NOTE: the sections every reader of a run's config indexes (a foreign dict with 'model' and 'config' keys passes
+    # load_checkpoint's check)
+    bad = [k for k in _CONFIG_SECTIONS if not isinstance(state['config'].get(k), Mapping if k != 'detector' else str)]
+    if bad:
+        raise ValueError(f'checkpoint {str(path)!r} has a run config without {bad}; expected a file written by '
+                         'fna-search or fna-retrain')
     weights = state['model']
     if not isinstance(weights, Mapping):
         raise ValueError(f'checkpoint {str(path)!r} has no state dict under "model"; expected a model checkpoint')

@@ -340,7 +340,8 @@ def _deep(n: int = 10000) -> str:
     return '[' * n + ']' * n
 
 
-# COCO variants: name -> mutation of (train annotations dict, tree root); a str result is written as the json's text
+# COCO variants: name -> mutation of (a split's annotations dict, tree root), applied to both splits (the dict's
+# 'split' key names the split, and is dropped before writing); a str result is written as the json's text
 def _coco_variants() -> dict[str, Callable[[dict, Path], Any]]:
     def drop(key: str, where: str) -> Callable[[dict, Path], None]:
         def apply(d: dict, r: Path) -> None:
@@ -351,13 +352,11 @@ def _coco_variants() -> dict[str, Callable[[dict, Path], Any]]:
         return lambda d, r: d[where][0].__setitem__(key, value)
 
     def corrupt_image(payload: bytes) -> Callable[[dict, Path], None]:
-        return lambda d, r: (r / 'train2017' / d['images'][0]['file_name']).write_bytes(payload)
+        return lambda d, r: (r / d['split'] / d['images'][0]['file_name']).write_bytes(payload)
 
     def val_extra_category(d: dict, r: Path) -> None:
-        ann = r / 'annotations' / 'instances_val2017.json'
-        v = json.loads(ann.read_text())
-        v['categories'].append({'id': 7, 'name': 'extra', 'supercategory': 'shape'})
-        ann.write_text(json.dumps(v))
+        if d['split'] == 'val2017':
+            d['categories'].append({'id': 7, 'name': 'extra', 'supercategory': 'shape'})
 
     return {
         'no_bbox': drop('bbox', 'annotations'),
@@ -384,7 +383,7 @@ def _coco_variants() -> dict[str, Callable[[dict, Path], Any]]:
         'json_list': lambda d, r: '[]',
         'empty_json': lambda d, r: '',
         'deep_json': lambda d, r: _deep(),
-        'no_annotations_folder': lambda d, r: shutil.rmtree(r / 'annotations'),
+        'no_annotations_folder': lambda d, r: shutil.rmtree(r / 'annotations', ignore_errors=True),
     }
 
 
@@ -413,11 +412,15 @@ def make_fixtures(fx: Path) -> dict[str, Path]:
     for name, mutate in _coco_variants().items():
         root = fx / f'coco_{name}'
         shutil.copytree(coco, root)
-        ann = root / 'annotations' / 'instances_train2017.json'
-        data = json.loads(ann.read_text())
-        text = mutate(data, root)
-        if ann.parent.is_dir():
-            ann.write_text(text if isinstance(text, str) else json.dumps(data))
+        for split in ('train2017', 'val2017'):
+            ann = root / 'annotations' / f'instances_{split}.json'
+            if not ann.is_file():
+                continue
+            data = {**json.loads(ann.read_text()), 'split': split}
+            text = mutate(data, root)
+            data.pop('split')
+            if ann.parent.is_dir():
+                ann.write_text(text if isinstance(text, str) else json.dumps(data))
         f[f'coco_{name}'] = root
     # checkpoints
     overrides = [RETINA_KWARGS, 'model.num_classes=3', f'data.synthetic.root={fx / "data"}',
@@ -512,6 +515,9 @@ def make_fixtures(fx: Path) -> dict[str, Path]:
     put('truth_no_bbox.json', json.dumps({**truth, 'annotations': [{k: v for k, v in a.items() if k != 'bbox'}
                                                                     for a in truth['annotations']]}))
     # bench results and run folders
+    put('results_ok.json', json.dumps({'rows': [{'model': 'mobilenetv2_100', 'arch_id': 'x', 'what': 'backbone',
+                                                  'runtime': 'torch', 'precision': 'fp32', 'device': 'cpu',
+                                                  'batch': 1, 'input_h': 64, 'input_w': 64, 'p50_ms': 1.0}]}))
     put('results_garbage.json', os.urandom(300))
     put('results_norows.json', '{}')
     put('results_list.json', '[1, 2]')
@@ -561,7 +567,7 @@ SET_BAD = [
 ]
 SEARCH_SET_BAD = [
     'search.objective.input_size=[0, 0]', 'search.objective.input_size=[100000, 100000]',
-    'search.objective.input_size=[33, 33]', 'search.objective.lambda=abc', 'search.objective.lambda=-1',
+    'search.objective.input_size=[5000, 5000]', 'search.objective.lambda=abc', 'search.objective.lambda=-1',
     'search.space.seed=resnet50', 'search.arch_steps=0', 'search.space.layers=[0]', 'search.space.layers=[1, 1]',
     'search.objective.type=speed', 'search.objective.type=latency', 'search.objective.table={fx}/nowhere.json',
     'search.objective.table={fx}/results_garbage.json', 'search.space.width_mults=[]', 'search.space.ops=[k4_e6]',
@@ -653,7 +659,7 @@ def build_cases(fx: Path) -> list[Case]:
         'device tpu': ['--device', 'tpu'], 'threads 0': ['--threads', '0'], 'threads -1': ['--threads', '-1'],
         'runs 0': ['--runs', '0'], 'warmup -1': ['--warmup', '-1'], 'save-every 0': ['--save-every', '0'],
         'input-size 0 0': ['--input-size', '0', '0'], 'input-size 100000': ['--input-size', '100000', '100000'],
-        'input-size 33 33': ['--input-size', '33', '33'], 'input-size one number': ['--input-size', '64'],
+        'input-size 5000 5000': ['--input-size', '5000', '5000'], 'input-size one number': ['--input-size', '64'],
         'input-size text': ['--input-size', 'a', 'b'],
     }.items():
         add('fna-latency-table', what, [*lt_out, *lt_flags, *lt_size, *extra, *lt_set], ['{tmp}/t.json'])
@@ -704,7 +710,9 @@ def build_cases(fx: Path) -> list[Case]:
                      'coco_unknown_category', 'coco_no_images')},
     }
     for what, extra in export_cases.items():
-        add('fna-export', what, [*extra, *e_out], e_outputs)
+        # NOTE: without tensorrt, --format engine writes the (parity-checked) ONNX file on purpose and says how to
+        # build the engine from it with trtexec: only the engine is its output here
+        add('fna-export', what, [*extra, *e_out], ['{tmp}/e.engine'] if 'engine' in what else e_outputs)
     for what, out in (('output txt', '{tmp}/e.txt'), ('output blocker', p('blocker/e.onnx')),
                       ('output dir', p('a_dir')),
                       ('output read-only fs', '/sys/fna_sweep.onnx')):
@@ -742,15 +750,15 @@ def build_cases(fx: Path) -> list[Case]:
         'compare input-size 0 0': ['mobilenetv2_100', 'mobilenetv2_100@onnxruntime', '--input-size', '0', '0'],
         'compare garbage onnx': [p('garbage.onnx'), 'mobilenetv2_100'],
     }.items():
-        add('fna-bench', what, ['compare', *extra, *cmp, '-o', '{tmp}/cmp'], ['{tmp}/cmp'])
+        add('fna-bench', what, ['compare', *cmp, *extra, '-o', '{tmp}/cmp'], ['{tmp}/cmp'])
     for name in ('nowhere.json', 'results_garbage.json', 'results_norows.json', 'results_list.json',
                  'results_rowsbad.json', 'results_rows_missing_keys.json', 'results_empty.json', 'results_deep.json',
                  'a_dir'):
         add('fna-bench', f'report results {name}', ['report', '--results', p(name), '-o', '{tmp}/rep'], ['{tmp}/rep'])
     for name in ('nowhere', 'rundir_empty', 'rundir_garbage', 'rundir_badmetrics', 'blocker'):
-        add('fna-bench', f'report runs-dirs {name}', ['report', '--results', p('results_norows.json'), '--runs-dirs',
+        add('fna-bench', f'report runs-dirs {name}', ['report', '--results', p('results_ok.json'), '--runs-dirs',
                                                       p(name), '-o', '{tmp}/rep'], ['{tmp}/rep'])
-    add('fna-bench', 'report output blocker', ['report', '--results', p('results_norows.json'), '-o',
+    add('fna-bench', 'report output blocker', ['report', '--results', p('results_ok.json'), '-o',
                                                p('blocker/rep')], [p('blocker/rep')])
     add('fna-bench', 'report without results', ['report', '-o', '{tmp}/rep'], ['{tmp}/rep'])
     add('fna-bench', 'no arguments', [], [])

@@ -156,6 +156,16 @@ def test_load_arch_needs_output_stride_32(tmp_path, stages, stride, form):
         timm.create_model('fna_custom', arch=arch.to_dict())
 
 
+def test_a_part_of_a_network_builds_as_a_part(tmp_path):
+    from fna_zoo._builder import build_part
+
+    # latency tables time single blocks: one-stage archs, built with build_part (no backbone check)
+    block = MBV2.replace(stem_chs=24, stages=(Stage(32, 2, ('k5_e6',)),), head_chs=None)
+    with pytest.raises(ValueError, match='has output stride 4'):
+        build_backbone(block)
+    assert build_part(block).blocks[0][0].conv_dw.kernel_size == (5, 5)
+
+
 def test_arch_error_names_the_file(tmp_path):
     path = MBV2.replace(stages=MBV2.stages[:5]).save(tmp_path / 'short.json')
     with pytest.raises(ValueError, match=rf"arch '{path}' has output stride 16"):

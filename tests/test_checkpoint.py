@@ -82,7 +82,11 @@ def test_reader_errors_are_one_line(tmp_path):
     torch.save({'model': {}, 'config': 'text'}, tmp_path / 'cfg.pth')
     with pytest.raises(ValueError, match='has no run config'):
         read_checkpoint(tmp_path / 'cfg.pth')
-    torch.save({'model': [1], 'config': {}}, tmp_path / 'weights.pth')
+    torch.save({'model': {}, 'config': {}}, tmp_path / 'sections.pth')  # passes the key check: KeyError before
+    with pytest.raises(ValueError, match=r"has a run config without \['detector', 'model', 'data', 'train', 'eval'\]"):
+        read_checkpoint(tmp_path / 'sections.pth')
+    config = {'detector': 'retinanet', 'model': {}, 'data': {}, 'train': {}, 'eval': {}}
+    torch.save({'model': [1], 'config': config}, tmp_path / 'weights.pth')
     with pytest.raises(ValueError, match='has no state dict under "model"'):
         read_checkpoint(tmp_path / 'weights.pth')
 

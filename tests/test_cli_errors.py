@@ -59,6 +59,11 @@ FRESH = ('retrain-bad-config-key', 'test-corrupt-checkpoint', 'export-unknown-mo
 RETRAIN = [sys.executable, str(ROOT / 'search' / 'retrain.py')]
 TEST = [sys.executable, str(ROOT / 'search' / 'test.py')]
 EXPORT = [sys.executable, '-m', 'fna_zoo.export']
+BENCH = [sys.executable, '-m', 'fna_zoo.cli.bench']
+PUBLISH = [sys.executable, '-m', 'fna_zoo.cli.publish']
+LATENCY = [sys.executable, '-m', 'fna_zoo.cli.latency_table']
+DEMO = [sys.executable, '-m', 'fna_zoo.demo']
+PREDICT = [sys.executable, str(ROOT / 'export' / 'predict_onnx.py')]
 
 
 def _cases(t: Path) -> dict[str, tuple[list[str], Path | None, str]]:
@@ -128,6 +133,38 @@ def _cases(t: Path) -> dict[str, tuple[list[str], Path | None, str]]:
                              t / 'e11.onnx', '--opset is 9; expected 11..20'),
         'export-usage-error': ([*EXPORT, '--model', 'fna_retinanet_backbone'], None,
                                'the following arguments are required: --output'),
+        # found by scripts/bad_input_sweep.py (tracebacks, silent acceptances and stub files before)
+        'export-out-indices-9': ([*EXPORT, '--model', 'fna_retinanet_backbone', '--out-indices', '9', '--output',
+                                  str(t / 'e14.onnx')], t / 'e14.onnx', '--out-indices 9 is invalid; expected distinct'),
+        'export-atol-nan': ([*EXPORT, '--model', 'fna_retinanet_backbone', '--atol', 'nan', '--output',
+                             str(t / 'e15.onnx')], t / 'e15.onnx', '--atol is nan; expected a positive tolerance'),
+        'export-int8-bad-data': ([*EXPORT, '--checkpoint', ok, '--int8', '--data_path', str(t / 'nested_coco'),
+                                  '--output', str(t / 'e16.onnx')], t / 'e16.onnx', 'is nested too deeply to parse'),
+        'test-wrong-kind-checkpoint': ([*TEST, '--checkpoint', str(t / 'wrongkind.pth'), '--out', str(t / 'd6.json')],
+                                       t / 'd6.json', "has a run config without ['detector', 'model', 'data'"),
+        'test-set-model': ([*TEST, '--checkpoint', ok, '--set', 'model.num_classes=9', '--out', str(t / 'd7.json')],
+                           t / 'd7.json', "changes the model, which fna-test takes from the checkpoint"),
+        'test-set-wrong-type': ([*TEST, '--checkpoint', ok, '--set', 'data.workers=abc', '--out', str(t / 'd8.json')],
+                                t / 'd8.json', "config data.workers is 'abc'; expected an integer"),
+        'retrain-config-section-scalar': ([*RETRAIN, '--output', str(t / 'r8'), '--set', 'train=5', *data], t / 'r8',
+                                          'config train is 5; expected a mapping'),
+        'bench-compare-batch-0': ([*BENCH, 'compare', 'mobilenetv2_100', 'mobilenetv2_100@onnxruntime', '--batch', '0',
+                                   '-o', str(t / 'b1')], t / 'b1', '--batch is 0; expected a positive integer'),
+        'bench-report-bad-rows': ([*BENCH, 'report', '--results', str(t / 'rows.json'), '-o', str(t / 'b2')], t / 'b2',
+                                  "rows[0] is 1; expected a fna-bench row with model, batch"),
+        'bench-report-deep-results': ([*BENCH, 'report', '--results', str(t / 'nested.json'), '-o', str(t / 'b3')],
+                                      t / 'b3', 'is not a fna-bench results.json'),
+        'publish-output-under-a-file': ([*PUBLISH, '--checkpoint', ok, '--output', str(blocker / 'pub')],
+                                        blocker / 'pub', 'is not writable'),
+        'latency-size-too-large': ([*LATENCY, '--runtime', 'onnxruntime', '--input-size', '5000', '5000', '-o',
+                                    str(t / 'l1.json')], t / 'l1.json', 'two integers from 32 to 4096'),
+        'demo-output-is-a-file': ([*DEMO, '--output', str(blocker)], None, 'is a file; expected a folder'),
+        'demo-garbage-seed': ([*DEMO, '--seed-weights', str(t / 'corrupt.pth'), '--output', str(t / 'demo')],
+                              t / 'demo', 'is not a readable state dict'),
+        'predict-draw-scale-huge': ([*PREDICT, str(t / 'none.onnx'), str(t / 'none.png'), '--draw-scale', '100000'],
+                                    None, '--draw-scale is 100000; expected an integer from 1 to 32'),
+        'predict-usage-error': ([*PREDICT, str(t / 'none.onnx')], None,
+                                'the following arguments are required: image'),
     }
 
 
@@ -148,6 +185,13 @@ def results(tmp_path_factory):
     seed.replace(stages=seed.stages[:5]).save(t / 'stride16.yaml')  # no stride-32 level
     (t / 'nested.json').write_text('[' * 10000 + ']' * 10000)
     (t / 'nested.yaml').write_text('[' * 10000 + ']' * 10000)
+    torch.save({'model': {}, 'config': {}}, t / 'wrongkind.pth')
+    (t / 'rows.json').write_text('{"rows": [1, 2]}')
+    nested_coco = t / 'nested_coco' / 'annotations'
+    nested_coco.mkdir(parents=True)
+    for split in ('train2017', 'val2017'):
+        (nested_coco / f'instances_{split}.json').write_text('[' * 10000 + ']' * 10000)
+        (t / 'nested_coco' / split).mkdir()
     (t / 'blocker').write_text('a file where a folder is expected\n')
     cases = _cases(t)
 
@@ -177,6 +221,40 @@ def test_user_error_is_one_line_exit_2_no_file(results, case):
     assert r.returncode == 2, r.stderr
     assert len(lines) == 1 and lines[0].startswith('error: '), r.stderr
     assert expected in lines[0], lines[0]
+    assert 'Traceback' not in r.stderr
     if output is not None:
         assert not output.exists()
         assert not list(output.parent.glob(f'.{output.stem}*'))  # no temp files either
+
+
+def test_a_dataloader_worker_error_is_its_own_line():
+    """torch re-raises a worker's error with the worker's traceback as the message; the line is the error itself."""
+    from fna_zoo.cli.common import run_cli
+
+    def main(argv):
+        raise ValueError("Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                         "last):\n  File \"x.py\", line 1, in f\nValueError: image 'a.png' (image id 1) cannot be "
+                         "decoded")
+
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert run_cli(main, []) == 2
+    assert err.getvalue() == "error: image 'a.png' (image id 1) cannot be decoded\n"
+
+
+def test_the_error_line_comes_after_a_progress_bar(capsys):
+    """A bar in the failing frames closes (and prints its last state) when they are freed: before the error line."""
+    from tqdm import tqdm
+
+    from fna_zoo.cli.common import run_cli
+
+    def main(argv):
+        bar = tqdm(total=3, desc='retrain')  # noqa: F841  (held by this frame until the error's traceback is gone)
+        raise FloatingPointError('loss is nan at step 0')
+
+    assert run_cli(main, []) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines[-1] == 'error: loss is nan at step 0'

@@ -1,5 +1,7 @@
 """One typed check of the config (issue 21): wrong types and out-of-range counts fail in one line naming the
 dotted key, before any work; values that are not YAML (an FNA net_config string) stay text."""
+import copy
+
 import pytest
 
 from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config
@@ -20,6 +22,18 @@ BAD = [
     ('data.synthetic.image_size=8', 'config data.synthetic.image_size is 8; expected an integer >= 32'),
     ('model.num_classes=0', 'config model.num_classes is 0; expected an integer >= 1 or null'),
     ('seed=x', "config seed is 'x'; expected an integer"),
+    # found by scripts/bad_input_sweep.py
+    ('train.lr=.inf', 'config train.lr is inf; expected a finite number'),
+    ('train.lr=.nan', 'config train.lr is nan; expected a finite number'),
+    ('train.lr=1e400', "config train.lr is '1e400'; expected a number"),
+    ('train.momentum=-1', 'config train.momentum is -1; expected a number in [0, 1)'),
+    ('train.grad_clip=-1', 'config train.grad_clip is -1; expected a number >= 0 (0: no clipping)'),
+    ('train.warmup_ratio=0', 'config train.warmup_ratio is 0; expected a number in (0, 1]'),
+    ('train=5', 'config train is 5; expected a mapping'),
+    ('data=null', 'config data is None; expected a mapping'),
+    ('output=', 'config output is None; expected a string'),
+    ("output=''", "config output is ''; expected a run folder path"),
+    ('train.lr=' + '[' * 5000 + ']' * 5000, "override 'train.lr' has a value nested too deeply to parse"),
 ]
 
 
@@ -27,7 +41,38 @@ BAD = [
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ValueError) as e:
         load_config(None, [override])
-    assert str(e.value) == message
+    assert str(e.value).startswith(message)
+
+
+def test_a_section_replaced_by_a_scalar_is_named_even_with_later_overrides():
+    # the later override used to turn into "unknown config key 'train.lr'; expected one of max_iters"
+    with pytest.raises(ValueError, match='^config train is 5; expected a mapping$'):
+        load_config(None, ['train=5', 'train.lr=0.1'])
+
+
+@pytest.mark.parametrize('content, message', [
+    ('', 'is empty; expected a YAML mapping of config sections'),
+    (b'\xff\xfe\x00garbage', 'is not text; expected a YAML config'),
+    ('[' * 10000 + ']' * 10000, 'is nested too deeply to parse'),
+    ('train: 5\n', 'config train is 5; expected a mapping'),
+])
+def test_bad_config_files(tmp_path, content, message):
+    path = tmp_path / 'cfg.yaml'
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ValueError, match=message):
+        load_config(path, ['train.lr=0.1'])
+
+
+def test_check_config_holds_a_checkpoints_config_to_its_own_types():
+    from fna_zoo.engine.config import apply_overrides, check_config
+
+    reference = load_config(None, [])
+    cfg = apply_overrides(copy.deepcopy(reference), ['data.workers=abc'])
+    with pytest.raises(ValueError, match="config data.workers is 'abc'; expected an integer"):
+        check_config(cfg, reference)
+    old = copy.deepcopy(reference)
+    del old['train']['eval_interval']  # a key older configs lack is not required
+    assert check_config(apply_overrides(old, ['eval.batch_size=2']), old)['eval']['batch_size'] == 2
 
 
 @pytest.mark.parametrize('override, message', [

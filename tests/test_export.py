@@ -325,7 +325,9 @@ def test_predict_onnx_script_without_torch(tmp_path, nms_exports, data_root):
     assert r.returncode == 2 and r.stderr.strip() == f"error: model {str(tmp_path / 'none.onnx')!r} does not exist; " \
                                                     'expected an ONNX file from fna-export'
     for flag, value, message in (('--score-thresh', '5', "error: --score-thresh is 5.0; expected a value in [0, 1)"),
-                                 ('--draw-scale', '-3', 'error: --draw-scale is -3; expected a positive integer')):
+                                 ('--draw-scale', '-3', 'error: --draw-scale is -3; expected an integer from 1 to 32'),
+                                 ('--draw-scale', '100000',
+                                  'error: --draw-scale is 100000; expected an integer from 1 to 32')):
         r = subprocess.run([sys.executable, 'export/predict_onnx.py', str(nms_exports['retinanet']), str(image), flag,
                             value, '-o', str(tmp_path / 'bad.png')], capture_output=True, text=True, env=ENV,
                            cwd=ROOT, timeout=120)

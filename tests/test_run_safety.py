@@ -179,3 +179,37 @@ def test_categories_must_match_between_splits_and_checkpoint(tmp_path):
                                          r'annotations \[1, 2, 9\]; expected the same categories in both splits'):
         retrain_main(['-o', str(tmp_path / 'run2'), '--data-path', str(other), *base])
     assert not (tmp_path / 'run2').exists()
+
+
+@pytest.mark.parametrize('override, message', [
+    ('model.kwargs={bogus: 1}', 'unknown config key model.kwargs.bogus for retinanet'),
+    ('model.kwargs.min_size=100000', 'config model.kwargs.min_size is 100000; expected an image side up to'),
+    ('model.seed_weights={garbage}', "seed weights file '.*garbage.pth' is not a readable state dict"),
+    ('model.backbone={stride16}', "arch '.*stride16.yaml' has output stride 16"),
+])
+def test_a_bad_model_setting_leaves_no_run_folder(tmp_path, override, message):
+    """A fresh retrain builds its model before the run folder exists (found by scripts/bad_input_sweep.py)."""
+    from fna_zoo import get_arch
+    from fna_zoo.cli.retrain import retrain_main
+
+    (tmp_path / 'garbage.pth').write_bytes(b'\x80\x04not a pickle' * 40)
+    seed = get_arch('mobilenetv2_100')
+    seed.replace(stages=seed.stages[:5]).save(tmp_path / 'stride16.yaml')
+    value = override.replace('{garbage}', str(tmp_path / 'garbage.pth')).replace('{stride16}',
+                                                                                  str(tmp_path / 'stride16.yaml'))
+    with pytest.raises(ValueError, match=message):
+        retrain_main(['-o', str(tmp_path / 'run'), *_tiny(tmp_path, 'train.max_iters=1', value)])
+    assert not (tmp_path / 'run').exists()
+
+
+def test_a_bad_seed_file_leaves_no_search_folder(tmp_path):
+    from fna_zoo.cli.search import search_main
+
+    import safetensors.torch
+    import torch
+
+    safetensors.torch.save_file({'x': torch.ones(2)}, tmp_path / 'keys.safetensors')
+    with pytest.raises(ValueError, match=r"seed weights file '.*keys.safetensors' does not fit timm mobilenetv2_100"):
+        search_main(['-o', str(tmp_path / 'run'), *_tiny(tmp_path, 'train.max_iters=1',
+                                                          f'model.seed_weights={tmp_path / "keys.safetensors"}')])
+    assert not (tmp_path / 'run').exists()

@@ -88,10 +88,16 @@ def run_entry(run_dir: str | os.PathLike) -> ReportEntry:
     for p in (cfg_path, met_path):
         if not p.is_file():
             raise FileNotFoundError(f'run folder {str(run_dir)!r} has no {p.name}; expected a retrain run folder')
-    cfg = yaml.safe_load(cfg_path.read_text()) or {}
-    metrics = json.loads(met_path.read_text())
-    if 'AP' not in metrics:
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text()) or {}
+        metrics = json.loads(met_path.read_text())
+    except (ValueError, yaml.YAMLError, RecursionError):  # NOTE: UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ValueError(f'run folder {str(run_dir)!r} has an unreadable config.yaml or metrics.json; expected the '
+                         'files of a retrain run') from None
+    if not isinstance(cfg, dict) or not isinstance(metrics, dict) or 'AP' not in metrics:
         raise ValueError(f'{str(met_path)!r} has no AP; expected the metrics of a test run')
+    if isinstance(metrics['AP'], bool) or not isinstance(metrics['AP'], (int, float)):
+        raise ValueError(f"{str(met_path)!r} has AP {metrics['AP']!r}; expected a number")
     det = str(cfg.get('detector', 'retinanet'))
     model = cfg.get('model') or {}
     kwargs = model.get('kwargs') or {}

@@ -25,6 +25,8 @@ __all__ = ['main', 'bench_main']
 _logger = logging.getLogger(__name__)
 
 _COMMANDS = ('run', 'compare', 'report')
+# NOTE: what every results row has, the oldest files (a `backend` column instead of `runtime`) included
+_ROW_KEYS = ('model', 'batch', 'input_h', 'input_w', 'p50_ms')
 
 
 def _common(p: CliParser) -> None:
@@ -142,6 +144,8 @@ def _compare(args: Any) -> None:
     from ..bench.runner import compare
 
     _check_counts(args)
+    if args.batch < 1:
+        raise ValueError(f'--batch is {args.batch}; expected a positive integer')
     size = _sizes(args.input_size, args.what, args.detector)[0]
     a, b = _split(args.a, args.runtime, args.device), _split(args.b, args.runtime, args.device)
     if a == b:
@@ -170,10 +174,15 @@ def _report(args: Any) -> None:
         if not path.is_file():
             raise FileNotFoundError(f'--results {str(path)!r} not found; expected the results.json of a fna-bench run')
         try:
-            rows += list(json.loads(path.read_text())['rows'])
-        except (ValueError, KeyError, TypeError):
+            found = list(json.loads(path.read_text())['rows'])
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise ValueError(f'--results {str(path)!r} is not a fna-bench results.json; expected {{"rows": [...]}}'
                              ) from None
+        for i, row in enumerate(found):
+            if not isinstance(row, dict) or any(k not in row for k in _ROW_KEYS):
+                raise ValueError(f'--results {str(path)!r}: rows[{i}] is {str(row)[:80]}; expected a fna-bench row '
+                                 f'with {", ".join(_ROW_KEYS)}')
+        rows += found
     entries = published_entries() + [run_entry(d) for d in args.runs_dirs]
     joined = build_report(rows, entries)
     md, png = write_report(joined, args.output, machine=rows[0] if rows else None)

@@ -52,6 +52,11 @@ class CliParser(argparse.ArgumentParser):
 
 def _one_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
+    if text.startswith('Caught ') and 'Original Traceback (most recent call last)' in text:
+        # NOTE: torch re-raises an error of a DataLoader worker with the worker's traceback as its message; the
+        # traceback's last line is the error itself ('ValueError: image ... cannot be decoded ...')
+        last = text.splitlines()[-1].strip()
+        text = last.split(': ', 1)[1] if ': ' in last else last
     if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in text:
         text = f'{text}: {e.filename!r}'
     return ' '.join(text.split())

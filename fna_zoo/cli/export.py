@@ -12,6 +12,7 @@ fp32 model finds nothing on the gate data, so the AP gate could not check INT8);
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +23,10 @@ from .common import CliParser, GateFailed, add_output_arg, add_verbosity, entry_
 __all__ = ['export_main', 'main']
 
 _logger = logging.getLogger(__name__)
+
+# NOTE: the stage ends of a backbone with output stride 32 (every FNA arch, `fna_zoo.arch.check_arch`, and timm's
+# EfficientNet / MobileNet family): strides 2, 4, 8, 16, 32
+FEATURE_LEVELS = 5
 
 
 def _parser() -> CliParser:
@@ -88,8 +93,12 @@ def _validate(p: CliParser, args: Any) -> None:
         raise ValueError(f'--iou-thresh is {args.iou_thresh}; expected a value in (0, 1]')
     if args.max_dets is not None and args.max_dets < 1:
         raise ValueError(f'--max-dets is {args.max_dets}; expected a positive integer')
-    if args.atol <= 0:
+    if not 0 < args.atol < math.inf:  # NOTE: written so, as nan fails every comparison
         raise ValueError(f'--atol is {args.atol}; expected a positive tolerance')
+    if args.out_indices is not None and (len(set(args.out_indices)) != len(args.out_indices)
+                                         or not all(0 <= i < FEATURE_LEVELS for i in args.out_indices)):
+        raise ValueError(f'--out-indices {" ".join(map(str, args.out_indices))} is invalid; expected distinct feature '
+                         f'levels 0..{FEATURE_LEVELS - 1} (strides 2, 4, 8, 16, 32)')
     if (args.score_thresh is not None or args.iou_thresh is not None or args.max_dets is not None) and what != 'nms':
         raise ValueError('--score-thresh / --iou-thresh / --max-dets apply to --what nms; expected no NMS options here')
     args.output = check_output_path(args.output, '.onnx')
@@ -158,6 +167,9 @@ def export_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         target = backbone_target(_backbone_spec(args), args.seed_weights, args.out_indices,
                                  tuple(args.input_size) if args.input_size else (224, 224),
                                  name=args.arch or args.model)
+    # NOTE: the INT8 inputs (gate data, calibration images) are read before the fp32 export, so bad data fails
+    # with nothing written
+    int8_inputs = _int8_inputs(args, target) if args.int8 else None
     dynamic = not args.static
     written, reports = export_with_gate(target, args.output, args.batch, dynamic, args.opset, args.simplify, args.atol)
     h, w = target.input_size
@@ -173,7 +185,7 @@ def export_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {'output': written, 'parity': reports, 'target': target}
     engine_source = written
     if args.int8:
-        result['int8'] = _int8(args, target, written)
+        result['int8'] = _int8(args, target, written, *int8_inputs)
         engine_source = result['int8']['path']
     if args.format == 'engine':
         from ..export.tensorrt import TensorRTUnavailable, build_engine
@@ -189,22 +201,31 @@ def export_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return result
 
 
-def _int8(args: Any, target: Any, fp32_path: Path) -> dict[str, Any]:
-    """Calibrate, quantize, then compare INT8 with fp32 (AP, size, latency); nothing written on a failed gate."""
+def _int8_inputs(args: Any, target: Any) -> tuple[Any, list[Any]]:
+    """(the gate dataset, the preprocessed calibration batches) of an INT8 export."""
     import json
 
     from ..checkpoint import read_checkpoint
-    from ..engine.evaluate import format_stats
-    from ..export.quantize import (calibration_batches, calibration_images, eval_dataset, onnx_ap, ort_latencies_ms,
-                                   quantize_int8)
-    from ..fileio import atomic_path
+    from ..export.quantize import calibration_batches, calibration_images, eval_dataset
 
     cfg = read_checkpoint(args.checkpoint).config
-    meta = target.metadata
-    mean, resize = json.loads(meta['mean']), meta['resize']
+    mean, resize = json.loads(target.metadata['mean']), target.metadata['resize']
     dataset = eval_dataset(cfg, args.data_path)
     calib = calibration_images(cfg, args.calib_images, args.data_path)
-    batches = calibration_batches(calib, target.input_size, resize, mean)
+    return dataset, calibration_batches(calib, target.input_size, resize, mean)
+
+
+def _int8(args: Any, target: Any, fp32_path: Path, dataset: Any, batches: list[Any]) -> dict[str, Any]:
+    """Quantize with the calibration `batches`, then compare INT8 with fp32 on `dataset` (AP, size, latency);
+    nothing written on a failed gate."""
+    import json
+
+    from ..engine.evaluate import format_stats
+    from ..export.quantize import onnx_ap, ort_latencies_ms, quantize_int8
+    from ..fileio import atomic_path
+
+    meta = target.metadata
+    mean, resize = json.loads(meta['mean']), meta['resize']
     int8_path = Path(args.int8_output)
     ap32 = onnx_ap(fp32_path, dataset, target.input_size, resize, mean)
     _check_gate_can_see(ap32, dataset, int8_path)

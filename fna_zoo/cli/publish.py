@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..assets.store import resolve_asset
+from ..checks import check_output_path
 from .common import CliParser, add_output_arg, add_verbosity, entry_point, setup_logging
 
 __all__ = ['publish_main', 'main']
@@ -72,6 +73,7 @@ def _validate(args: Any) -> None:
     if out.is_file() or (out.is_dir() and any(out.iterdir())):
         raise FileExistsError(f'--output {args.output!r} exists and is not an empty folder; expected a new (or empty) '
                               'folder')
+    check_output_path(out / 'config.json')  # a folder that cannot be made (under a file, read-only) fails now
 
 
 def publish_main(argv: Sequence[str] | None = None) -> Path:

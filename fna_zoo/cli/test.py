@@ -26,7 +26,7 @@ def test_main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """
     from ..checkpoint import read_checkpoint
     from ..checks import check_output_path
-    from ..engine.config import apply_overrides, build_model, load_config
+    from ..engine.config import apply_overrides, build_model, check_config, load_config
     from ..engine.distributed import cleanup, init_distributed
     from ..engine.evaluate import evaluate, format_stats
     from ..engine.train import build_datasets, data_root
@@ -51,7 +51,14 @@ def test_main(argv: Sequence[str] | None = None) -> dict[str, float]:
         check_output_path(args.detections, '.json')
     ckpt = read_checkpoint(args.checkpoint)
     overrides = run_overrides(args)
-    cfg = load_config(args.config, overrides) if args.config else apply_overrides(copy.deepcopy(ckpt.config), overrides)
+    fixed = [o for o in overrides if o.partition('=')[0].strip().split('.')[0] in ('model', 'detector')]
+    if fixed:
+        raise ValueError(f'--set {fixed[0]!r} changes the model, which fna-test takes from the checkpoint; expected '
+                         'data.* or eval.* settings')
+    if args.config:
+        cfg = load_config(args.config, overrides)
+    else:  # the checkpoint's config, its overrides checked against its own types
+        cfg = check_config(apply_overrides(copy.deepcopy(ckpt.config), overrides), ckpt.config)
     model_cfg = ckpt.model_config()  # the model is the checkpoint's, whatever the config says
     cfg['model'], cfg['detector'] = model_cfg['model'], model_cfg['detector']
     if not ckpt.num_classes:

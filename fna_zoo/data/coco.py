@@ -117,6 +117,9 @@ class CocoDetection(Dataset):
             data = json.loads(self.ann_file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f'malformed annotation file {str(self.ann_file)!r}: {e}') from None
+        except RecursionError:  # NOTE: the json parser recurses into nested lists
+            raise ValueError(f'annotation file {str(self.ann_file)!r} is nested too deeply to parse; expected a COCO '
+                             'json object (images, annotations, categories)') from None
         missing = [k for k in ('images', 'annotations', 'categories') if not isinstance(data, dict) or k not in data]
         if missing:
             raise ValueError(f'malformed annotation file {str(self.ann_file)!r}: missing {missing}; '

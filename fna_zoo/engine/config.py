@@ -15,7 +15,8 @@ import yaml
 
 from ..checks import MAX_SIDE
 
-__all__ = ['DEFAULTS', 'SEARCH_DEFAULTS', 'load_config', 'apply_overrides', 'model_kwargs', 'build_model']
+__all__ = ['DEFAULTS', 'SEARCH_DEFAULTS', 'load_config', 'apply_overrides', 'check_config', 'model_kwargs',
+           'build_model']
 
 DEFAULTS: dict[str, Any] = {
     'detector': 'retinanet',          # 'retinanet' or 'ssdlite'
@@ -293,12 +294,12 @@ _ABSENT = object()
 
 
 def _setting(cfg: dict[str, Any], path: str) -> Any:
-    """The value at a dotted key, or `_ABSENT` when its section is not in the config (search.* in a retrain one)."""
-    section, *keys = path.split('.')
-    if section not in cfg:
-        return _ABSENT
-    value: Any = cfg[section]
-    for k in keys:
+    """The value at a dotted key, or `_ABSENT` when it is not in the config (search.* in a retrain one, a key the
+    config of an older checkpoint lacks, see `check_config`)."""
+    value: Any = cfg
+    for k in path.split('.'):
+        if not isinstance(value, dict) or k not in value:
+            return _ABSENT
         value = value[k]
     return value
 
@@ -326,11 +327,11 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
                              f'{" or null" if nullable else ""}')
         if path == 'data.synthetic.image_size' and value > MAX_SIDE:
             raise ValueError(f'config {path} is {value!r}; expected an image side up to {MAX_SIDE}')
-    for path, value in (('train.lr', cfg['train']['lr']),) + (
-            (('search.arch_optimizer.lr', cfg['search']['arch_optimizer']['lr']),) if 'search' in cfg else ()):
-        if not value > 0:
+    for path in ('train.lr', 'search.arch_optimizer.lr'):
+        value = _setting(cfg, path)
+        if value is not _ABSENT and not value > 0:
             raise ValueError(f'config {path} is {value!r}; expected a positive number')
-    if 'search' in cfg:
+    if _setting(cfg, 'search.objective.input_size') is not _ABSENT:
         size = cfg['search']['objective']['input_size']
         if not (isinstance(size, list) and len(size) == 2
                 and all(_positive_int(v) and 32 <= v <= MAX_SIDE for v in size)):
@@ -340,6 +341,20 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_config(cfg: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """The typed checks of `load_config` for a config made elsewhere, e.g. a checkpoint's with `--set` overrides:
+    every value has the type of its value in `reference`, counts, sizes and rates in range. Returns `cfg`.
+
+    Args:
+        cfg: The config to check.
+        reference: A config of the right types (the checkpoint's own, before the overrides).
+    """
+    _check_types(cfg, reference, '')
+    _check_ranges(cfg)
+    _check_float_ranges(cfg)
+    return cfg
 
 
 def _check_train_crop(crop: dict[str, Any]) -> None:

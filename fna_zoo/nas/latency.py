@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 from .._builder import build_part
 from ..arch import HEAD_OP, Arch, Stage
+from ..checks import MAX_SIDE
 from ..fileio import atomic_write_text
 from ..runtime.machine import machine_info
 from ..runtime.names import ALIASES, runtime_matches
@@ -136,8 +137,9 @@ class TablePlan:
 
 def _check_size(input_size: Sequence[int]) -> tuple[int, int]:
     size = list(input_size) if isinstance(input_size, (list, tuple)) else [input_size]
-    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 32 for v in size):
-        raise ValueError(f'latency table input size is {input_size!r}; expected [H, W], two integers >= 32')
+    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or not 32 <= v <= MAX_SIDE for v in size):
+        raise ValueError(f'latency table input size is {input_size!r}; expected [H, W], two integers from 32 to '
+                         f'{MAX_SIDE}')
     return int(size[0]), int(size[1])
 
 
