@@ -213,3 +213,30 @@ def test_a_bad_seed_file_leaves_no_search_folder(tmp_path):
         search_main(['-o', str(tmp_path / 'run'), *_tiny(tmp_path, 'train.max_iters=1',
                                                           f'model.seed_weights={tmp_path / "keys.safetensors"}')])
     assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('command', ['retrain', 'search'])
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path, command):
+    """A training image that cannot be decoded surfaces at the first batch, after the run folder was started (found
+    by scripts/bad_input_sweep.py): the fresh run removes what it wrote; files that were there stay."""
+    import shutil
+
+    from fna_zoo.cli.retrain import retrain_main
+    from fna_zoo.cli.search import search_main
+
+    main = {'retrain': retrain_main, 'search': search_main}[command]
+    data = tmp_path / 'copy'
+    make_synthetic_coco(tmp_path / 'data', **SMALL_RUN)
+    shutil.copytree(synthetic_set_path(tmp_path / 'data', **SMALL_RUN), data)
+    for p in (data / 'train2017').iterdir():
+        p.write_bytes(b'not an image')
+    args = [*_tiny(tmp_path, 'train.max_iters=1'), '--data-path', str(data)]
+    with pytest.raises(ValueError, match=r"image '.*train2017.*' \(image id \d+\) cannot be decoded"):
+        main(['-o', str(tmp_path / 'run'), *args])
+    assert not (tmp_path / 'run').exists()
+    mine = tmp_path / 'mine'
+    mine.mkdir()
+    (mine / 'notes.txt').write_text('keep')
+    with pytest.raises(ValueError, match='cannot be decoded'):
+        main(['-o', str(mine), *args])
+    assert [p.name for p in mine.iterdir()] == ['notes.txt']

@@ -235,7 +235,8 @@ class MetricsLog:
 class TrainingRun:
     """One training run's folder and bookkeeping: resume state, config.yaml, last.pth, metrics.csv, progress bar.
 
-    Created once the data is checked; it reads `<output>/last.pth` when resuming. `begin` then either restores
+    Created once the data is checked, as a context manager (a fresh run that fails before its first checkpoint
+    removes what it wrote); it reads `<output>/last.pth` when resuming. `begin` then either restores
     the training state into the model, optimizers and RNGs, or starts the folder; `save_last` checkpoints.
 
     Args:
@@ -249,6 +250,10 @@ class TrainingRun:
         self.cfg, self.dist_info, self.num_classes = cfg, dist_info, num_classes
         self.out = Path(cfg['output'])
         self.last = self.out / 'last.pth'
+        # what was there before this run (left alone if a fresh run fails before its first checkpoint)
+        self._created = not self.out.exists()
+        self._found = set() if self._created or not self.out.is_dir() else {p.name for p in self.out.iterdir()}
+        self._checkpointed = False
         if self.is_main:  # one writer per run folder, before anything in it is read or written
             lock_folder(self.out)
             _remove_stale_temp_files(self.out)
@@ -262,6 +267,31 @@ class TrainingRun:
         """Release the run folder (the end of a run; a process that dies releases it too)."""
         if self.is_main:
             unlock_folder(self.out)
+
+    def __enter__(self) -> 'TrainingRun':
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        """Release the folder; a fresh run that fails before its first checkpoint first removes what it wrote."""
+        if exc_type is not None and self.is_main and not self.resumed and not self._checkpointed:
+            self._discard()
+        self.close()
+
+    def _discard(self) -> None:
+        """Remove the files this fresh run wrote (config.yaml, logs, ...), and the folder when it made it.
+
+        NOTE: such a run has nothing to resume from, and its stubs (a config.yaml and a metrics.csv header beside
+        no weights) read like a run; files that were in the folder before the run are left alone.
+        """
+        unlock_folder(self.out)
+        if not self.out.is_dir():
+            return
+        for p in self.out.iterdir():
+            if p.name not in self._found and p.is_file():
+                p.unlink(missing_ok=True)
+        if self._created:
+            with contextlib.suppress(OSError):  # not empty: something else wrote into it meanwhile
+                self.out.rmdir()
 
     @property
     def resumed(self) -> bool:
@@ -332,6 +362,7 @@ class TrainingRun:
             if self.logs:
                 state['log_rows'] = {name: log.rows for name, log in self.logs.items()}
             save_checkpoint({**state, 'config': self.cfg, 'num_classes': self.num_classes}, self.last)
+            self._checkpointed = True
         barrier()
 
     def save_final(self, **extra: Any) -> None:
@@ -343,6 +374,7 @@ class TrainingRun:
         if self.is_main:
             save_checkpoint({'model': self._model_state(), 'config': self.cfg, 'num_classes': self.num_classes,
                              **extra}, self.out / 'final.pth')
+            self._checkpointed = True
 
     def metrics_log(self, fields: Sequence[str], name: str = 'metrics.csv') -> MetricsLog:
         """A CSV log of the run (header written now on a fresh run): metrics.csv, eval.csv, ...

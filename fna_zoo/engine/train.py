@@ -260,67 +260,66 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     if not (resume and (Path(cfg['output']) / 'last.pth').is_file()):
         fresh_arch = _config_arch(cfg)
         model = build_model(_with_arch(cfg, fresh_arch), num_classes, with_seed=True)
-    run = TrainingRun(cfg, dist_info, resume, num_classes)
-    arch = _run_arch(cfg, run, fresh_arch)
-    if model is None or run.resumed:
-        model = build_model(_with_arch(cfg, arch), run.num_classes, with_seed=not run.resumed)
-    model = model.to(dist_info.device)
-    if t['freeze_bn']:
-        _logger.info('froze %d BatchNorm layers of the backbone', freeze_backbone_bn(model))
-    elif t['sync_bn'] and dist_info.distributed:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    opt = build_optimizer(model.parameters(), t)
-    epoch, step, done_in_epoch = 0, 0, 0
-    if (state := run.begin(model, {'optimizer': opt})) is not None:
-        epoch, step, done_in_epoch = state['epoch'], state['step'], state['done_in_epoch']
-        _logger.info('resumed from %s at epoch %d, step %d', run.last, epoch, step)
-    ddp = DistributedDataParallel(model) if dist_info.distributed else model
+    with TrainingRun(cfg, dist_info, resume, num_classes) as run:
+        arch = _run_arch(cfg, run, fresh_arch)
+        if model is None or run.resumed:
+            model = build_model(_with_arch(cfg, arch), run.num_classes, with_seed=not run.resumed)
+        model = model.to(dist_info.device)
+        if t['freeze_bn']:
+            _logger.info('froze %d BatchNorm layers of the backbone', freeze_backbone_bn(model))
+        elif t['sync_bn'] and dist_info.distributed:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        opt = build_optimizer(model.parameters(), t)
+        epoch, step, done_in_epoch = 0, 0, 0
+        if (state := run.begin(model, {'optimizer': opt})) is not None:
+            epoch, step, done_in_epoch = state['epoch'], state['step'], state['done_in_epoch']
+            _logger.info('resumed from %s at epoch %d, step %d', run.last, epoch, step)
+        ddp = DistributedDataParallel(model) if dist_info.distributed else model
 
-    sampler = DistributedSampler(train_ds, seed=cfg['seed']) if dist_info.distributed else None
-    epoch_batches = batches_per_epoch(train_ds, sampler, t['batch_size'])  # this process's batches per epoch
-    total = total_steps(t, epoch_batches)
-    metrics = run.metrics_log(_FIELDS)
-    curve = run.metrics_log(_EVAL_FIELDS, 'eval.csv') if t['eval_interval'] else None
-    bar = run.progress(total, step, 'retrain')
-    while step < total and epoch < t['epochs']:
-        # a resumed run skips the epoch's done batches (see `epoch_loader`)
-        loader = epoch_loader(train_ds, sampler, t['batch_size'], cfg['data']['workers'], cfg['seed'] + epoch, epoch,
-                              done_in_epoch)
-        train_mode(model, t['freeze_bn'])
-        for batch in loader:
-            tic = time.perf_counter()
-            lr = apply_lr(opt, t, step, epoch, total)
-            losses, loss = _train_step(ddp, model, opt, to_device(batch, run.device), t['grad_clip'], step)
-            step += 1
-            done_in_epoch += 1
-            bar.update(1)
-            bar.set_postfix(loss=f'{loss:.3f}', lr=f'{lr:.4f}')
-            if run.is_main and (step % t['log_interval'] == 0 or step == total):
-                cls, reg = (float(losses[k].detach()) if k in losses else float('nan')
-                            for k in ('classification', 'bbox_regression'))
-                metrics.write([step, epoch, f'{lr:.6g}', f'{loss:.5f}', f'{cls:.5f}', f'{reg:.5f}',
-                               f'{time.perf_counter() - tic:.3f}'])
-            if curve is not None and step % t['eval_interval'] == 0 and step < total:
-                _eval_point(model, val_ds, run, curve, cfg, step, epoch)
-                train_mode(model, t['freeze_bn'])
-            # the epoch end and the run end write their own checkpoint below
-            if step % t['ckpt_interval'] == 0 and step < total and done_in_epoch < epoch_batches:
-                run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch, cat_ids=cat_ids)
-            if step >= total:
-                break
-        else:
-            epoch, done_in_epoch = epoch + 1, 0
-        run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch, cat_ids=cat_ids)
-    bar.close()
+        sampler = DistributedSampler(train_ds, seed=cfg['seed']) if dist_info.distributed else None
+        epoch_batches = batches_per_epoch(train_ds, sampler, t['batch_size'])  # this process's batches per epoch
+        total = total_steps(t, epoch_batches)
+        metrics = run.metrics_log(_FIELDS)
+        curve = run.metrics_log(_EVAL_FIELDS, 'eval.csv') if t['eval_interval'] else None
+        bar = run.progress(total, step, 'retrain')
+        while step < total and epoch < t['epochs']:
+            # a resumed run skips the epoch's done batches (see `epoch_loader`)
+            loader = epoch_loader(train_ds, sampler, t['batch_size'], cfg['data']['workers'], cfg['seed'] + epoch,
+                                  epoch, done_in_epoch)
+            train_mode(model, t['freeze_bn'])
+            for batch in loader:
+                tic = time.perf_counter()
+                lr = apply_lr(opt, t, step, epoch, total)
+                losses, loss = _train_step(ddp, model, opt, to_device(batch, run.device), t['grad_clip'], step)
+                step += 1
+                done_in_epoch += 1
+                bar.update(1)
+                bar.set_postfix(loss=f'{loss:.3f}', lr=f'{lr:.4f}')
+                if run.is_main and (step % t['log_interval'] == 0 or step == total):
+                    cls, reg = (float(losses[k].detach()) if k in losses else float('nan')
+                                for k in ('classification', 'bbox_regression'))
+                    metrics.write([step, epoch, f'{lr:.6g}', f'{loss:.5f}', f'{cls:.5f}', f'{reg:.5f}',
+                                   f'{time.perf_counter() - tic:.3f}'])
+                if curve is not None and step % t['eval_interval'] == 0 and step < total:
+                    _eval_point(model, val_ds, run, curve, cfg, step, epoch)
+                    train_mode(model, t['freeze_bn'])
+                # the epoch end and the run end write their own checkpoint below
+                if step % t['ckpt_interval'] == 0 and step < total and done_in_epoch < epoch_batches:
+                    run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch, cat_ids=cat_ids)
+                if step >= total:
+                    break
+            else:
+                epoch, done_in_epoch = epoch + 1, 0
+            run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch, cat_ids=cat_ids)
+        bar.close()
 
-    run.save_final(step=step, arch=arch, cat_ids=cat_ids)
-    result: dict[str, Any] = {'step': step}
-    if t['eval_at_end']:
-        stats = evaluate(model, val_ds, run.out / 'detections_val.json', cfg['eval']['batch_size'], dist_info,
-                         cfg['data']['workers'])
-        result.update(stats)
-        if curve is not None:
-            curve.write([step, epoch, *(f'{stats.get(k, float("nan")):.5f}' for k in STAT_NAMES[:3])])
-    run.write_text('metrics.json', json.dumps(result, indent=2))
-    run.close()
+        run.save_final(step=step, arch=arch, cat_ids=cat_ids)
+        result: dict[str, Any] = {'step': step}
+        if t['eval_at_end']:
+            stats = evaluate(model, val_ds, run.out / 'detections_val.json', cfg['eval']['batch_size'], dist_info,
+                             cfg['data']['workers'])
+            result.update(stats)
+            if curve is not None:
+                curve.write([step, epoch, *(f'{stats.get(k, float("nan")):.5f}' for k in STAT_NAMES[:3])])
+        run.write_text('metrics.json', json.dumps(result, indent=2))
     return result

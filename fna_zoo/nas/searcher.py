@@ -272,15 +272,14 @@ def search(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     seed_sd = None
     if cfg['model']['seed_weights'] is not None and not (resume and (Path(cfg['output']) / 'last.pth').is_file()):
         seed_sd = _seed_state_dict(cfg, space)
-    run = TrainingRun(cfg, dist_info, resume, num_classes)
-    job = _Search(run, Subset(train_ds, weight_idx), Subset(plain_ds, arch_idx), val_ds, seed_sd)
-    with run.log_file('search.log'):
-        if run.is_main and not run.resumed:
-            _logger.info('search space: %s', job.space.describe())
-        result = job.loop()
-    result['wall_time_s'] = round(time.perf_counter() - tic, 1)
-    run.write_text('summary.json', json.dumps(result, indent=2) + '\n')
-    run.close()
+    with TrainingRun(cfg, dist_info, resume, num_classes) as run:
+        with run.log_file('search.log'):
+            job = _Search(run, Subset(train_ds, weight_idx), Subset(plain_ds, arch_idx), val_ds, seed_sd)
+            if run.is_main and not run.resumed:
+                _logger.info('search space: %s', job.space.describe())
+            result = job.loop()
+        result['wall_time_s'] = round(time.perf_counter() - tic, 1)
+        run.write_text('summary.json', json.dumps(result, indent=2) + '\n')
     return result
 
 
