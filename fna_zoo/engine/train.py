@@ -46,7 +46,12 @@ def _eval_point(model: nn.Module, val_ds: CocoDetection, run: TrainingRun, curve
                      cfg['data']['workers'])
     if run.is_main:
         _logger.info('step %d: %s', step, format_stats(stats))
-        curve.write([step, epoch, *(f'{stats[k]:.5f}' for k in STAT_NAMES[:3])])
+    _curve_row(curve, stats, step, epoch)
+
+
+def _curve_row(curve: Any, stats: dict[str, float], step: int, epoch: int) -> None:
+    """Append one AP-vs-steps row (AP, AP50, AP75; NaN for a metric the evaluation did not give)."""
+    curve.write([step, epoch, *(f'{stats.get(k, float("nan")):.5f}' for k in STAT_NAMES[:3])])
 
 
 def data_root(cfg: dict[str, Any], dist_info: DistInfo | None = None) -> Path:
@@ -320,6 +325,6 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
                              cfg['data']['workers'])
             result.update(stats)
             if curve is not None:
-                curve.write([step, epoch, *(f'{stats.get(k, float("nan")):.5f}' for k in STAT_NAMES[:3])])
+                _curve_row(curve, stats, step, epoch)
         run.write_text('metrics.json', json.dumps(result, indent=2))
     return result
