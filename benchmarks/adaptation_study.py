@@ -171,9 +171,9 @@ def ort_latencies(models: list[dict[str, Any]], rounds: int, threads: int) -> di
         fns.append(onnxruntime_runner(onnx_bytes(body, [x]), [x], threads=threads).fn)
         names.append(key)
     times = time_interleaved(fns, warmup=5, runs=rounds)
-    by_key = {k: stats_from_times(t) for k, t in zip(names, times)}
-    return {m['name']: {'ort_p50_ms': by_key[json.dumps(m['backbone'], sort_keys=True)].p50,
-                        'ort_p90_ms': by_key[json.dumps(m['backbone'], sort_keys=True)].p90} for m in models}
+    by_name = {seen[k]: stats_from_times(t) for k, t in zip(names, times)}  # the first model of each arch
+    first = {m['name']: seen[json.dumps(m['backbone'], sort_keys=True)] for m in models}
+    return {name: {'ort_p50_ms': by_name[f].p50, 'ort_p90_ms': by_name[f].p90} for name, f in first.items()}
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -291,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the ImageNet seed remapped into every model but 'seed_random_init' (default: torchvision's)")
     p.add_argument('--note', default='', help='a sentence for the table header (how the runs were scheduled)')
     args = p.parse_args(argv)
+    for path in (args.searched, args.searched_seed2, *args.search_runs):
+        if path and not Path(path).exists():
+            p.error(f'{path!r} does not exist; expected an arch.yaml (--searched) or a search run folder')
 
     machine = machine_info(2)
     out = Path(args.out or ROOT / 'benchmarks' / 'results' / machine_slug(machine))
