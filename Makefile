@@ -32,10 +32,11 @@ demo: venv assets
 	$(PY) export/predict_onnx.py runs/demo_export/retinanet.onnx $(TREES)/val2017/$(DEMO_TILE) \
 		--truth $(TREES)/annotations/instances_val2017.json --score-thresh 0.2 -o runs/demo_export/detections.png
 	.venv/bin/fna-bench runs/demo_search/arch.yaml --runtimes torch onnxruntime --input-size 320 320 -o runs/demo_bench/backbone
-	.venv/bin/fna-bench runs/demo_retinanet/final.pth runs/demo_export/retinanet.int8.onnx --what raw \
-		--runtimes torch onnxruntime --input-size 320 320 -o runs/demo_bench/detector
 	.venv/bin/fna-bench report --results benchmarks/results/amd-epyc-2c/results.json runs/demo_bench/backbone/results.json \
 		--runs-dirs runs/demo_retinanet -o runs/demo_report
+	# the deployment table: AP and end-to-end latency of the demo detector per runtime and precision
+	.venv/bin/fna-bench --ap runs/demo_retinanet/final.pth runs/demo_export/retinanet.onnx \
+		runs/demo_export/retinanet.int8.onnx -q -o runs/demo_report
 
 test: venv
 	$(PY) -m pytest -q tests

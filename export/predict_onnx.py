@@ -8,16 +8,20 @@ Prints one line per detection (label, score, box x1 y1 x2 y2 in the image's pixe
 into a PNG; with `--truth` (the COCO annotation file the image is in) the ground truth is drawn beside them.
 The preprocessing is read from the file's metadata: the network input size, the resize mode ('letterbox'
 for RetinaNet: keep the aspect ratio and pad right/bottom with the mean colour; 'stretch' for SSD) and the
-mean; the graph itself normalises and runs NMS. No torch needed.
+mean (`fna_zoo/runtime/preprocess.py`, the pre-processing fna-export's INT8 gate and `fna-bench --ap` use too,
+loaded as a file); the graph itself normalises and runs NMS. No torch needed.
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import NoReturn, Sequence
 
 import numpy as np
@@ -46,34 +50,35 @@ def load_session(path: str) -> tuple[ort.InferenceSession, dict[str, str]]:
     return sess, meta
 
 
-def preprocess(image: Image.Image, size: tuple[int, int], resize: str, mean: Sequence[float]
-               ) -> tuple[np.ndarray, tuple[float, float]]:
-    """The network input [1, 3, H, W] in [0, 1] and the (x, y) scale from the image to it.
+@functools.lru_cache(maxsize=None)
+def pre() -> ModuleType:
+    """`fna_zoo/runtime/preprocess.py`, the one deployment pre-processing of the project, loaded as a file.
 
-    Mirrors `fna_zoo.export.quantize.preprocess` (which uses torch's bilinear resize; PIL's differs slightly).
+    NOTE: loaded by path, not imported: importing `fna_zoo` would import torch and timm. The checkout this
+    script is in comes first, else the installed `fna_zoo` (found without importing it).
     """
-    w, h = image.size
-    H, W = size
-    if resize == 'stretch':
-        arr = np.asarray(image.resize((W, H), Image.BILINEAR), dtype=np.float32) / 255.0
-        return arr.transpose(2, 0, 1)[None], (W / w, H / h)
-    s = min(H / h, W / w)
-    nh, nw = min(H, round(h * s)), min(W, round(w * s))
-    canvas = np.empty((H, W, 3), dtype=np.float32)
-    canvas[:] = np.asarray(mean, dtype=np.float32)
-    canvas[:nh, :nw] = np.asarray(image.resize((nw, nh), Image.BILINEAR), dtype=np.float32) / 255.0
-    return canvas.transpose(2, 0, 1)[None], (s, s)
+    rel = Path('runtime') / 'preprocess.py'
+    path = Path(__file__).resolve().parents[1] / 'fna_zoo' / rel
+    if not path.is_file():
+        found = importlib.util.find_spec('fna_zoo')
+        path = Path(next(iter(found.submodule_search_locations or []), '')) / rel if found else path
+    if not path.is_file():
+        raise ValueError('predict_onnx.py needs fna_zoo/runtime/preprocess.py (a checkout, or fna-zoo installed)')
+    spec = importlib.util.spec_from_file_location('_fna_zoo_preprocess', path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # NOTE: dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def predict(sess: ort.InferenceSession, meta: dict[str, str], image: Image.Image, score_thresh: float = 0.0
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(boxes [N, 4] xyxy in image pixels, scores [N], labels [N]) with score >= `score_thresh`."""
-    size = tuple(int(v) for v in meta['input_size'].split(','))
-    x, (sx, sy) = preprocess(image, size, meta.get('resize', 'letterbox'), json.loads(meta['mean']))
+    x, scale = pre().resize_image(image, pre().input_spec(meta))
     boxes, scores, labels, num = sess.run(['boxes', 'scores', 'labels', 'num_detections'],
-                                          {sess.get_inputs()[0].name: x})
+                                          {sess.get_inputs()[0].name: x[None]})
     n = int(num[0])
-    boxes, scores, labels = boxes[0, :n] / np.array([sx, sy, sx, sy], dtype=np.float32), scores[0, :n], labels[0, :n]
+    boxes, scores, labels = pre().to_image_pixels(boxes[0, :n], scale), scores[0, :n], labels[0, :n]
     keep = scores >= score_thresh
     return boxes[keep], scores[keep], labels[keep]
 
@@ -178,11 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise FileNotFoundError(f'--truth {args.truth!r} does not exist; expected the COCO annotation file of the '
                                 "image's split")
     truth = truth_boxes(args.truth, Path(args.image).name) if args.truth else None
-    try:
-        image = Image.open(args.image).convert('RGB')
-    except (OSError, Image.DecompressionBombError, ValueError) as e:  # not an image, truncated, too large
-        raise ValueError(f'image {args.image!r} is not a readable image ({type(e).__name__}); expected a PNG/JPEG '
-                         'file') from None
+    image = pre().load_image(args.image)
     boxes, scores, labels = predict(sess, meta, image, args.score_thresh)
     names = args.classes.split(',') if args.classes else json.loads(meta.get('class_names', '[]'))
     for box, score, label in zip(boxes, scores, labels):

@@ -761,6 +761,24 @@ def build_cases(fx: Path) -> list[Case]:
     add('fna-bench', 'report output blocker', ['report', '--results', p('results_ok.json'), '-o',
                                                p('blocker/rep')], [p('blocker/rep')])
     add('fna-bench', 'report without results', ['report', '-o', '{tmp}/rep'], ['{tmp}/rep'])
+    # fna-bench --ap (the deployment table of a detector)
+    ap = ['--runtimes', 'torch', '--runs', '1', '--warmup', '0', '-q', '-o', '{tmp}/ap']
+    for name in DATA[:3] + [f'coco_{n}' for n in ('no_bbox', 'json_list', 'corrupt_image', 'unknown_category',
+                                                  'no_images')]:
+        add('fna-bench', f'ap data_path {name}', ['--ap', p('ok.pth'), '--data_path', p(name), *ap], ['{tmp}/ap'])
+    for name in ('garbage.pth', 'foreign.pth', 'wrongkind.pth', 'payload.pth', 'truncated.pth', *ONNX):
+        add('fna-bench', f'ap model {name}', ['--ap', p(name), *ap], ['{tmp}/ap'])
+    for what, extra in {
+        'ap without a checkpoint': ['mobilenetv2_100'], 'ap with a garbage onnx': [p('ok.pth'), p('garbage.onnx')],
+        'ap two checkpoints': [p('ok.pth'), p('ok.pth')], 'ap batch 2': [p('ok.pth'), '--batch', '2'],
+        'ap what raw': [p('ok.pth'), '--what', 'raw'], 'ap min-time': [p('ok.pth'), '--min-time', '1'],
+        'ap two input sizes': [p('ok.pth'), '--input-size', '64', '64', '96', '96'],
+    }.items():
+        add('fna-bench', what, ['--ap', *extra, *ap], ['{tmp}/ap'])
+    add('fna-bench', 'ap runtime without a cell', ['--ap', p('ok.pth'), *ap, '--runtimes', 'torch-compile'],
+        ['{tmp}/ap'])
+    add('fna-bench', 'ap output blocker', ['--ap', p('ok.pth'), *ap[:-1], p('blocker/ap')], [p('blocker/ap')])
+    add('fna-bench', 'data_path without ap', ['mobilenetv2_100', '--data_path', p('coco'), *bench], [])
     add('fna-bench', 'no arguments', [], [])
 
     # fna-publish

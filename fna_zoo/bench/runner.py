@@ -169,7 +169,8 @@ def _csv_value(v: Any) -> Any:
     return v
 
 
-def write_results(rows: Sequence[dict[str, Any]], outdir: str | os.PathLike, stem: str = 'results') -> list[Path]:
+def write_results(rows: Sequence[dict[str, Any]], outdir: str | os.PathLike, stem: str = 'results',
+                  fields: Sequence[str] = FIELDS) -> list[Path]:
     """Write `<stem>.csv` and `<stem>.json` (atomically) in `outdir` (in the CSV, `runtime_options` is
     `key=value` pairs separated by spaces).
 
@@ -177,15 +178,16 @@ def write_results(rows: Sequence[dict[str, Any]], outdir: str | os.PathLike, ste
         rows: Result rows.
         outdir: Output folder (created).
         stem: File name stem.
+        fields: The CSV columns (the grid's `FIELDS`; the deployment table's `fna_zoo.bench.deploy.FIELDS`).
     """
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise NotADirectoryError(f'--output {str(outdir)!r} is a file; expected a folder')
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction='ignore', lineterminator='\n')
+    w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction='ignore', lineterminator='\n')
     w.writeheader()
     for r in rows:
-        w.writerow({k: _csv_value(r.get(k)) for k in FIELDS})
+        w.writerow({k: _csv_value(r.get(k)) for k in fields})
     paths = [outdir / f'{stem}.csv', outdir / f'{stem}.json']
     atomic_write_text(paths[0], buf.getvalue())
     atomic_write_text(paths[1], json.dumps({'rows': list(rows)}, indent=1) + '\n')

@@ -1,6 +1,8 @@
-"""`fna-bench` (also `python benchmarks/run.py`): latency across runtimes, comparisons, the latency-vs-AP report.
+"""`fna-bench` (also `python benchmarks/run.py`): latency across runtimes, comparisons, the latency-vs-AP report,
+and the deployment table of a detector (AP and end-to-end latency per runtime and precision).
 
     fna-bench fna_retinanet_backbone mobilenetv2_100 --runtimes torch onnxruntime --input-size 800 1088 -o out/
+    fna-bench --ap runs/demo_retinanet/final.pth [retinanet.onnx retinanet.int8.onnx] [--data_path DIR] -o out/
     fna-bench compare fna_retinanet_backbone@torch fna_retinanet_backbone@onnxruntime --runs 20
     fna-bench report --results out/results.json [more.json ...] --runs-dirs runs/export_demo --output out/
 
@@ -30,7 +32,7 @@ _ROW_KEYS = ('model', 'batch', 'input_h', 'input_w', 'p50_ms')
 
 
 def _common(p: CliParser) -> None:
-    p.add_argument('--what', choices=['backbone', 'raw', 'detector'], default='backbone',
+    p.add_argument('--what', choices=['backbone', 'raw', 'detector'],
                    help='backbone features, or raw: the detector without NMS (backbone + neck + head); detector '
                         'is an alias of raw (default backbone)')
     p.add_argument('--detector', choices=['retinanet', 'ssdlite'], default='retinanet',
@@ -50,12 +52,19 @@ def _parser() -> CliParser:
     sub = p.add_subparsers(dest='command', parser_class=CliParser)
     r = sub.add_parser('run', help='time a grid of models x runtimes x batch sizes (the default command)')
     r.add_argument('models', nargs='+', help='zoo arch names, arch files, timm names (timm:NAME forces timm), '
-                   'retrain checkpoints (.pth; --what raw) or .onnx files (e.g. an INT8 file; onnxruntime)')
-    r.add_argument('--runtimes', '--backends', dest='runtimes', nargs='+', default=['torch', 'onnxruntime'],
-                   metavar='RUNTIME',
+                   'retrain checkpoints (.pth; --what raw) or .onnx files (e.g. an INT8 file; onnxruntime); '
+                   "--ap: one retrain checkpoint, and optionally fna-export's files of it (with NMS)")
+    r.add_argument('--runtimes', '--backends', dest='runtimes', nargs='+', metavar='RUNTIME',
                    help=f'runtimes, some of {runtime_help()}: torch-fp16 and tensorrt* run on CUDA; onnxruntime '
                         'times the fp32 export, or the .onnx given; tensorrt builds an engine from that ONNX file '
-                        '(default: torch onnxruntime; --backends is an alias)')
+                        '(default: torch onnxruntime; --ap: every cell of its table; --backends is an alias)')
+    r.add_argument('--ap', action='store_true',
+                   help='the deployment table of a detector checkpoint: per runtime and precision (PyTorch fp32 / '
+                        'fp16, onnxruntime fp32 / INT8 / fp16, TensorRT) the COCO AP on a validation set, the size, '
+                        'and the end-to-end latency per image (pre-processing, network, NMS); see docs/benchmarks.md')
+    r.add_argument('--data-path', '--data_path', dest='data_path',
+                   help="--ap: COCO tree (or asset:NAME) to evaluate on (default: the checkpoint's own data; for "
+                        'the demo detector the real tree set, asset:neon_trees)')
     r.add_argument('--batch', nargs='+', type=int, default=[1], help='batch sizes, e.g. 1 8 (default 1)')
     r.add_argument('--input-size', nargs='+', type=int, metavar='H W',
                    help='one or more H W pairs (multiples of 32; default 800 1088 for --what backbone, and '
@@ -122,8 +131,13 @@ def _run(args: Any) -> None:
     from ..bench.runner import format_table, run_grid, write_results
     from ..runtime.names import canonical_runtime
 
+    if args.ap:
+        return _deploy(args)
+    if args.data_path is not None:
+        raise ValueError('--data_path applies to --ap (the deployment table); expected --ap with it')
+    args.what = args.what or 'backbone'
     _check_counts(args)
-    runtimes = [canonical_runtime(r, args.device)[0] for r in args.runtimes]
+    runtimes = [canonical_runtime(r, args.device)[0] for r in args.runtimes or ['torch', 'onnxruntime']]
     if any(b < 1 for b in args.batch):
         raise ValueError(f'--batch {args.batch}; expected positive integers')
     sizes = _sizes(args.input_size, args.what, args.detector)
@@ -136,6 +150,51 @@ def _run(args: Any) -> None:
     print(format_table(rows))
     if args.output:
         for p in write_results(rows, args.output):
+            print(f'wrote {p}')
+
+
+def _deploy(args: Any) -> None:
+    """`--ap`: the deployment table of one detector checkpoint (and the ONNX files of it given)."""
+    from ..assets.store import resolve_asset
+    from ..bench.deploy import format_deploy, run_deploy, write_deploy
+    from ..checks import check_input_size
+    from ..specs import resolve_model
+
+    _check_counts(args)
+    if args.what is not None:
+        raise ValueError(f'--what {args.what} does not apply to --ap, which runs the whole detector (NMS included); '
+                         'expected no --what')
+    if args.batch != [1]:
+        raise ValueError(f'--batch {" ".join(map(str, args.batch))} with --ap; it runs one image at a time '
+                         '(expected no --batch)')
+    if args.min_time is not None:
+        raise ValueError('--min-time does not apply to --ap (every image runs once, then again up to --runs runs); '
+                         'expected --runs')
+    if args.input_size and len(args.input_size) != 2:
+        raise ValueError(f'--input-size has {len(args.input_size)} numbers with --ap; expected one H W pair')
+    size = tuple(check_input_size(args.input_size, 'detector')) if args.input_size else None
+    srcs = [resolve_model(m) for m in args.models]
+    ckpts = [s.spec for s in srcs if s.kind == 'checkpoint']
+    others = [s for s in srcs if s.kind != 'checkpoint']
+    if len(ckpts) != 1:
+        got = f'{len(ckpts)} checkpoints ({", ".join(ckpts)})' if ckpts else 'no checkpoint'
+        raise ValueError(f'--ap got {got}; expected one detector checkpoint (final.pth of fna-retrain)')
+    for s in others:
+        if s.kind != 'onnx':
+            what = 'a zoo arch' if s.kind == 'arch' else 'a timm model'
+            raise ValueError(f"--ap got {s.name!r}, {what}; expected the detector checkpoint and, optionally, "
+                             "fna-export's ONNX files of it")
+    if args.data_path is not None and not resolve_asset(args.data_path).is_dir():
+        raise FileNotFoundError(f'--data_path {args.data_path!r} is not a folder; expected a COCO tree '
+                                '(annotations/instances_<split>.json, <split>/)')
+    out = Path(args.output) if args.output else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise NotADirectoryError(f'--output {str(out)!r} is a file; expected a folder')
+    rows = run_deploy(ckpts[0], args.data_path, [s.spec for s in others], args.runtimes, size, args.warmup, args.runs,
+                      args.threads, args.device, workdir=out / 'onnx' if out else None, progress=not args.quiet)
+    print(format_deploy(rows))
+    if out is not None:
+        for p in write_deploy(rows, out):
             print(f'wrote {p}')
 
 
@@ -205,6 +264,8 @@ def bench_main(argv: Sequence[str] | None = None) -> None:
         p.error('no command or model given; expected e.g. fna-bench fna_retinanet_backbone')
     if getattr(args, 'what', None) == 'detector':
         args.what = 'raw'  # the old name of --what raw
+    if args.command == 'compare':
+        args.what = args.what or 'backbone'
     setup_logging(args, default=logging.WARNING)  # the printed table is the output
     {'run': _run, 'compare': _compare, 'report': _report}[args.command](args)
 

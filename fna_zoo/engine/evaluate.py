@@ -11,8 +11,9 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
@@ -21,7 +22,7 @@ from ..fileio import atomic_write_text
 from ..data import CocoDetection, collate
 from .distributed import DistInfo, all_gather_objects
 
-__all__ = ['STAT_NAMES', 'coco_evaluate', 'predict', 'evaluate', 'format_stats']
+__all__ = ['STAT_NAMES', 'coco_evaluate', 'coco_results', 'predict', 'evaluate', 'format_stats']
 
 _logger = logging.getLogger(__name__)
 STAT_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
@@ -80,6 +81,24 @@ def coco_evaluate(ann_file: str | os.PathLike, detections: list[dict[str, Any]] 
     return {k: float(v) for k, v in zip(STAT_NAMES, ev.stats[:6])}
 
 
+def coco_results(image_id: int, boxes: np.ndarray, scores: Sequence[float], labels: Sequence[int],
+                 label_to_cat: Mapping[int, int]) -> list[dict[str, Any]]:
+    """COCO result entries of one image's detections (bbox xywh rounded to 0.01 px, score to 1e-5).
+
+    Args:
+        image_id: The COCO image id.
+        boxes: Boxes [N, 4] xyxy in the image's pixels.
+        scores: Their scores.
+        labels: Their labels (0..C-1).
+        label_to_cat: Label -> COCO category id (`CocoDetection.label_to_cat`).
+    """
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # NOTE: in the boxes' dtype
+    return [{'image_id': int(image_id), 'category_id': label_to_cat[int(label)],
+             'bbox': [round(float(v), 2) for v in box], 'score': round(float(score), 5)}
+            for box, score, label in zip(xywh, scores, labels)]
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, dataset: CocoDetection, batch_size: int, dist_info: DistInfo,
             workers: int = 0, progress: bool = True) -> list[dict[str, Any]]:
@@ -100,11 +119,8 @@ def predict(model: torch.nn.Module, dataset: CocoDetection, batch_size: int, dis
     for images, targets in tqdm(loader, desc='eval', disable=not (progress and dist_info.is_main), leave=False):
         outputs = model([im.to(dist_info.device) for im in images])
         for target, out in zip(targets, outputs):
-            boxes = out['boxes'].cpu()
-            boxes[:, 2:] -= boxes[:, :2]  # xyxy -> xywh
-            for box, score, label in zip(boxes.tolist(), out['scores'].tolist(), out['labels'].tolist()):
-                results.append({'image_id': int(target['image_id']), 'category_id': dataset.label_to_cat[int(label)],
-                                'bbox': [round(v, 2) for v in box], 'score': round(float(score), 5)})
+            results += coco_results(int(target['image_id']), out['boxes'].cpu().numpy(), out['scores'].tolist(),
+                                    out['labels'].tolist(), dataset.label_to_cat)
     gathered = all_gather_objects(results)
     return [r for part in gathered for r in part]
 

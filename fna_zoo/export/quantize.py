@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..assets.store import resolve_asset
 from ..data import CocoDetection, coco_split_paths, make_synthetic_coco, tile_windows
 from ..engine.evaluate import coco_evaluate
 from ..fileio import atomic_path
 from ..runtime.ort import ort_session
+from ..runtime.preprocess import InputSpec, resize_array
 from ..runtime.runners import onnxruntime_runner
 from ..runtime.timing import time_interleaved
 
@@ -93,7 +93,8 @@ def calibration_images(cfg: dict[str, Any] | None, num_images: int,
 
 def preprocess(image: torch.Tensor, size: tuple[int, int], resize: str, mean: Sequence[float]
                ) -> tuple[np.ndarray, tuple[float, float]]:
-    """An image as the exported detectors take it (same as `export/predict_onnx.py`, in torch).
+    """A dataset image as the exported detectors take it at deployment (`fna_zoo.runtime.preprocess`, the
+    pre-processing of `export/predict_onnx.py` and `fna-bench --ap`: torchvision's bilinear resize, in numpy).
 
     Args:
         image: Float image (3, h, w) in [0, 1].
@@ -105,16 +106,8 @@ def preprocess(image: torch.Tensor, size: tuple[int, int], resize: str, mean: Se
     Returns:
         (array [3, H, W] float32, (x scale, y scale) from the image to the network input).
     """
-    h, w = image.shape[-2:]
-    H, W = size
-    if resize == 'stretch':
-        out = F.interpolate(image[None], size=(H, W), mode='bilinear', align_corners=False)[0]
-        return out.numpy().astype(np.float32), (W / w, H / h)
-    s = min(H / h, W / w)
-    nh, nw = min(H, round(h * s)), min(W, round(w * s))
-    canvas = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1).expand(3, H, W).clone()
-    canvas[:, :nh, :nw] = F.interpolate(image[None], size=(nh, nw), mode='bilinear', align_corners=False)[0]
-    return canvas.numpy(), (s, s)
+    spec = InputSpec((int(size[0]), int(size[1])), resize, tuple(mean))
+    return resize_array(image.permute(1, 2, 0).numpy(), spec)
 
 
 def calibration_batches(images: Sequence[torch.Tensor], size: tuple[int, int], resize: str,

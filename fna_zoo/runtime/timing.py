@@ -4,7 +4,8 @@
 `time.perf_counter`; `sync` (e.g. `torch.cuda.synchronize`) is called before each clock read so
 asynchronous devices are timed to completion. `time_interleaved` runs several callables in turn, one
 iteration each, so background load hits all of them alike; `paired_ratio` turns two such series into a
-ratio with its spread.
+ratio with its spread. `time_stages` passes one input through a pipeline (pre-processing, network,
+post-processing), timing each stage, for end-to-end latency with its breakdown.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ['LatencyStats', 'stats_from_times', 'time_callable', 'time_interleaved', 'paired_ratio', 'cuda_sync']
+__all__ = ['LatencyStats', 'stats_from_times', 'time_callable', 'time_interleaved', 'paired_ratio', 'time_stages',
+           'cuda_sync']
 
 _logger = logging.getLogger(__name__)
 
@@ -130,6 +132,28 @@ def time_interleaved(fns: Sequence[Callable[[], Any]], warmup: int = 3, runs: in
             if i >= warmup:
                 times[j].append(time.perf_counter() - tic)
     return times
+
+
+def time_stages(stages: Sequence[Callable[[Any], Any]], x: Any, sync: Callable[[], Any] | None = None
+                ) -> tuple[Any, list[float]]:
+    """Pass `x` through `stages` in order (each takes the previous one's output), timing every stage.
+
+    Args:
+        stages: One-argument callables, e.g. pre-processing, network, post-processing.
+        x: The first stage's input.
+        sync: Called at the end of each stage, before the clock is read (e.g. `torch.cuda.synchronize`).
+
+    Returns:
+        The last stage's output and each stage's duration in seconds (their sum is the end-to-end time).
+    """
+    times: list[float] = []
+    for stage in stages:
+        tic = time.perf_counter()
+        x = stage(x)
+        if sync is not None:
+            sync()
+        times.append(time.perf_counter() - tic)
+    return x, times
 
 
 def paired_ratio(a_s: Sequence[float], b_s: Sequence[float]) -> dict[str, float]:

@@ -1,0 +1,197 @@
+"""fna-bench --ap: the deployment table (AP and end-to-end latency per runtime and precision), the graph split,
+the shared pre-processing and the bad-input convention (a tiny RetinaNet on 6 synthetic 64-px images, ~20 s)."""
+import importlib.util
+import io
+import json
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip('onnxruntime')
+pytest.importorskip('onnx')
+
+from fna_zoo.bench.deploy import FIELDS, LEGEND  # noqa: E402
+from fna_zoo.cli.bench import main  # noqa: E402
+from fna_zoo.data import make_synthetic_coco  # noqa: E402
+from fna_zoo.runtime.preprocess import InputSpec, bilinear, resize_image  # noqa: E402
+
+from test_export import _checkpoint  # noqa: E402  (a tiny RetinaNet with real detections)
+
+CELLS = [('torch', 'fp32'), ('torch-fp16', 'fp16'), ('onnxruntime', 'fp32'), ('onnxruntime', 'int8'),
+         ('onnxruntime', 'fp16'), ('tensorrt', 'fp32'), ('tensorrt-fp16', 'fp16'), ('tensorrt', 'int8')]
+TRT = ('skipped: tensorrt not installed' if importlib.util.find_spec('tensorrt') is None
+       else 'skipped: TensorRT runs on CUDA; pass --device cuda')
+
+
+@pytest.fixture(scope='module')
+def ckpt(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp('deploy')
+    data = make_synthetic_coco(d / 'synthetic', num_train=4, num_val=6, image_size=64, num_classes=3, seed=0)
+    return _checkpoint(d / 'retinanet.pth', 'retinanet', data)
+
+
+@pytest.fixture(scope='module')
+def table(ckpt, tmp_path_factory) -> tuple[Path, list[dict], str]:
+    out = tmp_path_factory.mktemp('table')
+    buf = io.StringIO()
+    with redirect_stdout(buf):  # NOTE: capsys is per test; the table is made once for the module
+        rc = main(['--ap', str(ckpt), '--warmup', '1', '--runs', '2', '--threads', '1', '-q', '-o', str(out)])
+    assert rc == 0
+    return out, json.loads((out / 'deploy.json').read_text())['rows'], buf.getvalue()
+
+
+def test_every_cell_is_a_row_with_its_status(table):
+    out, rows, printed = table
+    assert [(r['runtime'], r['precision']) for r in rows] == CELLS
+    status = {(r['runtime'], r['precision']): r['status'] for r in rows}
+    assert [k for k, s in status.items() if s == 'ok'] == [('torch', 'fp32'), ('onnxruntime', 'fp32'),
+                                                          ('onnxruntime', 'int8')]
+    assert status[('torch-fp16', 'fp16')] == 'skipped: fp16 eager PyTorch runs on CUDA only (pass --device cuda)'
+    assert status[('onnxruntime', 'fp16')].startswith('skipped: onnxruntime fp16 needs an fp16 ONNX export')
+    assert all(status[k] == TRT for k in CELLS if k[0].startswith('tensorrt'))
+    for r in rows:
+        if r['status'] != 'ok':
+            assert r['AP'] is None and r['e2e_p50_ms'] is None
+            continue
+        assert r['n'] == 6 and r['images'] == 6 and (r['input_h'], r['input_w']) == (64, 64)  # runs 2 < 6 images
+        assert all(r[f'{s}_p50_ms'] > 0 for s in ('pre', 'net', 'post'))
+        assert r['e2e_p50_ms'] <= r['e2e_p90_ms'] and r['throughput_ips'] == pytest.approx(1000 / r['e2e_p50_ms'])
+        # the p50 of the per-image sums lies between the largest stage p50 and the sum of the stage p90s
+        assert max(r[f'{s}_p50_ms'] for s in ('pre', 'net', 'post')) < r['e2e_p50_ms'] \
+            <= sum(r[f'{s}_p90_ms'] for s in ('pre', 'net', 'post'))
+        assert 0 <= r['AP'] <= r['AP50'] <= 1 and r['size_mb'] > 0
+    # the printed table and deploy.md carry the legend; the CSV the fields
+    for text in (printed, (out / 'deploy.md').read_text()):
+        assert 'e2e p50 ms' in text and all(line in text for line in LEGEND)
+    assert (out / 'deploy.csv').read_text().splitlines()[0].split(',') == FIELDS
+
+
+def test_ap_agrees_across_runtimes_and_with_fna_export(table, ckpt):
+    """onnxruntime fp32 scores exactly what fna-export's AP gate scores for the same file; PyTorch the same AP."""
+    from fna_zoo.checkpoint import read_checkpoint
+    from fna_zoo.export.quantize import eval_dataset, onnx_ap
+
+    out, rows, _ = table
+    got = {(r['runtime'], r['precision']): r for r in rows}
+    fp32, int8 = got[('onnxruntime', 'fp32')], got[('onnxruntime', 'int8')]
+    assert Path(fp32['file']) == out / 'onnx' / 'retinanet.nms.fp32.onnx' and Path(fp32['file']).is_file()
+    assert int8['size_mb'] < 0.6 * fp32['size_mb']
+    dataset = eval_dataset(read_checkpoint(ckpt).config)
+    for row in (fp32, int8):  # bit for bit the same inputs, so the same AP (INT8 rounding shows any difference)
+        gate = onnx_ap(row['file'], dataset, (64, 64), 'letterbox', [0.485, 0.456, 0.406])
+        assert (row['AP'], row['AP50']) == (gate['AP'], gate['AP50']) and row['AP50'] > 0
+    assert got[('torch', 'fp32')]['AP'] == pytest.approx(fp32['AP'], abs=2e-3)
+    assert fp32['unsplit_p50_ms'] > 0 and fp32['split_ratio'] > 0
+
+
+def test_split_nms_graph_runs_as_the_whole_file(table):
+    from fna_zoo.bench.pipelines import NMS_OUTPUTS, split_nms_graph
+    from fna_zoo.runtime.ort import ort_session
+
+    out, _, _ = table
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    for name in ('retinanet.nms.fp32.onnx', 'retinanet.nms.int8.onnx'):
+        net, nms, cut = split_nms_graph(out / 'onnx' / name)
+        assert len(cut) == 2 and any('classification_head' in c for c in cut)
+        heads = ort_session(net).run(cut, {'images': x})
+        split = ort_session(nms).run(NMS_OUTPUTS, dict(zip(cut, heads)))
+        whole = ort_session(out / 'onnx' / name).run(NMS_OUTPUTS, {'images': x})
+        assert all(np.array_equal(a, b) for a, b in zip(split, whole))
+        assert int(whole[3][0]) > 0
+
+
+def test_given_onnx_files_replace_the_exports(table, ckpt, tmp_path, capsys):
+    out, _, _ = table
+    fp32 = out / 'onnx' / 'retinanet.nms.fp32.onnx'
+    assert main(['--ap', str(ckpt), str(fp32), '--runtimes', 'onnxruntime', '--warmup', '0', '--runs', '1',
+                 '--threads', '1', '-q', '-o', str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / 'deploy.json').read_text())['rows']
+    assert [(r['precision'], r['file']) for r in rows if r['status'] == 'ok'] == [
+        ('fp32', str(fp32)), ('int8', str(tmp_path / 'onnx' / 'retinanet.nms.int8.onnx'))]
+    assert not (tmp_path / 'onnx' / 'retinanet.nms.fp32.onnx').exists()  # the given file, not a new export
+    assert 'ok' in capsys.readouterr().out
+
+
+@pytest.fixture(scope='module')
+def bad_inputs(ckpt, tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp('bad')
+    two = make_synthetic_coco(d / 'two', num_train=1, num_val=2, image_size=64, num_classes=2, seed=0)
+    (d / 'file.txt').write_text('x')
+    empty = d / 'empty'
+    empty.mkdir()
+    from fna_zoo.export.onnx_export import detector_target, export_onnx
+
+    raw = export_onnx(detector_target(ckpt, 'raw'), d / 'raw.onnx')
+    return {'{ckpt}': str(ckpt), '{two}': str(two), '{file}': str(d / 'file.txt'), '{empty}': str(empty),
+            '{raw}': str(raw)}
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--ap', 'mobilenetv2_100'], '--ap got no checkpoint; expected one detector checkpoint'),
+    (['--ap', '{ckpt}', '{ckpt}'], '--ap got 2 checkpoints'),
+    (['--ap', '{ckpt}', 'mobilenetv2_100'], "--ap got 'mobilenetv2_100', a zoo arch; expected the detector checkpoint"),
+    (['--ap', '{ckpt}', '{raw}'], "is a 'raw' export; expected the detector exported with NMS"),
+    (['--ap', '{ckpt}', '--data_path', '/no/such/data'], "--data_path '/no/such/data' is not a folder"),
+    (['--ap', '{ckpt}', '--data_path', '{file}'], 'is not a folder; expected a COCO tree'),
+    (['--ap', '{ckpt}', '--data_path', '{empty}'], 'annotation file'),
+    (['--ap', '{ckpt}', '--data_path', '{two}'], 'has 2 categories; the detector has 3 classes'),
+    (['--ap', '{ckpt}', '--batch', '2'], '--batch 2 with --ap'),
+    (['--ap', '{ckpt}', '--what', 'raw'], '--what raw does not apply to --ap'),
+    (['--ap', '{ckpt}', '--min-time', '1'], '--min-time does not apply to --ap'),
+    (['--ap', '{ckpt}', '--input-size', '64', '64', '96', '96'], '--input-size has 4 numbers with --ap'),
+    (['--ap', '{ckpt}', '--input-size', '65', '64'], '--input-size'),
+    (['--ap', '{ckpt}', '--runtimes', 'torch-compile'], 'no cell of the table runs on them'),
+    (['--ap', '{ckpt}', '--runtimes', 'warp'], "runtime 'warp' is unknown"),
+    (['--ap', '{ckpt}', '--runs', '0'], '--runs is 0'),
+    (['--ap', '{ckpt}', '-o', '{file}'], 'is a file; expected a folder'),
+    (['mobilenetv2_100', '--data_path', '{empty}'], '--data_path applies to --ap'),
+])
+def test_bad_input_is_one_error_line(bad_inputs, argv, message, capsys):
+    argv = [bad_inputs.get(a, a) for a in argv]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if ' WARNING ' not in line]
+    assert len(err) == 1 and err[0].startswith('error: ') and message in err[0], err
+
+
+def test_preprocess_letterbox_stretch_and_the_int8_path():
+    from fna_zoo.export.quantize import preprocess
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (40, 80, 3), dtype=np.uint8)  # h 40, w 80
+    image = Image.fromarray(pixels)
+    mean = (0.485, 0.456, 0.406)
+    x, scale = resize_image(image, InputSpec((64, 64), 'letterbox', mean))
+    assert x.shape == (3, 64, 64) and x.dtype == np.float32 and scale == (0.8, 0.8)
+    assert np.allclose(x[:, 32:, :], np.array(mean, dtype=np.float32)[:, None, None])  # padded below the image
+    assert 0 <= x[:, :32].min() and x[:, :32].max() <= 1
+    y, scale = resize_image(image, InputSpec((64, 96), 'stretch', mean))
+    assert y.shape == (3, 64, 96) and scale == (96 / 80, 64 / 40)
+    # fna-export's calibration and AP gate take a dataset tensor: the same pixels give the same input
+    from torchvision.transforms.v2.functional import to_dtype
+
+    tensor = to_dtype(torch.from_numpy(pixels).permute(2, 0, 1), torch.float32, scale=True)  # as CocoDetection
+    z, _ = preprocess(tensor, (64, 64), 'letterbox', mean)
+    assert np.array_equal(z, x)
+    # the resize is the training transform's (torch bilinear, no antialiasing), not PIL's, shrinking or growing
+    for size in ((32, 64), (91, 70)):
+        ref = torch.nn.functional.interpolate(tensor[None], size=size, mode='bilinear', align_corners=False)[0]
+        got = bilinear(tensor.permute(1, 2, 0).numpy(), size)
+        assert np.abs(got - ref.permute(1, 2, 0).numpy()).max() < 1e-5
+    pil = np.asarray(image.resize((64, 32), Image.BILINEAR), dtype=np.float32) / 255
+    assert np.abs(pil - bilinear(tensor.permute(1, 2, 0).numpy(), (32, 64))).max() > 1e-2
+
+
+def test_time_stages_passes_outputs_on_and_times_each_stage():
+    import time
+
+    from fna_zoo.runtime.timing import time_stages
+
+    syncs = []
+    out, times = time_stages([lambda v: v + 1, lambda v: (time.sleep(0.01), v * 10)[1]], 1,
+                             sync=lambda: syncs.append(1))
+    assert out == 20 and len(times) == 2 and len(syncs) == 2
+    assert times[1] >= 0.009 > times[0]
