@@ -142,6 +142,7 @@ def bad_inputs(ckpt, tmp_path_factory) -> dict[str, str]:
     (['--ap', '{ckpt}', '--batch', '2'], '--batch 2 with --ap'),
     (['--ap', '{ckpt}', '--what', 'raw'], '--what raw does not apply to --ap'),
     (['--ap', '{ckpt}', '--min-time', '1'], '--min-time does not apply to --ap'),
+    (['--ap', '{ckpt}', '--detector', 'ssdlite'], '--detector ssdlite does not apply to --ap'),
     (['--ap', '{ckpt}', '--input-size', '64', '64', '96', '96'], '--input-size has 4 numbers with --ap'),
     (['--ap', '{ckpt}', '--input-size', '65', '64'], '--input-size'),
     (['--ap', '{ckpt}', '--runtimes', 'torch-compile'], 'no cell of the table runs on them'),

@@ -35,8 +35,9 @@ def _common(p: CliParser) -> None:
     p.add_argument('--what', choices=['backbone', 'raw', 'detector'],
                    help='backbone features, or raw: the detector without NMS (backbone + neck + head); detector '
                         'is an alias of raw (default backbone)')
-    p.add_argument('--detector', choices=['retinanet', 'ssdlite'], default='retinanet',
-                   help='detector built around a backbone for --what raw (random init, 80 classes)')
+    p.add_argument('--detector', choices=['retinanet', 'ssdlite'],
+                   help='detector built around a backbone for --what raw (random init, 80 classes; default '
+                        'retinanet)')
     p.add_argument('--warmup', type=int, default=3, help='untimed runs first (default 3)')
     p.add_argument('--runs', type=int, default=10, help='timed runs (default 10)')
     p.add_argument('--threads', type=int, help="intra-op threads, torch and onnxruntime (default: torch's)")
@@ -167,6 +168,9 @@ def _deploy(args: Any) -> None:
     if args.batch != [1]:
         raise ValueError(f'--batch {" ".join(map(str, args.batch))} with --ap; it runs one image at a time '
                          '(expected no --batch)')
+    if args.detector is not None:
+        raise ValueError(f'--detector {args.detector} does not apply to --ap, which runs the checkpoint\'s own '
+                         'detector; expected no --detector')
     if args.min_time is not None:
         raise ValueError('--min-time does not apply to --ap (every image runs once, then again up to --runs runs); '
                          'expected --runs')
@@ -266,6 +270,8 @@ def bench_main(argv: Sequence[str] | None = None) -> None:
         args.what = 'raw'  # the old name of --what raw
     if args.command == 'compare':
         args.what = args.what or 'backbone'
+    if args.command in ('run', 'compare') and not getattr(args, 'ap', False):
+        args.detector = args.detector or 'retinanet'
     setup_logging(args, default=logging.WARNING)  # the printed table is the output
     {'run': _run, 'compare': _compare, 'report': _report}[args.command](args)
 
