@@ -1,5 +1,6 @@
 """Architecture search: space, super network (seed remap, sampled path == derived network), MAdds objective,
 the search loop (outputs, resume, NaN, DDP) and its command line."""
+import csv
 import json
 import os
 import re
@@ -331,3 +332,27 @@ def test_pairs_search_runs_and_resumes(tmp_path):
                          'search.arch_batch_size=2', resume=True)
     assert resumed['arch'] == full['arch'] and full['arch_steps'] == 4
     assert 0.0 < full['op_entropy_fraction'] < 1.0 and 0.0 < full['width_entropy_fraction'] <= 1.0
+
+
+def test_entropy_term_ramps_in_and_sharpens_what_is_favoured(tmp_path):
+    from fna_zoo.nas.searcher import entropy_fraction, mean_entropy_fraction
+
+    logits = torch.tensor([0.3, 0.1, -0.2, 0.0], requires_grad=True)
+    frac = mean_entropy_fraction([logits.softmax(-1), torch.ones(1)])  # one-candidate slots are left out
+    value = float(frac.detach())
+    assert value == pytest.approx(entropy_fraction([logits.softmax(-1)])) and value > 0.95
+    frac.backward()
+    stepped = (logits - 5 * logits.grad).softmax(-1)
+    assert int(stepped.argmax()) == 0 and entropy_fraction([stepped]) < value  # the favourite, sharper
+    common = ('search.relaxation=darts', 'search.eval_derived=false', 'search.objective.lambda=0.0',
+              'search.arch_optimizer.lr=0.05')
+    plain = run_search(tmp_path, 'plain', *common)
+    sharp = run_search(tmp_path, 'sharp', *common, 'search.entropy_weight=50.0')
+    assert sharp['op_entropy_fraction'] < plain['op_entropy_fraction']
+    assert sharp['width_entropy_fraction'] < plain['width_entropy_fraction']
+    rows = list(csv.DictReader((tmp_path / 'sharp' / 'metrics.csv').open()))
+    plain_rows = list(csv.DictReader((tmp_path / 'plain' / 'metrics.csv').open()))
+    first_arch = next(i for i, r in enumerate(rows) if r['phase'] == 'arch')
+    assert rows[first_arch]['loss'] == plain_rows[first_arch]['loss']  # the ramp starts at 0
+    with pytest.raises(ValueError, match='config search.entropy_weight is -1.0; expected a number >= 0'):
+        run_search(tmp_path, 'bad', 'search.entropy_weight=-1.0')

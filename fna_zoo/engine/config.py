@@ -100,6 +100,9 @@ SEARCH_DEFAULTS['search'] = {
     'relaxation': 'darts',            # arch steps: 'darts' (all candidates, FNA), 'gumbel' (one sampled path) or
                                       # 'pairs' (two candidates per slot drawn by probability, ProxylessNAS)
     'gumbel_tau': 1.0,
+    # weight of the architecture entropy (mean over slots and stages, over its maximum) added to the arch loss,
+    # ramped linearly from 0 at the first arch step to this at the last (Tian et al., DA2S, 2020): 0 = off
+    'entropy_weight': 0.0,
     'arch_optimizer': {'lr': 3.0e-4, 'betas': [0.5, 0.999], 'weight_decay': 1.0e-3, 'grad_clip': 35.0},
     # type 'madds' or 'latency' (needs `table`, from fna-latency-table); target: hinge form, in GMAdds / ms;
     # table with madds: the summary also reports the table's latency; runtime: the table's must match (None: any)
@@ -283,6 +286,7 @@ _FLOAT_RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
     'train.grad_clip': (0, math.inf, True, False, 'a number >= 0 (0: no clipping)'),
     'search.weight_ratio': (0, 1, False, False, 'a share in (0, 1)'),
     'search.gumbel_tau': (0, math.inf, False, False, 'a positive number'),
+    'search.entropy_weight': (0, math.inf, True, False, 'a number >= 0'),
     'search.space.temperature': (0, math.inf, False, False, 'a positive number'),
     'search.objective.lambda': (0, math.inf, True, False, 'a number >= 0'),
     'search.arch_optimizer.weight_decay': (0, math.inf, True, False, 'a number >= 0'),

@@ -193,19 +193,28 @@ def recalibrate_bn(model: nn.Module, batches: Iterator[tuple[list, list]], num_b
     model.eval()
 
 
-def _entropy(p: torch.Tensor) -> float:
-    return float(-(p * p.clamp_min(1e-12).log()).sum())
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    return -(p * p.clamp_min(1e-12).log()).sum()
 
 
-def entropy_fraction(probs: list[torch.Tensor]) -> float:
-    """Mean over slots (or stages) of each one's entropy over its maximum, ln(candidates): 1 is uniform (nothing
-    decided), 0 is one-hot; slots with one candidate are left out.
+def mean_entropy_fraction(probs: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over slots (or stages) of each one's entropy over its maximum, ln(candidates), differentiable: 1 is
+    uniform (nothing decided), 0 is one-hot; slots with one candidate are left out (0 when none is left).
 
     Args:
         probs: One probability vector per slot.
     """
     fracs = [_entropy(p) / math.log(len(p)) for p in probs if len(p) > 1]
-    return sum(fracs) / len(fracs) if fracs else 0.0
+    return torch.stack(fracs).mean() if fracs else torch.zeros(())
+
+
+def entropy_fraction(probs: list[torch.Tensor]) -> float:
+    """`mean_entropy_fraction` as a number.
+
+    Args:
+        probs: One probability vector per slot.
+    """
+    return float(mean_entropy_fraction([p.detach() for p in probs]))
 
 
 class _Monitor:
@@ -226,7 +235,8 @@ class _Monitor:
         c = count_arch(arch, self.input_size)
         return {
             'ops': [p.tolist() for p in ops], 'widths': [p.tolist() for p in widths],
-            'op_entropy': sum(map(_entropy, ops)) / len(ops), 'width_entropy': sum(map(_entropy, widths)) / len(widths),
+            'op_entropy': float(sum(map(_entropy, ops))) / len(ops),
+            'width_entropy': float(sum(map(_entropy, widths))) / len(widths),
             'op_entropy_fraction': entropy_fraction(ops), 'width_entropy_fraction': entropy_fraction(widths),
             'skip_fraction': sum(skips) / len(skips) if skips else 0.0, 'expected_cost': expected,
             'arch': arch.to_fna_string(), 'madds': c.madds, 'params': c.params, 'path': path,
@@ -389,9 +399,12 @@ class _Search:
         try:
             images, targets = to_device(next(self.a_stream), self.run.device)
             det = sum(self.model(images, targets).values())
-            expected = self.objective.expected(*self.supernet.probabilities())
+            ops_p, widths_p = self.supernet.probabilities()
+            expected = self.objective.expected(ops_p, widths_p)
             cost_loss = self.objective.loss(expected).float()
             loss = det + cost_loss
+            if (w := self._entropy_weight()) > 0:
+                loss = loss + w * (mean_entropy_fraction(ops_p) + mean_entropy_fraction(widths_p)) / 2
             self._check_finite(loss, 'architecture')
             optimizer_step(self.a_opt, loss, self.alphas, s['arch_optimizer']['grad_clip'], average=True)
         finally:
@@ -400,6 +413,19 @@ class _Search:
         if self.a_stream.position % self.t['log_interval'] == 0:
             self._log_row('arch', epoch, s['arch_optimizer']['lr'], tic,
                           (loss.detach(), det.detach(), expected.detach(), cost_loss.detach()))
+
+    def _entropy_weight(self) -> float:
+        """`search.entropy_weight` ramped linearly from 0 at the first architecture step to all of it at the end.
+
+        NOTE: the ramp lets the detection and cost gradients order the candidates first; the entropy term then
+        pushes each slot to the candidate it already favours (a search ending near uniform derives the argmax of
+        noise). It decides ties, it does not choose: compare the derived archs of two seeds.
+        """
+        weight = self.s['entropy_weight']
+        start = self.s['arch_update_epoch'] * self.w_stream.per_pass
+        if weight <= 0 or self.total <= start:
+            return 0.0
+        return weight * min(max((self.step - start) / (self.total - start), 0.0), 1.0)
 
     def _check_finite(self, loss: torch.Tensor, phase: str) -> None:
         if not torch.isfinite(loss):
