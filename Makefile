@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test venv assets clean ci-cold
+.PHONY: demo test venv assets clean ci-cold gpu-check gpu-check-smoke
 
 venv: .venv/.installed
 
@@ -40,6 +40,15 @@ demo: venv assets
 
 test: venv
 	$(PY) -m pytest -q tests
+
+# The prepared GPU check (benchmarks/gpu_check.py): on a machine with one NVIDIA GPU and its own PyTorch, torchvision,
+# timm and onnxruntime (no network, no .venv), at most 8 minutes; results in benchmarks/results/<gpu>/gpu_check/.
+gpu-check:
+	bash benchmarks/gpu_check.sh
+
+# Its code path here, tiny sizes on the CPU (tests/test_gpu_check.py runs it too); results in runs/gpu_check_smoke/
+gpu-check-smoke: venv
+	$(PY) benchmarks/gpu_check.py --smoke
 
 # CI as a new machine meets it: a fresh clone of the committed HEAD, empty fna_zoo and pip caches, .ci/run to
 # the end (builds mmcv from source: about 15-20 minutes on 2 cores). Run it after touching any install step.

@@ -677,7 +677,7 @@ def build_cases(fx: Path) -> list[Case]:
 
     # fna-export
     e_out = ['--output', '{tmp}/e.onnx']
-    e_outputs = ['{tmp}/e.onnx', '{tmp}/e.int8.onnx']
+    e_outputs = ['{tmp}/e.onnx', '{tmp}/e.int8.onnx', '{tmp}/e.fp16.onnx']
     bb = ['--model', 'fna_retinanet_backbone', '--input-size', '64', '64']
     ck = ['--checkpoint', p('ok.pth')]
     export_cases: dict[str, list[str]] = {
@@ -700,7 +700,10 @@ def build_cases(fx: Path) -> list[Case]:
         'int8-output is the output': [*ck, '--int8', '--int8-output', '{tmp}/e.onnx'],
         'int8-output without int8': [*ck, '--int8-output', '{tmp}/x.int8.onnx'],
         'int8-output txt': [*ck, '--int8', '--int8-output', '{tmp}/x.txt'],
-        'format engine without tensorrt': [*bb, '--format', 'engine'], 'fp16 without engine': [*bb, '--fp16'],
+        'format engine without tensorrt': [*bb, '--format', 'engine'],
+        'fp16-output without fp16': [*bb, '--fp16-output', '{tmp}/x.fp16.onnx'],
+        'fp16-output is the output': [*bb, '--fp16', '--fp16-output', '{tmp}/e.onnx'],
+        'fp16-tol 0': [*bb, '--fp16', '--fp16-tol', '0'], 'fp16-tol nan': [*bb, '--fp16', '--fp16-tol', 'nan'],
         'max-batch below batch': [*bb, '--format', 'engine', '--max-batch', '0'],
         'what nms of a backbone': [*bb, '--what', 'nms'], 'what backbone of a checkpoint': [*ck, '--what', 'backbone'],
         'what bogus': [*bb, '--what', 'bogus'], 'no source': [], 'two sources': [*bb, *ck],

@@ -268,8 +268,12 @@ def test_tensorrt_missing_is_one_error_line(tmp_path):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: --format engine needs the tensorrt Python package')
-    assert f'trtexec --onnx={out} --saveEngine={tmp_path / "bb.engine"}' in lines[0] and '--fp16' in lines[0]
-    assert out.is_file() and not (tmp_path / 'bb.engine').exists()
+    # strongly typed (TensorRT 11's form, none installed): the fp16 engine from the fp16 file, no precision flag,
+    # no shapes for a static file
+    fp16 = tmp_path / 'bb.fp16.onnx'
+    assert lines[0].endswith(f'build the engine with: trtexec --onnx={fp16} --saveEngine={tmp_path / "bb.fp16.engine"} '
+                             f'--timingCacheFile={tmp_path / "bb.fp16.timing.cache"}'), lines[0]
+    assert out.is_file() and fp16.is_file() and not list(tmp_path.glob('*.engine'))
 
 
 def test_tensorrt_engine(tmp_path):
@@ -277,11 +281,11 @@ def test_tensorrt_engine(tmp_path):
     from fna_zoo.export.tensorrt import build_engine
 
     res = export_main(['--model', 'fna_retinanet_backbone', '--output', str(tmp_path / 'bb.onnx'),
-                       '--input-size', '64', '64'])
-    engine = build_engine(res['output'], tmp_path / 'bb.engine', (64, 64), 'fp16', max_batch=4)
+                       '--input-size', '64', '64', '--fp16'])
+    engine = build_engine(res['fp16'].path, tmp_path / 'bb.engine', (64, 64), 'fp16', max_batch=4)
     info = json.loads((tmp_path / 'bb.engine.json').read_text())
     assert engine.stat().st_size > 0 and info['precision'] == 'fp16' and info['tensorrt'] and info['max_shape'][0] == 4
-    assert (tmp_path / 'bb.timing.cache').is_file()
+    assert info['builder_flags'] == [] and (tmp_path / 'bb.timing.cache').is_file()
 
 
 def test_predict_onnx_script_without_torch(tmp_path, nms_exports, data_root):

@@ -5,8 +5,8 @@ A model is a zoo arch name, an arch file, a timm name (`timm:NAME` forces timm's
 checkpoint (.pth, a detector) or an .onnx file. `Grid` resolves it into a module (and an ONNX file, exported
 once through `fna_zoo.export` with its parity check) and hands it to the runtime layer: PyTorch eager (fp32;
 fp16 on CUDA), torch.compile, onnxruntime (the one session recipe, I/O binding; the fp32 export, or the
-given ONNX file, e.g. an INT8 one) and TensorRT engines (fp32, fp16; INT8 from a QDQ file) built from that
-same ONNX file, on CUDA where `tensorrt` is installed. Runtime names are those of `fna_zoo.runtime.names`
+given ONNX file, e.g. an INT8 one) and strongly typed TensorRT engines (fp32; fp16 from its mixed-precision
+copy; INT8 from a QDQ file) built from that same ONNX file, on CUDA where `tensorrt` is installed. Runtime names are those of `fna_zoo.runtime.names`
 (old backend names such as `eager` or `ort` are aliases).
 """
 from __future__ import annotations
@@ -174,11 +174,11 @@ class Grid:
             path, note = self.onnx_file(src, what, size)
         except RuntimeError as e:
             return Runner.skipped(precision, str(e))
-        if precision == 'fp32' and onnx_precision(path) == 'int8':
-            precision = 'int8'  # a QDQ file: explicit quantization
+        if precision == 'fp32' and onnx_precision(path) != 'fp32':
+            precision = onnx_precision(path)  # strongly typed: a QDQ file gives int8, a fp16 file fp16
         h, w = _onnx_shape(path, batch, size)
         stem = hashlib.sha1(f'{path.resolve()}|{precision}|{batch}|{h}x{w}'.encode()).hexdigest()[:12]
         runner = tensorrt_runner(path, [_input(batch, (h, w)).to(self.device)], self.workdir / f'{stem}.engine',
                                  precision, timing_cache=self.workdir / 'trt.timing.cache')
-        runner.note, runner.extra = note, {'input_size': (h, w)}
+        runner.note, runner.extra = '; '.join(x for x in (note, runner.note) if x), {'input_size': (h, w)}
         return runner

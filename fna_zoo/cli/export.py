@@ -1,13 +1,18 @@
-"""`fna-export` (also `python -m fna_zoo.export`): ONNX export with a parity gate, INT8 and TensorRT.
+"""`fna-export` (also `python -m fna_zoo.export`): ONNX export with a parity gate, fp16, INT8 and TensorRT.
 
-    fna-export --model fna_retinanet_backbone --output out/backbone.onnx [--input-size 800 1088]
+    fna-export --model fna_retinanet_backbone --output out/backbone.onnx [--input-size 800 1088] [--fp16]
     fna-export --arch runs/search/arch.yaml --output out/searched.onnx
     fna-export --checkpoint runs/demo_retinanet/final.pth --output out/retinanet.onnx [--what raw|nms]
-               [--int8 --calib-images 32 --data_path /data/coco --ap-drop-max 0.02]
-               [--format engine --fp16]
+               [--fp16 [--fp16-tol 0.01]] [--int8 --calib-images 32 --data_path /data/coco --ap-drop-max 0.02]
+               [--format engine]
 
-Exit codes: 0 written; 1 parity (or INT8 AP) gate failed, nothing written at the output path (INT8: also when the
-fp32 model finds nothing on the gate data, so the AP gate could not check INT8); 2 user error (one `error: ...` line).
+`--fp16` and `--int8` each write one more file beside the float32 one (`<stem>.fp16.onnx`, `<stem>.int8.onnx`),
+gated on their own; `--format engine` builds a strongly typed TensorRT engine from each of them (from the float32
+file when neither is asked): TensorRT 11 has no precision flags, the ONNX file sets the precision.
+
+Exit codes: 0 written; 1 parity (fp16 parity, or INT8 AP) gate failed, nothing written at that gate's output path
+(INT8: also when the fp32 model finds nothing on the gate data, so the AP gate could not check INT8); 2 user error
+(one `error: ...` line).
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ FEATURE_LEVELS = 5
 
 def _parser() -> CliParser:
     p = CliParser(prog='fna-export', description='Export an FNA / timm backbone or a retrained detector to ONNX '
-                  '(parity-checked against PyTorch), optionally INT8 (onnxruntime) and a TensorRT engine.')
+                  '(parity-checked against PyTorch), optionally fp16, INT8 (onnxruntime) and TensorRT engines.')
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--model', help='zoo arch name (e.g. fna_retinanet_backbone) or any timm model name (timm:NAME forces '
                      "timm's own model): backbone export")
@@ -54,8 +59,16 @@ def _parser() -> CliParser:
     p.add_argument('--max-dets', type=int, help="nms: detections per image (default: the detector's)")
     p.add_argument('--simplify', action='store_true', help='simplify with onnxslim (pip install onnxslim)')
     p.add_argument('--atol', type=float, default=1e-3, help='parity tolerance, ORT vs PyTorch (default 1e-3)')
+    p.add_argument('--fp16', action='store_true', help='also write <output stem>.fp16.onnx: mixed precision (the '
+                   'network in fp16; normalisation, anchors, box decoding, NMS, inputs and outputs float32), gated '
+                   'against PyTorch (--fp16-tol); with --format engine the fp16 engine is built from it')
+    p.add_argument('--fp16-output', help='fp16 file (default: <output stem>.fp16.onnx)')
+    p.add_argument('--fp16-tol', type=float, default=0.01,
+                   help='fp16 gate: largest difference as a fraction of each output\'s range (detections: score '
+                        'tolerance; default 0.01)')
     p.add_argument('--int8', action='store_true', help='also write <output>.int8.onnx: onnxruntime static QDQ '
-                   'quantization, gated by the AP drop against fp32 (nms exports)')
+                   'quantization, gated by the AP drop against fp32 (nms exports); with --format engine in '
+                   "TensorRT's form (symmetric int8, float biases)")
     p.add_argument('--int8-output', help='INT8 file (default: <output stem>.int8.onnx)')
     p.add_argument('--calib-images', type=int, default=32, help='INT8 calibration images (default 32)')
     p.add_argument('--data_path', '--data-path', help="COCO tree for calibration and AP (default: the checkpoint's "
@@ -63,8 +76,9 @@ def _parser() -> CliParser:
     p.add_argument('--ap-drop-max', type=float, default=0.02,
                    help='largest accepted INT8 AP drop, in AP units [0, 1] (default 0.02 = 2 points)')
     p.add_argument('--format', choices=['onnx', 'engine'], default='onnx',
-                   help='engine: also build a TensorRT engine <output stem>.engine (needs tensorrt)')
-    p.add_argument('--fp16', action='store_true', help='engine: FP16 precision')
+                   help='engine: also build strongly typed TensorRT engines (<file stem>.engine) from the fp16 / '
+                        'INT8 files of --fp16 / --int8, else from the float32 file (needs tensorrt; without it, '
+                        'prints the trtexec commands)')
     p.add_argument('--max-batch', type=int, default=32, help='engine: largest batch of the optimisation profile')
     p.add_argument('--timing-cache', help='engine: TensorRT timing cache file (default: beside the engine)')
     add_verbosity(p)
@@ -114,6 +128,16 @@ def _validate(p: CliParser, args: Any) -> None:
             raise ValueError(f'--int8-output {str(args.int8_output)!r} is the fp32 output; expected another file')
     elif args.int8_output:
         raise ValueError('--int8-output needs --int8')
+    if args.fp16:
+        if not 0 < args.fp16_tol < 1:  # NOTE: written so, as nan fails every comparison
+            raise ValueError(f'--fp16-tol is {args.fp16_tol}; expected a fraction in (0, 1) of the output range')
+        args.fp16_output = check_output_path(args.fp16_output or args.output.with_suffix('.fp16.onnx'), '.onnx')
+        others = [args.output] + ([args.int8_output] if args.int8 else [])
+        if any(args.fp16_output.resolve() == o.resolve() for o in others):
+            raise ValueError(f'--fp16-output {str(args.fp16_output)!r} is the float32 or INT8 output; expected another '
+                             'file')
+    elif args.fp16_output:
+        raise ValueError('--fp16-output needs --fp16')
     if args.arch and not Path(args.arch).is_file():
         raise FileNotFoundError(f'arch file {args.arch!r} does not exist; expected a .yaml/.json/.txt arch file')
     if args.checkpoint and not Path(args.checkpoint).is_file():
@@ -123,8 +147,6 @@ def _validate(p: CliParser, args: Any) -> None:
                                 '(annotations/instances_<split>.json, <split>/)')
     if args.format == 'engine' and args.max_batch < args.batch:
         raise ValueError(f'--max-batch {args.max_batch} is below --batch {args.batch}; expected max-batch >= batch')
-    if args.fp16 and args.format != 'engine':
-        raise ValueError('--fp16 applies to TensorRT engines; expected --format engine with it')
     if args.simplify:
         try:
             import onnxslim  # noqa: F401
@@ -183,22 +205,59 @@ def export_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f'{"" if not target.dynamic_size or not dynamic else " (H, W dynamic)"}, '
           f'batch {"dynamic" if dynamic else args.batch}; outputs {", ".join(target.output_names)})')
     result: dict[str, Any] = {'output': written, 'parity': reports, 'target': target}
-    engine_source = written
+    engine_sources: list[tuple[str, Path]] = []
+    if args.fp16:
+        result['fp16'] = _fp16(args, target, written)
+        engine_sources.append(('fp16', result['fp16'].path))
     if args.int8:
         result['int8'] = _int8(args, target, written, *int8_inputs)
-        engine_source = result['int8']['path']
+        engine_sources.append(('int8', result['int8']['path']))
     if args.format == 'engine':
-        from ..export.tensorrt import TensorRTUnavailable, build_engine
-
-        precision = 'int8' if args.int8 else ('fp16' if args.fp16 else 'fp32')
-        try:
-            engine = build_engine(engine_source, Path(engine_source).with_suffix('.engine'), target.input_size,
-                                  precision, args.batch, args.max_batch, dynamic, args.timing_cache)
-        except TensorRTUnavailable as e:
-            raise ValueError(str(e)) from None
-        print(f'wrote {engine} (TensorRT {precision}; versions in {engine}.json)')
-        result['engine'] = engine
+        result['engines'] = _engines(args, target, engine_sources or [('fp32', written)], dynamic)
+        result['engine'] = result['engines'][-1]
     return result
+
+
+def _fp16(args: Any, target: Any, fp32_path: Path) -> Any:
+    """The fp16 file of `fna_zoo.export.fp16.export_fp16`, its gate printed (GateFailed: nothing written)."""
+    from ..export.fp16 import export_fp16
+
+    res = export_fp16(target, fp32_path, args.fp16_output, args.fp16_tol)
+    for batch, report in res.reports:
+        print(f'fp16 batch {batch}: {report.summary()}')
+    print(f'fp16: {res.info.summary()}')
+    print(f'fp16: {res.coverage_line()}')
+    if not res.passed:
+        raise GateFailed(f'the fp16 file differs from PyTorch beyond --fp16-tol {args.fp16_tol:g}; nothing written to '
+                         f'{str(args.fp16_output)!r} (raise --fp16-tol if the difference is acceptable)')
+    print(f'wrote {res.path} (fp16, {res.mb_fp16:.1f} MB; fp32 {res.mb_fp32:.1f} MB)')
+    return res
+
+
+def _engines(args: Any, target: Any, sources: list[tuple[str, Path]], dynamic: bool) -> list[Path]:
+    """One strongly typed TensorRT engine per (precision, ONNX file), `<file stem>.engine`; without tensorrt,
+    a ValueError (exit 2) naming the trtexec command of each (the ONNX files are written)."""
+    from ..runtime.tensorrt import TensorRTUnavailable, engine_plan, import_tensorrt, trtexec_command
+
+    jobs = [(precision, src, Path(src).with_suffix('.engine')) for precision, src in sources]
+    for precision, src, _ in jobs:
+        engine_plan(src, precision)  # the file gives the precision (a refusal is a user error, exit 2)
+    try:
+        import_tensorrt('--format engine')
+    except TensorRTUnavailable:
+        cmds = ' ; '.join(trtexec_command(src, engine, target.input_size, args.batch, args.max_batch, dynamic)
+                          for _, src, engine in jobs)
+        raise ValueError("--format engine needs the tensorrt Python package (pip install 'tensorrt' on a machine with "
+                         f'an NVIDIA GPU and CUDA); the ONNX file{"s are" if len(jobs) > 1 else " is"} written, build '
+                         f'the engine{"s" if len(jobs) > 1 else ""} with: {cmds}') from None
+    from ..export.tensorrt import build_engine
+
+    engines = []
+    for precision, src, engine in jobs:
+        engines.append(build_engine(src, engine, target.input_size, precision, args.batch, args.max_batch, dynamic,
+                                    args.timing_cache))
+        print(f'wrote {engine} (TensorRT {precision}, strongly typed, from {src}; versions in {engine}.json)')
+    return engines
 
 
 def _int8_inputs(args: Any, target: Any) -> tuple[Any, list[Any]]:
@@ -231,7 +290,7 @@ def _int8(args: Any, target: Any, fp32_path: Path, dataset: Any, batches: list[A
     _check_gate_can_see(ap32, dataset, int8_path)
     # NOTE: the INT8 file is built under a temp name and renamed into place only when the AP gate passes
     with atomic_path(int8_path, suffix='.gate.onnx') as tmp:
-        quantize_int8(fp32_path, tmp, batches)
+        quantize_int8(fp32_path, tmp, batches, flavor='tensorrt' if args.format == 'engine' else 'onnxruntime')
         ap8 = onnx_ap(tmp, dataset, target.input_size, resize, mean)
         lat32, lat8 = ort_latencies_ms([fp32_path, tmp], batches[0])  # interleaved: same load on both
         drop = ap32['AP'] - ap8['AP']

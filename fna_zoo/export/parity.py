@@ -17,7 +17,7 @@ import numpy as np
 
 from ..runtime.ort import ort_session
 
-__all__ = ['ParityReport', 'run_onnx', 'compare_arrays', 'compare_detections']
+__all__ = ['ParityReport', 'run_onnx', 'compare_arrays', 'compare_arrays_scaled', 'compare_detections']
 
 _logger = logging.getLogger(__name__)
 
@@ -31,18 +31,20 @@ class ParityReport:
         max_abs_diff: Largest absolute difference over all compared values (matched boxes and scores for detections).
         tolerance: The absolute tolerance applied.
         details: Per-output (or per-quantity) maximum differences and counts.
+        measure: What `max_abs_diff` measures (`compare_arrays_scaled`: the difference over the output's range).
     """
 
     passed: bool
     max_abs_diff: float
     tolerance: float
     details: dict[str, float] = field(default_factory=dict)
+    measure: str = 'max abs diff'
 
     def summary(self) -> str:
-        """One line: verdict, tolerance, measured max abs diff and the details."""
+        """One line: verdict, tolerance, measured max abs diff (or `measure`) and the details."""
         parts = ', '.join(f'{k} {v:.3g}' if isinstance(v, float) else f'{k} {v}' for k, v in self.details.items())
         verdict = 'PASSED' if self.passed else 'FAILED'
-        return f'parity {verdict}: max abs diff {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g}; {parts})'
+        return f'parity {verdict}: {self.measure} {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g}; {parts})'
 
 
 def run_onnx(path: str | os.PathLike, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -69,21 +71,42 @@ def compare_arrays(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], atol:
         rtol: Relative tolerance.
     """
     details: dict[str, float] = {}
-    passed, worst = True, 0.0
+    passed = True
+    for name, diff, r in _diffs(ref, out):
+        details[name] = float(diff.max()) if diff is not None and diff.size else (0.0 if diff is not None else np.inf)
+        passed &= diff is not None and bool(np.all(diff <= atol + rtol * np.abs(r)))
+    return ParityReport(passed, max(details.values(), default=0.0), atol, details)
+
+
+def _diffs(ref: dict[str, np.ndarray], out: dict[str, np.ndarray]):
+    """(name, |out - ref| in float64 or None where the shapes differ, ref) for every reference output."""
     for name, r in ref.items():
         if name not in out:
             raise ValueError(f'onnxruntime output {name!r} is missing; expected outputs {sorted(ref)}')
         o = out[name]
-        if o.shape != r.shape:
-            details[name] = float('inf')
-            passed, worst = False, float('inf')
-            continue
-        diff = np.abs(o.astype(np.float64) - r.astype(np.float64))
-        d = float(diff.max()) if diff.size else 0.0
-        details[name] = d
-        worst = max(worst, d)
-        passed &= bool(np.all(diff <= atol + rtol * np.abs(r)))
-    return ParityReport(passed, worst, atol, details)
+        yield name, (np.abs(o.astype(np.float64) - r.astype(np.float64)) if o.shape == r.shape else None), r
+
+
+def compare_arrays_scaled(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], tol: float) -> ParityReport:
+    """Element-wise comparison relative to each output's range, for reduced precision (fp16): passes when
+    max |out - ref| <= tol * max(1, max |ref|) for every output.
+
+    NOTE: fp16 keeps ~3 significant digits, so an absolute tolerance fit for one feature level (values ~1) is
+    either too strict or meaningless for another (values ~100); the error of a fp16 network grows with the
+    magnitude of what it computes, which this measure follows.
+
+    Args:
+        ref: PyTorch (float32) outputs by name.
+        out: The reduced-precision outputs by name.
+        tol: Largest difference as a fraction of the output's range (at least 1).
+    """
+    details: dict[str, float] = {}
+    for name, diff, r in _diffs(ref, out):
+        scale = max(1.0, float(np.abs(r).max()) if r.size else 1.0)
+        d = (float(diff.max()) / scale if diff.size else 0.0) if diff is not None else np.inf
+        details[name] = d if np.isfinite(d) else float('inf')  # NaN or inf where PyTorch has a number (fp16 overflow)
+    worst = max(details.values(), default=0.0)
+    return ParityReport(bool(worst <= tol), worst, tol, details, measure='max diff / output range')
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -115,7 +138,8 @@ def _match_image(rb: np.ndarray, rs: np.ndarray, rl: np.ndarray, ob: np.ndarray,
 
 
 def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], atol: float, score_thresh: float,
-                       iou_thresh: float, box_atol: float | None = None, max_swap_frac: float = 0.1) -> ParityReport:
+                       iou_thresh: float, box_atol: float | None = None, max_swap_frac: float = 0.1,
+                       max_unexplained_frac: float = 0.0) -> ParityReport:
     """Compare padded detections `(boxes [B,K,4], scores [B,K], labels [B,K], num_detections [B])` after matching.
 
     Unmatched detections are allowed where they are explained by a near-tie: at the cut-off (score within
@@ -132,6 +156,9 @@ def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], ato
         iou_thresh: The NMS IoU threshold used by both.
         box_atol: Box coordinate tolerance in pixels (default: max(atol, 1e-4) times the largest coordinate).
         max_swap_frac: Largest fraction of near-tie (unmatched but explained) detections.
+        max_unexplained_frac: Largest fraction of unmatched detections no rule above explains (0 for float32;
+            reduced precision also moves candidates across cut-offs the outputs do not show, such as RetinaNet's
+            per-level top-k of candidates before NMS).
     """
     rboxes, rscores, rlabels, rnum = (np.asarray(a) for a in ref)
     oboxes, oscores, olabels, onum = (np.asarray(a) for a in out)
@@ -162,5 +189,6 @@ def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], ato
             n_bad += int((~(flip | edge)).sum())
     details = {'detections': n_ref, 'box max diff': max_box, 'score max diff': max_score,
                'near-tie swaps': n_swaps, 'unexplained': n_bad}
-    passed = n_bad == 0 and n_swaps <= max_swap_frac * max(n_ref, 1) and max_box <= box_tol and max_score <= atol
+    passed = (n_bad <= max_unexplained_frac * max(n_ref, 1) and n_swaps <= max_swap_frac * max(n_ref, 1)
+              and max_box <= box_tol and max_score <= atol)
     return ParityReport(passed, max(max_box, max_score), atol, details)

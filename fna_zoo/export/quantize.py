@@ -6,6 +6,10 @@ random windows are cut into fixed tiles of that window size), preprocessed exact
 (letterbox for RetinaNet, stretch for SSD, see `preprocess`); the validation split stays unseen. The gate
 for INT8 is the AP drop against fp32 on the same images, not a max difference: both files are run with
 onnxruntime over the evaluation split and scored with `fna_zoo.engine.evaluate.coco_evaluate`.
+
+Two flavours of the same QDQ file (`quantize_int8(flavor=...)`): 'onnxruntime' (uint8 asymmetric activations,
+int32 biases: onnxruntime's fast CPU kernels) and 'tensorrt' (int8 symmetric activations with zero points 0,
+float biases: the explicit quantization TensorRT builds an int8 engine from; `fna-export --int8 --format engine`).
 """
 from __future__ import annotations
 
@@ -165,8 +169,8 @@ def _unshare_conv_biases(model: 'onnx.ModelProto') -> int:
 
 
 def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, batches: list[np.ndarray],
-                  per_channel: bool = True) -> Path:
-    """Static QDQ quantization (int8 weights, uint8 activations, MinMax calibration), written atomically.
+                  per_channel: bool = True, flavor: str = 'onnxruntime') -> Path:
+    """Static QDQ quantization (int8 weights, MinMax calibration), written atomically.
 
     The normalisation and the postprocessing (box decoding, NMS) stay in float: only the network is quantized.
 
@@ -175,7 +179,12 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ba
         int8_path: Where to write the INT8 file.
         batches: Calibration batches (see `calibration_batches`).
         per_channel: Per-channel weight scales.
+        flavor: 'onnxruntime' (uint8 asymmetric activations and int32 quantized biases: onnxruntime's fast CPU
+            path) or 'tensorrt' (int8 symmetric activations, zero points 0, float biases: the explicit
+            quantization TensorRT builds; onnxruntime runs it too).
     """
+    if flavor not in ('onnxruntime', 'tensorrt'):
+        raise ValueError(f"INT8 flavor {flavor!r} is unknown; expected 'onnxruntime' or 'tensorrt'")
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -186,8 +195,11 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ba
     # need float precision; quantizing them moves boxes by whole pixels. The TorchScript exporter names
     # nodes by module scope, so the postprocess and normalisation nodes are found by prefix.
     exclude = [n.name for n in model.graph.node if n.name.startswith(('/postprocess', '/normalize'))]
-    _unshare_conv_biases(model)
+    if flavor == 'onnxruntime':
+        _unshare_conv_biases(model)  # only quantized biases need a copy per level
     int8_path = Path(int8_path)
+    trt = flavor == 'tensorrt'
+    options = {'ActivationSymmetric': True, 'WeightSymmetric': True, 'QuantizeBias': False} if trt else {}
     with atomic_path(int8_path, suffix='.tmp.onnx') as tmp_path:
         tmp = str(tmp_path)
         onnx.save(model, tmp)
@@ -198,16 +210,19 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ba
         root.setLevel(logging.ERROR)
         try:
             quantize_static(tmp, tmp, _Reader(model.graph.input[0].name, batches),
-                            quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
+                            quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            activation_type=QuantType.QInt8 if trt else QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                            nodes_to_exclude=exclude)
+                            nodes_to_exclude=exclude, extra_options=options)
         finally:
             root.setLevel(level)
         q = onnx.load(tmp)
         del q.metadata_props[:]
         for p in model.metadata_props:
             q.metadata_props.add(key=p.key, value=p.value)
-        q.metadata_props.add(key='quantization', value=f'onnxruntime static QDQ int8, {len(batches)} calibration images')
+        kind = 'symmetric int8 activations, float biases (TensorRT)' if trt else 'uint8 activations (onnxruntime CPU)'
+        q.metadata_props.add(key='quantization',
+                             value=f'onnxruntime static QDQ int8, {kind}, {len(batches)} calibration images')
         onnx.save(q, tmp)
     return int8_path
 

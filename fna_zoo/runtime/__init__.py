@@ -10,7 +10,8 @@ export (`fna_zoo.export`: parity, INT8 latency, TensorRT engines); it imports no
 * `machine`: what a measurement ran on (`machine_info`);
 * `ort`: the onnxruntime session recipe (`ort_session`), its record (`session_record`) and I/O binding;
 * `runners`: (module or ONNX model + inputs) -> `Runner`, one timed inference per runtime;
-* `tensorrt`: engine building and running (only where `tensorrt` is installed).
+* `fp16`: mixed-precision (fp16) copies of float32 ONNX models, for fp16 TensorRT engines;
+* `tensorrt`: strongly typed engine building and running (only where `tensorrt` is installed).
 
 Importing this package loads only the standard library, numpy and `names` / `timing`; torch, onnx,
 onnxruntime and tensorrt are imported by the modules that need them.

@@ -5,7 +5,8 @@ A runtime is a canonical name (what runs the model, at which precision) plus a d
 * ``torch``: PyTorch eager, fp32; ``torch-fp16``: PyTorch eager, fp16 (CUDA only);
 * ``torch-compile``: `torch.compile` of the module, fp32;
 * ``onnxruntime``: an onnxruntime session (`fna_zoo.runtime.ort`), fp32 (or what the ONNX file holds);
-* ``tensorrt`` / ``tensorrt-fp16``: a TensorRT engine built from the ONNX file (CUDA only).
+* ``tensorrt`` / ``tensorrt-fp16``: a strongly typed TensorRT engine built from the ONNX file, or from its fp16
+  copy (CUDA only).
 
 The names of the two former vocabularies stay as aliases: fna-bench's backends (`eager`, `eager-fp16`,
 `compile`, `ort`, `trt`, `trt-fp16`) and the latency tables' runtimes, which named the device too

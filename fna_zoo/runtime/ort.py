@@ -139,13 +139,18 @@ def _load(model: str | os.PathLike | bytes) -> 'onnx.ModelProto':
 
 
 def onnx_precision(model: str | os.PathLike | bytes) -> str:
-    """'int8' for a quantized ONNX model (QDQ or integer ops), else 'fp32'.
+    """'int8' for a quantized ONNX model (QDQ or integer ops), 'fp16' for one holding fp16 tensors (the
+    mixed-precision file of `fna-export --fp16`), else 'fp32'.
 
     Args:
         model: An ONNX file or serialized model.
     """
-    ops = {n.op_type for n in _load(model).graph.node}
-    return 'int8' if ops & _QUANT_OPS else 'fp32'
+    from .fp16 import is_fp16_model
+
+    proto = _load(model)
+    if {n.op_type for n in proto.graph.node} & _QUANT_OPS:
+        return 'int8'
+    return 'fp16' if is_fp16_model(proto) else 'fp32'
 
 
 def onnx_input_dims(model: str | os.PathLike | bytes) -> list[int | None]:

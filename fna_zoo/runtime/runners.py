@@ -7,8 +7,8 @@ the latency tables (`fna_zoo.nas.latency`) alike:
   a CPU, is a skip reason, not an error);
 * ``onnxruntime``: `onnxruntime_runner`, a session of the one recipe (`fna_zoo.runtime.ort`) with inputs and
   outputs bound once;
-* ``tensorrt`` / ``tensorrt-fp16``: `tensorrt_runner`, an engine built from the ONNX file
-  (`fna_zoo.runtime.tensorrt`).
+* ``tensorrt`` / ``tensorrt-fp16``: `tensorrt_runner`, a strongly typed engine built from the ONNX file
+  (`fna_zoo.runtime.tensorrt`; fp16 from its mixed-precision copy, `fna_zoo.runtime.fp16`).
 
 `module_runner` picks the runner of a runtime for a module (exporting it to ONNX in memory where the runtime
 needs a file). A `Runner` is the zero-argument callable, the device synchronisation to call before reading
@@ -156,18 +156,29 @@ def onnxruntime_runner(model: str | os.PathLike | bytes, inputs: Sequence[np.nda
 def tensorrt_runner(onnx_path: str | os.PathLike, inputs: Sequence[torch.Tensor], engine_path: str | os.PathLike,
                     precision: str = 'fp32', dynamic: bool = True,
                     timing_cache: str | os.PathLike | None = None) -> Runner:  # pragma: no cover (needs a GPU)
-    """A TensorRT engine built from `onnx_path` for the inputs' shapes, run on CUDA copies of them.
+    """A strongly typed TensorRT engine built from `onnx_path` for the inputs' shapes, run on CUDA copies of them.
+
+    The engine's precision is its ONNX file's (`fna_zoo.runtime.tensorrt.engine_plan`): for 'fp16' from a
+    float32 file, the mixed-precision copy (`fna_zoo.runtime.fp16.convert_fp16_file`) is written beside the
+    engine first and built instead (timing only: it is not parity-gated here, `fna-export --fp16` gates it).
 
     Args:
-        onnx_path: The ONNX file.
+        onnx_path: The ONNX file (float32; fp16 for 'fp16'; QDQ for 'int8').
         inputs: Its inputs (the first sets batch, H and W of the engine; CPU ones are copied to the GPU).
         engine_path: Where the engine is written (rebuilt every time; the timing cache keeps it quick).
         precision: 'fp32', 'fp16' or 'int8' (int8: a QDQ file).
         dynamic: Whether the engine's batch dimension is dynamic (an optimisation profile at this batch).
         timing_cache: Timing cache file (default: beside the engine).
     """
+    from .fp16 import convert_fp16_file
+    from .ort import onnx_precision
     from .tensorrt import EngineRunner, build_engine
 
+    note = ''
+    if precision == 'fp16' and onnx_precision(onnx_path) == 'fp32':
+        fp16_path = Path(engine_path).with_suffix('.fp16.onnx')
+        info = convert_fp16_file(onnx_path, fp16_path)
+        onnx_path, note = fp16_path, f'fp16 ONNX converted here ({info.fp16_nodes} nodes fp16, not parity-gated)'
     x = inputs[0]
     batch, size = int(x.shape[0]), (int(x.shape[2]), int(x.shape[3]))
     engine = build_engine(onnx_path, engine_path, size, precision, batch=batch, max_batch=batch, dynamic=dynamic,
@@ -175,7 +186,7 @@ def tensorrt_runner(onnx_path: str | os.PathLike, inputs: Sequence[torch.Tensor]
     cuda = [t if t.is_cuda else t.to('cuda') for t in inputs]
     runner = EngineRunner(engine, [t.contiguous() for t in cuda])  # reads the engine file now
     runner()
-    return Runner(runner, cuda_sync(cuda[0].device), precision)
+    return Runner(runner, cuda_sync(cuda[0].device), precision, note=note)
 
 
 def module_runner(runtime: str, module: nn.Module, inputs: Sequence[torch.Tensor], threads: int | None = None,

@@ -1,0 +1,90 @@
+"""benchmarks/gpu_check.py: its smoke mode end to end on this CPU (so the prepared GPU check cannot rot), a failing
+row that loses nothing else, the budget, and the projected cost of FNA's COCO search."""
+import csv
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '2'}
+
+
+@pytest.fixture(scope='module')
+def gpu_check():
+    spec = importlib.util.spec_from_file_location('gpu_check', ROOT / 'benchmarks' / 'gpu_check.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules['gpu_check'] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop('gpu_check', None)
+
+
+def test_smoke_run_records_every_row(tmp_path):
+    out = tmp_path / 'gc'
+    r = subprocess.run([sys.executable, 'benchmarks/gpu_check.py', '--smoke', '--device', 'cpu', '--out', str(out),
+                        '--models', 'fna_retinanet_backbone', 'nope', '--detectors', 'ssdlite'],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'gpu_check (smoke) on cpu' in r.stdout and 'done: ' in r.stdout  # progress lines
+    assert sorted(p.name for p in out.iterdir()) == ['latency_table_torch-cpu_32x32.json', 'results.json', 'rows.csv',
+                                                     'summary.md']
+    data = json.loads((out / 'results.json').read_text())
+    assert data['smoke'] and data['machine']['torch'] and data['machine']['timm'] and data['wall_s'] > 0
+    rows = {row['name']: row for row in data['rows'] if row['section'] == 'eager'}
+    rows.update({row['name']: row for row in data['rows'] if row['section'] in ('search', 'table')})
+    # eager: fp32 and bf16 timed, fp16 skipped on a CPU; the unknown model fails on its own rows only
+    assert rows['fna_retinanet_backbone 32x32 b1 fp32']['status'] == 'ok'
+    assert rows['fna_retinanet_backbone 32x32 b1 bf16']['p50_ms'] > 0
+    assert rows['fna_retinanet_backbone 32x32 b1 fp16']['status'].startswith('skipped: fp16 on the CPU')
+    assert rows['nope 32x32 b1 fp32']['status'] == 'failed' and "unknown model 'nope'" in rows['nope 32x32 b1 fp32']['error']
+    assert rows['ssdlite(fna_ssdlite_backbone) 64x64 b1 fp32']['status'] == 'ok'
+    # the search steps, the table and its MAPE, compile; TensorRT where it imports
+    assert rows['FNA RetinaNet search steps']['status'] == 'ok'
+    s = data['sections']['search']
+    assert s['weight_median_ms'] > 0 and s['arch_median_ms'] > 0 and s['projection']['iterations_per_epoch'] == 7393
+    assert rows['latency table torch-cpu 32x32']['status'] == 'ok' and data['sections']['table']['complete']
+    assert data['sections']['table_accuracy']['mape'] >= 0
+    compiled = [row for row in data['rows'] if row['section'] in ('compile', 'compile-fp32')]
+    assert compiled and all(row['status'] == 'ok' and row['compile_s'] is not None for row in compiled)
+    if importlib.util.find_spec('tensorrt') is None:
+        assert data['sections']['tensorrt'].startswith('not run: tensorrt does not import')
+    # the CSV and the summary say the same
+    with open(out / 'rows.csv') as f:
+        assert len(list(csv.DictReader(f))) == len(data['rows'])
+    md = (out / 'summary.md').read_text()
+    assert md.startswith('# GPU check (smoke): ') and '## Latency (p50 ms' in md and "FNA's COCO search schedule" in md
+    assert 'MAPE' in md and '- eager nope 32x32 b1 fp32: failed: ValueError' in md
+
+
+def test_budget_skips_rows_and_a_running_row_stops(gpu_check, tmp_path):
+    out = tmp_path / 'gc'
+    assert gpu_check.main(['--smoke', '--device', 'cpu', '--out', str(out), '--budget-s', '0.001', '--models',
+                           'fna_retinanet_backbone', '--detectors', '--sections', 'eager', 'search']) == 0
+    data = json.loads((out / 'results.json').read_text())
+    assert len(data['rows']) == 4 and all(r['status'].startswith('skipped: budget') for r in data['rows'])
+    tic = time.perf_counter()
+    with pytest.raises(gpu_check.RowTimeout, match='stopped at the budget'):
+        with gpu_check._deadline(0.2):
+            time.sleep(5)
+    assert time.perf_counter() - tic < 2
+    with pytest.raises(SystemExit):  # no GPU here and no --smoke: a usage error
+        gpu_check.main(['--device', 'cpu', '--out', str(tmp_path / 'x')])
+
+
+def test_search_projection_follows_fna_schedule(gpu_check):
+    from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config
+
+    cfg = load_config(str(gpu_check.SEARCH_CONFIG), [], defaults=SEARCH_DEFAULTS)
+    p = gpu_check.project_search(cfg, weight_ms=100.0, arch_ms=300.0)
+    iters = math.ceil(round(118287 * 0.5) / 8)
+    assert p['iterations_per_epoch'] == iters == 7393 and p['weight_steps_per_gpu'] == 14 * iters
+    assert p['arch_steps_per_gpu'] == 6 * iters  # from epoch 8 of 14, one arch step per weight step
+    assert p['gpu_hours'] == pytest.approx(8 * (14 * iters * 0.1 + 6 * iters * 0.3) / 3600)
+    assert p['paper_gpu_hours'] == 144.0
