@@ -49,9 +49,11 @@ def test_every_cell_is_a_row_with_its_status(table):
     assert [(r['runtime'], r['precision']) for r in rows] == CELLS
     status = {(r['runtime'], r['precision']): r['status'] for r in rows}
     assert [k for k, s in status.items() if s == 'ok'] == [('torch', 'fp32'), ('onnxruntime', 'fp32'),
-                                                          ('onnxruntime', 'int8')]
+                                                          ('onnxruntime', 'int8'), ('onnxruntime', 'fp16')]
     assert status[('torch-fp16', 'fp16')] == 'skipped: fp16 eager PyTorch runs on CUDA only (pass --device cuda)'
-    assert status[('onnxruntime', 'fp16')].startswith('skipped: onnxruntime fp16 needs an fp16 ONNX export')
+    by_cell = {(r['runtime'], r['precision']): r for r in rows}
+    half, full = by_cell[('onnxruntime', 'fp16')], by_cell[('onnxruntime', 'fp32')]
+    assert half['file'].endswith('.nms.fp16.onnx') and half['size_mb'] < 0.7 * full['size_mb']
     assert all(status[k] == TRT for k in CELLS if k[0].startswith('tensorrt'))
     for r in rows:
         if r['status'] != 'ok':
@@ -111,7 +113,8 @@ def test_given_onnx_files_replace_the_exports(table, ckpt, tmp_path, capsys):
                  '--threads', '1', '-q', '-o', str(tmp_path)]) == 0
     rows = json.loads((tmp_path / 'deploy.json').read_text())['rows']
     assert [(r['precision'], r['file']) for r in rows if r['status'] == 'ok'] == [
-        ('fp32', str(fp32)), ('int8', str(tmp_path / 'onnx' / 'retinanet.nms.int8.onnx'))]
+        ('fp32', str(fp32)), ('int8', str(tmp_path / 'onnx' / 'retinanet.nms.int8.onnx')),
+        ('fp16', str(tmp_path / 'onnx' / 'retinanet.nms.fp16.onnx'))]
     assert not (tmp_path / 'onnx' / 'retinanet.nms.fp32.onnx').exists()  # the given file, not a new export
     assert 'ok' in capsys.readouterr().out
 

@@ -26,7 +26,7 @@ from ..runtime.names import canonical_runtime
 from ..runtime.ort import session_record
 from ..runtime.preprocess import InputSpec
 from ..runtime.timing import paired_ratio, stats_from_times, time_interleaved, time_stages
-from .pipelines import CELLS, Exports, Pipeline, build_pipeline, nms_fp32, nms_int8
+from .pipelines import CELLS, Exports, Pipeline, build_pipeline, nms_fp16, nms_fp32, nms_int8
 from .runner import _keeps_threads, write_results
 
 __all__ = ['FIELDS', 'LEGEND', 'run_deploy', 'format_deploy', 'deploy_markdown', 'write_deploy']
@@ -80,10 +80,11 @@ def _given_files(onnx_files: Sequence[str | os.PathLike], target: Any) -> dict[A
         if meta.get('num_classes') != target.metadata.get('num_classes'):
             raise ValueError(f"ONNX file {str(f)!r} has {meta.get('num_classes')} classes; expected the "
                              f"checkpoint's {target.metadata.get('num_classes')}")
-        writer = nms_int8 if onnx_precision(f) == 'int8' else nms_fp32
+        precision = onnx_precision(f)
+        writer = {'int8': nms_int8, 'fp16': nms_fp16}.get(precision, nms_fp32)
         if writer in given:
-            raise ValueError(f'ONNX files {str(given[writer])!r} and {str(f)!r} are both '
-                             f"{'INT8' if writer is nms_int8 else 'fp32'}; expected at most one of each")
+            raise ValueError(f'ONNX files {str(given[writer])!r} and {str(f)!r} are both {precision}; expected at '
+                             'most one of each')
         given[writer] = Path(f)
     return given
 
