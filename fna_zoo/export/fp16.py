@@ -22,12 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 from ..fileio import atomic_path
 from ..runtime.fp16 import DEFAULT_FP16_SCOPES, Fp16Info, convert_fp16, tensor_types
-from .onnx_export import ExportTarget
-from .parity import ParityReport, compare_arrays_scaled, compare_detections, run_onnx
+from .onnx_export import ExportTarget, reference_and_onnx
+from .parity import ParityReport, compare_arrays_scaled, compare_detections
 
 __all__ = ['DEFAULT_FP16_TOL', 'FP16_UNEXPLAINED_FRAC', 'Fp16Export', 'fp16_output_path', 'fp16_parity', 'ort_fp16_coverage', 'export_fp16']
 
@@ -133,10 +131,7 @@ def fp16_parity(target: ExportTarget, path: str | os.PathLike, batch: int, tol: 
             tol times the largest coordinate, as `compare_detections` does; up to `FP16_UNEXPLAINED_FRAC` of
             the detections may differ beyond the float32 near-tie rules).
     """
-    x = torch.rand(batch, 3, *target.input_size, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ref = [t.numpy() for t in target.module(x)]
-    out = run_onnx(path, x.numpy())
+    ref, out = reference_and_onnx(target, path, batch)
     if target.what == 'nms':
         return compare_detections(ref, [out[n] for n in target.output_names], tol, target.score_thresh,
                                   target.iou_thresh, max_unexplained_frac=FP16_UNEXPLAINED_FRAC)

@@ -359,14 +359,26 @@ def parity_check(target: ExportTarget, path: str | os.PathLike, batch: int, atol
         atol: Absolute tolerance (scores and features; boxes: see `compare_detections`).
         rtol: Relative tolerance for dense outputs.
     """
-    x = torch.rand(batch, 3, *target.input_size, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ref = [t.numpy() for t in target.module(x)]
-    out = run_onnx(path, x.numpy())
+    ref, out = reference_and_onnx(target, path, batch)
     if target.what == 'nms':
         return compare_detections(ref, [out[n] for n in target.output_names], atol, target.score_thresh,
                                   target.iou_thresh)
     return compare_arrays(dict(zip(target.output_names, ref)), out, atol, rtol)
+
+
+def reference_and_onnx(target: ExportTarget, path: str | os.PathLike, batch: int
+                       ) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """(PyTorch outputs, onnxruntime outputs by name) of the target and its file on one seeded input in [0, 1].
+
+    Args:
+        target: The exported target (its module is the reference).
+        path: The ONNX file.
+        batch: Batch size.
+    """
+    x = torch.rand(batch, 3, *target.input_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = [t.numpy() for t in target.module(x)]
+    return ref, run_onnx(path, x.numpy())
 
 
 def export_with_gate(target: ExportTarget, output: str | os.PathLike, batch: int = 1, dynamic: bool = True,

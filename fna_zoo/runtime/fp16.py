@@ -169,7 +169,7 @@ def convert_fp16(model: 'onnx.ModelProto', fp16_scopes: Sequence[str] | None = D
             the result fails the checker (one line naming the first problem).
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
     if is_fp16_model(model):
