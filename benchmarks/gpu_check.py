@@ -41,6 +41,7 @@ import math
 import os
 import platform
 import signal
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,7 +76,7 @@ FIELDS = ['section', 'name', 'model', 'what', 'input', 'batch', 'dtype', 'memory
           'mean_ms', 'std_ms', 'throughput_ips', 'n', 'compile_s', 'wall_s', 'note', 'error']
 
 
-class RowTimeout(Exception):
+class RowTimeout(BaseException):  # NOTE: not Exception: broad handlers on a row's path must not swallow it
     """A row ran into the budget."""
 
 
@@ -588,7 +589,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault('HF_HUB_OFFLINE', '1')  # random init only: never the hub
     if args.device.startswith('cuda'):
         torch.backends.cudnn.benchmark = True  # the deployment setting for fixed shapes (recorded)
-    Check(args).run()
+    check = Check(args)
+    try:
+        check.run()
+    finally:
+        shutil.rmtree(check.work, ignore_errors=True)  # its ONNX files and engines
     return 0
 
 

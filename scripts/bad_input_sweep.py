@@ -702,6 +702,7 @@ def build_cases(fx: Path) -> list[Case]:
         'int8-output txt': [*ck, '--int8', '--int8-output', '{tmp}/x.txt'],
         'format engine without tensorrt': [*bb, '--format', 'engine'],
         'fp16-output without fp16': [*bb, '--fp16-output', '{tmp}/x.fp16.onnx'],
+        'fp16-tol without fp16': [*bb, '--fp16-tol', '0.05'],
         'fp16-output is the output': [*bb, '--fp16', '--fp16-output', '{tmp}/e.onnx'],
         'fp16-tol 0': [*bb, '--fp16', '--fp16-tol', '0'], 'fp16-tol nan': [*bb, '--fp16', '--fp16-tol', 'nan'],
         'max-batch below batch': [*bb, '--format', 'engine', '--max-batch', '0'],

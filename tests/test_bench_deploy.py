@@ -172,6 +172,9 @@ def test_preprocess_letterbox_stretch_and_the_int8_path():
     assert x.shape == (3, 64, 64) and x.dtype == np.float32 and scale == (0.8, 0.8)
     assert np.allclose(x[:, 32:, :], np.array(mean, dtype=np.float32)[:, None, None])  # padded below the image
     assert 0 <= x[:, :32].min() and x[:, :32].max() <= 1
+    strip, _ = resize_image(Image.fromarray(pixels[:1].repeat(3, 0)[:, :80].repeat(25, 1)), InputSpec((64, 64),
+                                                                                                   'letterbox', mean))
+    assert strip.shape == (3, 64, 64) and not np.allclose(strip[:, 0], np.array(mean)[:, None])  # 3 x 2000: 1 row
     y, scale = resize_image(image, InputSpec((64, 96), 'stretch', mean))
     assert y.shape == (3, 64, 96) and scale == (96 / 80, 64 / 40)
     # fna-export's calibration and AP gate take a dataset tensor: the same pixels give the same input
@@ -199,3 +202,11 @@ def test_time_stages_passes_outputs_on_and_times_each_stage():
                              sync=lambda: syncs.append(1))
     assert out == 20 and len(times) == 2 and len(syncs) == 2
     assert times[1] >= 0.009 > times[0]
+
+
+def test_a_table_with_no_runnable_cell_is_written(ckpt, tmp_path):
+    """Every cell skipped (TensorRT only, on a machine without it): the table of reasons, not a crash."""
+    assert main(['--ap', str(ckpt), '--runtimes', 'tensorrt', '--warmup', '0', '--runs', '1', '-q',
+                 '-o', str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / 'deploy.json').read_text())['rows']
+    assert rows and all(r['status'].startswith(('skipped', 'failed')) for r in rows)

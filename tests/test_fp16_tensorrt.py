@@ -127,6 +127,7 @@ def test_fp16_gate_failure_leaves_no_fp16_file(tmp_path, capsys):
 
 @pytest.mark.parametrize('extra, message', [
     (['--fp16-output', 'x.fp16.onnx'], '--fp16-output needs --fp16'),
+    (['--fp16-tol', '0.05'], '--fp16-tol needs --fp16'),
     (['--fp16', '--fp16-tol', '0'], '--fp16-tol is 0.0; expected a fraction in (0, 1)'),
     (['--fp16', '--fp16-tol', 'nan'], '--fp16-tol is nan; expected a fraction in (0, 1)'),
     (['--fp16', '--fp16-output', '{out}'], 'is the float32 or INT8 output; expected another file'),

@@ -240,3 +240,28 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path, c
     with pytest.raises(ValueError, match='cannot be decoded'):
         main(['-o', str(mine), *args])
     assert [p.name for p in mine.iterdir()] == ['notes.txt']
+
+
+def test_a_failed_fresh_run_removes_only_what_it_wrote(tmp_path):
+    """Files written into the folder by someone else while the run ran stay; a run that logged a step keeps its
+    logs (the record of what it did)."""
+    import torch
+
+    from fna_zoo.engine.distributed import DistInfo
+    from fna_zoo.engine.run import TrainingRun
+
+    info = DistInfo(0, 1, 0, torch.device('cpu'))
+    out = tmp_path / 'shared'
+    with pytest.raises(KeyboardInterrupt):
+        with TrainingRun({'output': str(out), 'seed': 0}, info, resume=False, num_classes=2) as run:
+            run.begin(torch.nn.Linear(2, 1), {})
+            run.metrics_log(['step', 'loss'])
+            (out / 'someone_else.txt').write_text('x')
+            raise KeyboardInterrupt
+    assert [p.name for p in out.iterdir()] == ['someone_else.txt']
+    with pytest.raises(ValueError):
+        with TrainingRun({'output': str(tmp_path / 'logged'), 'seed': 0}, info, resume=False, num_classes=2) as run:
+            run.begin(torch.nn.Linear(2, 1), {})
+            run.metrics_log(['step', 'loss']).write([1, 0.5])
+            raise ValueError('late failure')
+    assert sorted(p.name for p in (tmp_path / 'logged').iterdir()) == ['.lock', 'config.yaml', 'metrics.csv']

@@ -183,6 +183,8 @@ def _measure(live: Sequence[Pipeline], dataset: Any, images: Sequence[Path], war
 
     from ..engine.evaluate import coco_results
 
+    if not live:  # every cell skipped or failed: the table is their reasons
+        return {}, {}
     for p in live:
         for _ in range(warmup):
             time_stages(p.stages, images[0], p.sync)

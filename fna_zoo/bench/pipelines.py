@@ -62,6 +62,7 @@ class Exports:
         self.target, self.checkpoint, self.cfg, self.data_path = target, Path(checkpoint), cfg, data_path
         self.workdir = Path(workdir)
         self.files: dict[OnnxWriter, Path] = dict(given or {})
+        self._failed: dict[OnnxWriter, Exception] = {}
         self._batches: list[np.ndarray] | None = None
 
     def file(self, writer: OnnxWriter) -> Path:
@@ -70,9 +71,15 @@ class Exports:
         Args:
             writer: One of the writers (`nms_fp32`, `nms_int8`, `raw_fp32`, `raw_int8`, ...).
         """
+        if writer in self._failed:  # NOTE: once: the cells that share a file (or build on it) share its failure
+            raise self._failed[writer]
         if writer not in self.files:
             name = f"{self.checkpoint.stem}.{writer.__name__.replace('_', '.')}.onnx"
-            self.files[writer] = writer(self, self.workdir / name)
+            try:
+                self.files[writer] = writer(self, self.workdir / name)
+            except Exception as e:
+                self._failed[writer] = e
+                raise
         return self.files[writer]
 
     def calibration(self) -> list[np.ndarray]:

@@ -63,7 +63,7 @@ def _parser() -> CliParser:
                    'network in fp16; normalisation, anchors, box decoding, NMS, inputs and outputs float32), gated '
                    'against PyTorch (--fp16-tol); with --format engine the fp16 engine is built from it')
     p.add_argument('--fp16-output', help='fp16 file (default: <output stem>.fp16.onnx)')
-    p.add_argument('--fp16-tol', type=float, default=0.01,
+    p.add_argument('--fp16-tol', type=float, default=None,
                    help='fp16 gate: largest difference as a fraction of each output\'s range (detections: score '
                         'tolerance; default 0.01)')
     p.add_argument('--int8', action='store_true', help='also write <output>.int8.onnx: onnxruntime static QDQ '
@@ -129,6 +129,9 @@ def _validate(p: CliParser, args: Any) -> None:
     elif args.int8_output:
         raise ValueError('--int8-output needs --int8')
     if args.fp16:
+        from ..export.fp16 import DEFAULT_FP16_TOL
+
+        args.fp16_tol = DEFAULT_FP16_TOL if args.fp16_tol is None else args.fp16_tol
         if not 0 < args.fp16_tol < 1:  # NOTE: written so, as nan fails every comparison
             raise ValueError(f'--fp16-tol is {args.fp16_tol}; expected a fraction in (0, 1) of the output range')
         args.fp16_output = check_output_path(args.fp16_output or args.output.with_suffix('.fp16.onnx'), '.onnx')
@@ -136,8 +139,8 @@ def _validate(p: CliParser, args: Any) -> None:
         if any(args.fp16_output.resolve() == o.resolve() for o in others):
             raise ValueError(f'--fp16-output {str(args.fp16_output)!r} is the float32 or INT8 output; expected another '
                              'file')
-    elif args.fp16_output:
-        raise ValueError('--fp16-output needs --fp16')
+    elif args.fp16_output or args.fp16_tol is not None:
+        raise ValueError(f"{'--fp16-output' if args.fp16_output else '--fp16-tol'} needs --fp16")
     if args.arch and not Path(args.arch).is_file():
         raise FileNotFoundError(f'arch file {args.arch!r} does not exist; expected a .yaml/.json/.txt arch file')
     if args.checkpoint and not Path(args.checkpoint).is_file():

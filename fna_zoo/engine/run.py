@@ -253,6 +253,7 @@ class TrainingRun:
         # what was there before this run (left alone if a fresh run fails before its first checkpoint)
         self._created = not self.out.exists()
         self._found = set() if self._created or not self.out.is_dir() else {p.name for p in self.out.iterdir()}
+        self._written: set[str] = set()  # the files this run wrote (all through this class)
         self._checkpointed = False
         if self.is_main:  # one writer per run folder, before anything in it is read or written
             lock_folder(self.out)
@@ -272,23 +273,25 @@ class TrainingRun:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        """Release the folder; a fresh run that fails before its first checkpoint first removes what it wrote."""
-        if exc_type is not None and self.is_main and not self.resumed and not self._checkpointed:
+        """Release the folder; a fresh run that fails before its first checkpoint and its first logged step first
+        removes what it wrote."""
+        if (exc_type is not None and self.is_main and not self.resumed and not self._checkpointed
+                and not any(log.rows for log in self.logs.values())):
             self._discard()
         self.close()
 
     def _discard(self) -> None:
-        """Remove the files this fresh run wrote (config.yaml, logs, ...), and the folder when it made it.
+        """Remove the files this fresh run wrote (config.yaml, arch.yaml, log headers), and the folder when it made
+        it; then release the folder.
 
-        NOTE: such a run has nothing to resume from, and its stubs (a config.yaml and a metrics.csv header beside
-        no weights) read like a run; files that were in the folder before the run are left alone.
+        NOTE: such a run has nothing to resume from or read, and its stubs (a config.yaml and a metrics.csv header
+        beside no weights) read like a run. Only the names it wrote that were not there before go (its lock file
+        too): anything else in the folder, there before or written meanwhile by someone else, stays. (A fresh run
+        into an old run's folder has overwritten that run's config.yaml by then; `--resume` continues a run.)
+        Released after, so no other run can take the folder in between.
         """
-        unlock_folder(self.out)
-        if not self.out.is_dir():
-            return
-        for p in self.out.iterdir():
-            if p.name not in self._found and p.is_file():
-                p.unlink(missing_ok=True)
+        for name in (self._written | {'.lock'}) - self._found:
+            (self.out / name).unlink(missing_ok=True)
         if self._created:
             with contextlib.suppress(OSError):  # not empty: something else wrote into it meanwhile
                 self.out.rmdir()
@@ -332,7 +335,7 @@ class TrainingRun:
         if self.state is None:
             if self.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(self.out / 'config.yaml', yaml.safe_dump(self.cfg, sort_keys=False))
+                self.write_text('config.yaml', yaml.safe_dump(self.cfg, sort_keys=False))
             return None
         model.load_state_dict(self.state['model'])
         for key, opt in self.optimizers.items():
@@ -392,6 +395,8 @@ class TrainingRun:
                 rows = self.state.get('metrics_rows')
         log = MetricsLog(self.out / name, fields, self.is_main, fresh=not self.resumed, resume_rows=rows)
         self.logs[name] = log
+        if self.is_main:
+            self._written.add(name)
         return log
 
     def progress(self, total: int, initial: int, desc: str) -> tqdm:
@@ -413,6 +418,7 @@ class TrainingRun:
         """
         if self.is_main:
             atomic_write_text(self.out / name, text)
+            self._written.add(name)
 
     @contextlib.contextmanager
     def log_file(self, name: str) -> Iterator[None]:
@@ -427,6 +433,7 @@ class TrainingRun:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(self.out / name)
+        self._written.add(name)
         handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
         pkg_logger = logging.getLogger('fna_zoo')
         level = pkg_logger.level

@@ -207,8 +207,8 @@ def _run_arch(cfg: dict[str, Any], run: TrainingRun, fresh: dict[str, Any] | Non
     if run.state is not None:  # resumed: the arch it started with (older checkpoints: the arch.yaml snapshot)
         return stored_arch(run.out / 'last.pth', run.state)
     arch = fresh if fresh is not None else _config_arch(cfg)
-    if arch is not None and run.is_main:
-        load_arch(arch).save(run.out / 'arch.yaml')
+    if arch is not None:
+        run.write_text('arch.yaml', load_arch(arch).to_yaml())
     return arch
 
 

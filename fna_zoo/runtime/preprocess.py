@@ -121,7 +121,7 @@ def resize_array(arr: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, tuple[fl
     if spec.resize == 'stretch':
         return np.ascontiguousarray(bilinear(arr, (H, W)).transpose(2, 0, 1)), (W / w, H / h)
     s = min(H / h, W / w)
-    nh, nw = min(H, round(h * s)), min(W, round(w * s))
+    nh, nw = max(1, min(H, round(h * s))), max(1, min(W, round(w * s)))  # a 3 x 2000 strip keeps one row
     canvas = np.empty((H, W, 3), dtype=np.float32)
     canvas[:] = np.asarray(spec.mean, dtype=np.float32)
     canvas[:nh, :nw] = bilinear(arr, (nh, nw))
