@@ -213,7 +213,7 @@ def test_qdq_flavours(files):
     assert rt.qdq_problems(files['int8']) == []  # TensorRT's: symmetric int8, float biases
     problems = rt.qdq_problems(files['int8-ort'])  # onnxruntime's CPU flavour
     assert any('uint8 zero points' in p for p in problems) and any('int32 DequantizeLinear' in p for p in problems)
-    assert onnx_precision(files['int8']) == 'int8' and rt.onnx_file_precision(files['int8-ort']) == 'int8'
+    assert onnx_precision(files['int8']) == 'int8' and onnx_precision(files['int8-ort']) == 'int8'
     # onnxruntime runs the TensorRT flavour too
     x = np.random.default_rng(2).random((1, 3, 64, 64), dtype=np.float32)
     a, b = run_onnx(files['fp32'], x), run_onnx(files['int8'], x)

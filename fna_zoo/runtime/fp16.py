@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from .ort import QUANT_OPS
+
 if TYPE_CHECKING:
     import onnx
 
@@ -48,8 +50,6 @@ DEFAULT_FP16_SCOPES: tuple[str, ...] = ('/body/', '/core/')
 FP32_OPS = frozenset({'NonMaxSuppression', 'RoiAlign'})
 # float inputs whose type is not the node's data type (ONNX type constraints of their own): left as they are
 _OWN_TYPE_INPUTS: dict[str, frozenset[int]] = {'Resize': frozenset({1, 2}), 'Upsample': frozenset({1})}
-_QUANT_OPS = frozenset({'QuantizeLinear', 'DequantizeLinear', 'QLinearConv', 'ConvInteger', 'MatMulInteger',
-                        'QLinearMatMul', 'DynamicQuantizeLinear'})
 FP16_MAX = 65504.0
 
 
@@ -175,8 +175,8 @@ def convert_fp16(model: 'onnx.ModelProto', fp16_scopes: Sequence[str] | None = D
     if is_fp16_model(model):
         raise ValueError('the model already holds fp16 tensors; expected the float32 export')
     ops = {n.op_type for n in model.graph.node}
-    if ops & _QUANT_OPS:
-        raise ValueError(f'the model is quantized ({", ".join(sorted(ops & _QUANT_OPS))}); expected the float32 '
+    if ops & QUANT_OPS:
+        raise ValueError(f'the model is quantized ({", ".join(sorted(ops & QUANT_OPS))}); expected the float32 '
                          'export (an INT8 file cannot be converted to fp16)')
     for n in model.graph.node:
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):

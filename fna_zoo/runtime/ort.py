@@ -21,7 +21,9 @@ __all__ = ['ort_session', 'session_record', 'bind_io', 'onnx_precision', 'onnx_i
 
 _logger = logging.getLogger(__name__)
 
-_QUANT_OPS = {'QuantizeLinear', 'DequantizeLinear', 'QLinearConv', 'ConvInteger', 'MatMulInteger', 'QLinearMatMul'}
+# the ops of a quantized ONNX model (QDQ format, integer-operator format, dynamic quantization)
+QUANT_OPS = frozenset({'QuantizeLinear', 'DequantizeLinear', 'QLinearConv', 'ConvInteger', 'MatMulInteger',
+                       'QLinearMatMul', 'DynamicQuantizeLinear'})
 
 
 def _cuda_index(device: str) -> int | None:
@@ -130,25 +132,28 @@ def bind_io(sess: Any, feeds: Mapping[str, np.ndarray], device: str = 'cpu') -> 
     return run
 
 
-def _load(model: str | os.PathLike | bytes) -> 'onnx.ModelProto':
+def _load(model: 'str | os.PathLike | bytes | onnx.ModelProto') -> 'onnx.ModelProto':
     import onnx
 
+    if isinstance(model, onnx.ModelProto):
+        return model
     if isinstance(model, (bytes, bytearray)):
         return onnx.load_from_string(bytes(model))
     return onnx.load(str(model), load_external_data=False)
 
 
-def onnx_precision(model: str | os.PathLike | bytes) -> str:
+def onnx_precision(model: 'str | os.PathLike | bytes | onnx.ModelProto') -> str:
     """'int8' for a quantized ONNX model (QDQ or integer ops), 'fp16' for one holding fp16 tensors (the
-    mixed-precision file of `fna-export --fp16`), else 'fp32'.
+    mixed-precision file of `fna-export --fp16`), else 'fp32': also the precision a strongly typed TensorRT
+    engine built from it has.
 
     Args:
-        model: An ONNX file or serialized model.
+        model: An ONNX file, serialized model or model.
     """
     from .fp16 import is_fp16_model
 
     proto = _load(model)
-    if {n.op_type for n in proto.graph.node} & _QUANT_OPS:
+    if {n.op_type for n in proto.graph.node} & QUANT_OPS:
         return 'int8'
     return 'fp16' if is_fp16_model(proto) else 'fp32'
 

@@ -33,13 +33,14 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 import numpy as np
 
 from ..fileio import atomic_path, atomic_write_text
+from .ort import onnx_precision
 
 if TYPE_CHECKING:
     import onnx
     import torch
 
 __all__ = ['TensorRTUnavailable', 'Precision', 'PRECISIONS', 'DEFAULT_TRT_MAJOR', 'EnginePlan', 'engine_plan',
-           'onnx_file_precision', 'qdq_problems', 'tensorrt_major', 'trtexec_command', 'build_engine',
+           'qdq_problems', 'tensorrt_major', 'trtexec_command', 'build_engine',
            'import_tensorrt', 'EngineRunner']
 
 _logger = logging.getLogger(__name__)
@@ -146,21 +147,6 @@ def qdq_problems(model: 'str | os.PathLike | onnx.ModelProto') -> list[str]:
     return problems
 
 
-def onnx_file_precision(model: 'str | os.PathLike | onnx.ModelProto') -> str:
-    """'int8' (Q/DQ or integer ops), 'fp16' (fp16 tensors) or 'fp32': the engine precision a strongly typed
-    build of the file gives.
-
-    Args:
-        model: An ONNX file or model.
-    """
-    from .fp16 import is_fp16_model
-
-    m = _load(model)
-    if {n.op_type for n in m.graph.node} & {*_QDQ, *_QOPERATOR}:
-        return 'int8'
-    return 'fp16' if is_fp16_model(m) else 'fp32'
-
-
 @dataclass(frozen=True)
 class EnginePlan:
     """How one engine is built: which ONNX file, which network creation flags, and no precision flag.
@@ -206,7 +192,7 @@ def engine_plan(onnx_path: str | os.PathLike, precision: str, trt_major: int | N
         raise ValueError(f'engine precision {precision!r} is unknown; expected one of {", ".join(PRECISIONS)}')
     major = _major_or_default(trt_major)
     m = model if model is not None else _load(onnx_path)
-    have = onnx_file_precision(m)
+    have = onnx_precision(m)
     if have != precision:
         raise ValueError(f'a {precision} engine needs {_SOURCE[precision]}; {str(onnx_path)!r} is a {have} ONNX file '
                          f'(TensorRT {major} builds strongly typed networks: the file sets the precision, no '
