@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..fileio import atomic_path
-from ..runtime.fp16 import DEFAULT_FP16_SCOPES, Fp16Info, convert_fp16, tensor_types
+from ..runtime.fp16 import DEFAULT_FP16_SCOPES, Fp16Info, convert_fp16, stamp_fp16, tensor_types
 from .onnx_export import ExportTarget, reference_and_onnx
 from .parity import ParityReport, compare_arrays_scaled, compare_detections
 
@@ -171,11 +171,7 @@ def export_fp16(target: ExportTarget, fp32_path: str | os.PathLike, output: str 
         raise ValueError(f'fp16 tolerance is {tol}; expected a fraction in (0, 1)')
     batches = list(check_batches) if check_batches else _check_batches(fp32_path)
     model16, info = convert_fp16(onnx.load(str(fp32_path)), fp16_scopes)
-    meta = {p.key: p.value for p in model16.metadata_props}
-    meta.update(precision='fp16', fp16=info.metadata(), fp16_gate=f'max diff / output range <= {tol:g} vs PyTorch fp32')
-    del model16.metadata_props[:]
-    for k, v in meta.items():
-        model16.metadata_props.add(key=k, value=v)
+    stamp_fp16(model16, info, fp16_gate=f'max diff / output range <= {tol:g} vs PyTorch fp32')
     result = Fp16Export(None, [], info, tol=tol, mb_fp32=fp32_path.stat().st_size / 2 ** 20)
     try:
         with atomic_path(output, suffix='.tmp.onnx') as tmp:

@@ -39,7 +39,7 @@ from .ort import QUANT_OPS
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ['DEFAULT_FP16_SCOPES', 'FP32_OPS', 'Fp16Info', 'convert_fp16', 'convert_fp16_file', 'is_fp16_model',
+__all__ = ['DEFAULT_FP16_SCOPES', 'FP32_OPS', 'Fp16Info', 'convert_fp16', 'convert_fp16_file', 'stamp_fp16', 'is_fp16_model',
            'tensor_types']
 
 _logger = logging.getLogger(__name__)
@@ -340,6 +340,22 @@ def convert_fp16(model: 'onnx.ModelProto', fp16_scopes: Sequence[str] | None = D
     return m, info
 
 
+def stamp_fp16(model: 'onnx.ModelProto', info: Fp16Info, **extra: str) -> None:
+    """Record in a converted model's `metadata_props` that it is fp16 and what runs in fp16 (the other entries
+    kept, `extra` added).
+
+    Args:
+        model: The converted model (changed in place).
+        info: What `convert_fp16` converted.
+        **extra: More entries (strings).
+    """
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta.update(precision='fp16', fp16=info.metadata(), **extra)
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+
+
 def convert_fp16_file(src: str | os.PathLike, dst: str | os.PathLike,
                       fp16_scopes: Sequence[str] | None | str = 'auto') -> Fp16Info:
     """`convert_fp16` of an ONNX file into another (written atomically), its metadata kept plus a `precision`
@@ -360,11 +376,7 @@ def convert_fp16_file(src: str | os.PathLike, dst: str | os.PathLike,
         names = [n.name for n in model.graph.node]
         fp16_scopes = DEFAULT_FP16_SCOPES if any(x.startswith(DEFAULT_FP16_SCOPES) for x in names) else None
     m16, info = convert_fp16(model, fp16_scopes)  # type: ignore[arg-type]
-    meta = {p.key: p.value for p in m16.metadata_props}
-    meta.update(precision='fp16', fp16=info.metadata())
-    del m16.metadata_props[:]
-    for k, v in meta.items():
-        m16.metadata_props.add(key=k, value=v)
+    stamp_fp16(m16, info)
     with atomic_path(dst, suffix='.tmp.onnx') as tmp:
         onnx.save(m16, str(tmp))
     return info
