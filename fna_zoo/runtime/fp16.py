@@ -39,8 +39,8 @@ from .ort import QUANT_OPS
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ['DEFAULT_FP16_SCOPES', 'FP32_OPS', 'Fp16Info', 'convert_fp16', 'convert_fp16_file', 'stamp_fp16', 'is_fp16_model',
-           'tensor_types']
+__all__ = ['DEFAULT_FP16_SCOPES', 'FP32_OPS', 'Fp16Info', 'convert_fp16', 'convert_fp16_file', 'stamp_fp16',
+           'is_fp16_model', 'tensor_types']
 
 _logger = logging.getLogger(__name__)
 
