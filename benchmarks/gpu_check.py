@@ -150,7 +150,6 @@ class Check:
         self.started = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
         self.machine = machine_record(self.device)
         self._modules: dict[tuple, Any] = {}
-        self._compiled: dict[tuple, Any] = {}
         self._onnx: dict[tuple, Any] = {}
         self.compile_estimate = 5.0 if self.smoke else 60.0
 
@@ -277,18 +276,24 @@ class Check:
 
     def compiled(self, model: str, what: str, size: tuple[int, int], batch: int, dtype: str) -> dict[str, Any]:
         """torch.compile (static shapes) of the channels_last module; the first call's time is `compile_s`."""
-        key = (model, what, size, dtype)
+        from torch._dynamo.utils import counters
+
         m, x = self._prepared(model, what, size, batch, dtype)
         backend = 'eager' if self.smoke and self.device == 'cpu' else 'inductor'
-        if key not in self._compiled:
-            self._compiled[key] = torch.compile(m, dynamic=False, backend=backend)
-        fn = self._compiled[key]
+        # NOTE: every wrapper shares one forward code object, and dynamo allows 8 graphs per code object before it
+        # runs the rest eager with only a warning (the first H200 run timed eager as "compile" from its 9th row):
+        # a fresh dynamo per row, and a row that compiled no graph fails instead of timing eager
+        torch._dynamo.reset()
+        fn = torch.compile(m, dynamic=False, backend=backend)
+        graphs = counters['stats']['unique_graphs']
         tic = time.perf_counter()
         with torch.inference_mode():
             fn(x)
         if self.device.startswith('cuda'):
             torch.cuda.synchronize()
         compile_s = time.perf_counter() - tic
+        if counters['stats']['unique_graphs'] == graphs:
+            raise RuntimeError('torch.compile compiled no graph (dynamo fell back to eager); not a compile timing')
         self.compile_estimate = max(self.compile_estimate * 0.5, compile_s)
 
         def run() -> Any:

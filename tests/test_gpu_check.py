@@ -88,3 +88,18 @@ def test_search_projection_follows_fna_schedule(gpu_check):
     assert p['arch_steps_per_gpu'] == 6 * iters  # from epoch 8 of 14, one arch step per weight step
     assert p['gpu_hours'] == pytest.approx(8 * (14 * iters * 0.1 + 6 * iters * 0.3) / 3600)
     assert p['paper_gpu_hours'] == 144.0
+
+
+def test_every_compile_row_compiles_and_an_eager_fallback_fails(gpu_check, tmp_path, monkeypatch):
+    import torch._dynamo
+
+    args = gpu_check._parser().parse_args(['--smoke', '--device', 'cpu', '--out', str(tmp_path / 'gc')])
+    args.budget_s = 300.0
+    check = gpu_check.Check(args)
+    # dynamo's per-code-object graph limit at 1: without a fresh dynamo per row the second row would run eager
+    monkeypatch.setattr(torch._dynamo.config, 'recompile_limit', 1)
+    for batch in (1, 2):
+        assert check.compiled('fna_retinanet_backbone', 'backbone', (32, 32), batch, 'fp32')['p50_ms'] > 0
+    monkeypatch.setattr(torch._dynamo, 'reset', lambda: None)
+    with pytest.raises(RuntimeError, match='compiled no graph'):
+        check.compiled('fna_retinanet_backbone', 'backbone', (32, 32), 3, 'fp32')

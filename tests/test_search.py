@@ -356,3 +356,14 @@ def test_entropy_term_ramps_in_and_sharpens_what_is_favoured(tmp_path):
     assert rows[first_arch]['loss'] == plain_rows[first_arch]['loss']  # the ramp starts at 0
     with pytest.raises(ValueError, match='config search.entropy_weight is -1.0; expected a number >= 0'):
         run_search(tmp_path, 'bad', 'search.entropy_weight=-1.0')
+
+
+def test_paths_are_drawn_on_the_cpu_whatever_the_model_device():
+    # the searcher's generator is a CPU one (the same draws on every rank and device); a model on another device
+    # (meta here, CUDA on a GPU) must not move the uniform draw off the CPU
+    with torch.device('meta'):
+        net = SuperNet(space_of())
+    assert net.op_alphas[0].device.type == 'meta'
+    paths = [net.sample_path(torch.Generator().manual_seed(3), uniform=True) for _ in range(2)]
+    assert paths[0] == paths[1]
+    assert len(paths[0].ops) == len(net.space.stages) and len(paths[0].widths) == len(net.width_alphas)

@@ -313,7 +313,9 @@ class SuperNet(nn.Module):
     def sample_path(self, generator: torch.Generator, uniform: bool) -> ArchPath:
         """Draw a path: every slot's op and every stage's width, uniformly or by the current probabilities."""
         ops_p, width_p = self.probabilities()
-        draw = (lambda p: int(torch.multinomial(torch.ones_like(p) if uniform else p.detach().float().cpu(), 1,
+        # NOTE: drawn on the CPU whatever the model's device: the generator is a CPU one (the same draws on every
+        # rank and device, and after a resume)
+        draw = (lambda p: int(torch.multinomial(torch.ones(len(p)) if uniform else p.detach().float().cpu(), 1,
                                                 generator=generator)))
         it = iter(ops_p)
         ops = tuple(tuple(draw(next(it)) for _ in st.slots) for st in self.space.stages)
