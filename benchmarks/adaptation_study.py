@@ -8,6 +8,7 @@ set and evaluated on its validation tiles; every AP in the outputs is measured b
 - the searched arch at the seed's MAdds (`configs/trees_search.yaml`, two retrain seeds) and the arch derived
   by a second search seed, remapped (Jung et al., ICPR 2022 - https://arxiv.org/abs/2206.08509: channel
   dimensions searched and mapped);
+- (`--other-searched`) archs of further searches, e.g. other objectives or a lambda = 0 control, one retrain each;
 - random archs of the same search space at MAdds within 5 % of the seed's (rejection sampling), remapped: the
   random-search baseline of Li & Talwalkar (UAI 2019 - https://arxiv.org/abs/1902.07638).
 
@@ -17,7 +18,7 @@ latency is timed interleaved (one run of each model per round, so load drifts hi
 (CSV, JSON, markdown) and the Pareto plot (PNG) are written into `--out`.
 
     python benchmarks/adaptation_study.py --searched runs/trees_search/arch.yaml \\
-        --searched-seed2 runs/trees_search_s1/arch.yaml
+        --searched-seed2 runs/trees_search_s1/arch.yaml [--other-searched runs/<other search>/arch.yaml ...]
 """
 from __future__ import annotations
 
@@ -87,8 +88,12 @@ def study_models(args: argparse.Namespace) -> list[dict[str, Any]]:
         arch = _arch_dict(searched)
         seeds = (0, 1) if i == 0 else (0,)
         for r in seeds:
-            models.append({'name': f'searched_s{i}_r{r}', 'group': f'searched, search seed {i} (remap)',
+            models.append({'name': f'searched_s{i}_r{r}', 'group': f'searched at seed MAdds, search seed {i} (remap)',
                            'backbone': arch, 'seed_weights': seed_w, 'seed': r, 'arch_file': str(searched)})
+    for searched in args.other_searched:
+        folder = Path(searched).resolve().parent.name
+        models.append({'name': f'other_{folder}_r0', 'group': f'searched, {folder} (remap)',
+                       'backbone': _arch_dict(searched), 'seed_weights': seed_w, 'seed': 0, 'arch_file': str(searched)})
     for a in random_archs(args.random, args.random_seed):
         models.append({'name': a['name'], 'group': 'random at seed MAdds (remap)', 'backbone': a['arch'],
                        'seed_weights': seed_w, 'seed': 0})
@@ -278,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--searched', help='arch.yaml of the matched-cost search (configs/trees_search.yaml)')
     p.add_argument('--searched-seed2', help='arch.yaml of the same search with another seed')
+    p.add_argument('--other-searched', nargs='*', default=[], metavar='ARCH',
+                   help="arch.yaml of further searches (other objectives, controls), one retrain each, labelled by "
+                        "their run folder's name")
     p.add_argument('--search-runs', nargs='*', default=[], metavar='DIR',
                    help='search run folders whose summary.json figures go into the JSON (entropy, skips, wall time)')
     p.add_argument('--random', type=int, default=5, help='random archs at the seed MAdds (default 5)')
@@ -291,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the ImageNet seed remapped into every model but 'seed_random_init' (default: torchvision's)")
     p.add_argument('--note', default='', help='a sentence for the table header (how the runs were scheduled)')
     args = p.parse_args(argv)
-    for path in (args.searched, args.searched_seed2, *args.search_runs):
+    for path in (args.searched, args.searched_seed2, *args.other_searched, *args.search_runs):
         if path and not Path(path).exists():
             p.error(f'{path!r} does not exist; expected an arch.yaml (--searched) or a search run folder')
 

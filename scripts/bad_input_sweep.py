@@ -572,6 +572,7 @@ SEARCH_SET_BAD = [
     'search.objective.type=speed', 'search.objective.type=latency', 'search.objective.table={fx}/nowhere.json',
     'search.objective.table={fx}/results_garbage.json', 'search.space.width_mults=[]', 'search.space.ops=[k4_e6]',
     'search.relaxation=foo', 'search.weight_ratio=2', 'search.space.fixed_stages=9', 'search.bn_calib_batches=0',
+    'search.objective.target=abc', 'search.objective.target=-1', 'search.objective.target_mode=both',
 ]
 CONFIGS = ['cfg_malformed.yaml', 'cfg_list.yaml', 'cfg_empty.yaml', 'cfg_garbage.yaml', 'cfg_unknown.yaml',
            'cfg_types.yaml', 'cfg_section_scalar.yaml', 'cfg_deep.yaml', 'cfg_payload.yaml', 'cfg_dir.yaml',

@@ -95,6 +95,7 @@ def test_numbers_and_text_that_are_not_yaml():
 
 @pytest.mark.parametrize('override, message', [
     ('model.kwargs.max_size=100000', 'config model.kwargs.max_size is 100000; expected an image side up to 4096'),
+    ('model.kwargs.anchor_size=0', 'config model.kwargs.anchor_size is 0; expected a positive integer'),
     ('data.synthetic.image_size=100000', 'config data.synthetic.image_size is 100000; expected an image side up to'),
     ('data.train_crop.size=100000', 'config data.train_crop.size is 100000; expected a positive integer'),
 ])

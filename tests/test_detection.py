@@ -131,3 +131,13 @@ def test_plain_timm_backbone_takes_its_own_weights(tmp_path):
     model = build_retinanet('efficientnet_b0.ra_in1k', seed_weights=str(path), num_classes=3)  # a tagged timm name
     assert model.backbone.body.feature_info.channels() == [40, 112, 320]
     assert torch.equal(model.backbone.body.conv_stem.weight, ref.conv_stem.weight)
+
+
+def test_retinanet_anchor_size_scales_every_level():
+    from torchvision.models.detection.retinanet import _default_anchorgen
+
+    default = build_retinanet('mobilenetv2_100', num_classes=1, head_width=16).anchor_generator
+    assert default.sizes == _default_anchorgen().sizes and default.aspect_ratios == _default_anchorgen().aspect_ratios
+    small = build_retinanet('mobilenetv2_100', num_classes=1, head_width=16, anchor_size=16).anchor_generator
+    assert small.sizes[0] == (16, 20, 25) and small.sizes[1:] == default.sizes[:-1]
+    assert small.num_anchors_per_location() == default.num_anchors_per_location()

@@ -107,8 +107,9 @@ def test_sampled_path_computes_the_derived_network(supernets, seed, det, image):
                 assert torch.equal(s[:, :r.shape[1]], r)  # exactly the derived network, leading channels
                 assert not s[:, r.shape[1]:].any()        # zeros beyond the path's width
                 # slicing == masking; masked convs (and SE means) run at the largest widths, whose kernels may sum
-                # in another order (it depends on the thread count), so to float rounding
-                assert (s - m).abs().max() <= 1e-5 * max(1.0, s.abs().max().item())
+                # in another order (it depends on the thread count), so to float rounding (1.6e-5 of the largest
+                # feature seen at 1 thread, through the whole backbone)
+                assert (s - m).abs().max() <= 1e-4 * max(1.0, s.abs().max().item())
     net.train()
 
 
@@ -162,6 +163,17 @@ def test_cost_objective_forms():
     assert target.loss(torch.tensor(8.0, dtype=torch.float64)).item() == pytest.approx(0.5 * 0.30103, rel=1e-4)
     with pytest.raises(ValueError, match="search objective type 'flops' is unknown; expected one of madds"):
         cost_mod.build_objective(space, {'type': 'flops', 'lambda': 0.1, 'input_size': [32, 32]})
+    # 'match': two-sided, so below the target the gradient pushes the expected cost up (the hinge's is 0 there)
+    match = cost_mod.CostObjective(table, 0.5, 1e9, 'GMAdds', target=4.0, target_mode='match')
+    for value, penalty, sign in ((2.0, 0.5 * 0.30103, -1), (8.0, 0.5 * 0.30103, 1), (4.0, 0.0, 0)):
+        x = torch.tensor(value, dtype=torch.float64, requires_grad=True)
+        loss = match.loss(x)
+        loss.backward()
+        assert loss.item() == pytest.approx(penalty, rel=1e-4) and torch.sign(x.grad).item() == sign
+    for cfg, message in (({'target': 'abc'}, "target is 'abc'; expected a positive number or null"),
+                         ({'target': 1.0, 'target_mode': 'both'}, "target_mode is 'both'; expected one of max, match")):
+        with pytest.raises(ValueError, match=message):
+            cost_mod.build_objective(space, {'type': 'madds', 'lambda': 0.1, 'input_size': [32, 32], **cfg})
 
 
 RETINA = 'model.kwargs={min_size: 64, max_size: 64, head_width: 16, score_thresh: 0.0}'

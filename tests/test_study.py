@@ -31,7 +31,7 @@ def test_study_end_to_end_resumes_model_by_model(tmp_path, seed_file):
             'train.eval_interval=1', 'train.warmup_iters=1', 'eval.batch_size=4']
     args = ['--runs', str(tmp_path / 'runs'), '--out', str(tmp_path / 'out'), '--random', '1', '--rounds', '2',
             '--seed-weights', seed_file, '--searched', str(ROOT / 'fna_zoo' / 'archs' / 'fna_retinanet_backbone.yaml'),
-            '--set', *tiny]
+            '--other-searched', str(ROOT / 'fna_zoo' / 'archs' / 'fna_ssdlite_backbone.yaml'), '--set', *tiny]
     assert study.main([*args, '--only', 'seed_imagenet_r0']) == 0
     first = tmp_path / 'runs' / 'seed_imagenet_r0' / 'metrics.json'
     stamp = first.stat().st_mtime_ns
@@ -41,7 +41,8 @@ def test_study_end_to_end_resumes_model_by_model(tmp_path, seed_file):
     data = json.loads((tmp_path / 'out' / 'adaptation_study.json').read_text())
     names = [r['name'] for r in data['rows']]
     assert names == ['seed_imagenet_r0', 'seed_imagenet_r1', 'seed_random_init', 'fna_retinanet', 'searched_s0_r0',
-                     'searched_s0_r1', 'random_0']
+                     'searched_s0_r1', 'other_archs_r0', 'random_0']
+    assert data['rows'][6]['group'] == 'searched, archs (remap)'
     row = data['rows'][0]
     assert row['gmadds_320'] == pytest.approx(count_arch(load_arch('mobilenetv2_100'), (320, 320)).madds / 1e9)
     assert row['ort_p50_ms'] > 0 and 0 <= row['AP50'] <= 1 and row['steps'] == 2

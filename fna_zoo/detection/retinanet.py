@@ -13,7 +13,8 @@ from typing import Any
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
-from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead, _default_anchorgen
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 
 from ..arch import Arch
 from .backbones import FPNBackbone, SeedSpec, create_backbone
@@ -34,6 +35,7 @@ def build_retinanet(
         detections_per_img: int = 100,
         topk_candidates: int = 1000,
         out_indices: tuple[int, ...] = (2, 3, 4),
+        anchor_size: int = 32,
         **kwargs: Any,
 ) -> RetinaNet:
     """Build a torchvision RetinaNet around an FNA arch or a timm model.
@@ -55,11 +57,17 @@ def build_retinanet(
         detections_per_img: Detections kept per image.
         topk_candidates: Candidates per level before NMS.
         out_indices: timm feature indices for C3-C5 (strides 8/16/32).
+        anchor_size: Base anchor size on P3 (32: FNA's and torchvision's octave base scale 4 x stride 8), doubled
+            on each further level, each with 3 octave scales and ratios 0.5/1/2. Halve it for objects mostly
+            under 32 px after resizing.
         **kwargs: Passed to torchvision `RetinaNet`.
     """
     body = create_backbone(backbone, seed_weights, features_only=True, out_indices=out_indices)
     neck = FPNBackbone(body, head_width)
-    anchors = _default_anchorgen()
+    # NOTE: the torchvision default (`_default_anchorgen`) at anchor_size 32; a box matches an anchor at IoU >= 0.5,
+    # so with 32-px anchors a 20-px box (IoU 0.39 at best) gets no positive anchor and trains as background
+    sizes = tuple(tuple(int(anchor_size * 2 ** i * 2 ** (k / 3)) for k in range(3)) for i in range(5))
+    anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     head = RetinaNetHead(head_width, anchors.num_anchors_per_location()[0], num_classes)
     head.regression_head._loss_type = 'smooth_l1'  # NOTE: torchvision uses beta=1/9 for it, FNA's 0.11
     return RetinaNet(

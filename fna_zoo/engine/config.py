@@ -104,10 +104,11 @@ SEARCH_DEFAULTS['search'] = {
     # ramped linearly from 0 at the first arch step to this at the last (Tian et al., DA2S, 2020): 0 = off
     'entropy_weight': 0.0,
     'arch_optimizer': {'lr': 3.0e-4, 'betas': [0.5, 0.999], 'weight_decay': 1.0e-3, 'grad_clip': 35.0},
-    # type 'madds' or 'latency' (needs `table`, from fna-latency-table); target: hinge form, in GMAdds / ms;
+    # type 'madds' or 'latency' (needs `table`, from fna-latency-table); target: in GMAdds / ms, with target_mode
+    # 'max' (a hinge: no cost above it) or 'match' (two-sided: land at it);
     # table with madds: the summary also reports the table's latency; runtime: the table's must match (None: any)
-    'objective': {'type': 'madds', 'lambda': 0.02, 'input_size': [800, 1088], 'target': None, 'table': None,
-                  'runtime': None},
+    'objective': {'type': 'madds', 'lambda': 0.02, 'input_size': [800, 1088], 'target': None, 'target_mode': 'max',
+                  'table': None, 'runtime': None},
     'arch_log_interval': 100,         # weight steps between logged argmax archs / probability snapshots
     'eval_derived': True,             # at the end: recalibrate BN on the derived path and report its COCO AP
     'bn_calib_batches': 20,
@@ -418,4 +419,4 @@ def build_model(cfg: dict[str, Any], num_classes: int, with_seed: bool = True) -
 
 _IMAGE_SIDES = ('min_size', 'max_size', 'image_size')
 _POSITIVE_SIZES = ('min_size', 'max_size', 'image_size', 'head_width', 'detections_per_img',
-                   'topk_candidates')
+                   'topk_candidates', 'anchor_size')

@@ -477,7 +477,8 @@ class _Search:
         result: dict[str, Any] = {
             'arch': st['arch'], 'arch_file': str(out / 'arch.yaml'), 'seed': space.seed_name,
             'detector': run.cfg['detector'], 'input_size': list(s['objective']['input_size']), 'madds': st['madds'],
-            'params': st['params'], 'objective': {k: s['objective'][k] for k in ('type', 'lambda', 'target', 'table')},
+            'params': st['params'],
+            'objective': {k: s['objective'][k] for k in ('type', 'lambda', 'target', 'target_mode', 'table')},
             'expected_cost': st['expected_cost'], 'cost_unit': self.objective.unit,
             'predicted_latency_ms': None if latency is None else round(latency, 4),
             'op_entropy': st['op_entropy'], 'width_entropy': st['width_entropy'],
