@@ -124,7 +124,7 @@ def main() -> None:
     p.add_argument('--detector', default='retinanet', choices=sorted(DETECTORS))
     p.add_argument('--config', help="search config (its detector and settings; default: the search defaults with a "
                    'small detector at --size)')
-    p.add_argument('--size', type=int, default=128, help='square input size (with --config: default its objective '
+    p.add_argument('--size', type=int, help='square input size (default 128; with --config: its objective '
                    'input_size)')
     p.add_argument('--batch', type=int, default=8)
     p.add_argument('--classes', type=int, default=6, help='object classes (COCO: 80)')
@@ -136,9 +136,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.config:
         cfg = load_config(args.config, [], defaults=SEARCH_DEFAULTS)
-        size = tuple(cfg['search']['objective']['input_size']) if '--size' not in sys.argv else (args.size, args.size)
+        size = tuple(cfg['search']['objective']['input_size']) if args.size is None else (args.size, args.size)
     else:
-        cfg, size = small_config(args.detector, args.size), (args.size, args.size)
+        side = 128 if args.size is None else args.size
+        cfg, size = small_config(args.detector, side), (side, side)
     res = measure_steps(cfg, size, args.batch, args.classes, args.repeats, args.paths, args.device)
     print(f"{res['detector']} {size[0]}x{size[1]}, batch {args.batch}, {args.device}, {args.threads} threads, "
           f'torch {torch.__version__}')

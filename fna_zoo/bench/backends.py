@@ -6,8 +6,8 @@ checkpoint (.pth, a detector) or an .onnx file. `Grid` resolves it into a module
 once through `fna_zoo.export` with its parity check) and hands it to the runtime layer: PyTorch eager (fp32;
 fp16 on CUDA), torch.compile, onnxruntime (the one session recipe, I/O binding; the fp32 export, or the
 given ONNX file, e.g. an INT8 one) and strongly typed TensorRT engines (fp32; fp16 from its mixed-precision
-copy; INT8 from a QDQ file) built from that same ONNX file, on CUDA where `tensorrt` is installed. Runtime names are those of `fna_zoo.runtime.names`
-(old backend names such as `eager` or `ort` are aliases).
+copy; INT8 from a QDQ file) built from that same ONNX file, on CUDA where `tensorrt` is installed. Runtime names
+are those of `fna_zoo.runtime.names` (old backend names such as `eager` or `ort` are aliases).
 """
 from __future__ import annotations
 
@@ -174,7 +174,7 @@ class Grid:
             path, note = self.onnx_file(src, what, size)
         except RuntimeError as e:
             return Runner.skipped(precision, str(e))
-        if precision == 'fp32' and onnx_precision(path) != 'fp32':
+        if precision == 'fp32':
             precision = onnx_precision(path)  # strongly typed: a QDQ file gives int8, a fp16 file fp16
         h, w = _onnx_shape(path, batch, size)
         stem = hashlib.sha1(f'{path.resolve()}|{precision}|{batch}|{h}x{w}'.encode()).hexdigest()[:12]

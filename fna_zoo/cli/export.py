@@ -129,12 +129,12 @@ def _validate(p: CliParser, args: Any) -> None:
     elif args.int8_output:
         raise ValueError('--int8-output needs --int8')
     if args.fp16:
-        from ..export.fp16 import DEFAULT_FP16_TOL
+        from ..export.fp16 import DEFAULT_FP16_TOL, fp16_output_path
 
         args.fp16_tol = DEFAULT_FP16_TOL if args.fp16_tol is None else args.fp16_tol
         if not 0 < args.fp16_tol < 1:  # NOTE: written so, as nan fails every comparison
             raise ValueError(f'--fp16-tol is {args.fp16_tol}; expected a fraction in (0, 1) of the output range')
-        args.fp16_output = check_output_path(args.fp16_output or args.output.with_suffix('.fp16.onnx'), '.onnx')
+        args.fp16_output = check_output_path(args.fp16_output or fp16_output_path(args.output), '.onnx')
         others = [args.output] + ([args.int8_output] if args.int8 else [])
         if any(args.fp16_output.resolve() == o.resolve() for o in others):
             raise ValueError(f'--fp16-output {str(args.fp16_output)!r} is the float32 or INT8 output; expected another '
@@ -240,7 +240,7 @@ def _fp16(args: Any, target: Any, fp32_path: Path) -> Any:
 def _engines(args: Any, target: Any, sources: list[tuple[str, Path]], dynamic: bool) -> list[Path]:
     """One strongly typed TensorRT engine per (precision, ONNX file), `<file stem>.engine`; without tensorrt,
     a ValueError (exit 2) naming the trtexec command of each (the ONNX files are written)."""
-    from ..runtime.tensorrt import TensorRTUnavailable, engine_plan, import_tensorrt, trtexec_command
+    from ..runtime.tensorrt import TensorRTUnavailable, engine_plan, import_tensorrt, tensorrt_missing, trtexec_command
 
     jobs = [(precision, src, Path(src).with_suffix('.engine')) for precision, src in sources]
     for precision, src, _ in jobs:
@@ -248,11 +248,9 @@ def _engines(args: Any, target: Any, sources: list[tuple[str, Path]], dynamic: b
     try:
         import_tensorrt('--format engine')
     except TensorRTUnavailable:
-        cmds = ' ; '.join(trtexec_command(src, engine, target.input_size, args.batch, args.max_batch, dynamic)
-                          for _, src, engine in jobs)
-        raise ValueError("--format engine needs the tensorrt Python package (pip install 'tensorrt' on a machine with "
-                         f'an NVIDIA GPU and CUDA); the ONNX file{"s are" if len(jobs) > 1 else " is"} written, build '
-                         f'the engine{"s" if len(jobs) > 1 else ""} with: {cmds}') from None
+        cmds = [trtexec_command(src, engine, target.input_size, args.batch, args.max_batch, dynamic)
+                for _, src, engine in jobs]
+        raise ValueError(str(tensorrt_missing('--format engine', cmds, written=True))) from None
     from ..export.tensorrt import build_engine
 
     engines = []

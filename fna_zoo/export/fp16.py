@@ -27,7 +27,8 @@ from ..runtime.fp16 import DEFAULT_FP16_SCOPES, Fp16Info, convert_fp16, stamp_fp
 from .onnx_export import ExportTarget, reference_and_onnx
 from .parity import ParityReport, compare_arrays_scaled, compare_detections
 
-__all__ = ['DEFAULT_FP16_TOL', 'FP16_UNEXPLAINED_FRAC', 'Fp16Export', 'fp16_output_path', 'fp16_parity', 'ort_fp16_coverage', 'export_fp16']
+__all__ = ['DEFAULT_FP16_TOL', 'FP16_UNEXPLAINED_FRAC', 'Fp16Export', 'fp16_output_path', 'fp16_parity',
+           'ort_fp16_coverage', 'export_fp16']
 
 _logger = logging.getLogger(__name__)
 

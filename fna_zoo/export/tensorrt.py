@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from ..runtime.tensorrt import (EngineRunner, EnginePlan, Precision, TensorRTUnavailable, engine_plan, import_tensorrt,
-                                trtexec_command)
+                                tensorrt_missing, trtexec_command)
 from ..runtime.tensorrt import build_engine as _build_engine
 
 __all__ = ['TensorRTUnavailable', 'Precision', 'EnginePlan', 'engine_plan', 'trtexec_command', 'build_engine',
@@ -37,10 +37,8 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, i
     try:
         import_tensorrt('--format engine')
     except TensorRTUnavailable:
-        raise TensorRTUnavailable(
-            "--format engine needs the tensorrt Python package (pip install 'tensorrt' on a machine with an NVIDIA "
-            f"GPU and CUDA); the ONNX file is written, build the engine with: "
-            f"{trtexec_command(onnx_path, engine_path, input_size, batch, max_batch, dynamic)}") from None
+        raise tensorrt_missing('--format engine', [trtexec_command(onnx_path, engine_path, input_size, batch, max_batch,
+                                                                   dynamic)], written=True) from None
     return _build_engine(onnx_path, engine_path, input_size, precision, batch=batch, max_batch=max_batch,
                          dynamic=dynamic, timing_cache=timing_cache, workspace_gib=workspace_gib,
                          why='--format engine')

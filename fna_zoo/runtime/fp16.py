@@ -309,7 +309,7 @@ def convert_fp16(model: 'onnx.ModelProto', fp16_scopes: Sequence[str] | None = D
             if have not in (FLOAT, HALF):
                 continue
             want = required(n, i)
-            if have == FLOAT and want == FLOAT or have == HALF and want == HALF:
+            if have == want:
                 continue
             key = (x, want)
             if key not in cast_of:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import onnx
     import onnxruntime
 
-__all__ = ['ort_session', 'session_record', 'bind_io', 'onnx_precision', 'onnx_input_dims']
+__all__ = ['ort_session', 'session_record', 'bind_io', 'load_onnx', 'onnx_precision', 'onnx_input_dims']
 
 _logger = logging.getLogger(__name__)
 
@@ -132,7 +132,12 @@ def bind_io(sess: Any, feeds: Mapping[str, np.ndarray], device: str = 'cpu') -> 
     return run
 
 
-def _load(model: 'str | os.PathLike | bytes | onnx.ModelProto') -> 'onnx.ModelProto':
+def load_onnx(model: 'str | os.PathLike | bytes | onnx.ModelProto') -> 'onnx.ModelProto':
+    """An ONNX model from a file (external data not loaded), serialized bytes, or a model (returned as is).
+
+    Args:
+        model: An ONNX file, serialized model or model.
+    """
     import onnx
 
     if isinstance(model, onnx.ModelProto):
@@ -152,7 +157,7 @@ def onnx_precision(model: 'str | os.PathLike | bytes | onnx.ModelProto') -> str:
     """
     from .fp16 import is_fp16_model
 
-    proto = _load(model)
+    proto = load_onnx(model)
     if {n.op_type for n in proto.graph.node} & QUANT_OPS:
         return 'int8'
     return 'fp16' if is_fp16_model(proto) else 'fp32'
@@ -164,7 +169,7 @@ def onnx_input_dims(model: str | os.PathLike | bytes) -> list[int | None]:
     Args:
         model: An ONNX file or serialized model.
     """
-    graph = _load(model).graph
+    graph = load_onnx(model).graph
     inits = {i.name for i in graph.initializer}
     first = next(i for i in graph.input if i.name not in inits)
     return [d.dim_value if d.HasField('dim_value') and d.dim_value > 0 else None

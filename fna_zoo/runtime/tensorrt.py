@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 import numpy as np
 
 from ..fileio import atomic_path, atomic_write_text
-from .ort import onnx_precision
+from .ort import load_onnx, onnx_precision
 
 if TYPE_CHECKING:
     import onnx
     import torch
 
 __all__ = ['TensorRTUnavailable', 'Precision', 'PRECISIONS', 'DEFAULT_TRT_MAJOR', 'EnginePlan', 'engine_plan',
-           'qdq_problems', 'tensorrt_major', 'trtexec_command', 'build_engine',
+           'qdq_problems', 'tensorrt_major', 'trtexec_command', 'build_engine', 'tensorrt_missing',
            'import_tensorrt', 'EngineRunner']
 
 _logger = logging.getLogger(__name__)
@@ -61,6 +61,24 @@ class TensorRTUnavailable(ImportError):
     """The `tensorrt` Python package is not importable."""
 
 
+def tensorrt_missing(why: str, commands: Sequence[str] = (), written: bool = False) -> TensorRTUnavailable:
+    """The one error for a missing `tensorrt`: what needs it, what to install, and the `trtexec` command(s) that
+    build the same engine(s).
+
+    Args:
+        why: What needs TensorRT (starts the message).
+        commands: `trtexec_command`s of the engines asked for.
+        written: Whether their ONNX files are written (fna-export) rather than to build elsewhere.
+    """
+    text = f"{why} needs the tensorrt Python package (pip install 'tensorrt' on a machine with an NVIDIA GPU and CUDA)"
+    if commands:
+        many = len(commands) > 1
+        what = f'the engine{"s" if many else ""}'
+        text += (f'; the ONNX file{"s are" if many else " is"} written, build {what} with: ' if written
+                 else f'; build {what} elsewhere with: ') + ' ; '.join(commands)
+    return TensorRTUnavailable(text)
+
+
 def import_tensorrt(why: str):
     """`import tensorrt`, or `TensorRTUnavailable` saying what needs it and what to install.
 
@@ -70,8 +88,7 @@ def import_tensorrt(why: str):
     try:
         import tensorrt as trt
     except ImportError:
-        raise TensorRTUnavailable(f"{why} needs the tensorrt Python package (pip install 'tensorrt' on a machine with "
-                                  'an NVIDIA GPU and CUDA)') from None
+        raise tensorrt_missing(why) from None
     return trt
 
 
@@ -99,12 +116,6 @@ def _major_or_default(trt_major: int | None) -> int:
     return major
 
 
-def _load(model: 'str | os.PathLike | onnx.ModelProto') -> 'onnx.ModelProto':
-    import onnx
-
-    return model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
-
-
 def qdq_problems(model: 'str | os.PathLike | onnx.ModelProto') -> list[str]:
     """Why TensorRT cannot build the Q/DQ of a quantized ONNX model (empty when it can): TensorRT takes symmetric
     int8 Q/DQ only (int8 zero points, all 0) and no integer-operator (QOperator) nodes; an int32
@@ -115,7 +126,7 @@ def qdq_problems(model: 'str | os.PathLike | onnx.ModelProto') -> list[str]:
     """
     from onnx import TensorProto, numpy_helper
 
-    m = _load(model)
+    m = load_onnx(model)
     inits = {i.name: i for i in m.graph.initializer}
     consts = {n.output[0]: a.t for n in m.graph.node if n.op_type == 'Constant' for a in n.attribute if a.name == 'value'}
     problems: list[str] = []
@@ -191,7 +202,7 @@ def engine_plan(onnx_path: str | os.PathLike, precision: str, trt_major: int | N
     if precision not in PRECISIONS:
         raise ValueError(f'engine precision {precision!r} is unknown; expected one of {", ".join(PRECISIONS)}')
     major = _major_or_default(trt_major)
-    m = model if model is not None else _load(onnx_path)
+    m = model if model is not None else load_onnx(onnx_path)
     have = onnx_precision(m)
     if have != precision:
         raise ValueError(f'a {precision} engine needs {_SOURCE[precision]}; {str(onnx_path)!r} is a {have} ONNX file '
@@ -265,10 +276,8 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, i
     try:
         import tensorrt as trt
     except ImportError:
-        raise TensorRTUnavailable(
-            f"{why} needs the tensorrt Python package (pip install 'tensorrt' on a machine with an NVIDIA GPU and "
-            f"CUDA); build the engine elsewhere with: "
-            f"{trtexec_command(onnx_path, engine_path, input_size, batch, max_batch, dynamic)}") from None
+        raise tensorrt_missing(why, [trtexec_command(onnx_path, engine_path, input_size, batch, max_batch,
+                                                     dynamic)]) from None
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
