@@ -25,18 +25,25 @@ DEMO_TILE := 2019_YELL_2_541000_4977000_image_crop_x283_y318.png
 
 demo: venv assets
 	$(PY) -m fna_zoo.demo
+	# search, then verify: the searched arch and the seed retrained side by side (200 steps, held-out strip)
 	.venv/bin/fna-search --config configs/demo_search.yaml
-	.venv/bin/fna-retrain --config configs/demo_retinanet.yaml --arch runs/demo_search/arch.yaml
-	.venv/bin/fna-test --checkpoint runs/demo_retinanet/final.pth
-	.venv/bin/fna-export --checkpoint runs/demo_retinanet/final.pth --output runs/demo_export/retinanet.onnx --int8
+	# the two detectors of the verification on the validation tiles (their own data is the held-out tree):
+	# the searched arch, then the seed
+	.venv/bin/fna-test --checkpoint runs/demo_search/verify/candidate_0/final.pth --data-path asset:neon_trees \
+		-o runs/demo_search/verify/searched_val.json
+	.venv/bin/fna-test --checkpoint runs/demo_search/verify/baseline/final.pth --data-path asset:neon_trees \
+		-o runs/demo_search/verify/seed_val.json
+	# the winner (arch.yaml; the seed unless the searched arch beat it by 1 AP50 on the held-out strip), exported
+	.venv/bin/fna-export --checkpoint runs/demo_search/verify/winner.pth --output runs/demo_export/retinanet.onnx --int8 \
+		--data-path asset:neon_trees
 	$(PY) export/predict_onnx.py runs/demo_export/retinanet.onnx $(TREES)/val2017/$(DEMO_TILE) \
 		--truth $(TREES)/annotations/instances_val2017.json --score-thresh 0.2 -o runs/demo_export/detections.png
 	.venv/bin/fna-bench runs/demo_search/arch.yaml --runtimes torch onnxruntime --input-size 320 320 -o runs/demo_bench/backbone
 	.venv/bin/fna-bench report --results benchmarks/results/amd-epyc-2c/results.json runs/demo_bench/backbone/results.json \
-		--runs-dirs runs/demo_retinanet -o runs/demo_report
+		--runs-dirs runs/demo_search/verify/candidate_0 runs/demo_search/verify/baseline -o runs/demo_report
 	# the deployment table: AP and end-to-end latency of the demo detector per runtime and precision
-	.venv/bin/fna-bench --ap runs/demo_retinanet/final.pth runs/demo_export/retinanet.onnx \
-		runs/demo_export/retinanet.int8.onnx -q -o runs/demo_report
+	.venv/bin/fna-bench --ap runs/demo_search/verify/winner.pth runs/demo_export/retinanet.onnx \
+		runs/demo_export/retinanet.int8.onnx --data-path asset:neon_trees -q -o runs/demo_report
 
 test: venv
 	$(PY) -m pytest -q tests

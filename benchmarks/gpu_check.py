@@ -25,7 +25,11 @@ time do not depend on the weights). In order, each row recorded as it finishes:
 A row that fails is recorded with its error and the next one runs; a row that would not fit the time left
 (`--budget-s`) is recorded as skipped, and a running row is stopped at the budget. After every row the folder
 is rewritten atomically: `results.json` (rows, sections, machine and versions), `rows.csv`, `summary.md`,
-and the latency table.
+and the latency table; `gpu_check.log` is everything the run prints (its warnings too), line by line.
+
+Nothing written holds the machine's own paths (`fna_zoo.fileio.portable_text`): the results folder is `<out>`,
+the interpreter `<python>`, the run's temp folder `<work>`, this checkout's files are relative to it, any other
+absolute path is a placeholder and its last names.
 """
 from __future__ import annotations
 
@@ -71,6 +75,7 @@ SMOKE_SPACE = ['search.space.fixed_stages=5', 'search.space.layers=[3, 1]', 'sea
                'search.space.ops=[k3_e3, k5_e6, skip]', 'search.space.width_mults=[0.5, 1.0]',
                'model.kwargs={min_size: 64, max_size: 64, head_width: 16}', 'search.objective.input_size=[32, 32]']
 SECTIONS = ('eager', 'search', 'table', 'compile', 'tensorrt', 'compile-fp32')
+LOG = 'gpu_check.log'
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 FIELDS = ['section', 'name', 'model', 'what', 'input', 'batch', 'dtype', 'memory_format', 'status', 'p50_ms', 'p90_ms',
           'mean_ms', 'std_ms', 'throughput_ips', 'n', 'compile_s', 'wall_s', 'note', 'error']
@@ -135,6 +140,74 @@ def machine_record(device: str) -> dict[str, Any]:
     return info
 
 
+def device_names(out: str | os.PathLike, work: str | os.PathLike | None = None) -> dict[str, str]:
+    """The placeholders of this machine's own paths in what the check writes (`fna_zoo.fileio.portable_text`).
+
+    Args:
+        out: The results folder (`<out>`).
+        work: The run's temp folder (`<work>`), if made yet.
+    """
+    names = {'<out>': os.path.abspath(out), '<python>': sys.executable}
+    if work is not None:
+        names['<work>'] = os.path.abspath(work)
+    return names
+
+
+# NOTE: the copy of the log runs in its own process, which ignores SIGINT (`timeout --signal=INT` signals the whole
+# process group) and ends when every writer is gone: the check, and any process it started (inductor's workers)
+_TEE = r"""
+import importlib.util, json, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+spec = importlib.util.spec_from_file_location('_fna_zoo_fileio', sys.argv[1])
+fileio = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fileio)
+root, names = sys.argv[3], json.loads(sys.argv[4])
+with open(sys.argv[2], 'w', encoding='utf-8') as log:
+    for raw in sys.stdin.buffer:
+        sys.stdout.buffer.write(raw)
+        sys.stdout.buffer.flush()
+        log.write(fileio.portable_text(raw.decode('utf-8', 'replace'), root, names))
+        log.flush()
+"""
+
+
+@contextlib.contextmanager
+def logged(path: Path, names: dict[str, str]) -> Iterator[None]:
+    """Copy all this process (and what it starts) writes to stdout and stderr to the console as it is and, its
+    paths made portable, to `path`.
+
+    NOTE: the file descriptors 1 and 2 are copied, not `sys.stdout`: torch's warnings (dynamo's recompile limit),
+    C code and child processes write there too. A child process still holding them when the block ends is left to
+    finish its copy.
+
+    Args:
+        path: The log file (its folder is made).
+        names: Placeholder -> path (`device_names`).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tee = subprocess.Popen([sys.executable, '-c', _TEE, str(ROOT / 'fna_zoo' / 'fileio.py'), str(path), str(ROOT),
+                            json.dumps(names)], stdin=subprocess.PIPE)
+    assert tee.stdin is not None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    os.dup2(tee.stdin.fileno(), 1)
+    os.dup2(tee.stdin.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        tee.stdin.close()
+        try:
+            tee.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 class Check:
     """The run: rows, sections, the budget, and the results folder (rewritten after every row)."""
 
@@ -147,6 +220,7 @@ class Check:
         self.device = args.device
         self.smoke = args.smoke
         self.work = Path(tempfile.mkdtemp(prefix='fna_gpu_check_'))
+        self.names = device_names(self.out, self.work)
         self.started = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
         self.machine = machine_record(self.device)
         self._modules: dict[tuple, Any] = {}
@@ -194,16 +268,17 @@ class Check:
         return row
 
     def write(self) -> None:
-        """results.json, rows.csv and summary.md, atomically."""
-        from fna_zoo.fileio import atomic_write_text
+        """results.json, rows.csv and summary.md, atomically, with no path of this machine in them."""
+        from fna_zoo.fileio import atomic_write_text, portable_data
 
         data = {'check': 'gpu_check', 'smoke': self.smoke, 'started': self.started, 'device': self.device,
                 'budget_s': self.args.budget_s, 'wall_s': round(self.elapsed(), 1),
                 'argv': sys.argv[1:], 'machine': self.machine, 'sections': self.sections, 'rows': self.rows}
+        data = portable_data(data, ROOT, self.names)
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction='ignore', lineterminator='\n')
         w.writeheader()
-        for r in self.rows:
+        for r in data['rows']:
             w.writerow({k: ('' if r.get(k) is None else (f'{r[k]:.4f}' if isinstance(r[k], float) else r[k]))
                         for k in FIELDS})
         atomic_write_text(self.out / 'results.json', json.dumps(data, indent=1, default=str) + '\n')
@@ -594,11 +669,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault('HF_HUB_OFFLINE', '1')  # random init only: never the hub
     if args.device.startswith('cuda'):
         torch.backends.cudnn.benchmark = True  # the deployment setting for fixed shapes (recorded)
-    check = Check(args)
-    try:
-        check.run()
-    finally:
-        shutil.rmtree(check.work, ignore_errors=True)  # its ONNX files and engines
+    with logged(Path(args.out) / LOG, device_names(args.out)):
+        check = Check(args)
+        try:
+            check.run()
+        finally:
+            shutil.rmtree(check.work, ignore_errors=True)  # its ONNX files and engines
     return 0
 
 

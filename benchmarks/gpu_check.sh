@@ -2,7 +2,8 @@
 # The GPU check on a machine with one NVIDIA GPU and no network (PyTorch, torchvision, timm and onnxruntime already
 # installed there): install this checkout without dependencies, then run benchmarks/gpu_check.py so that the whole
 # run ends within GPU_CHECK_LIMIT_S seconds (default 480 = 8 minutes). Results: benchmarks/results/<gpu>/gpu_check/
-# (or --out DIR); every other argument goes to gpu_check.py.
+# (or --out DIR), gpu_check.log there too (what gpu_check.py prints, no path of this machine in it); every other
+# argument goes to gpu_check.py.
 #   bash benchmarks/gpu_check.sh [--out DIR] [--sections eager search ...]
 set -uo pipefail
 cd "$(dirname "$0")/.."

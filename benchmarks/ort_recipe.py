@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from fna_zoo.arch import load_arch  # noqa: E402
 from fna_zoo.bench.backends import Grid  # noqa: E402
 from fna_zoo.cli.common import CliParser, run_cli  # noqa: E402
-from fna_zoo.fileio import atomic_write_text  # noqa: E402
+from fna_zoo.fileio import atomic_write_text, portable_path  # noqa: E402
 from fna_zoo.nas.latency_runtime import get_runtime  # noqa: E402
 from fna_zoo.runtime.machine import machine_info  # noqa: E402
 from fna_zoo.runtime.timing import paired_ratio, stats_from_times, time_interleaved  # noqa: E402
@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
     print(f'(a) fna-bench row runtime_options : {json.dumps(a.options, sort_keys=True)}')
     print(f'(b) latency table runtime.options : {json.dumps(table_options, sort_keys=True)}')
     print(f"session options identical: {'yes' if same else 'NO'}")
-    out = {'model': args.model, 'stages': args.stages, 'input_size': list(size), 'threads': args.threads,
+    out = {'model': portable_path(args.model), 'stages': args.stages, 'input_size': list(size), 'threads': args.threads,
            'bench_p50_ms': sa.p50, 'table_p50_ms': sb.p50, 'ratio': ratio, 'bench_options': a.options,
            'table_options': table_options, 'identical_options': same, 'machine': m,
            'rounds_ms': {'bench': list(1000 * np.asarray(ta)), 'table': list(1000 * np.asarray(tb))}}

@@ -9,7 +9,9 @@ into a PNG; with `--truth` (the COCO annotation file the image is in) the ground
 The preprocessing is read from the file's metadata: the network input size, the resize mode ('letterbox'
 for RetinaNet: keep the aspect ratio and pad right/bottom with the mean colour; 'stretch' for SSD) and the
 mean (`fna_zoo/runtime/preprocess.py`, the pre-processing fna-export's INT8 gate and `fna-bench --ap` use too,
-loaded as a file); the graph itself normalises and runs NMS. No torch needed.
+loaded as a file); the graph itself normalises and runs NMS. No torch needed. The input and output checks, the
+atomic write of the PNG (its folder made when missing, as fna-export makes its output's) and the one-line errors
+are the project's own (`fna_zoo/checks.py`, `fna_zoo/fileio.py`, loaded as files too).
 """
 from __future__ import annotations
 
@@ -17,9 +19,7 @@ import argparse
 import functools
 import importlib.util
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn, Sequence
@@ -36,8 +36,7 @@ PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
 
 def load_session(path: str) -> tuple[ort.InferenceSession, dict[str, str]]:
     """An onnxruntime CPU session and the file's metadata; checks that it is a detector with NMS."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f'model {path!r} does not exist; expected an ONNX file from fna-export')
+    checks().check_input_file(path, 'model', 'an ONNX file from fna-export')
     try:
         sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     except Exception as e:  # noqa: BLE001  (onnxruntime raises its own types for unreadable files)
@@ -51,24 +50,41 @@ def load_session(path: str) -> tuple[ort.InferenceSession, dict[str, str]]:
 
 
 @functools.lru_cache(maxsize=None)
-def pre() -> ModuleType:
-    """`fna_zoo/runtime/preprocess.py`, the one deployment pre-processing of the project, loaded as a file.
+def _fna_file(rel: str) -> ModuleType:
+    """A module of `fna_zoo` that imports nothing of the package (e.g. 'runtime/preprocess.py'), loaded as a file.
 
     NOTE: loaded by path, not imported: importing `fna_zoo` would import torch and timm. The checkout this
     script is in comes first, else the installed `fna_zoo` (found without importing it).
+
+    Args:
+        rel: Its path under `fna_zoo/`.
     """
-    rel = Path('runtime') / 'preprocess.py'
     path = Path(__file__).resolve().parents[1] / 'fna_zoo' / rel
     if not path.is_file():
         found = importlib.util.find_spec('fna_zoo')
         path = Path(next(iter(found.submodule_search_locations or []), '')) / rel if found else path
     if not path.is_file():
-        raise ValueError('predict_onnx.py needs fna_zoo/runtime/preprocess.py (a checkout, or fna-zoo installed)')
-    spec = importlib.util.spec_from_file_location('_fna_zoo_preprocess', path)
+        raise ValueError(f'predict_onnx.py needs fna_zoo/{rel} (a checkout, or fna-zoo installed)')
+    spec = importlib.util.spec_from_file_location('_fna_zoo_' + Path(rel).stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # NOTE: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def pre() -> ModuleType:
+    """`fna_zoo/runtime/preprocess.py`, the one deployment pre-processing of the project."""
+    return _fna_file('runtime/preprocess.py')
+
+
+def checks() -> ModuleType:
+    """`fna_zoo/checks.py`: the project's checks of input and output paths, and its error lines."""
+    return _fna_file('checks.py')
+
+
+def fileio() -> ModuleType:
+    """`fna_zoo/fileio.py`: the project's atomic writes."""
+    return _fna_file('fileio.py')
 
 
 def predict(sess: ort.InferenceSession, meta: dict[str, str], image: Image.Image, score_thresh: float = 0.0
@@ -153,7 +169,7 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors as one `error: ...` line and exit code 2, as every command of the project."""
 
     def error(self, message: str) -> NoReturn:
-        print(f'error: {message} (see {self.prog} --help)', file=sys.stderr)
+        print(f'error: {checks().error_line(message)} (see {self.prog} --help)', file=sys.stderr)
         sys.exit(2)
 
 
@@ -173,40 +189,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError(f'--score-thresh is {args.score_thresh}; expected a value in [0, 1)')
     if not 1 <= args.draw_scale <= MAX_DRAW_SCALE:
         raise ValueError(f'--draw-scale is {args.draw_scale}; expected an integer from 1 to {MAX_DRAW_SCALE}')
-    if not Path(args.image).is_file():
-        raise FileNotFoundError(f'image {args.image!r} does not exist')
+    # every check before anything is written: inputs there and files, the output a .png path in a writable place
+    checks().check_input_file(args.image, 'image', 'a PNG/JPEG file')
     out = Path(args.output) if args.output else Path(args.image).with_name(Path(args.image).stem + '_det.png')
-    if out.suffix.lower() != '.png':
-        raise ValueError(f'output {str(out)!r} has suffix {out.suffix!r}; expected a .png file')
+    checks().check_output_path(out, '.png')
     sess, meta = load_session(args.model)
-    if args.truth and not Path(args.truth).is_file():
-        raise FileNotFoundError(f'--truth {args.truth!r} does not exist; expected the COCO annotation file of the '
-                                "image's split")
+    if args.truth:
+        checks().check_input_file(args.truth, '--truth', "the COCO annotation file of the image's split")
     truth = truth_boxes(args.truth, Path(args.image).name) if args.truth else None
     image = pre().load_image(args.image)
     boxes, scores, labels = predict(sess, meta, image, args.score_thresh)
     names = args.classes.split(',') if args.classes else json.loads(meta.get('class_names', '[]'))
+    picture = draw(image, boxes, scores, labels, names, args.draw_scale)
+    if truth is not None:
+        picture = side_by_side(image, truth, picture, args.score_thresh, len(boxes), args.draw_scale)
+    # NOTE: a temp file beside `out` renamed into place (its folder made when missing); an OS error names `out`
+    with fileio().atomic_path(out, suffix='.png') as tmp:
+        picture.save(tmp, format='PNG', optimize=True)
+    # printed once the file is there, so no line announces a file that was not written
     for box, score, label in zip(boxes, scores, labels):
         name = names[int(label)] if int(label) < len(names) else str(int(label))
         print(f'{name:>14s}  {score:.3f}  [{box[0]:.1f}, {box[1]:.1f}, {box[2]:.1f}, {box[3]:.1f}]')
     print(f'{len(boxes)} detections (score >= {args.score_thresh}) -> {out}')
-    picture = draw(image, boxes, scores, labels, names, args.draw_scale)
-    if truth is not None:
-        picture = side_by_side(image, truth, picture, args.score_thresh, len(boxes), args.draw_scale)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else '.', prefix=f'.{out.stem}.', suffix='.png')
-        os.close(fd)
-        picture.save(tmp, format='PNG', optimize=True)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp files are 0600
-        os.replace(tmp, out)
-    except OSError as e:  # NOTE: name the user's path, not the hidden temp file (read-only folder, disk full)
-        raise OSError(f'cannot write {str(out)!r}: {e.strerror or e}') from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
     return 0
 
 
@@ -214,5 +218,5 @@ if __name__ == '__main__':
     try:
         sys.exit(main())
     except (ValueError, OSError) as e:  # the project's CLI convention: one line, exit 2
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f'error: {checks().error_line(str(e) or type(e).__name__)}', file=sys.stderr)
         sys.exit(2)

@@ -35,6 +35,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 
+from .checks import check_input_file
 from .fileio import atomic_write_text
 
 __all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'ACTS', 'is_arch_spec', 'load_arch', 'check_arch', 'get_arch', 'list_archs',
@@ -341,9 +342,7 @@ class Arch:
     @classmethod
     def load(cls, path: str | os.PathLike) -> 'Arch':
         """Read an arch file (.json, .yaml/.yml, or .txt holding an FNA net_config string)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f'arch file {str(path)!r} does not exist')
+        path = check_input_file(path, 'arch file', 'a .yaml/.json/.txt arch file')
         suffix = path.suffix.lower()
         try:
             text = path.read_text()

@@ -5,7 +5,7 @@ reading it (fna-test, fna-export, fna-publish, fna-bench) needs no file the run'
 folder can be moved or copied to another machine. Checkpoints written before the arch was stored fall back to
 the run folder's `arch.yaml` snapshot, then to the config's backbone spec.
 
-Ground floor: imports only `fileio` and, lazily, `arch`.
+Ground floor: imports only `checks`, `fileio` and, lazily, `arch`.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import torch
 
+from .checks import check_input_file
 from .fileio import atomic_path
 
 __all__ = ['save_checkpoint', 'load_checkpoint', 'read_checkpoint', 'stored_arch', 'check_weights_file', 'Checkpoint']
@@ -44,9 +45,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     Args:
         path: Checkpoint file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'checkpoint {str(path)!r} does not exist')
+    path = check_input_file(path, 'checkpoint', 'a .pth file written by fna-search or fna-retrain')
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # truncated or foreign files fail in many ways inside torch.load
@@ -71,9 +70,7 @@ def check_weights_file(path: str | os.PathLike, what: str = 'seed weights file')
         path: A .pth / .pt / .bin (torch) or .safetensors file.
         what: How to name it in the error.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'{what} {str(path)!r} does not exist')
+    path = check_input_file(path, what, 'a .pth/.safetensors file of model weights')
     try:
         if path.suffix.lower() == '.safetensors':
             from safetensors import safe_open

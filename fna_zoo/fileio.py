@@ -5,19 +5,26 @@ the old content or the new, never a part. Files get the mode `open()` would give
 temp files of `mkstemp` are 0600, which would hide results from teammates and serving containers). An OS error
 while writing (read-only file system, permission denied, disk full) is a `WriteError` naming the destination, never
 the hidden temp file.
+
+What a written record says of a path is portable (`portable_path`, `portable_text`, `portable_data`): relative to
+the working folder (or a given root) where the path is inside it, else a placeholder (`<tmp>`, `<home>`, `<abs>`,
+or one the writer names, e.g. `<out>`) and the path's last few names, so committed results hold no machine's own
+absolute paths.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import re
 import shutil
 import tempfile
-from pathlib import Path
-from typing import Any, Iterator
+from pathlib import Path, PureWindowsPath
+from typing import Any, Iterator, Mapping
 
 __all__ = ['atomic_path', 'atomic_write_text', 'atomic_dir', 'save_figure', 'default_file_mode', 'default_dir_mode',
-           'commit_file', 'lock_folder', 'unlock_folder', 'WriteError', 'naming_destination']
+           'commit_file', 'lock_folder', 'unlock_folder', 'WriteError', 'naming_destination', 'portable_path',
+           'portable_text', 'portable_data']
 
 
 class WriteError(OSError):
@@ -251,3 +258,148 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     finally:
         plt.close(fig)
     return Path(path)
+
+
+# ------------------------------------------------------------------------------------------- portable paths
+# placeholder -> base path (a folder, or one file such as the python executable)
+Names = Mapping[str, 'str | os.PathLike']
+ELIDED = '...'  # what stands for the names left out between a placeholder and a path's last names
+# NOTE: the same on every Linux machine (and inputs of their own in the bad-input sweep): kept as they are
+_SYSTEM_DIRS = frozenset({'dev', 'proc', 'sys'})
+_PACKAGE_DIRS = ('site-packages', 'dist-packages')  # an installed package's path: `<site-packages>/pkg/...`
+_WINDOWS_ABS = re.compile(r'^(?:[A-Za-z]:[\\/]|\\\\)')
+_NAME = r'[\w.@+-]'
+# NOTE: an absolute path of two names or more inside text, not the tail of a relative path, a URL or a placeholder
+# (nothing path-like right before it); POSIX, or a Windows drive path
+_ABS_IN_TEXT = re.compile(rf'(?<![\w.@+:/\\<>~-])(?:/{_NAME}+){{2,}}/?'
+                          rf'|(?<![\w.@+:/\\<>~-])[A-Za-z]:[\\/](?:{_NAME}+[\\/])*{_NAME}+')
+
+
+def _inside(path: str, base: str) -> str | None:
+    """`path` relative to `base` ('' when they are the same), or None when it is not inside it (both normalised)."""
+    if path == base:
+        return ''
+    head = base if base.endswith(os.sep) else base + os.sep
+    return path[len(head):] if path.startswith(head) else None
+
+
+def _join(head: str, rel: str) -> str:
+    """`head/rel` with '/' separators ('.' for an empty `rel` with no head)."""
+    rel = rel.replace(os.sep, '/')
+    if not head:
+        return rel or '.'
+    return f'{head}/{rel}' if rel else head
+
+
+def _tail(head: str, names: list[str], keep: int) -> str:
+    """`head/.../<the last keep names>` (no '...' when nothing is left out)."""
+    kept = names[-keep:] if keep > 0 else []
+    return '/'.join([head] + ([ELIDED] if len(kept) < len(names) else []) + kept)
+
+
+def _bases(root: str | os.PathLike | None, names: Names | None) -> list[tuple[str, str]]:
+    """(head, normalised base) pairs to try in order: the named ones (longest base first), then the root ('' head).
+
+    NOTE: a file-system root (`/`, `C:\\`) is no root here: every path would be "inside" it.
+    """
+    pairs = sorted(((name, os.path.normpath(os.fspath(base))) for name, base in (names or {}).items()),
+                   key=lambda p: -len(p[1]))
+    top = os.path.normpath(os.fspath(root) if root is not None else os.getcwd())
+    if os.path.dirname(top) != top:
+        pairs.append(('', top))
+    return pairs
+
+
+def _elsewhere(path: str, tail: int) -> str:
+    """A normalised absolute path outside every base: a placeholder for where it is, and its last names."""
+    parts = [p for p in path.split(os.sep) if p]
+    if parts and parts[0] in _SYSTEM_DIRS:
+        return path
+    for marker in _PACKAGE_DIRS:
+        if marker in parts:
+            at = len(parts) - 1 - parts[::-1].index(marker)
+            return _join(f'<{marker}>', '/'.join(parts[at + 1:]))
+    home = os.path.normpath(os.path.expanduser('~'))
+    for head, base in (('<tmp>', os.path.normpath(tempfile.gettempdir())), ('<tmp>', os.sep + 'tmp'),
+                       ('<home>', home)):
+        rel = _inside(path, base) if os.path.dirname(base) != base else None
+        if rel is not None:
+            return _tail(head, [p for p in rel.split(os.sep) if p], tail)
+    # NOTE: never the first name (`/work`, `/opt`): that is the machine-specific part
+    return _tail('<abs>', parts, min(tail, max(1, len(parts) - 1)))
+
+
+def portable_path(path: str | os.PathLike, root: str | os.PathLike | None = None, names: Names | None = None,
+                  tail: int = 3) -> str:
+    """How a written record names `path`: portable, with no absolute path of this machine.
+
+    A relative path (or a name that is no path, e.g. a model name) is kept as it is. An absolute one is, in order:
+    a placeholder of `names` where it is inside that base (`<out>/summary.md`); relative to `root` where it is
+    inside it (`runs/demo/arch.yaml`); kept where it is a system path (`/dev/null`, `/proc/...`); else
+    `<site-packages>/pkg/...`, or `<tmp>`, `<home>` or `<abs>` followed by its last `tail` names
+    (`<tmp>/.../runs/demo/arch.yaml`). A Windows drive path on another OS is `<abs>/...` too.
+
+    Args:
+        path: The path (or any string).
+        root: The folder relative paths are relative to (default: the current working folder).
+        names: Placeholder -> base path, tried first (longest base first), e.g. {'<out>': out_dir, '<python>':
+            sys.executable}.
+        tail: How many of its last names an elsewhere path keeps.
+    """
+    text = os.fspath(path)
+    if os.name != 'nt' and _WINDOWS_ABS.match(text):
+        parts = [p for p in PureWindowsPath(text).parts[1:] if p not in ('\\', '/')]
+        return _tail('<abs>', parts, min(tail, max(1, len(parts) - 1)))
+    if not os.path.isabs(text):
+        return text
+    found = os.path.normpath(text)
+    bases = _bases(root, names)
+    for candidate in dict.fromkeys([found, os.path.realpath(found)]):  # NOTE: a path through a symlink too
+        for head, base in bases:
+            rel = _inside(candidate, base)
+            if rel is not None:
+                return _join(head, rel)
+    return _elsewhere(found, tail)
+
+
+def portable_text(text: str, root: str | os.PathLike | None = None, names: Names | None = None,
+                  tail: int = 3) -> str:
+    """`text` (a log line, an error, a traceback) with every absolute path in it made a `portable_path`.
+
+    The bases of `names` and `root` are replaced wherever they start a path, even one with spaces in its names
+    (a temp folder named after a case); the other absolute paths are found by their shape (two names or more).
+
+    Args:
+        text: Any text.
+        root: See `portable_path`.
+        names: See `portable_path`.
+        tail: See `portable_path`.
+    """
+    for head, base in _bases(root, names):
+        # NOTE: the base where a path starts (not inside another path): followed by a separator and a name, or by
+        # no name (the base itself)
+        start = rf'(?<![\w.@+/\\-]){re.escape(base)}'
+        inside, itself = f'{head}/' if head else '', head or '.'
+        text = re.sub(rf'{start}[/\\](?={_NAME})', lambda m, s=inside: s, text)  # NOTE: a function: taken literally
+        text = re.sub(rf'{start}(?!{_NAME})', lambda m, s=itself: s, text)
+    return _ABS_IN_TEXT.sub(lambda m: portable_path(m.group(0), root, names, tail), text)
+
+
+def portable_data(value: Any, root: str | os.PathLike | None = None, names: Names | None = None,
+                  tail: int = 3) -> Any:
+    """A JSON-like value (dicts, lists, strings, numbers) with `portable_text` applied to every string in it; keys
+    and numbers are kept as they are.
+
+    Args:
+        value: The value.
+        root: See `portable_path`.
+        names: See `portable_path`.
+        tail: See `portable_path`.
+    """
+    if isinstance(value, str):
+        return portable_text(value, root, names, tail)
+    if isinstance(value, dict):
+        return {k: portable_data(v, root, names, tail) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(portable_data(v, root, names, tail) for v in value)
+    return value

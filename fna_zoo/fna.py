@@ -31,7 +31,7 @@ from timm.models.efficientnet import EfficientNet
 from ._builder import DEFAULT_SEED, create_fna_model, fna_pretrained_cfg
 from .arch import Arch, load_arch
 from .archs import get_arch
-from .assets.store import asset_path, resolve_asset
+from .assets.store import asset_path, hub_offline_hint, resolve_asset
 
 __all__: list[str] = []  # models are reached through timm.create_model
 
@@ -104,20 +104,36 @@ def _fetched_overlay(variant: str, pretrained: bool, kwargs: dict[str, Any]) -> 
         kwargs['pretrained_cfg_overlay'] = overlay
 
 
+def _create_zoo_model(variant: str, pretrained: bool, kwargs: dict[str, Any]) -> EfficientNet:
+    """A registered FNA backbone of the zoo, its weights per the pretrained tag.
+
+    NOTE: the default tag (`paramremap_in1k`) downloads timm's seed from the Hub; offline and not cached, the Hub's
+    error says so with no way out, so it is given the tag that loads offline (`paramremap_tv_in1k`, after
+    `fna-fetch seed`).
+
+    Args:
+        variant: The registered model name.
+        pretrained: Whether weights are to be loaded.
+        kwargs: The model kwargs.
+    """
+    arch = get_arch(variant)
+    _fetched_overlay(variant, pretrained, kwargs)
+    tv_tag = next(iter(FETCHED_TAGS))
+    with hub_offline_hint(f"timm's hub seed weights of {variant!r} ({_SEED['hf_hub_id']})",
+                          f"timm.create_model('{variant}.{tv_tag}', pretrained=True)"):
+        return create_fna_model(variant, arch, pretrained, **kwargs)
+
+
 @register_model
 def fna_retinanet_backbone(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """FNA RetinaNet backbone (MobileNetV2 seed adapted by FNA search on COCO)."""
-    arch = get_arch('fna_retinanet_backbone')
-    _fetched_overlay('fna_retinanet_backbone', pretrained, kwargs)
-    return create_fna_model('fna_retinanet_backbone', arch, pretrained, **kwargs)
+    return _create_zoo_model('fna_retinanet_backbone', pretrained, kwargs)
 
 
 @register_model
 def fna_ssdlite_backbone(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """FNA SSDLite backbone (MobileNetV2 seed adapted by FNA search on COCO), with the 1x1 conv to 1280."""
-    arch = get_arch('fna_ssdlite_backbone')
-    _fetched_overlay('fna_ssdlite_backbone', pretrained, kwargs)
-    return create_fna_model('fna_ssdlite_backbone', arch, pretrained, **kwargs)
+    return _create_zoo_model('fna_ssdlite_backbone', pretrained, kwargs)
 
 
 @register_model

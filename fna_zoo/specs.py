@@ -14,6 +14,7 @@ Ground floor: `arch` and `timm` are imported only when a spec needs them.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -118,23 +119,25 @@ def resolve_model(name: str) -> ModelSpec:
         name: A zoo arch name, arch file, FNA string, timm name (or `timm:NAME`), checkpoint or .onnx file.
     """
     from .arch import is_arch_spec
+    from .checks import check_input_file
 
     suffix = Path(name).suffix.lower()
     if suffix == '.onnx':
-        if not Path(name).is_file():
-            raise FileNotFoundError(f'ONNX file {name!r} not found; expected an existing .onnx file')
+        check_input_file(name, 'ONNX file', 'an existing .onnx file')
         _check_onnx(name)
         return ModelSpec(name, 'onnx', name)
     if suffix in ('.pth', '.pt'):
-        if not Path(name).is_file():
-            raise FileNotFoundError(f'checkpoint {name!r} not found; expected a retrain checkpoint (final.pth)')
+        check_input_file(name, 'checkpoint', 'a retrain checkpoint (final.pth)')
         return ModelSpec(name, 'checkpoint', name)
     if timm_name(name) is not None:
         return ModelSpec(name, 'timm', name)
     if is_arch_spec(name):
-        if suffix and not name.lstrip().startswith('[') and not Path(name).is_file():
-            raise FileNotFoundError(f'arch file {name!r} not found; expected an arch file (.yaml/.json/.txt)')
+        if suffix and not name.lstrip().startswith('['):
+            check_input_file(name, 'arch file', 'an arch file (.yaml/.json/.txt)')
         return ModelSpec(name, 'arch', name)
+    if os.sep in name and Path(name).is_dir():  # NOTE: a path (not a bare name, which a folder may shadow)
+        check_input_file(name, 'model', 'a zoo arch name, an arch file, a timm model name, a retrain checkpoint '
+                         '(.pth) or an .onnx file')
     import timm
 
     if timm.is_model(name):

@@ -15,8 +15,10 @@ forked from one that imported torch, timm and fna_zoo once (`--fresh`: a fresh i
 * `other`: anything else (another exit code, no `error:` last line, a timeout).
 
 A case also records `stub` (something appeared, or changed, at one of its output paths, temp files beside them
-included) and `executed` (a pickle / YAML payload printed its marker: code from a file ran). Writes
-`sweep.json` (every case) and `sweep.md` (counts per class and per command, the failing cases) to `--out`.
+and a run folder's lock file included), `executed` (a pickle / YAML payload printed its marker: code from a file
+ran) and `misleading` (the error line lacks what the case expects it to say, e.g. 'is a directory' for a folder
+given as a file, or is longer than `LONG_LINE` characters: an echoed input not capped). Writes `sweep.json` (every
+case) and `sweep.md` (counts per class and per command, the failing cases) to `--out`.
 
 The inputs come from fixtures built once per sweep in a temp folder (a tiny synthetic COCO set and variants of it,
 a tiny RetinaNet checkpoint and its ONNX export, arch / config / weights / image files, good and broken); `--work`
@@ -26,6 +28,7 @@ quick runs.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -38,6 +41,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +61,9 @@ COMMANDS: dict[str, list[str]] = {
 }
 CLASSES = ('clean', 'traceback', 'silent', 'other')
 PAYLOAD_MARKER = 'FNA_SWEEP_PAYLOAD_RAN'  # printed by the pickle / YAML payloads if they ever run
+# NOTE: an error line longer than this echoes an input uncapped (the commands cap a line at 1,000 characters, plus
+# the `error: ` prefix and a usage error's `(see PROG --help)`)
+LONG_LINE = 1200
 
 
 @dataclass
@@ -70,12 +77,14 @@ class Case:
         command: A key of `COMMANDS`.
         args: Arguments after the command.
         outputs: Paths the command would write; after a failure nothing may be there (or changed).
+        expect: Text the error line must hold (None: any clean line will do).
     """
 
     id: str
     command: str
     args: list[str]
     outputs: list[str] = field(default_factory=list)
+    expect: str | None = None
 
 
 # ------------------------------------------------------------------------------------------- classification
@@ -112,9 +121,9 @@ def _snapshot(path: Path) -> dict[str, tuple[int, int]]:
                 st = p.lstat()
             except OSError:
                 continue
-            # NOTE: a run folder's lock file (fileio.lock_folder) is no output, nor a folder's mtime (its entries are)
-            if p.name != '.lock':
-                found[str(p)] = (-1, 0) if p.is_dir() else (st.st_size, st.st_mtime_ns)
+            # NOTE: a folder's mtime is no output (its entries are); a run folder's lock file (fileio.lock_folder) is:
+            # a failed command leaves the folder as it found it (issue 33)
+            found[str(p)] = (-1, 0) if p.is_dir() else (st.st_size, st.st_mtime_ns)
     return found
 
 
@@ -285,12 +294,46 @@ def run_case(case: Case, work: Path, timeout: float = 60.0, execute: Executor | 
     wall = time.monotonic() - start
     changed = [str(o) for o in outputs if _snapshot(o) != before[str(o)]]
     lines = [line for line in err.splitlines() if line.strip()]
+    last = lines[-1] if lines else ''
+    misleading = len(last) > LONG_LINE or (case.expect is not None and case.expect not in last)
+    # NOTE: what is recorded names the case's folder `<case>` and the sweep's `<work>` (fixtures: `<work>/fixtures`),
+    # after everything above was judged on the real text
+    portable = _portable(tmp, work)
     return {
-        'id': case.id, 'command': case.command, 'args': args, 'class': classify(code, err, timed_out),
-        'returncode': code, 'timed_out': timed_out, 'wall_s': round(wall, 2),
-        'last_line': lines[-1][:500] if lines else '', 'stderr_tail': err[-2000:], 'stub': bool(changed),
-        'stub_paths': changed, 'executed': _payload_ran(out + '\n' + err),
+        'id': case.id, 'command': case.command, 'args': [portable(a) for a in args],
+        'class': classify(code, err, timed_out), 'returncode': code, 'timed_out': timed_out, 'wall_s': round(wall, 2),
+        'last_line': portable(last)[:500], 'stderr_tail': portable(err)[-2000:], 'stub': bool(changed),
+        'stub_paths': [portable(c) for c in changed], 'executed': _payload_ran(out + '\n' + err),
+        'line_chars': len(last), 'misleading': misleading,
     }
+
+
+def _fileio() -> ModuleType:
+    """This checkout's `fna_zoo/fileio.py`, loaded by its path.
+
+    NOTE: not imported: importing `fna_zoo` would import torch and timm in the sweep's own process, which only
+    starts commands.
+    """
+    name = '_fna_zoo_fileio'
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / 'fna_zoo' / 'fileio.py')
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _portable(case_dir: Path, work: Path) -> Callable[[str], str]:
+    """Text as the sweep records it: the case folder `<case>`, the sweep's folder `<work>`, this checkout's files
+    relative to it, any other absolute path a placeholder (`fna_zoo.fileio.portable_text`).
+
+    Args:
+        case_dir: The case's own temp folder.
+        work: The sweep's folder (fixtures and case folders).
+    """
+    names = {'<case>': case_dir, '<work>': work}
+    portable_text = _fileio().portable_text
+    return lambda text: portable_text(text, ROOT, names)
 
 
 def _payload_ran(text: str) -> bool:
@@ -309,6 +352,9 @@ def sweep_env(work: Path) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------- fixtures
 SYN = dict(num_train=4, num_val=2, image_size=64, num_classes=3)
+# NOTE: bumped when fixtures are added, so a kept `--work` folder of an older sweep is rebuilt
+FIXTURES_VERSION = 2
+FIXTURES_STAMP = '.fixtures_version'
 RETINA_KWARGS = 'model.kwargs={min_size: 64, max_size: 64, head_width: 16}'
 
 
@@ -354,6 +400,10 @@ def _coco_variants() -> dict[str, Callable[[dict, Path], Any]]:
     def corrupt_image(payload: bytes) -> Callable[[dict, Path], None]:
         return lambda d, r: (r / d['split'] / d['images'][0]['file_name']).write_bytes(payload)
 
+    def val_corrupt_image(d: dict, r: Path) -> None:
+        if d['split'] == 'val2017':
+            (r / d['split'] / d['images'][0]['file_name']).write_bytes(os.urandom(2000))
+
     def val_extra_category(d: dict, r: Path) -> None:
         if d['split'] == 'val2017':
             d['categories'].append({'id': 7, 'name': 'extra', 'supercategory': 'shape'})
@@ -379,6 +429,7 @@ def _coco_variants() -> dict[str, Callable[[dict, Path], Any]]:
         'empty_image': corrupt_image(b''),
         'bomb_image': corrupt_image(_bomb_png()),
         'val_extra_category': val_extra_category,
+        'val_corrupt_image': val_corrupt_image,
         'not_json': lambda d, r: 'not json {',
         'json_list': lambda d, r: '[]',
         'empty_json': lambda d, r: '',
@@ -543,6 +594,11 @@ def make_fixtures(fx: Path) -> dict[str, Path]:
     f['wheels_empty'] = fx / 'wheels_empty'
     put('existing.json', '{}')
     put('run_garbage/last.pth', os.urandom(3000))
+    # issue 33: a finished run's weights (no optimizer or RNG state) as a run folder's last.pth; an FNA string
+    # nested 100,000 levels deep (200,000 characters) that an error would echo
+    put('run_final/last.pth', ok.read_bytes())
+    put('arch_deep.txt', _deep(100000))
+    (fx / FIXTURES_STAMP).write_text(f'{FIXTURES_VERSION}\n')
     return f
 
 
@@ -577,14 +633,18 @@ SEARCH_SET_BAD = [
 CONFIGS = ['cfg_malformed.yaml', 'cfg_list.yaml', 'cfg_empty.yaml', 'cfg_garbage.yaml', 'cfg_unknown.yaml',
            'cfg_types.yaml', 'cfg_section_scalar.yaml', 'cfg_deep.yaml', 'cfg_payload.yaml', 'cfg_dir.yaml',
            'nowhere.yaml']
-ARCHS = ['nowhere.yaml', 'arch_empty.yaml', 'arch_garbage.yaml', 'arch_truncated.yaml', 'stride16.yaml',
+ARCHS = ['nowhere.yaml', 'arch_empty.yaml', 'arch_garbage.yaml', 'arch_truncated.yaml', 'arch_deep.txt',
+         'stride16.yaml',
          'nested.json', 'nested.yaml', 'arch_unknown_op.yaml', 'arch_list.json', 'arch.toml', 'arch_garbage.txt',
          'arch_wide.yaml', 'arch_dir.yaml']
 CHECKPOINTS = ['nowhere.pth', 'empty.pth', 'garbage.pth', 'truncated.pth', 'payload.pth', 'foreign.pth',
                'wrongkind.pth', 'config_text.pth', 'dir.pth', 'arch.yaml']
 WEIGHTS = ['nowhere.pth', 'w_empty.safetensors', 'w_garbage.safetensors', 'w_garbage.pth', 'w_truncated.safetensors',
            'w_payload.pth', 'w_wrongkeys.safetensors', 'a_dir']
-DATA = ['nowhere', 'blocker', 'wheels_empty', *(f'coco_{name}' for name in _coco_variants())]
+# NOTE: a set whose validation images alone are broken is bad input only where they are read (fna-test, the INT8
+# gate); a retrain that does not evaluate never reads them
+DATA = ['nowhere', 'blocker', 'wheels_empty',
+        *(f'coco_{name}' for name in _coco_variants() if name != 'val_corrupt_image')]
 ONNX = ['nowhere.onnx', 'empty.onnx', 'garbage.onnx', 'truncated.onnx', 'text.onnx']
 IMAGES = ['nowhere.png', 'img_empty.png', 'img_garbage.png', 'img_truncated.png', 'img_bomb.png', 'img_text.jpg',
           'a_dir']
@@ -606,8 +666,15 @@ def build_cases(fx: Path) -> list[Case]:
                    'search.objective.input_size=[64, 64]']
     cases: list[Case] = []
 
-    def add(command: str, what: str, args: list[str], outputs: Sequence[str] = ()) -> None:
-        cases.append(Case(f'{command}:{what}', command, list(args), list(outputs)))
+    # NOTE: a folder given where a file is expected must be named so (issue 33), and a file where a folder is
+    folders, files = {p(n) for n in ('a_dir', 'dir.pth', 'cfg_dir.yaml', 'arch_dir.yaml')}, {p('blocker')}
+
+    def add(command: str, what: str, args: list[str], outputs: Sequence[str] = (), expect: str | None = None) -> None:
+        if expect is None and any(a in folders for a in args):
+            expect = 'is a directory'
+        elif expect is None and any(a in files for a in args):
+            expect = 'is a file'
+        cases.append(Case(f'{command}:{what}', command, list(args), list(outputs), expect))
 
     # fna-retrain, fna-search: --set values, files, outputs
     for command, base in (('fna-retrain', tiny), ('fna-search', search_tiny)):
@@ -624,6 +691,8 @@ def build_cases(fx: Path) -> list[Case]:
             add(command, f'output {name}', ['-o', out, '--set', *base], [out])
         add(command, 'unknown flag', [*run, '--bogus'], ['{tmp}/run'])
         add(command, 'set output empty', ['--set', *base, 'output='], ['{tmp}/runs'])
+        add(command, 'resume a final.pth as last.pth', ['-o', p('run_final'), '--resume', '--set', *base],
+            [p('run_final')], 'holds no rng, optimizer state' if command == 'fna-retrain' else 'of a fna-retrain run')
         add(command, 'resume a garbage last.pth', ['-o', p('run_garbage'), '--resume', '--set', *base],
             [p('run_garbage')])
     for name in ARCHS:
@@ -661,9 +730,10 @@ def build_cases(fx: Path) -> list[Case]:
         'runs 0': ['--runs', '0'], 'warmup -1': ['--warmup', '-1'], 'save-every 0': ['--save-every', '0'],
         'input-size 0 0': ['--input-size', '0', '0'], 'input-size 100000': ['--input-size', '100000', '100000'],
         'input-size 5000 5000': ['--input-size', '5000', '5000'], 'input-size one number': ['--input-size', '64'],
-        'input-size text': ['--input-size', 'a', 'b'],
+        'input-size text': ['--input-size', 'a', 'b'], 'input-size 33 47': ['--input-size', '33', '47'],
     }.items():
-        add('fna-latency-table', what, [*lt_out, *lt_flags, *lt_size, *extra, *lt_set], ['{tmp}/t.json'])
+        add('fna-latency-table', what, [*lt_out, *lt_flags, *lt_size, *extra, *lt_set], ['{tmp}/t.json'],
+            'multiples of 32' if what == 'input-size 33 47' else None)
     for what, out in (('output txt', '{tmp}/t.txt'), ('output blocker', p('blocker/t.json')),
                       ('output dir', p('a_dir')), ('output garbage table', p('results_garbage.json')),
                       ('output foreign json', p('results_list.json'))):
@@ -672,6 +742,8 @@ def build_cases(fx: Path) -> list[Case]:
         add('fna-latency-table', f'config {name}', [*lt_out, '--config', p(name), *lt], ['{tmp}/t.json'])
     for value in ('train.lr=abc', 'search.space.seed=resnet50', 'search.space.layers=[0]', 'detector=yolo'):
         add('fna-latency-table', f'set {value}', [*lt_out, *lt, value], ['{tmp}/t.json'])
+    wide = 'search.space.width_mults=[1000.0]'  # a stage 24,000 channels wide
+    add('fna-latency-table', f'set {wide}', [*lt_out, *lt, wide], ['{tmp}/t.json'], 'search.space.width_mults')
     add('fna-latency-table', 'objective size 0 0', [*lt_out, *lt_flags, *lt_set, 'search.objective.input_size=[0, 0]'],
         ['{tmp}/t.json'])
     add('fna-latency-table', 'no runtime', lt_out, ['{tmp}/t.json'])
@@ -712,12 +784,15 @@ def build_cases(fx: Path) -> list[Case]:
         **{f'seed-weights {n}': [*bb, '--seed-weights', p(n)] for n in WEIGHTS},
         **{f'int8 data_path {n}': [*ck, '--int8', '--calib-images', '1', '--data_path', p(n)]
            for n in ('nowhere', 'blocker', 'wheels_empty', 'coco_no_bbox', 'coco_json_list', 'coco_corrupt_image',
-                     'coco_unknown_category', 'coco_no_images')},
+                     'coco_unknown_category', 'coco_no_images', 'coco_val_corrupt_image')},
+        'seed-weights timm offline': [*bb, '--seed-weights', 'timm'],
     }
     for what, extra in export_cases.items():
         # NOTE: without tensorrt, --format engine writes the (parity-checked) ONNX file on purpose and says how to
         # build the engine from it with trtexec: only the engine is its output here
-        add('fna-export', what, [*extra, *e_out], ['{tmp}/e.engine'] if 'engine' in what else e_outputs)
+        add('fna-export', what, [*extra, *e_out], ['{tmp}/e.engine'] if 'engine' in what else e_outputs,
+            {'int8 data_path coco_val_corrupt_image': 'cannot be decoded',
+             'seed-weights timm offline': 'asset:mobilenetv2_100.tv_in1k'}.get(what))
     for what, out in (('output txt', '{tmp}/e.txt'), ('output blocker', p('blocker/e.onnx')),
                       ('output dir', p('a_dir')),
                       ('output read-only fs', '/sys/fna_sweep.onnx')):
@@ -860,8 +935,9 @@ def summarize(results: list[dict[str, Any]]) -> str:
     total = Counter(r['class'] for r in results)
     stubs = sum(r['stub'] for r in results)
     executed = sum(r['executed'] for r in results)
+    misleading = sum(r.get('misleading', False) for r in results)
     lines = ['# Bad-input sweep', '', f'{len(results)} cases: ' + ', '.join(f'{total[c]} {c}' for c in CLASSES)
-             + f'; {stubs} left stub files; {executed} ran a payload.', '',
+             + f'; {stubs} left stub files; {executed} ran a payload; {misleading} misleading error lines.', '',
              '| command | cases | ' + ' | '.join(CLASSES) + ' | stub files |', '|---' * (len(CLASSES) + 3) + '|']
     for command in COMMANDS:
         rows = [r for r in results if r['command'] == command]
@@ -869,11 +945,12 @@ def summarize(results: list[dict[str, Any]]) -> str:
             n = Counter(r['class'] for r in rows)
             lines.append(f'| {command} | {len(rows)} | ' + ' | '.join(str(n[c]) for c in CLASSES)
                          + f' | {sum(r["stub"] for r in rows)} |')
-    bad = [r for r in results if r['class'] != 'clean' or r['stub'] or r['executed']]
+    bad = [r for r in results if r['class'] != 'clean' or r['stub'] or r['executed'] or r.get('misleading')]
     lines += ['', f'## Failing cases ({len(bad)})', '']
     for r in bad:
         flags = ''.join([' STUB ' + ', '.join(r['stub_paths']) if r['stub'] else '',
-                         ' PAYLOAD RAN' if r['executed'] else ''])
+                         ' PAYLOAD RAN' if r['executed'] else '',
+                         f" MISLEADING ({r.get('line_chars', 0):,} characters)" if r.get('misleading') else ''])
         last = r['last_line'].replace('|', '\\|')
         lines.append(f"- `{r['id']}`: {r['class']} (exit {r['returncode']}{', timeout' if r['timed_out'] else ''})"
                      f'{flags}: {last}')
@@ -911,8 +988,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print('\n'.join(c.id for c in selected))
             print(f'{len(selected)} of {len(cases)} cases')
             return 0
-        if not (fx / 'det.onnx').is_file():
+        stamp = fx / FIXTURES_STAMP
+        if not (stamp.is_file() and stamp.read_text().strip() == str(FIXTURES_VERSION)):
             print(f'building fixtures in {fx} ...', flush=True)
+            shutil.rmtree(fx, ignore_errors=True)
             make_fixtures(fx)
         results = []
         env = sweep_env(work)
@@ -921,7 +1000,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i, case in enumerate(selected, 1):
                 r = run_case(case, work, args.timeout, execute)
                 results.append(r)
-                print(f"[{i}/{len(selected)}] {r['class']:9s}{' STUB' if r['stub'] else ''} {r['wall_s']:5.1f}s "
+                print(f"[{i}/{len(selected)}] {r['class']:9s}{' STUB' if r['stub'] else ''}"
+                      f"{' MISLEADING' if r['misleading'] else ''} {r['wall_s']:5.1f}s "
                       f"{case.id}: {r['last_line'][:140]}", flush=True)
         finally:
             execute.close()
@@ -931,7 +1011,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {'cases': len(results), 'of': len(cases), 'counts': dict(Counter(r['class'] for r in results)),
-               'stubs': sum(r['stub'] for r in results), 'results': results,
+               'stubs': sum(r['stub'] for r in results),
+               'misleading': sum(r['misleading'] for r in results), 'results': results,
                'selection': {'only': args.only, 'match': args.match, 'start': args.start, 'limit': args.limit}}
     (out / 'sweep.json').write_text(json.dumps(summary, indent=1) + '\n')
     md = summarize(results)

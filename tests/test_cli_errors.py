@@ -157,7 +157,7 @@ def _cases(t: Path) -> dict[str, tuple[list[str], Path | None, str]]:
         'publish-output-under-a-file': ([*PUBLISH, '--checkpoint', ok, '--output', str(blocker / 'pub')],
                                         blocker / 'pub', 'is not writable'),
         'latency-size-too-large': ([*LATENCY, '--runtime', 'onnxruntime', '--input-size', '5000', '5000', '-o',
-                                    str(t / 'l1.json')], t / 'l1.json', 'two integers from 32 to 4096'),
+                                    str(t / 'l1.json')], t / 'l1.json', 'two positive multiples of 32 up to 4096'),
         'demo-output-is-a-file': ([*DEMO, '--output', str(blocker)], None, 'is a file; expected a folder'),
         'demo-garbage-seed': ([*DEMO, '--seed-weights', str(t / 'corrupt.pth'), '--output', str(t / 'demo')],
                               t / 'demo', 'is not a readable state dict'),

@@ -33,8 +33,13 @@ def test_smoke_run_records_every_row(tmp_path):
                        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'gpu_check (smoke) on cpu' in r.stdout and 'done: ' in r.stdout  # progress lines
-    assert sorted(p.name for p in out.iterdir()) == ['latency_table_torch-cpu_32x32.json', 'results.json', 'rows.csv',
-                                                     'summary.md']
+    assert sorted(p.name for p in out.iterdir()) == ['gpu_check.log', 'latency_table_torch-cpu_32x32.json',
+                                                     'results.json', 'rows.csv', 'summary.md']
+    # what it printed is its log, with no path of this machine: the results folder is `<out>`
+    log = (out / 'gpu_check.log').read_text()
+    assert 'gpu_check (smoke) on cpu' in log and 'results in <out>' in log and str(tmp_path) not in log
+    written = (out / 'results.json').read_text()
+    assert str(tmp_path) not in written and str(ROOT) not in written
     data = json.loads((out / 'results.json').read_text())
     assert data['smoke'] and data['machine']['torch'] and data['machine']['timm'] and data['wall_s'] > 0
     rows = {row['name']: row for row in data['rows'] if row['section'] == 'eager'}

@@ -170,7 +170,7 @@ def test_cost_objective_forms():
         loss = match.loss(x)
         loss.backward()
         assert loss.item() == pytest.approx(penalty, rel=1e-4) and torch.sign(x.grad).item() == sign
-    for cfg, message in (({'target': 'abc'}, "target is 'abc'; expected a positive number or null"),
+    for cfg, message in (({'target': 'abc'}, "target is 'abc'; expected a positive number, a ratio"),
                          ({'target': 1.0, 'target_mode': 'both'}, "target_mode is 'both'; expected one of max, match")):
         with pytest.raises(ValueError, match=message):
             cost_mod.build_objective(space, {'type': 'madds', 'lambda': 0.1, 'input_size': [32, 32], **cfg})

@@ -47,7 +47,7 @@ def test_resolve_model_kinds(tmp_path):
     assert arch_id(resolve_model(str(tmp_path / 'm.onnx'))) == ''
     with pytest.raises(ValueError, match="unknown model 'nope'; expected a zoo arch name"):
         resolve_model('nope')
-    with pytest.raises(FileNotFoundError, match="arch file '.*gone.yaml' not found"):
+    with pytest.raises(FileNotFoundError, match="arch file '.*gone.yaml' does not exist"):
         resolve_model(str(tmp_path / 'gone.yaml'))
 
 
@@ -59,7 +59,7 @@ def test_input_checks(tmp_path):
     assert check_output_path(tmp_path / 'x.anything') == tmp_path / 'x.anything'
     with pytest.raises(ValueError, match=r"has suffix '.json'; expected a .onnx file"):
         check_output_path(tmp_path / 'x.json', '.onnx')
-    with pytest.raises(IsADirectoryError, match='is a folder'):
+    with pytest.raises(IsADirectoryError, match='is a directory'):
         check_output_path(tmp_path, None)
     if os.geteuid() != 0:  # root writes anywhere
         ro = tmp_path / 'ro'

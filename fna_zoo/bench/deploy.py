@@ -27,7 +27,7 @@ from ..runtime.ort import session_record
 from ..runtime.preprocess import InputSpec
 from ..runtime.timing import paired_ratio, stats_from_times, time_interleaved, time_stages
 from .pipelines import CELLS, Exports, Pipeline, build_pipeline, nms_fp16, nms_fp32, nms_int8
-from .runner import _keeps_threads, write_results
+from .runner import _keeps_threads, portable_row, write_results
 
 __all__ = ['FIELDS', 'LEGEND', 'run_deploy', 'format_deploy', 'deploy_markdown', 'write_deploy']
 
@@ -263,7 +263,8 @@ def deploy_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_deploy(rows: Sequence[dict[str, Any]], outdir: str | os.PathLike) -> list[Path]:
-    """Write `deploy.md` (table, caption, legend), `deploy.csv` and `deploy.json` (atomically) in `outdir`.
+    """Write `deploy.md` (table, caption, legend), `deploy.csv` and `deploy.json` (atomically) in `outdir`, their
+    paths portable (`fna_zoo.bench.runner.portable_row`).
 
     Args:
         rows: `run_deploy` rows.
@@ -271,5 +272,5 @@ def write_deploy(rows: Sequence[dict[str, Any]], outdir: str | os.PathLike) -> l
     """
     md = Path(outdir) / 'deploy.md'
     paths = write_results(rows, outdir, 'deploy', FIELDS)
-    atomic_write_text(md, deploy_markdown(rows))
+    atomic_write_text(md, deploy_markdown([portable_row(r) for r in rows]))
     return [md] + paths

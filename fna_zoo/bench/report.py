@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..fileio import save_figure
+from ..fileio import portable_path, save_figure
 from ..runtime.names import canonical_runtime
 
 __all__ = ['PUBLISHED', 'ReportEntry', 'published_entries', 'run_entry', 'build_report', 'write_report', 'row_runtime']
@@ -83,7 +83,9 @@ def run_entry(run_dir: str | os.PathLike) -> ReportEntry:
     """
     import yaml
 
-    run_dir = Path(run_dir)
+    from ..checks import check_input_folder
+
+    run_dir = check_input_folder(run_dir, 'run folder', 'a retrain run folder')
     cfg_path, met_path = run_dir / 'config.yaml', run_dir / 'metrics.json'
     for p in (cfg_path, met_path):
         if not p.is_file():
@@ -113,7 +115,7 @@ def run_entry(run_dir: str | os.PathLike) -> ReportEntry:
         size = (side, side)
     data = cfg.get('data') or {}
     if data.get('path'):
-        dataset = f"{data['path']} ({data.get('val_split', 'val2017')})"
+        dataset = f"{portable_path(str(data['path']))} ({data.get('val_split', 'val2017')})"  # NOTE: for the table
     else:
         syn = data.get('synthetic') or {}
         dataset = f"built-in synthetic set ({syn.get('num_classes', '?')} classes, {syn.get('num_val', '?')} val images)"

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, portable_data, portable_path
 from ..runtime.machine import machine_info
 from ..runtime.names import canonical_runtime
 from ..runtime.runners import Runner, time_runner
@@ -27,7 +27,7 @@ from ..runtime.timing import paired_ratio, stats_from_times, time_interleaved
 from ..specs import ModelSpec, arch_id, resolve_model
 from .backends import Grid, canonical_what
 
-__all__ = ['FIELDS', 'run_grid', 'compare', 'write_results', 'format_table']
+__all__ = ['FIELDS', 'PATH_FIELDS', 'run_grid', 'compare', 'portable_row', 'write_results', 'format_table']
 
 _logger = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ FIELDS = ['model', 'arch_id', 'what', 'runtime', 'precision', 'device', 'batch',
           'p50_ms', 'p90_ms', 'p99_ms', 'mean_ms', 'std_ms', 'throughput_ips', 'n', 'warmup', 'status', 'note',
           'io_included', 'runtime_options', 'cpu_model', 'cores', 'threads', 'gpu', 'cuda', 'torch', 'onnxruntime',
           'tensorrt', 'python', 'loadavg_1m', 'timestamp']
+# the row fields that name one file (a model argument may be a name instead: kept as it is), written portably
+PATH_FIELDS = ('model', 'file')
 
 
 def _row(src: ModelSpec, what: str, runtime: str, r: Runner, device: str, batch: int, size: tuple[int, int],
@@ -169,10 +171,21 @@ def _csv_value(v: Any) -> Any:
     return v
 
 
+def portable_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as result files record it: its `PATH_FIELDS` as `portable_path`s (relative to the working folder, or
+    a placeholder such as `<tmp>/.../runs/s/arch.yaml`), every other string with its paths made portable.
+
+    Args:
+        row: A result row (of the grid, of `compare` or of the deployment table).
+    """
+    return {k: portable_path(v) if k in PATH_FIELDS and isinstance(v, str) else portable_data(v)
+            for k, v in row.items()}
+
+
 def write_results(rows: Sequence[dict[str, Any]], outdir: str | os.PathLike, stem: str = 'results',
                   fields: Sequence[str] = FIELDS) -> list[Path]:
     """Write `<stem>.csv` and `<stem>.json` (atomically) in `outdir` (in the CSV, `runtime_options` is
-    `key=value` pairs separated by spaces).
+    `key=value` pairs separated by spaces); paths in the rows are written portably (`portable_row`).
 
     Args:
         rows: Result rows.
@@ -183,6 +196,7 @@ def write_results(rows: Sequence[dict[str, Any]], outdir: str | os.PathLike, ste
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise NotADirectoryError(f'--output {str(outdir)!r} is a file; expected a folder')
+    rows = [portable_row(r) for r in rows]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction='ignore', lineterminator='\n')
     w.writeheader()

@@ -158,7 +158,7 @@ def _deploy(args: Any) -> None:
     """`--ap`: the deployment table of one detector checkpoint (and the ONNX files of it given)."""
     from ..assets.store import resolve_asset
     from ..bench.deploy import format_deploy, run_deploy, write_deploy
-    from ..checks import check_input_size
+    from ..checks import check_input_folder, check_input_size
     from ..specs import resolve_model
 
     _check_counts(args)
@@ -188,9 +188,9 @@ def _deploy(args: Any) -> None:
             what = 'a zoo arch' if s.kind == 'arch' else 'a timm model'
             raise ValueError(f"--ap got {s.name!r}, {what}; expected the detector checkpoint and, optionally, "
                              "fna-export's ONNX files of it")
-    if args.data_path is not None and not resolve_asset(args.data_path).is_dir():
-        raise FileNotFoundError(f'--data_path {args.data_path!r} is not a folder; expected a COCO tree '
-                                '(annotations/instances_<split>.json, <split>/)')
+    if args.data_path is not None:
+        check_input_folder(resolve_asset(args.data_path), '--data_path',
+                           'a COCO tree (annotations/instances_<split>.json, <split>/)')
     out = Path(args.output) if args.output else None
     if out is not None and out.exists() and not out.is_dir():
         raise NotADirectoryError(f'--output {str(out)!r} is a file; expected a folder')
@@ -204,7 +204,7 @@ def _deploy(args: Any) -> None:
 
 def _compare(args: Any) -> None:
     from ..fileio import atomic_write_text
-    from ..bench.runner import compare
+    from ..bench.runner import compare, portable_row
 
     _check_counts(args)
     if args.batch < 1:
@@ -224,18 +224,18 @@ def _compare(args: Any) -> None:
           f"IQR {r['iqr']:.2f}; ratio of medians {r['ratio_of_medians']:.2f})")
     if args.output:
         path = Path(args.output) / 'compare.json'
-        atomic_write_text(path, json.dumps(r, indent=1) + '\n')
+        record = {k: portable_row(v) if k in ('a', 'b') else v for k, v in r.items()}  # NOTE: no absolute paths
+        atomic_write_text(path, json.dumps(record, indent=1) + '\n')
         print(f'wrote {path}')
 
 
 def _report(args: Any) -> None:
     from ..bench.report import build_report, published_entries, run_entry, write_report
+    from ..checks import check_input_file
 
     rows: list[dict[str, Any]] = []
     for name in args.results:
-        path = Path(name)
-        if not path.is_file():
-            raise FileNotFoundError(f'--results {str(path)!r} not found; expected the results.json of a fna-bench run')
+        path = check_input_file(name, '--results', 'the results.json of a fna-bench run')
         try:
             found = list(json.loads(path.read_text())['rows'])
         except (ValueError, KeyError, TypeError, RecursionError):

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
+from ..checks import check_input_file, error_line
 from ..fileio import WriteError
 
 __all__ = ['USER_ERRORS', 'GateFailed', 'CliParser', 'run_cli', 'entry_point', 'add_run_args', 'add_config_args',
@@ -46,7 +47,7 @@ class CliParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         """Print one `error: ...` line for a usage error and exit with code 2."""
-        print(f'error: {message} (see {self.prog} --help)', file=sys.stderr)
+        print(f'error: {error_line(message)} (see {self.prog} --help)', file=sys.stderr)
         sys.exit(2)
 
 
@@ -59,7 +60,7 @@ def _one_line(e: BaseException) -> str:
         text = last.split(': ', 1)[1] if ': ' in last else last
     if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in text:
         text = f'{text}: {e.filename!r}'
-    return ' '.join(text.split())
+    return error_line(text)
 
 
 def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> int:
@@ -104,6 +105,26 @@ def entry_point(command: Callable[[Sequence[str] | None], Any]) -> Callable[[Seq
 
 
 # ------------------------------------------------------------------------------------------- shared flags
+class _InputFile(argparse.Action):
+    """Store a path after the path-kind check (`fna_zoo.checks.check_input_file`), when the arguments are parsed.
+
+    NOTE: the check's error (FileNotFoundError, IsADirectoryError, ...) leaves `parse_args` as it is (argparse
+    wraps only its own errors), so `run_cli` prints its one line: `error: config file 'x' is a directory; ...`.
+    """
+
+    what: str = 'input file'  # how the error names it
+    expected: str | None = None  # the error's `expected ...` part
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        check_input_file(values, self.what, self.expected)
+        setattr(namespace, self.dest, values)
+
+
+class _ConfigFile(_InputFile):
+    what, expected = 'config file', 'a YAML config file'
+
+
 def add_config_args(p: argparse.ArgumentParser, config_help: str = 'YAML config (see configs/)') -> None:
     """`--config FILE` and `--set KEY=VALUE ...` (config overrides, applied after the file).
 
@@ -111,7 +132,7 @@ def add_config_args(p: argparse.ArgumentParser, config_help: str = 'YAML config 
         p: The command's parser.
         config_help: Help text of `--config`.
     """
-    p.add_argument('--config', help=config_help)
+    p.add_argument('--config', action=_ConfigFile, help=config_help)
     p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='config overrides, e.g. train.lr=0.01')
 
 

@@ -87,7 +87,7 @@ def _parser() -> CliParser:
 
 def _validate(p: CliParser, args: Any) -> None:
     """All checks that need no model, so a bad argument fails before any heavy work."""
-    from ..checks import check_input_size, check_output_path
+    from ..checks import check_input_file, check_input_folder, check_input_size, check_output_path
     from ..export.onnx_export import MAX_OPSET, MIN_OPSET
 
     what = args.what or ('nms' if args.checkpoint else 'backbone')
@@ -141,13 +141,13 @@ def _validate(p: CliParser, args: Any) -> None:
                              'file')
     elif args.fp16_output or args.fp16_tol is not None:
         raise ValueError(f"{'--fp16-output' if args.fp16_output else '--fp16-tol'} needs --fp16")
-    if args.arch and not Path(args.arch).is_file():
-        raise FileNotFoundError(f'arch file {args.arch!r} does not exist; expected a .yaml/.json/.txt arch file')
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist; expected a final.pth of fna-retrain')
-    if args.data_path is not None and not resolve_asset(args.data_path).is_dir():
-        raise FileNotFoundError(f'data folder {args.data_path!r} does not exist; expected a COCO tree '
-                                '(annotations/instances_<split>.json, <split>/)')
+    if args.arch:
+        check_input_file(args.arch, 'arch file', 'a .yaml/.json/.txt arch file')
+    if args.checkpoint:
+        check_input_file(args.checkpoint, 'checkpoint', 'a final.pth of fna-retrain')
+    if args.data_path is not None:
+        check_input_folder(resolve_asset(args.data_path), 'data folder',
+                           'a COCO tree (annotations/instances_<split>.json, <split>/)')
     if args.format == 'engine' and args.max_batch < args.batch:
         raise ValueError(f'--max-batch {args.max_batch} is below --batch {args.batch}; expected max-batch >= batch')
     if args.simplify:
@@ -192,8 +192,8 @@ def export_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         target = backbone_target(_backbone_spec(args), args.seed_weights, args.out_indices,
                                  tuple(args.input_size) if args.input_size else (224, 224),
                                  name=args.arch or args.model)
-    # NOTE: the INT8 inputs (gate data, calibration images) are read before the fp32 export, so bad data fails
-    # with nothing written
+    # NOTE: the INT8 inputs (gate data, calibration images) are read, every image decoded, before the fp32 export,
+    # so bad data fails with nothing written
     int8_inputs = _int8_inputs(args, target) if args.int8 else None
     dynamic = not args.static
     written, reports = export_with_gate(target, args.output, args.batch, dynamic, args.opset, args.simplify, args.atol)
@@ -272,6 +272,9 @@ def _int8_inputs(args: Any, target: Any) -> tuple[Any, list[Any]]:
     mean, resize = json.loads(target.metadata['mean']), target.metadata['resize']
     dataset = eval_dataset(cfg, args.data_path)
     calib = calibration_images(cfg, args.calib_images, args.data_path)
+    # NOTE: the gate decodes its images only after the float32 export; reading them once here makes an undecodable
+    # one fail before any output is opened (one more pass over the gate data, against two inferences over it later)
+    dataset.check_images()
     return dataset, calibration_batches(calib, target.input_size, resize, mean)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..assets.store import resolve_asset
-from ..checks import check_output_path
+from ..checks import check_input_file, check_output_path
 from .common import CliParser, add_output_arg, add_verbosity, entry_point, setup_logging
 
 __all__ = ['publish_main', 'main']
@@ -51,14 +51,13 @@ def _validate(args: Any) -> None:
     """Checks that need no model, so a bad argument fails before any heavy work."""
     if args.seed_weights and not args.arch:
         raise ValueError('--seed-weights are remapped into an arch; expected --arch with them')
-    if args.arch and Path(args.arch).suffix and not Path(args.arch).is_file():
-        raise FileNotFoundError(f'arch file {args.arch!r} does not exist; expected a .yaml/.json/.txt arch file')
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist; expected a final.pth of '
-                                'fna-retrain')
-    if args.seed_weights and args.seed_weights != 'timm' and not resolve_asset(args.seed_weights).is_file():
-        raise FileNotFoundError(f"seed weights file {args.seed_weights!r} does not exist; expected a .pth/.safetensors "
-                                "file, 'asset:mobilenetv2_100.tv_in1k' or 'timm'")
+    if args.arch and Path(args.arch).suffix:
+        check_input_file(args.arch, 'arch file', 'a .yaml/.json/.txt arch file')
+    if args.checkpoint:
+        check_input_file(args.checkpoint, 'checkpoint', 'a final.pth of fna-retrain')
+    if args.seed_weights and args.seed_weights != 'timm':
+        check_input_file(resolve_asset(args.seed_weights), 'seed weights file',
+                         "a .pth/.safetensors file, 'asset:mobilenetv2_100.tv_in1k' or 'timm'")
     if args.ap is not None and not 0 <= args.ap <= 1:
         raise ValueError(f'--ap is {args.ap}; expected box AP in [0, 1] (0.339 = 33.9 points)')
     if args.push:

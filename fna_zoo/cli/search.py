@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from .common import (CliParser, add_run_args, entry_point, is_main_process, run_job, run_overrides,
                      setup_logging)
 
-__all__ = ['search_main', 'main']
+__all__ = ['search_main', 'verification_table', 'main']
 
 
 def search_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -45,8 +45,31 @@ def search_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             print(f"predicted latency (table {result['objective']['table']}): {result['predicted_latency_ms']:.2f} ms")
         if result.get('supernet_eval'):
             print(f"derived path in the super network (BN recalibrated): AP {100 * result['supernet_eval']['AP']:.1f}")
+        if result.get('verify'):
+            print(verification_table(result['verify'], result['cost_unit']))
         print(f"retrain it: fna-retrain --config <retrain config> --arch {result['arch_file']}")
     return result
+
+
+def verification_table(record: dict[str, Any], unit: str) -> str:
+    """The verification stage's scores as printed lines: every arch's held-out AP50 per rung, then the winner.
+
+    Args:
+        record: `summary.json`'s `verify` record (`fna_zoo.nas.verify.verify_candidates`).
+        unit: The cost unit of the search objective.
+    """
+    steps = record['steps']
+    lines = [f"verification on held-out training data (successive halving, {' / '.join(map(str, steps))} retrain "
+             'steps; AP50 %):',
+             f"  {'arch':<12} {'cost ' + unit:>12} " + ' '.join(f'{n:>7}' for n in steps) + '  what']
+    for a in record['archs']:
+        scores = [f"{100 * s['AP50']:7.1f}" for s in a['scores']] + ['      -'] * (len(steps) - len(a['scores']))
+        lines.append(f"  {a['name']:<12} {a['cost']:12.4g} " + ' '.join(scores) + f"  {a['label']}")
+    gain = record['margin_AP50']
+    versus = '' if gain is None else f" (best candidate {record['best_candidate']}: {gain:+.1f} AP50 against it)"
+    lines.append(f"winner: {record['winner']}, {record['winner_label']}; baseline held-out AP50 "
+                 f"{record['baseline_AP50']:.1f}{versus}; rule: {record['rule']}")
+    return '\n'.join(lines)
 
 
 main = entry_point(search_main)

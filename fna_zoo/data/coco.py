@@ -14,6 +14,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from ..checks import check_input_file, check_input_folder
+
 __all__ = ['CocoDetection', 'coco_split_paths', 'collate', 'check_coco']
 
 _logger = logging.getLogger(__name__)
@@ -26,10 +28,7 @@ def coco_split_paths(root: str | os.PathLike, split: str) -> tuple[Path, Path]:
         root: The COCO root folder.
         split: e.g. 'train2017' or 'val2017'.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f'data folder {str(root)!r} does not exist; expected a COCO tree '
-                                '(annotations/instances_<split>.json, <split>/)')
+    root = check_input_folder(root, 'data folder', 'a COCO tree (annotations/instances_<split>.json, <split>/)')
     return root / 'annotations' / f'instances_{split}.json', root / split
 
 
@@ -109,10 +108,8 @@ class CocoDetection(Dataset):
     def __init__(self, ann_file: str | os.PathLike, img_dir: str | os.PathLike,
                  transforms: Callable | None = None, train: bool = False) -> None:
         self.ann_file, self.img_dir = Path(ann_file), Path(img_dir)
-        if not self.ann_file.is_file():
-            raise FileNotFoundError(f'annotation file {str(self.ann_file)!r} does not exist')
-        if not self.img_dir.is_dir():
-            raise FileNotFoundError(f'image folder {str(self.img_dir)!r} does not exist')
+        check_input_file(self.ann_file, 'annotation file', 'a COCO json file')
+        check_input_folder(self.img_dir, 'image folder', "the folder of the split's images")
         try:
             data = json.loads(self.ann_file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -162,6 +159,12 @@ class CocoDetection(Dataset):
             image, target = self.transforms(image, target)
         target['boxes'] = target['boxes'].as_subclass(torch.Tensor)
         return F.to_dtype(image, torch.float32, scale=True).as_subclass(torch.Tensor), target
+
+    def check_images(self) -> None:
+        """Decode every image once and drop it: an image that cannot be decoded fails now, with the one-line error
+        of `load`, so a command can read all of its data before it opens any output."""
+        for index in range(len(self.ids)):
+            self.load(index)
 
     def load(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         """The `index`-th image as decoded (uint8 `tv_tensors.Image`) and its target, before any transform.

@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 
+from ..checks import check_input_file
 from ..fileio import atomic_write_text
 from .crops import MIN_VISIBLE, crop_boxes, tile_windows
 
@@ -50,9 +51,7 @@ def read_voc(path: str | os.PathLike) -> VocAnnotation:
     Raises:
         ValueError: Malformed XML or a missing or non-numeric field, naming the file and the field.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'VOC annotation file {str(path)!r} does not exist')
+    path = check_input_file(path, 'VOC annotation file', 'a Pascal VOC .xml file')
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:

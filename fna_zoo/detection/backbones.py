@@ -20,8 +20,9 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 
 from ..arch import Arch, is_arch_spec, load_arch
 from ..archs import list_archs
-from ..assets.store import is_asset_spec, resolve_weights_asset
+from ..assets.store import hub_offline_hint, is_asset_spec, resolve_weights_asset
 from ..checkpoint import check_weights_file
+from ..checks import check_input_file
 from .._builder import DEFAULT_SEED, build_backbone
 
 __all__ = ['SeedSpec', 'resolve_seed', 'check_backbone', 'create_backbone', 'FPNBackbone', 'SSDLiteBackbone']
@@ -44,12 +45,13 @@ def resolve_seed(seed: SeedSpec, seed_model: str = DEFAULT_SEED) -> Mapping[str,
         return seed
     if str(seed) == 'timm':
         _logger.info('loading seed weights of %s through timm', seed_model)
-        return timm.create_model(seed_model, pretrained=True).state_dict()
+        with hub_offline_hint(f"timm's hub weights of {seed_model!r} (seed weights 'timm')",
+                              "seed weights 'asset:mobilenetv2_100.tv_in1k'"):
+            return timm.create_model(seed_model, pretrained=True).state_dict()
     if is_asset_spec(seed):
         return str(resolve_weights_asset(str(seed), seed_model))
-    if not os.path.isfile(seed):
-        raise FileNotFoundError(f"seed weights file {str(seed)!r} does not exist; expected a .pth/.safetensors file, "
-                                "'timm', 'asset:mobilenetv2_100.tv_in1k' or null")
+    check_input_file(seed, 'seed weights file', "a .pth/.safetensors file, 'timm', 'asset:mobilenetv2_100.tv_in1k' "
+                     'or null')
     return str(seed)
 
 

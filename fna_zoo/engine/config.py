@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from ..checks import MAX_SIDE
+from ..checks import MAX_SIDE, check_input_file
 
 __all__ = ['DEFAULTS', 'SEARCH_DEFAULTS', 'load_config', 'apply_overrides', 'check_config', 'model_kwargs',
            'build_model']
@@ -103,6 +103,14 @@ SEARCH_DEFAULTS['search'] = {
     # weight of the architecture entropy (mean over slots and stages, over its maximum) added to the arch loss,
     # ramped linearly from 0 at the first arch step to this at the last (Tian et al., DA2S, 2020): 0 = off
     'entropy_weight': 0.0,
+    # logit bonus of the seed's choice in every slot and stage at the start (SuperNet.set_prior): the search starts
+    # at the seed and the gradients must earn every move away from it; 0 = FNA's near-uniform start
+    'seed_prior': 0.0,
+    # after the search: retrain the `candidates` most probable distinct archs near the cost target and the seed at
+    # that cost (the baseline) with the retrain config `recipe` for `steps` (successive-halving rungs) on a
+    # held-out `holdout` share of the training split; hand on the best candidate only when its held-out AP50 beats
+    # the baseline's by `margin` points, else the baseline (fna_zoo/nas/verify.py). candidates 0 = off
+    'verify': {'candidates': 0, 'recipe': None, 'steps': [100, 200], 'margin': 1.0, 'holdout': 0.2, 'band': 0.1},
     'arch_optimizer': {'lr': 3.0e-4, 'betas': [0.5, 0.999], 'weight_decay': 1.0e-3, 'grad_clip': 35.0},
     # type 'madds' or 'latency' (needs `table`, from fna-latency-table); target: in GMAdds / ms, with target_mode
     # 'max' (a hinge: no cost above it) or 'match' (two-sided: land at it);
@@ -167,9 +175,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     """
     cfg = copy.deepcopy(defaults)
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f'config file {str(p)!r} does not exist')
+        p = check_input_file(path, 'config file', 'a YAML config file')
         try:
             text = p.read_text()
             data = yaml.safe_load(text)
@@ -273,7 +279,7 @@ _RANGES: dict[str, tuple[float, bool]] = {
     'data.synthetic.num_train': (1, False), 'data.synthetic.num_val': (1, False),
     'data.synthetic.image_size': (32, False), 'search.arch_steps': (1, False), 'search.weight_steps': (1, False),
     'search.arch_log_interval': (1, False), 'search.arch_update_epoch': (0, False),
-    'search.bn_calib_batches': (1, False), 'search.arch_batch_size': (1, True),
+    'search.bn_calib_batches': (1, False), 'search.arch_batch_size': (1, True), 'search.verify.candidates': (0, False),
 }
 
 
@@ -288,6 +294,10 @@ _FLOAT_RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
     'search.weight_ratio': (0, 1, False, False, 'a share in (0, 1)'),
     'search.gumbel_tau': (0, math.inf, False, False, 'a positive number'),
     'search.entropy_weight': (0, math.inf, True, False, 'a number >= 0'),
+    'search.seed_prior': (0, math.inf, True, False, 'a number >= 0'),
+    'search.verify.margin': (0, math.inf, True, False, 'a number of AP50 points >= 0'),
+    'search.verify.holdout': (0, 1, False, False, 'a share in (0, 1)'),
+    'search.verify.band': (0, math.inf, False, False, 'a positive relative cost band (0.1: +-10 %)'),
     'search.space.temperature': (0, math.inf, False, False, 'a positive number'),
     'search.objective.lambda': (0, math.inf, True, False, 'a number >= 0'),
     'search.arch_optimizer.weight_decay': (0, math.inf, True, False, 'a number >= 0'),
@@ -339,9 +349,9 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
     if _setting(cfg, 'search.objective.input_size') is not _ABSENT:
         size = cfg['search']['objective']['input_size']
         if not (isinstance(size, list) and len(size) == 2
-                and all(_positive_int(v) and 32 <= v <= MAX_SIDE for v in size)):
-            raise ValueError(f'config search.objective.input_size is {size!r}; expected [H, W], two integers from 32 '
-                             f'to {MAX_SIDE}')
+                and all(_positive_int(v) and 32 <= v <= MAX_SIDE and v % 32 == 0 for v in size)):
+            raise ValueError(f'config search.objective.input_size is {size!r}; expected [H, W], two multiples of 32 '
+                             f'from 32 to {MAX_SIDE}')
 
 
 def _positive_int(value: Any) -> bool:

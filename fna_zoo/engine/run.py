@@ -208,6 +208,7 @@ class MetricsLog:
     def __init__(self, path: Path, fields: Sequence[str], enabled: bool, fresh: bool,
                  resume_rows: int | None = None) -> None:
         self.path, self.enabled, self.rows = path, enabled, 0
+        self.written = 0  # rows this process appended (a resumed log has `rows` from before)
         if not enabled:
             return
         if fresh or not path.exists():
@@ -230,14 +231,16 @@ class MetricsLog:
             with self.path.open('a') as f:
                 csv.writer(f).writerow(row)
             self.rows += 1
+            self.written += 1
 
 
 class TrainingRun:
     """One training run's folder and bookkeeping: resume state, config.yaml, last.pth, metrics.csv, progress bar.
 
-    Created once the data is checked, as a context manager (a fresh run that fails before its first checkpoint
-    removes what it wrote); it reads `<output>/last.pth` when resuming. `begin` then either restores
-    the training state into the model, optimizers and RNGs, or starts the folder; `save_last` checkpoints.
+    Created once the data is checked, as a context manager (a run that fails before its first checkpoint leaves the
+    folder as it found it); it reads `<output>/last.pth` when resuming, checked to be this kind of run's. `begin`
+    then either restores the training state into the model, optimizers and RNGs, or starts the folder; `save_last`
+    checkpoints.
 
     Args:
         cfg: The run config (`output`, `seed`, `train`).
@@ -255,10 +258,21 @@ class TrainingRun:
         self._found = set() if self._created or not self.out.is_dir() else {p.name for p in self.out.iterdir()}
         self._written: set[str] = set()  # the files this run wrote (all through this class)
         self._checkpointed = False
+        self.state: dict[str, Any] | None = None
         if self.is_main:  # one writer per run folder, before anything in it is read or written
             lock_folder(self.out)
-            _remove_stale_temp_files(self.out)
-        self.state: dict[str, Any] | None = load_checkpoint(self.last) if resume and self.last.is_file() else None
+        try:
+            if self.is_main:
+                _remove_stale_temp_files(self.out)
+            if resume and self.last.is_file():
+                self.state = load_checkpoint(self.last)
+                self._check_resumable(('rng', 'optimizer'))
+        except BaseException:
+            # NOTE: no `with` block runs yet, so `__exit__` would not: the folder is left as found (lock file too)
+            if self.is_main:
+                self._discard()
+                self.close()
+            raise
         self.model: nn.Module | None = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.generator: torch.Generator | None = None
@@ -273,12 +287,39 @@ class TrainingRun:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        """Release the folder; a fresh run that fails before its first checkpoint and its first logged step first
-        removes what it wrote."""
-        if (exc_type is not None and self.is_main and not self.resumed and not self._checkpointed
-                and not any(log.rows for log in self.logs.values())):
-            self._discard()
+        """Release the folder; a run that fails before its first checkpoint and its first logged step first
+        removes what it wrote: a fresh run its files, a resumed run its lock file (the folder is left as found)."""
+        if (exc_type is not None and self.is_main and not self._checkpointed
+                and not any(log.written for log in self.logs.values())):
+            if self.resumed:
+                if '.lock' not in self._found:
+                    (self.out / '.lock').unlink(missing_ok=True)
+            else:
+                self._discard()
         self.close()
+
+    def _check_resumable(self, keys: Sequence[str]) -> None:
+        """Refuse a checkpoint to resume from that is not this kind of run's last.pth (one line, naming it).
+
+        NOTE: a finished run's final.pth copied to last.pth (weights and config, no optimizer or RNG state), or the
+        last.pth of the other command (fna-search vs fna-retrain), would fail deep in the restore otherwise.
+
+        Args:
+            keys: The entries resuming reads ('optimizer', 'rng', ...).
+        """
+        assert self.state is not None
+        where = f'checkpoint {str(self.last)!r}'
+        have = 'fna-search' if 'search' in self.state['config'] else 'fna-retrain'
+        want = 'fna-search' if 'search' in self.cfg else 'fna-retrain'
+        if have != want:
+            raise ValueError(f'{where} is the last.pth of a {have} run; expected one of {want} to resume (drop '
+                             '--resume to start afresh, or pass another --output)')
+        missing = [k for k in keys if k not in self.state]
+        if missing:
+            hint = " (a finished run's final.pth?)" if 'rng' not in self.state else ''
+            raise ValueError(f"{where} holds no {', '.join(missing)} state to resume from{hint}; expected the last.pth "
+                             f'an interrupted {want} run wrote (drop --resume to start afresh, or pass another '
+                             '--output)')
 
     def _discard(self) -> None:
         """Remove the files this fresh run wrote (config.yaml, arch.yaml, log headers), and the folder when it made
@@ -337,6 +378,7 @@ class TrainingRun:
                 self.out.mkdir(parents=True, exist_ok=True)
                 self.write_text('config.yaml', yaml.safe_dump(self.cfg, sort_keys=False))
             return None
+        self._check_resumable(['rng', *self.optimizers, *(['generator'] if generator is not None else [])])
         model.load_state_dict(self.state['model'])
         for key, opt in self.optimizers.items():
             opt.load_state_dict(self.state[key])

@@ -249,7 +249,9 @@ def build_objective(space: SearchSpace, cfg: dict[str, Any]) -> CostObjective:
 
     Args:
         space: The search space.
-        cfg: `{'type': 'madds', 'lambda': ..., 'input_size': [H, W], 'target': None, 'target_mode': 'max'}`.
+        cfg: `{'type': 'madds', 'lambda': ..., 'input_size': [H, W], 'target': None, 'target_mode': 'max'}`; `target`
+            in the objective's unit (GMAdds, ms) or as a ratio of the seed's cost ('0.75x': three quarters of the
+            seed's MAdds or latency under the same table).
     """
     kind = cfg['type']
     if kind not in OBJECTIVES:
@@ -257,9 +259,34 @@ def build_objective(space: SearchSpace, cfg: dict[str, Any]) -> CostObjective:
     lam = cfg['lambda']
     if not isinstance(lam, (int, float)) or lam < 0 or not math.isfinite(lam):
         raise ValueError(f'search objective lambda is {lam!r}; expected a number >= 0')
-    target = cfg.get('target')
-    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or
-                               not 0 < target < math.inf):
-        raise ValueError(f'config search.objective.target is {target!r}; expected a positive number or null')
+    target, ratio = cfg.get('target'), None
+    if isinstance(target, str):
+        ratio = _target_ratio(target)
+    elif target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or
+                                 not 0 < target < math.inf):
+        raise ValueError(f"config search.objective.target is {_short(target)}; expected a positive number, a ratio "
+                         "of the seed's cost such as '0.75x', or null")
     builder, scale, unit = OBJECTIVES[kind]
-    return CostObjective(builder(space, cfg), lam, scale, unit, cfg.get('target'), cfg.get('target_mode', 'max'))
+    table = builder(space, cfg)
+    if ratio is not None:
+        # NOTE: relative to the seed's own cost under this objective, so one config fits every machine's table
+        target = ratio * table.of_path(space.seed_path()) / scale
+    return CostObjective(table, lam, scale, unit, target, cfg.get('target_mode', 'max'))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + '...'
+
+
+def _target_ratio(text: str) -> float:
+    """The ratio of a relative target such as '0.75x' (of the seed's cost)."""
+    body = text.strip()
+    try:
+        ratio = float(body[:-1]) if body.lower().endswith('x') else math.nan
+    except ValueError:
+        ratio = math.nan
+    if not 0 < ratio < math.inf:
+        raise ValueError(f"config search.objective.target is {_short(text)}; expected a positive number, a ratio of "
+                         "the seed's cost such as '0.75x', or null")
+    return ratio

@@ -50,8 +50,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .._builder import build_part
-from ..arch import HEAD_OP, Arch, Stage
-from ..checks import MAX_SIDE
+from ..arch import HEAD_OP, Arch, Stage, check_arch
+from ..checks import first_difference
+from ..checks import check_input_file, check_input_size
 from ..fileio import atomic_write_text
 from ..runtime.machine import machine_info
 from ..runtime.names import ALIASES, runtime_matches
@@ -59,9 +60,9 @@ from .cost import OBJECTIVES, Cell, CostObjective, CostTable, map_nested, space_
 from .latency_runtime import Runtime, measure_module
 from .space import ArchPath, SearchSpace
 
-__all__ = ['TABLE_FORMAT', 'Part', 'TablePlan', 'table_plan', 'space_fingerprint', 'build_latency_table',
-           'load_table_file', 'check_table', 'latency_table', 'objective_latency_table', 'predicted_latency_ms',
-           'arch_module', 'part_module', 'part_ms']
+__all__ = ['TABLE_FORMAT', 'Part', 'TablePlan', 'table_plan', 'check_space_buildable', 'space_fingerprint',
+           'build_latency_table', 'load_table_file', 'check_table', 'latency_table', 'objective_latency_table',
+           'predicted_latency_ms', 'arch_module', 'part_module', 'part_ms']
 
 _logger = logging.getLogger(__name__)
 
@@ -136,11 +137,24 @@ class TablePlan:
 
 
 def _check_size(input_size: Sequence[int]) -> tuple[int, int]:
-    size = list(input_size) if isinstance(input_size, (list, tuple)) else [input_size]
-    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or not 32 <= v <= MAX_SIDE for v in size):
-        raise ValueError(f'latency table input size is {input_size!r}; expected [H, W], two integers from 32 to '
-                         f'{MAX_SIDE}')
-    return int(size[0]), int(size[1])
+    # NOTE: the input-size rule of every command (`fna_zoo.checks.check_input_size`: multiples of 32), so a table is
+    # measured only at sizes fna-export and fna-bench accept
+    if input_size is None:
+        raise ValueError('latency table input size is None; expected H W, two positive multiples of 32')
+    return check_input_size(input_size, 'latency table')
+
+
+def check_space_buildable(space: SearchSpace) -> None:
+    """Refuse a space whose parts could not be built, before anything is measured or written: the widest arch of
+    the space a valid arch (a stage too wide is refused by `SearchSpace` itself, naming `search.space.width_mults`).
+
+    Args:
+        space: The search space.
+
+    Raises:
+        ValueError: An arch error of the space.
+    """
+    check_arch(space.max_path_arch(space.seed_path()), 'the widest arch of the search space')
 
 
 def table_plan(space: SearchSpace, input_size: Sequence[int]) -> TablePlan:
@@ -151,6 +165,7 @@ def table_plan(space: SearchSpace, input_size: Sequence[int]) -> TablePlan:
         input_size: Image (H, W) the backbone sees.
     """
     size = _check_size(input_size)
+    check_space_buildable(space)
     parts: OrderedDict[str, Part] = OrderedDict()
 
     def add(part: Part) -> str:
@@ -305,9 +320,7 @@ def load_table_file(path: str | os.PathLike) -> dict[str, Any]:
     Args:
         path: The table file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'latency table {str(path)!r} does not exist; build it with fna-latency-table')
+    path = check_input_file(path, 'latency table', 'a .json table (build it with fna-latency-table)')
     try:
         data = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
@@ -345,24 +358,6 @@ def _current_runtime_record(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _first_difference(a: Any, b: Any, where: str = '') -> str | None:
-    """Where two JSON values first differ, e.g. 'stages[2].widths: [16, 24] vs [24, 32]'."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in list(a) + [k for k in b if k not in a]:
-            d = _first_difference(a.get(k), b.get(k), f'{where}.{k}' if where else str(k))
-            if d:
-                return d
-        return None
-    nested = isinstance(a, list) and any(isinstance(v, (list, dict)) for v in a)
-    if nested and isinstance(b, list) and len(a) == len(b):  # lists of scalars are shown whole
-        for i, (x, y) in enumerate(zip(a, b)):
-            d = _first_difference(x, y, f'{where}[{i}]')
-            if d:
-                return d
-        return None
-    return None if a == b else f'{where or "value"}: {json.dumps(a)} vs {json.dumps(b)}'
-
-
 def check_table(data: dict[str, Any], space: SearchSpace, input_size: Sequence[int], runtime: str | None = None,
                 where: str = 'latency table') -> None:
     """Refuse, with one ValueError line naming the mismatch, a table made for another space, input size or
@@ -385,7 +380,7 @@ def check_table(data: dict[str, Any], space: SearchSpace, input_size: Sequence[i
     if runtime is not None and not runtime_matches(runtime, str(got.get('name')), got.get('device')):
         raise ValueError(f"{where} was measured on runtime {got.get('name')!r} (device {got.get('device')!r}); "
                          f'the search objective expects {runtime!r}')
-    diff = _first_difference(data.get('space'), space_fingerprint(space))
+    diff = first_difference(data.get('space'), space_fingerprint(space))
     if diff:
         raise ValueError(f'{where} was built for another search space (space.{diff}, table vs config); '
                          'expected a table built from this search config')

@@ -107,9 +107,44 @@ def check_search_config(cfg: dict[str, Any]) -> tuple[SearchSpace, CostObjective
             raise ValueError(f'config search.{key} is {s[key]!r}; expected a positive integer')
     space = SearchSpace.from_config(s['space'], cfg['detector'])
     objective = build_objective(space, s['objective'])
+    if s['verify']['candidates'] > 0:
+        verify_recipe(cfg)
     if s['objective']['type'] != 'latency':
         objective_latency_table(space, s['objective'])  # a table given for the summary must fit the space too
     return space, objective, model_kwargs(cfg, DETECTORS[cfg['detector']])
+
+
+def verify_recipe(cfg: dict[str, Any], data_path: str | None = None) -> dict[str, Any]:
+    """The retrain config of the verification runs (`search.verify.recipe`), on the search's detector, seed weights,
+    seed and device, its data on the held-out tree at `data_path`; or a clear error for a bad `search.verify`.
+
+    Args:
+        cfg: The search config.
+        data_path: The held-out tree (`fna_zoo.nas.verify.holdout_split`); None: only check.
+    """
+    from ..engine.config import load_config
+
+    v = cfg['search']['verify']
+    steps = v['steps']
+    if not steps or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in steps) or \
+            list(steps) != sorted(set(steps)):
+        raise ValueError(f"config search.verify.steps is {steps!r}; expected increasing positive step counts, one per "
+                         'successive-halving rung (e.g. [100, 200])')
+    if not isinstance(v['recipe'], str) or not v['recipe'].strip():
+        raise ValueError(f"config search.verify.recipe is {v['recipe']!r}; expected the retrain config file of the "
+                         'verification runs (e.g. configs/trees_retinanet.yaml)')
+    if Path(v['recipe']).is_dir():
+        raise ValueError(f"config search.verify.recipe {v['recipe']!r} is a directory; expected a retrain config file")
+    recipe = load_config(v['recipe'])
+    if recipe['detector'] != cfg['detector']:
+        raise ValueError(f"config search.verify.recipe {v['recipe']!r} trains {recipe['detector']!r}; expected the "
+                         f"search's detector {cfg['detector']!r}")
+    recipe['model']['seed_weights'] = cfg['model']['seed_weights']
+    recipe.update(seed=cfg['seed'], device=cfg['device'])
+    # NOTE: the held-out tree keeps the search's split names (`holdout_split`): its val split is the held-out part
+    recipe['data'].update(path=data_path, train_split=cfg['data']['train_split'], val_split=cfg['data']['val_split'])
+    recipe['train']['eval_interval'] = None
+    return recipe
 
 
 def build_search(cfg: dict[str, Any], num_classes: int) -> tuple[SearchSpace, SuperNet, nn.Module, CostObjective]:
@@ -290,7 +325,46 @@ def search(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
             result = job.loop()
         result['wall_time_s'] = round(time.perf_counter() - tic, 1)
         run.write_text('summary.json', json.dumps(result, indent=2) + '\n')
+    if cfg['search']['verify']['candidates'] > 0:
+        if dist_info.distributed:
+            _logger.warning('search.verify runs in a single process; skipped (run fna-search again without torchrun '
+                            'with --resume to verify this search)')
+        else:
+            tic = time.perf_counter()
+            result['verify'] = _verify(cfg, job, root)
+            result['verify_wall_time_s'] = round(time.perf_counter() - tic, 1)
+            result['arch_file'] = str(Path(cfg['output']) / 'arch.yaml')
+            atomic_write_text(Path(cfg['output']) / 'summary.json', json.dumps(result, indent=2) + '\n')
     return result
+
+
+def _verify(cfg: dict[str, Any], job: '_Search', root: Path) -> dict[str, Any]:
+    """The verification stage (`fna_zoo.nas.verify`) of a finished search: its record; `arch.yaml` becomes the
+    winner, `searched_arch.yaml` keeps the search's argmax."""
+    from .verify import Candidate, baseline, holdout_split, top_candidates, verify_candidates
+
+    out, v = Path(cfg['output']), cfg['search']['verify']
+    recipe = verify_recipe(cfg)
+    crop = recipe['data']['train_crop']['size'] or 512
+    tree = holdout_split(root, cfg['data']['train_split'], v['holdout'], crop, out / 'verify' / 'data',
+                         cfg['data']['val_split'], cfg['seed'])
+    recipe = verify_recipe(cfg, str(tree))
+    space, objective = job.space, job.objective
+    arch, path, cost = baseline(space, objective)
+    label = 'the seed' if path == space.seed_path() else 'the width-scaled seed at the target'
+    base = Candidate('baseline', arch, path, cost, 0.0, label)
+    with torch.no_grad():
+        ops, widths = job.supernet.probabilities()
+    candidates = top_candidates(space, objective, ops, widths, job.supernet.argmax_path(), v['candidates'], v['band'],
+                                exclude=[arch], seed=cfg['seed'])
+    searched = space.derive(job.supernet.argmax_path())
+    searched.save(out / 'searched_arch.yaml')
+    record = verify_candidates(candidates, base, recipe, v['steps'], v['margin'], out / 'verify')
+    winner = base if record['winner'] == base.name else next(c for c in candidates if c.name == record['winner'])
+    winner.arch.save(out / 'arch.yaml')
+    _logger.info('verification: %s wins (%s); baseline held-out AP50 %.1f, best candidate %s', record['winner'],
+                 record['winner_label'], record['baseline_AP50'], record['best_candidate_AP50'])
+    return record
 
 
 class _Search:
@@ -315,6 +389,8 @@ class _Search:
         if not run.resumed:
             self.supernet.load_seed(seed_sd if seed_sd is not None else _seed_state_dict(cfg, self.space),
                                     self.s['remap_width'])
+            if self.s['seed_prior'] > 0:
+                self.supernet.set_prior(self.space.seed_path(), self.s['seed_prior'])
         self.model.to(run.device)
         broadcast_state(self.model)  # new layers were initialised from per-rank seeds: every rank starts from rank 0's
         self.alphas = self.supernet.arch_parameters()
@@ -478,7 +554,8 @@ class _Search:
             'arch': st['arch'], 'arch_file': str(out / 'arch.yaml'), 'seed': space.seed_name,
             'detector': run.cfg['detector'], 'input_size': list(s['objective']['input_size']), 'madds': st['madds'],
             'params': st['params'],
-            'objective': {k: s['objective'][k] for k in ('type', 'lambda', 'target', 'target_mode', 'table')},
+            'objective': {**{k: s['objective'][k] for k in ('type', 'lambda', 'target', 'target_mode', 'table')},
+                          'target_value': self.objective.target},  # a '0.75x' target resolved, in `cost_unit`
             'expected_cost': st['expected_cost'], 'cost_unit': self.objective.unit,
             'predicted_latency_ms': None if latency is None else round(latency, 4),
             'op_entropy': st['op_entropy'], 'width_entropy': st['width_entropy'],

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from timm.layers import make_divisible
 
-from ..arch import SKIP, Arch, Op, Stage
+from ..arch import MAX_CHANNELS, SKIP, Arch, Op, Stage
 from ..archs import get_arch, list_archs
 
 __all__ = ['ArchPath', 'StageSpace', 'SearchSpace']
@@ -80,6 +80,7 @@ class SearchSpace:
                  ops: Sequence[str], width_mults: Sequence[float], width_divisor: int = 8,
                  head_chs: int | None = None, tap_expansion: int | None = None, temperature: float = 1.0) -> None:
         self.seed, self.seed_name, self.head_chs, self.temperature = seed, seed_name, head_chs, float(temperature)
+        self.width_divisor = width_divisor
         n = len(seed.stages)
         if not isinstance(fixed_stages, int) or not 0 <= fixed_stages < n:
             raise ValueError(f'search space fixed_stages is {fixed_stages!r}; expected 0..{n - 1} for the {n}-stage seed')
@@ -108,6 +109,10 @@ class SearchSpace:
                 which = f'e{tap_expansion} first_ops for the SSDLite tap of stage {si}' if si == tap and not first else 'ops'
                 raise ValueError(f'search space has no valid architecture: no {which}; first_ops {first_ops}, ops {ops}')
             widths = sorted({make_divisible(s.out_chs * m, width_divisor) for m in width_mults})
+            if widths[-1] > MAX_CHANNELS:  # NOTE: named by the user's key, before a super network eats the memory
+                raise ValueError(f'config search.space.width_mults makes stage {si} {widths[-1]} channels wide (its '
+                                 f'seed width is {s.out_chs}); expected multipliers that keep every stage within '
+                                 f'{MAX_CHANNELS} channels')
             stages.append(StageSpace(si, s.stride, tuple(widths), (tuple(first),) + (tuple(ops),) * (n_slots - 1)))
         self.stages: tuple[StageSpace, ...] = tuple(stages)
         if tap is not None and tap < fixed_stages:
@@ -182,6 +187,67 @@ class SearchSpace:
             stages.append(Stage(width, st.stride, ops))
         # NOTE: the seed's activation and SE ratio carry over (`replace`), so a derived arch is of its seed's family.
         return self.seed.replace(stages=tuple(stages), head_chs=self.head_chs, seed=self.seed_name)
+
+    def path_of(self, arch: Arch) -> ArchPath | None:
+        """The path whose derived arch is `arch`, or None when `arch` is not in the space.
+
+        A stage of depth d takes its ops for the first d slots and 'skip' for the rest (skips sit at the stage end,
+        as `derive` puts them), so each arch of the space has exactly one path.
+
+        Args:
+            arch: An arch of this seed family (fixed stages as in the seed).
+        """
+        if len(arch.stages) != len(self.seed.stages) or arch.stem_chs != self.seed.stem_chs:
+            return None
+        if arch.stages[:self.fixed_stages] != self.seed.stages[:self.fixed_stages]:
+            return None
+        ops, widths = [], []
+        for st, stage in zip(self.stages, arch.stages[self.fixed_stages:]):
+            if stage.stride != st.stride or stage.out_chs not in st.widths or len(stage.ops) > len(st.slots):
+                return None
+            names = list(stage.ops) + [SKIP] * (len(st.slots) - len(stage.ops))
+            if any(name not in slot for name, slot in zip(names, st.slots)):
+                return None
+            ops.append(tuple(slot.index(name) for name, slot in zip(names, st.slots)))
+            widths.append(st.widths.index(stage.out_chs))
+        path = ArchPath(tuple(ops), tuple(widths))
+
+        def layers(a: Arch) -> list[tuple[int, int, tuple[Op, ...]]]:  # skips dropped: a stage is its layers
+            return [(s.out_chs, s.stride, s.layers) for s in a.stages]
+
+        return path if layers(self.derive(path)) == layers(arch) else None
+
+    def seed_path(self) -> ArchPath:
+        """The seed's own choices: its op in each of its layer slots, 'skip' in the slots past its depth, its width.
+
+        Where the seed's op or width is not a candidate (a space without the seed's op), the nearest stand-in is
+        taken: the first candidate for an op, the candidate width closest to the seed's.
+        """
+        ops, widths = [], []
+        for st in self.stages:
+            seed_ops = [o for o in self.seed.stages[st.index].ops if o != SKIP]
+            chosen = []
+            for i, slot in enumerate(st.slots):
+                want = seed_ops[i] if i < len(seed_ops) else SKIP
+                chosen.append(slot.index(want) if want in slot else 0)
+            ops.append(tuple(chosen))
+            seed_w = self.seed.stages[st.index].out_chs
+            widths.append(min(range(len(st.widths)), key=lambda j: abs(st.widths[j] - seed_w)))
+        return ArchPath(tuple(ops), tuple(widths))
+
+    def scaled_seed(self, width_mult: float) -> Arch:
+        """The seed's ops at every searchable stage's width times `width_mult` (rounded as the space rounds): the
+        width-scaled seed, the baseline a user picks without search (MobileNetV2's width multiplier, applied to the
+        searchable stages only). Its widths need not be candidates of the space.
+
+        Args:
+            width_mult: Width multiplier (> 0).
+        """
+        if not width_mult > 0:
+            raise ValueError(f'width multiplier is {width_mult!r}; expected a positive number')
+        widths = [make_divisible(self.seed.stages[st.index].out_chs * width_mult, self.width_divisor)
+                  for st in self.stages]
+        return self.derive(self.seed_path(), widths)
 
     def max_path_arch(self, path: ArchPath) -> Arch:
         """The path's ops at every stage's largest width (the super network's weights of that path)."""

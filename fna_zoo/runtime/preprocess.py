@@ -72,6 +72,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             return im.convert('RGB')
     except FileNotFoundError:
         raise FileNotFoundError(f'image {str(path)!r} does not exist') from None
+    except IsADirectoryError:  # NOTE: the words of `fna_zoo.checks.check_input_file` (not importable here)
+        raise IsADirectoryError(f'image {str(path)!r} is a directory; expected a PNG/JPEG file') from None
     except (OSError, Image.DecompressionBombError, ValueError) as e:  # not an image, truncated, too large
         raise ValueError(f'image {str(path)!r} is not a readable image ({type(e).__name__}); expected a PNG/JPEG '
                          'file') from None

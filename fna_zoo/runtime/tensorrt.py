@@ -351,9 +351,9 @@ class EngineRunner:
         import torch
 
         trt = import_tensorrt('timing a TensorRT engine')
-        path = Path(engine_path)
-        if not path.is_file():
-            raise FileNotFoundError(f'TensorRT engine {str(path)!r} does not exist')
+        from ..checks import check_input_file
+
+        path = check_input_file(engine_path, 'TensorRT engine', 'an .engine file built by fna-export --format engine')
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:

@@ -1,0 +1,299 @@
+"""The verification stage of a search: retrain its top candidates and the baseline briefly, keep the best on
+held-out data, and hand back the baseline unless a candidate beats it by a margin.
+
+A weight-sharing search ranks architectures by a super network whose ranking may mean little (Sciuto et al.,
+"Evaluating the search phase of neural architecture search", ICLR 2020 - https://arxiv.org/abs/1902.08142;
+Yu et al., ICLR 2020 - https://arxiv.org/abs/1912.12522; Li & Talwalkar's random search, UAI 2019 -
+https://arxiv.org/abs/1902.07638), and FNA (Fang et al., ICLR 2020 - https://arxiv.org/abs/2001.02525) hands its
+argmax on unchecked. One-shot NAS usually ends with a selection among top candidates by short training; here it
+is successive halving (Jamieson & Talwalkar, AISTATS 2016 - https://arxiv.org/abs/1502.07943) over the search's
+most probable distinct archs near the cost target and the *baseline*: the seed at that cost (the seed itself
+at the seed's cost, the width-scaled seed below it), the network a user has without searching.
+
+Do no harm: the arch handed on (`arch.yaml`) is the best candidate only when its held-out AP50 beats the
+baseline's by `search.verify.margin` points; otherwise it is the baseline, and the summary says so.
+
+Held-out data: images of the training split the search saw are also the candidates' training images, so the
+scores come from a part of the training split the candidate retrains never see (`holdout_split`): whole images
+when the split has several, else a strip of each large image (the tree set has one training image), cut into
+tiles. NOTE: a box cut by the strip's edge follows the crop rule of `fna_zoo.data.crops` on both sides, so a
+tree on the line may be half seen in training; the validation set stays untouched for the final report.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from ..arch import Arch
+from ..data.coco import coco_split_paths
+from ..data.crops import crop_boxes, tile_windows
+from ..fileio import atomic_path, atomic_write_text
+from .cost import CostObjective
+from .space import ArchPath, SearchSpace
+
+__all__ = ['Candidate', 'holdout_split', 'baseline', 'top_candidates', 'verify_candidates']
+
+_logger = logging.getLogger(__name__)
+
+_MIN_IMAGES = 5  # a split with at least this many images is held out by image, else by strips of each image
+_DONE = 'holdout_done.json'
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One arch of the verification.
+
+    Args:
+        name: Its name in the outputs ('baseline' for the baseline, else 'candidate_<i>').
+        arch: The arch.
+        path: Its path in the space.
+        cost: Its cost under the search objective, in the objective's unit.
+        log_prob: Log-probability of its path under the final architecture probabilities.
+        label: What it is, in words.
+    """
+
+    name: str
+    arch: Arch
+    path: ArchPath
+    cost: float
+    log_prob: float
+    label: str
+
+
+def _write_coco(path: Path, images: list[dict[str, Any]], annotations: list[dict[str, Any]],
+                categories: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, json.dumps({'images': images, 'annotations': annotations, 'categories': categories}))
+
+
+def _crop_entries(window: tuple[int, int, int, int], anns: list[dict[str, Any]], image_id: int,
+                  first_ann_id: int) -> list[dict[str, Any]]:
+    """COCO annotations of the boxes seen through `window` (the crop rule), in window coordinates."""
+    if not anns:
+        return []
+    boxes = torch.tensor([[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2], a['bbox'][1] + a['bbox'][3]]
+                          for a in anns])
+    kept, keep = crop_boxes(boxes, window)
+    out = []
+    for j, (box, i) in enumerate(zip(kept.tolist(), keep.tolist())):
+        w, h = box[2] - box[0], box[3] - box[1]
+        out.append({'id': first_ann_id + j, 'image_id': image_id, 'category_id': anns[i]['category_id'],
+                    'bbox': [box[0], box[1], w, h], 'area': w * h, 'iscrowd': anns[i].get('iscrowd', 0)})
+    return out
+
+
+def holdout_split(root: str | Path, split: str, fraction: float, tile: int, out: str | Path, held_name: str,
+                  seed: int = 0) -> Path:
+    """A COCO tree at `out` with the splits `split` (what is left for training) and `held_name` (the held-out part)
+    made from split `split` of the tree at `root`.
+
+    NOTE: the parts keep the search's split names (e.g. train2017 / val2017), so a verification checkpoint's config
+    names the same splits as the search's data, and `--data-path <the search's data>` evaluates it on the real
+    validation set (`make demo` does).
+
+    With at least 5 images, `fraction` of them (a seeded draw) are held out whole. With fewer (large aerial images),
+    the bottom `fraction` of each image's height is held out, cut into `tile`-px tiles (`tile_windows`), and the
+    rest is the training image. Written once: a finished tree (its marker file) is reused.
+
+    Args:
+        root: The COCO tree of the search.
+        split: Its training split (e.g. 'train2017').
+        fraction: Share held out, in (0, 1).
+        tile: Side of the held-out tiles in px (the recipe's crop size).
+        out: Folder of the new tree.
+        held_name: Split name of the held-out part.
+        seed: Seed of the image draw.
+    """
+    if held_name == split:
+        raise ValueError(f'held-out split name {held_name!r} is the training split; expected another name')
+    out = Path(out)
+    marker = {'root': str(root), 'split': split, 'held': held_name, 'fraction': fraction, 'tile': tile, 'seed': seed}
+    done = out / _DONE
+    if done.is_file() and json.loads(done.read_text()) == marker:
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    ann_file, img_dir = coco_split_paths(root, split)
+    data = json.loads(ann_file.read_text())
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for a in data['annotations']:
+        by_image.setdefault(a['image_id'], []).append(a)
+    sides: dict[str, tuple[list, list]] = {split: ([], []), held_name: ([], [])}
+    for name in sides:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    images = sorted(data['images'], key=lambda im: im['id'])
+    if len(images) >= _MIN_IMAGES:
+        order = list(range(len(images)))
+        random.Random(seed).shuffle(order)
+        held = set(order[:max(1, round(fraction * len(images)))])
+        for i, im in enumerate(images):
+            side = held_name if i in held else split
+            shutil.copyfile(img_dir / im['file_name'], out / side / Path(im['file_name']).name)
+            sides[side][0].append({**im, 'file_name': Path(im['file_name']).name})
+            sides[side][1].extend(by_image.get(im['id'], []))
+    else:
+        for im in images:
+            with Image.open(img_dir / im['file_name']) as pil:
+                pil = pil.convert('RGB')
+            w, h = pil.size
+            cut = h - max(1, round(fraction * h))
+            stem = Path(im['file_name']).stem
+            windows = [(split, (0, 0, w, cut))]
+            windows += [(held_name, (x0, cut + y0, x1, cut + y1)) for x0, y0, x1, y1 in tile_windows(w, h - cut, tile)]
+            for side, win in windows:
+                imgs, anns = sides[side]
+                image_id = len(imgs) + 1
+                fname = f'{stem}_x{win[0]}_y{win[1]}.png'
+                pil.crop(win).save(out / side / fname)
+                imgs.append({'id': image_id, 'file_name': fname, 'width': win[2] - win[0], 'height': win[3] - win[1]})
+                anns.extend(_crop_entries(win, by_image.get(im['id'], []), image_id, len(anns) + 1))
+    (out / 'annotations').mkdir(exist_ok=True)
+    for side, (imgs, anns) in sides.items():
+        _write_coco(out / 'annotations' / f'instances_{side}.json', imgs, anns, data['categories'])
+    atomic_write_text(done, json.dumps(marker))
+    return out
+
+
+def _path_log_prob(path: ArchPath, ops: Sequence[torch.Tensor], widths: Sequence[torch.Tensor]) -> float:
+    flat = [i for stage in path.ops for i in stage]
+    return float(sum(math.log(max(float(p[i]), 1e-30)) for p, i in zip(ops, flat))
+                 + sum(math.log(max(float(p[i]), 1e-30)) for p, i in zip(widths, path.widths)))
+
+
+def _cost(objective: CostObjective, path: ArchPath) -> float:
+    return objective.table.of_path(path) / objective.scale
+
+
+def baseline(space: SearchSpace, objective: CostObjective) -> tuple[Arch, ArchPath, float]:
+    """The seed at the objective's target: (arch, path, cost), the seed's ops at the width multiplier of the space
+    whose cost is closest (in log ratio) to the target; the seed itself without a target.
+
+    Args:
+        space: The search space.
+        objective: The search's cost objective.
+    """
+    seed_path = space.seed_path()
+    options = [seed_path]
+    if objective.target is not None:
+        for k in range(max(len(st.widths) for st in space.stages)):
+            # NOTE: the k-th width of every stage is the k-th multiplier where the rounding keeps widths distinct;
+            # a stage with fewer candidates keeps its largest
+            options.append(ArchPath(seed_path.ops, tuple(min(k, len(st.widths) - 1) for st in space.stages)))
+        options.sort(key=lambda p: abs(math.log(_cost(objective, p) / objective.target)))
+    best = options[0]
+    return space.derive(best), best, _cost(objective, best)
+
+
+def top_candidates(space: SearchSpace, objective: CostObjective, ops: Sequence[torch.Tensor],
+                   widths: Sequence[torch.Tensor], argmax: ArchPath, count: int, band: float,
+                   exclude: Sequence[Arch] = (), draws: int = 2000, seed: int = 0) -> list[Candidate]:
+    """The search's `count` most probable distinct archs: its argmax first, then archs drawn from the final
+    probabilities, ranked by path probability, kept when their cost is within `band` (relative) of the target.
+
+    Args:
+        space: The search space.
+        objective: The cost objective (its target sets the band; no target: no band).
+        ops: Final probabilities of every slot's ops.
+        widths: Final probabilities of every stage's widths.
+        argmax: The derived (argmax) path, always the first candidate.
+        count: How many candidates.
+        band: Relative cost band around the target.
+        exclude: Archs not to propose (the baseline).
+        draws: Paths drawn to find them.
+        seed: Seed of the draws.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    ops, widths = [p.detach().float().cpu() for p in ops], [p.detach().float().cpu() for p in widths]
+    sizes = [len(st.slots) for st in space.stages]
+    found: dict[str, Candidate] = {}
+    skip = {a.to_fna_string() for a in exclude}
+
+    def consider(path: ArchPath, first: bool = False) -> None:
+        arch = space.derive(path)
+        key = arch.to_fna_string()
+        cost = _cost(objective, path)
+        if key in skip or key in found:
+            return
+        if not first and objective.target is not None and abs(cost / objective.target - 1) > band:
+            return
+        found[key] = Candidate('', arch, path, cost, _path_log_prob(path, ops, widths),
+                               'argmax of the search' if first else 'drawn from the search probabilities')
+
+    consider(argmax, first=True)
+    op_draws = [torch.multinomial(p, draws, replacement=True, generator=gen) for p in ops]
+    width_draws = [torch.multinomial(p, draws, replacement=True, generator=gen) for p in widths]
+    for d in range(draws):
+        flat = iter(int(o[d]) for o in op_draws)
+        path_ops = tuple(tuple(next(flat) for _ in range(n)) for n in sizes)
+        consider(ArchPath(path_ops, tuple(int(w[d]) for w in width_draws)))
+    # NOTE: the argmax first (when it is not the baseline), then the others by path probability
+    ranked = list(found.values())
+    first = [c for c in ranked[:1] if c.label.startswith('argmax')]
+    chosen = (first + sorted(ranked[len(first):], key=lambda c: -c.log_prob))[:count]
+    return [Candidate(f'candidate_{i}', c.arch, c.path, c.cost, c.log_prob, c.label) for i, c in enumerate(chosen)]
+
+
+def verify_candidates(candidates: list[Candidate], base: Candidate, recipe: dict[str, Any], steps: Sequence[int],
+                      margin: float, out: Path) -> dict[str, Any]:
+    """Successive halving over `candidates` and `base`: each rung retrains the survivors to that many steps (runs
+    resume, so a rung continues the last) and scores them on the held-out split; after every rung but the last
+    the better half of the candidates goes on, the baseline always does. The winner is the best candidate at the
+    last rung when it beats the baseline by `margin` AP50 points, else the baseline.
+
+    Args:
+        candidates: The search's candidates.
+        base: The baseline (the seed at the target).
+        recipe: Retrain config of every run (its data on the held-out tree; model.backbone, seed and output are set
+            here).
+        steps: Retrain steps of each rung, increasing.
+        margin: AP50 points a candidate must gain over the baseline to be handed on.
+        out: Folder of the runs (`<out>/<name>`), of `verify.json` and of `winner.pth` (a copy of the winner's
+            checkpoint, to evaluate or export).
+
+    Returns:
+        The verification record: every arch's scores per rung, the winner, the baseline's score and the margin.
+    """
+    from ..engine.train import retrain
+
+    alive = [base] + list(candidates)
+    scores: dict[str, list[dict[str, Any]]] = {c.name: [] for c in alive}
+    for r, n in enumerate(steps):
+        for c in alive:
+            cfg = json.loads(json.dumps(recipe))  # a deep copy
+            cfg['model']['backbone'] = c.arch.to_dict()
+            cfg['train']['max_iters'] = int(n)
+            cfg['output'] = str(out / c.name)
+            _logger.info('verification rung %d (%d steps): %s', r + 1, n, c.name)
+            res = retrain(cfg, resume=True)
+            scores[c.name].append({'steps': int(res.get('step', n)), 'AP': res.get('AP'), 'AP50': res.get('AP50')})
+        if r < len(steps) - 1:
+            ranked = sorted(alive[1:], key=lambda c: -(scores[c.name][-1]['AP50'] or 0.0))
+            alive = [base] + ranked[:max(1, math.ceil(len(ranked) / 2))]
+    finals = {c.name: 100 * (scores[c.name][-1]['AP50'] or 0.0) for c in alive}  # in AP50 points
+    best = max(alive[1:], key=lambda c: finals[c.name]) if len(alive) > 1 else None
+    gain = None if best is None else finals[best.name] - finals[base.name]
+    winner = best if best is not None and gain >= margin else base
+    record = {
+        'rule': f'a candidate is handed on when its held-out AP50 beats the baseline by at least {margin} points',
+        'steps': list(steps), 'margin_required': margin,
+        'archs': [{'name': c.name, 'label': c.label, 'arch': c.arch.to_fna_string(), 'cost': c.cost,
+                   'log_prob': None if c is base else round(c.log_prob, 3), 'scores': scores[c.name]}
+                  for c in [base] + list(candidates)],
+        'baseline': base.name, 'baseline_AP50': finals[base.name],
+        'best_candidate': None if best is None else best.name,
+        'best_candidate_AP50': None if best is None else finals[best.name],
+        'margin_AP50': gain, 'winner': winner.name, 'winner_label': winner.label,
+        'winner_arch': winner.arch.to_fna_string(),
+    }
+    with atomic_path(out / 'winner.pth') as tmp:  # the winner's checkpoint (held-out data, `steps[-1]` steps)
+        shutil.copyfile(out / winner.name / 'final.pth', tmp)
+    atomic_write_text(out / 'verify.json', json.dumps(record, indent=2) + '\n')
+    return record

@@ -1,0 +1,190 @@
+"""Do no harm: the seed prior, targets relative to the seed's cost, the space's seed / width-scaled seed / path_of,
+the held-out split, the candidates and the verification stage (fna_zoo/nas/verify.py) end to end on a tiny search."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from fna_zoo import count_arch, load_arch
+from fna_zoo.cli.search import verification_table
+from fna_zoo.data import CocoDetection
+from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config
+from fna_zoo.nas import SearchSpace, SuperNet
+from fna_zoo.nas import cost as cost_mod
+from fna_zoo.nas.searcher import check_search_config, search
+from fna_zoo.nas.verify import baseline, holdout_split, top_candidates
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = SEARCH_DEFAULTS['search']['space']
+
+
+def space_of(**changes) -> SearchSpace:
+    return SearchSpace.from_config({**SPACE, **changes}, 'retinanet')
+
+
+def test_seed_path_derives_the_seed_and_path_of_inverts_derive():
+    space = space_of()
+    seed = load_arch('mobilenetv2_100')
+    arch = space.derive(space.seed_path())
+    assert [(s.out_chs, s.layers) for s in arch.stages] == [(s.out_chs, s.layers) for s in seed.stages]
+    assert arch.head_chs is None  # RetinaNet's backbone has no head conv
+    assert space.path_of(arch) == space.seed_path()
+    fna = load_arch('fna_retinanet_backbone')
+    assert space.derive(space.path_of(fna)).stages == fna.stages
+    assert space.path_of(seed) == space.seed_path()  # the registered seed, without skip slots
+    assert space.path_of(space.scaled_seed(0.6)) is None  # 0.6 x 96 = 56 is not a candidate width
+    half = space.scaled_seed(0.5)
+    assert [s.out_chs for s in half.stages] == [16, 16, 16, 32, 48, 80, 160]
+    assert space.path_of(half) is not None and [s.layers for s in half.stages] == [s.layers for s in seed.stages]
+    with pytest.raises(ValueError, match='width multiplier is 0; expected a positive number'):
+        space.scaled_seed(0)
+
+
+def test_seed_prior_starts_the_search_at_the_seed():
+    space = space_of()
+    net = SuperNet(space)
+    net.set_prior(space.seed_path(), 3.0)
+    assert net.argmax_path() == space.seed_path()
+    ops, widths = net.probabilities()
+    ops = [p.detach() for p in ops]
+    seven = float(torch.tensor(3.0).exp() / (torch.tensor(3.0).exp() + 6))
+    assert float(ops[1].max()) == pytest.approx(seven, abs=1e-2)  # a 7-op slot: e^3 / (e^3 + 6)
+
+
+def test_relative_target_is_a_share_of_the_seed_cost():
+    space = space_of()
+    cfg = {'type': 'madds', 'lambda': 1.0, 'input_size': [320, 320], 'target': '0.75x', 'target_mode': 'match'}
+    objective = cost_mod.build_objective(space, cfg)
+    seed = count_arch(space.derive(space.seed_path()), (320, 320)).madds / 1e9
+    assert objective.target == pytest.approx(0.75 * seed)
+    for bad in ('abc', '0x', '-1x', 'x', 'nanx'):
+        with pytest.raises(ValueError, match=f"target is '{bad}'; expected a positive number, a ratio"):
+            cost_mod.build_objective(space, {**cfg, 'target': bad})
+
+
+def test_baseline_is_the_width_scaled_seed_nearest_the_target():
+    space = space_of()
+    cfg = {'type': 'madds', 'lambda': 1.0, 'input_size': [320, 320], 'target': None, 'target_mode': 'match'}
+    arch, path, _ = baseline(space, cost_mod.build_objective(space, cfg))
+    assert path == space.seed_path()
+    arch, path, cost = baseline(space, cost_mod.build_objective(space, {**cfg, 'target': '0.3x'}))
+    assert arch == space.scaled_seed(0.5)  # the cheapest multiplier is nearest 0.3x of the MAdds
+    assert cost == pytest.approx(count_arch(arch, (320, 320)).madds / 1e9)
+
+
+def test_top_candidates_rank_by_probability_within_the_band():
+    space = space_of()
+    cfg = {'type': 'madds', 'lambda': 1.0, 'input_size': [320, 320], 'target': '1.0x', 'target_mode': 'match'}
+    objective = cost_mod.build_objective(space, cfg)
+    net = SuperNet(space)
+    net.set_prior(space.seed_path(), 2.0)
+    ops, widths = net.probabilities()
+    seed_arch = space.derive(space.seed_path())
+    found = top_candidates(space, objective, ops, widths, net.argmax_path(), 4, 0.1, exclude=[seed_arch], draws=300)
+    assert len(found) == 4 and [c.name for c in found] == [f'candidate_{i}' for i in range(4)]
+    assert all(abs(c.cost / objective.target - 1) <= 0.1 for c in found)
+    assert seed_arch.to_fna_string() not in {c.arch.to_fna_string() for c in found}  # the argmax is the baseline
+    assert [c.log_prob for c in found] == sorted((c.log_prob for c in found), reverse=True)
+    again = top_candidates(space, objective, ops, widths, net.argmax_path(), 4, 0.1, exclude=[seed_arch], draws=300)
+    assert [c.arch for c in again] == [c.arch for c in found]  # seeded draws
+
+
+def _tree(root: Path, size: tuple[int, int]) -> None:
+    (root / 'annotations').mkdir(parents=True)
+    (root / 'train2017').mkdir()
+    Image.new('RGB', size, (40, 90, 40)).save(root / 'train2017' / 'big.png')
+    anns = [{'id': 1, 'image_id': 1, 'category_id': 1, 'bbox': [10, 10, 20, 20], 'area': 400, 'iscrowd': 0},
+            {'id': 2, 'image_id': 1, 'category_id': 1, 'bbox': [50, 170, 20, 20], 'area': 400, 'iscrowd': 0},
+            {'id': 3, 'image_id': 1, 'category_id': 1, 'bbox': [100, 155, 20, 10], 'area': 200, 'iscrowd': 0}]
+    (root / 'annotations' / 'instances_train2017.json').write_text(json.dumps(
+        {'images': [{'id': 1, 'file_name': 'big.png', 'width': size[0], 'height': size[1]}], 'annotations': anns,
+         'categories': [{'id': 1, 'name': 'tree'}]}))
+
+
+def test_holdout_split_cuts_a_strip_of_a_large_image_into_tiles(tmp_path):
+    _tree(tmp_path / 'src', (200, 200))
+    out = holdout_split(tmp_path / 'src', 'train2017', 0.2, 40, tmp_path / 'held', 'val2017')
+    train = CocoDetection(out / 'annotations' / 'instances_train2017.json', out / 'train2017')
+    held = CocoDetection(out / 'annotations' / 'instances_val2017.json', out / 'val2017')
+    assert len(train) == 1 and train.load(0)[0].shape[-2:] == (160, 200)  # the top 80 %
+    assert len(held) == 5 and all(held.load(i)[0].shape[-2:] == (40, 40) for i in range(5))  # the strip, in tiles
+    # the box at y 170-190 is in the strip; the one cut by the line (y 155-165) is half in each part: kept in both
+    assert train.boxes[1] == [([10, 10, 30, 30], 0), ([100, 155, 120, 160], 0)]
+    held_boxes = [b for i in held.ids for b, _ in held.boxes[i]]
+    assert [50 - 40, 10, 70 - 40, 30] in held_boxes and [20, 0, 40, 5] in held_boxes
+    stamp = (out / 'holdout_done.json').stat().st_mtime_ns
+    assert holdout_split(tmp_path / 'src', 'train2017', 0.2, 40, tmp_path / 'held', 'val2017') == out  # reused
+    assert (out / 'holdout_done.json').stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="held-out split name 'train2017' is the training split"):
+        holdout_split(tmp_path / 'src', 'train2017', 0.2, 40, tmp_path / 'other', 'train2017')
+
+
+RETINA = 'model.kwargs={min_size: 64, max_size: 64, head_width: 16, score_thresh: 0.0}'
+
+
+def _search_cfg(tmp_path: Path, *extra: str) -> dict:
+    recipe = tmp_path / 'recipe.yaml'
+    recipe.write_text('detector: retinanet\nmodel: {kwargs: {min_size: 64, max_size: 64, head_width: 16, '
+                      'score_thresh: 0.0}}\ndata: {workers: 0}\ntrain: {batch_size: 4, epochs: 3, warmup_iters: 1, '
+                      'optimizer: adamw, lr: 0.001}\neval: {batch_size: 4}\n')
+    return load_config(None, [
+        f'output={tmp_path / "s"}', f'data.synthetic.root={tmp_path / "data"}', 'data.synthetic.num_train=16',
+        'data.synthetic.num_val=4', 'data.synthetic.image_size=64', 'data.workers=0', RETINA, 'train.batch_size=4',
+        'train.epochs=2', 'train.warmup_iters=1', 'train.optimizer=adamw', 'train.lr=0.001', 'train.ckpt_interval=2',
+        'search.arch_update_epoch=1', 'search.arch_optimizer.lr=0.05', 'search.bn_calib_batches=1',
+        'eval.batch_size=4', 'search.space.layers=[2, 2, 2, 2, 2, 1]', 'search.space.width_mults=[0.5, 1.0]',
+        'search.seed_prior=2.0', 'search.objective.target=1.0x', 'search.objective.target_mode=match',
+        'search.verify.candidates=2', f'search.verify.recipe={recipe}', 'search.verify.steps=[1, 2]',
+        'search.verify.band=0.5', *extra], defaults=SEARCH_DEFAULTS)
+
+
+def test_verification_hands_on_the_winner_and_reports_every_score(tmp_path, capsys):
+    cfg = _search_cfg(tmp_path)
+    result = search(cfg)
+    run, record = tmp_path / 's', result['verify']
+    names = [a['name'] for a in record['archs']]
+    assert names == ['baseline', 'candidate_0', 'candidate_1'] and record['archs'][0]['label'] == 'the seed'
+    assert [s['steps'] for s in record['archs'][0]['scores']] == [1, 2]  # the baseline runs every rung
+    assert sum(len(a['scores']) == 2 for a in record['archs'][1:]) == 1  # halving: one candidate goes on
+    finals = {a['name']: 100 * a['scores'][-1]['AP50'] for a in record['archs'] if len(a['scores']) == 2}
+    best = max((n for n in finals if n != 'baseline'), key=finals.get)
+    assert record['margin_AP50'] == pytest.approx(finals[best] - finals['baseline'])
+    want = best if finals[best] - finals['baseline'] >= 1.0 else 'baseline'
+    assert record['winner'] == want
+    winner_arch = next(a['arch'] for a in record['archs'] if a['name'] == want)
+    assert load_arch(run / 'arch.yaml').to_fna_string() == winner_arch
+    assert load_arch(run / 'searched_arch.yaml').to_fna_string() == result['arch']
+    summary = json.loads((run / 'summary.json').read_text())
+    assert summary['verify'] == record and summary['objective']['target'] == '1.0x'
+    assert summary['objective']['target_value'] == pytest.approx(record['archs'][0]['cost'])  # the seed's own cost
+    assert json.loads((run / 'verify' / 'verify.json').read_text()) == record
+    table = verification_table(record, result['cost_unit'])
+    assert table.splitlines()[2].startswith('  baseline') and f'winner: {want}' in table
+    # rerun with --resume: every run is finished, nothing is retrained, the record is the same
+    stamp = (run / 'verify' / 'baseline' / 'final.pth').stat().st_mtime_ns
+    again = search(cfg, resume=True)
+    assert again['verify']['winner'] == record['winner']
+    assert (run / 'verify' / 'baseline' / 'final.pth').stat().st_mtime_ns >= stamp
+
+
+@pytest.mark.parametrize('override, message', [
+    ('search.verify.steps=[2, 1]', 'search.verify.steps is \\[2, 1\\]; expected increasing positive step counts'),
+    ('search.verify.recipe=null', 'search.verify.recipe is None; expected the retrain config file'),
+    ('search.verify.margin=-1', 'search.verify.margin is -1; expected a number of AP50 points >= 0'),
+    ('search.verify.holdout=1.0', 'search.verify.holdout is 1.0; expected a share in \\(0, 1\\)'),
+    ('search.seed_prior=-2', 'search.seed_prior is -2; expected a number >= 0'),
+])
+def test_bad_verify_settings_are_one_line_errors(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        check_search_config(_search_cfg(tmp_path, override))
+
+
+def test_a_verify_recipe_for_another_detector_is_refused(tmp_path):
+    other = tmp_path / 'ssd.yaml'
+    other.write_text('detector: ssdlite\n')
+    with pytest.raises(ValueError, match="trains 'ssdlite'; expected the search's detector 'retinanet'"):
+        check_search_config(_search_cfg(tmp_path, f'search.verify.recipe={other}'))
+    with pytest.raises(ValueError, match='is a directory; expected a retrain config file'):
+        check_search_config(_search_cfg(tmp_path, f'search.verify.recipe={tmp_path}'))
