@@ -114,13 +114,13 @@ def check_search_config(cfg: dict[str, Any]) -> tuple[SearchSpace, CostObjective
     return space, objective, model_kwargs(cfg, DETECTORS[cfg['detector']])
 
 
-def verify_recipe(cfg: dict[str, Any], data_path: str | None = None) -> dict[str, Any]:
+def verify_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
     """The retrain config of the verification runs (`search.verify.recipe`), on the search's detector, seed weights,
-    seed and device, its data on the held-out tree at `data_path`; or a clear error for a bad `search.verify`.
+    seed and device, with the search's split names (the caller sets `data.path` to the held-out tree); or a clear
+    error for a bad `search.verify`.
 
     Args:
         cfg: The search config.
-        data_path: The held-out tree (`fna_zoo.nas.verify.holdout_split`); None: only check.
     """
     from ..engine.config import load_config
 
@@ -142,7 +142,7 @@ def verify_recipe(cfg: dict[str, Any], data_path: str | None = None) -> dict[str
     recipe['model']['seed_weights'] = cfg['model']['seed_weights']
     recipe.update(seed=cfg['seed'], device=cfg['device'])
     # NOTE: the held-out tree keeps the search's split names (`holdout_split`): its val split is the held-out part
-    recipe['data'].update(path=data_path, train_split=cfg['data']['train_split'], val_split=cfg['data']['val_split'])
+    recipe['data'].update(path=None, train_split=cfg['data']['train_split'], val_split=cfg['data']['val_split'])
     recipe['train']['eval_interval'] = None
     return recipe
 
@@ -348,7 +348,7 @@ def _verify(cfg: dict[str, Any], job: '_Search', root: Path) -> dict[str, Any]:
     crop = recipe['data']['train_crop']['size'] or 512
     tree = holdout_split(root, cfg['data']['train_split'], v['holdout'], crop, out / 'verify' / 'data',
                          cfg['data']['val_split'], cfg['seed'])
-    recipe = verify_recipe(cfg, str(tree))
+    recipe['data']['path'] = str(tree)
     space, objective = job.space, job.objective
     arch, path, cost = baseline(space, objective)
     label = 'the seed' if path == space.seed_path() else 'the width-scaled seed at the target'
