@@ -36,7 +36,7 @@ demo: venv assets
 	# the winner (arch.yaml; the seed unless the searched arch beat it by 1 AP50 on the held-out strip), exported
 	.venv/bin/fna-export --checkpoint runs/demo_search/verify/winner.pth --output runs/demo_export/retinanet.onnx --int8 \
 		--data-path asset:neon_trees
-	$(PY) export/predict_onnx.py runs/demo_export/retinanet.onnx $(TREES)/val2017/$(DEMO_TILE) \
+	$(PY) examples/predict_onnx.py runs/demo_export/retinanet.onnx $(TREES)/val2017/$(DEMO_TILE) \
 		--truth $(TREES)/annotations/instances_val2017.json --score-thresh 0.2 -o runs/demo_export/detections.png
 	.venv/bin/fna-bench runs/demo_search/arch.yaml --runtimes torch onnxruntime --input-size 320 320 -o runs/demo_bench/backbone
 	.venv/bin/fna-bench report --results benchmarks/results/amd-epyc-2c/results.json runs/demo_bench/backbone/results.json \

@@ -40,6 +40,16 @@ The command that reruns the study (retrains what is missing, then `--latency` al
         --table configs/latency_tables/trees_search_onnxruntime-cpu_320x320.json
 
 (a bare `--searched NAME` reruns the committed `study/archs/NAME.yaml`; `NAME=ARCH` adds a new search's arch).
+
+Another recipe is another study: `--recipe` with `--name` keeps its retrain records, fidelity and report apart
+(`<out>/<name>/runs/`, `adaptation_<name>.*`) and shares the archs and latencies of `study/`. The stabler recipe
+(`configs/trees_retinanet_long.yaml`: 800 steps, channels_last):
+
+    python benchmarks/adaptation_study.py --recipe configs/trees_retinanet_long.yaml --name study_long \
+        --runs runs/study_long --width-mults 0.75 --searched searched_lat100 searched_lat75 --random 0
+
+`--only NAME ...` and `--only-seeds K ...` split a study across processes or machines (one thread each:
+`OMP_NUM_THREADS=1`; a run folder is locked while it trains).
 """
 from __future__ import annotations
 
@@ -67,11 +77,14 @@ import yaml  # noqa: E402
 from fna_zoo.arch import Arch, load_arch  # noqa: E402
 from fna_zoo.checks import first_difference  # noqa: E402
 from fna_zoo.complexity import count_arch  # noqa: E402
-from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config  # noqa: E402
+from fna_zoo.engine.config import load_config  # noqa: E402
 from fna_zoo.fileio import atomic_write_text  # noqa: E402
+from fna_zoo.nas.config import SEARCH_DEFAULTS  # noqa: E402
 from fna_zoo.nas.space import ArchPath, SearchSpace  # noqa: E402
 
-RECIPE = 'configs/trees_retinanet.yaml'
+DEFAULT_RECIPE, DEFAULT_STUDY = 'configs/trees_retinanet.yaml', 'study'
+RECIPE = DEFAULT_RECIPE  # --recipe (main sets it)
+STUDY = DEFAULT_STUDY  # --name: the folder of the retrain records and fidelity, and the report's name (main sets it)
 SEARCH_CONFIG = 'configs/trees_search.yaml'
 SEED_WEIGHTS = 'asset:mobilenetv2_100.tv_in1k'
 STUDY_SIZE = (320, 320)     # the recipe's input (model.kwargs min_size = max_size = 320)
@@ -326,7 +339,7 @@ def run_json(out: Path, name: str, k: int) -> Path:
         name: The model (the owner of its retrains).
         k: The retrain seed.
     """
-    return out / 'study' / 'runs' / f'{name}_r{k}.json'
+    return out / STUDY / 'runs' / f'{name}_r{k}.json'
 
 
 def retrain_config(model: Model, k: int, folder: Path, overrides: Sequence[str]) -> dict[str, Any]:
@@ -816,7 +829,7 @@ def write_report(models: Sequence[Model], out: Path, overrides: Sequence[str]) -
     """
     rows = load_rows(models, out, overrides)
     latency = _read_json(out / 'study' / 'latency.json')
-    fidelity = _read_json(out / 'study' / 'fidelity.json')
+    fidelity = _read_json(out / STUDY / 'fidelity.json')
     if fidelity:  # NOTE: the retrained side from the rows as they are now (fidelity.json has them as they were)
         known = [name for name in fidelity['archs'] if name in {m.name for m in models}]
         fidelity = {**fidelity, **fidelity_summary({n: fidelity['archs'][n]['supernet'] for n in known}, rows)}
@@ -836,14 +849,14 @@ def write_report(models: Sequence[Model], out: Path, overrides: Sequence[str]) -
               f"{latency['threads']} threads, {latency['rounds']} interleaved rounds, "
               f"{latency['machine']['cpu_model']}"}
     text = markdown(summary, comps, header, fidelity)
-    atomic_write_text(out / 'adaptation_study.md', text)
+    atomic_write_text(out / f'adaptation_{STUDY}.md', text)
     fields = ['name', 'group', 'retrain_seed', 'same_as', 'arch', *METRICS, 'wall_s', 'run']
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fields, extrasaction='ignore', lineterminator='\n')
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(out / 'adaptation_study.csv', buf.getvalue())
-    atomic_write_text(out / 'adaptation_study.json', json.dumps(
+    atomic_write_text(out / f'adaptation_{STUDY}.csv', buf.getvalue())
+    atomic_write_text(out / f'adaptation_{STUDY}.json', json.dumps(
         {'recipe': RECIPE, 'overrides': shown, 'search_config': SEARCH_CONFIG, 'units': {
             'rows': 'AP.. as fractions (COCO eval)', 'summary, comparisons, fidelity': 'AP in %, differences in '
             'percentage points'}, 'header': header,
@@ -852,8 +865,8 @@ def write_report(models: Sequence[Model], out: Path, overrides: Sequence[str]) -
          'comparisons': comps, 'curves': {r['run']: r['curve'] for r in distinct}, 'latency': latency,
          'fidelity': fidelity}, indent=1) + '\n')
     if rows:
-        plot_tradeoff(summary, rows, out / 'adaptation_study.png', latency is not None)
-        plot_curves(summary, rows, out / 'adaptation_study_curves.png')
+        plot_tradeoff(summary, rows, out / f'adaptation_{STUDY}.png', latency is not None)
+        plot_curves(summary, rows, out / f'adaptation_{STUDY}_curves.png')
     return text
 
 
@@ -874,6 +887,7 @@ def _parse_searched(p: argparse.ArgumentParser, items: Sequence[str]) -> list[tu
 
 
 def main(argv: list[str] | None = None) -> int:
+    global RECIPE, STUDY  # NOTE: --recipe and --name set them for the whole study (one study per process)
     from fna_zoo.runtime.machine import machine_slug
 
     p = argparse.ArgumentParser(prog='adaptation_study.py', description=__doc__.split('\n')[0])
@@ -889,9 +903,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--seed-weights', default=SEED_WEIGHTS,
                    help="the ImageNet seed remapped into every model but seed_random_init (default: torchvision's)")
     p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='recipe overrides')
+    p.add_argument('--recipe', default=DEFAULT_RECIPE,
+                   help=f'the retrain config of every model (default {DEFAULT_RECIPE})')
+    p.add_argument('--name', default=DEFAULT_STUDY, help="the study's folder under --out (retrain records, fidelity) and its "
+                                                 "report adaptation_<name>.* (default study; archs and latency are "
+                                                 'shared from study/)')
     p.add_argument('--runs', default='runs/study', help='parent of the run folders (default runs/study)')
     p.add_argument('--out', help='results folder (default benchmarks/results/<machine>)')
     p.add_argument('--only', nargs='+', metavar='NAME', help='retrain only these models')
+    p.add_argument('--only-seeds', nargs='+', type=int, metavar='K',
+                   help='retrain only these retrain seeds (split a study across processes or machines)')
     p.add_argument('--report', action='store_true', help='only write the report from the recorded retrains')
     p.add_argument('--latency', action='store_true', help='time the backbones (alone on the machine), then report')
     p.add_argument('--rounds', type=int, default=50, help='interleaved onnxruntime rounds (default 50)')
@@ -901,10 +922,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--calib-batches', type=int, help="BN recalibration batches per arch for --fidelity (default: the "
                                                      "search's bn_calib_batches)")
     args = p.parse_args(argv)
+    if not (ROOT / args.recipe).is_file() or Path(args.recipe).is_absolute():
+        p.error(f'--recipe {args.recipe!r} is not a config file under the repository; expected e.g. {DEFAULT_RECIPE}')
+    if not re.fullmatch(r'study[a-z0-9_]*', args.name):
+        p.error(f"--name {args.name!r}; expected 'study' followed by lower-case letters, digits or '_'")
+    RECIPE, STUDY = args.recipe, args.name
     for name, value, low in (('--seeds', args.seeds, 1), ('--random', args.random, 0), ('--rounds', args.rounds, 1),
                              ('--threads', args.threads, 1)):
         if value < low:
             p.error(f'{name} is {value}; expected an integer >= {low}')
+    if args.only_seeds is not None and any(not 0 <= k < args.seeds for k in args.only_seeds):
+        p.error(f'--only-seeds {args.only_seeds}; expected retrain seeds from 0 to {args.seeds - 1}')
     if any(not m > 0 for m in args.width_mults) or len({f'{m:.2f}' for m in args.width_mults}) < len(args.width_mults):
         p.error(f'--width-mults {args.width_mults}; expected distinct positive multipliers (two decimals)')
     if args.table and not Path(args.table).is_file():
@@ -933,9 +961,10 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(out / 'study' / 'latency.json', json.dumps(lat, indent=1) + '\n')
         if args.fidelity:
             fid = study_fidelity(models, load_rows(models, out, args.set), Path(args.fidelity), out, args.calib_batches)
-            atomic_write_text(out / 'study' / 'fidelity.json', json.dumps(fid, indent=1) + '\n')
+            atomic_write_text(out / STUDY / 'fidelity.json', json.dumps(fid, indent=1) + '\n')
         if not (args.report or args.latency or args.fidelity):
-            todo = [(m, k) for m in models for k in m.seeds if not args.only or m.name in args.only]
+            todo = [(m, k) for m in models for k in m.seeds if (not args.only or m.name in args.only)
+                    and (args.only_seeds is None or k in args.only_seeds)]
             for i, (m, k) in enumerate(todo, 1):
                 path = run_json(out, m.owner, k)
                 if path.is_file():

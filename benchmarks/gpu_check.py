@@ -15,7 +15,9 @@ time do not depend on the weights). In order, each row recorded as it finishes:
    image per GPU, 80 classes; `benchmarks/search_step.py`): a weight step (one sampled path) and an
    architecture step (DARTS relaxation, every op), and the GPU-hours FNA's COCO search schedule (method.md 3.3:
    14 epochs over half of train2017, 8 GPUs x 1 image, architecture steps from epoch 8) would take at those
-   step times, against the paper's 144 (6 GPU-days on TITAN Xp);
+   step times, against the paper's 144 (6 GPU-days on TITAN Xp); then the same two steps under every precision
+   setting (`train.amp` fp32 / bf16 / fp16 x `train.channels_last` off / on, interleaved;
+   `search_step.compare_search_steps`): steps per second, the speed-up over fp32 and the COCO GPU-hours of each;
 3. **table**: a `torch-cuda-fp16` latency table of that search space at 800x1088 (`fna_zoo.nas.latency`) and
    its MAPE on 10 random archs of the space (`benchmarks/latency_table_accuracy.py`);
 4. **compile**: `torch.compile` (fp16, channels_last, static shapes) of the same models and batches;
@@ -438,7 +440,8 @@ class Check:
                                  10.0 if self.smoke else 45.0, dtype=precision, **common)
 
     def search_config(self) -> dict[str, Any]:
-        from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config
+        from fna_zoo.engine.config import load_config
+        from fna_zoo.nas.config import SEARCH_DEFAULTS
 
         return load_config(str(SEARCH_CONFIG), SMOKE_SPACE if self.smoke else [], defaults=SEARCH_DEFAULTS)
 
@@ -463,6 +466,39 @@ class Check:
 
         self.row('search', 'FNA RetinaNet search steps', run, 8.0 if self.smoke else 45.0, model='supernet',
                  what='search', batch=1)
+        self.search_precision()
+
+    def search_precision(self) -> None:
+        """The weight and architecture steps under every precision setting the device runs (interleaved, one copy
+        of the super network each), with the projected COCO search cost of each; one row per setting."""
+        import search_step
+
+        def run() -> dict[str, Any]:
+            cfg = self.search_config()
+            size = tuple(cfg['search']['objective']['input_size'])
+            res = search_step.compare_search_steps(cfg, size, batch=int(cfg['train']['batch_size']),
+                                                   num_classes=3 if self.smoke else 80, rounds=1 if self.smoke else 3,
+                                                   device=self.device, kind=cfg['search']['relaxation'])
+            for r in res['rows']:
+                r['projection'] = project_search(cfg, r['weight_ms'], r['arch_ms'])
+            self.sections['search_precision'] = res
+            best = max(res['rows'], key=lambda r: r['weight_speedup'] + r['arch_speedup'])
+            return {'note': f"{len(res['rows'])} settings, {res['rounds']} rounds; fastest {best['label']}: weight "
+                            f"step {best['weight_speedup']:.2f}x, arch step {best['arch_speedup']:.2f}x fp32"}
+
+        row = self.row('search', 'FNA RetinaNet search steps by precision (interleaved)', run,
+                       10.0 if self.smoke else 60.0, model='supernet', what='search', batch=1)
+        if row['status'] != 'ok':
+            return
+        for r in self.sections['search_precision']['rows']:
+            note = (f"weight step {r['weight_ms']:.1f} ms ({r['weight_speedup']:.2f}x fp32), arch step "
+                    f"{r['arch_ms']:.1f} ms ({r['arch_speedup']:.2f}x); FNA COCO search "
+                    f"{r['projection']['gpu_hours']:.1f} GPU-hours")
+            self.row('search', f"search steps {r['label']}",
+                     lambda r=r, note=note: {'p50_ms': r['weight_ms'], 'note': note}, -math.inf,  # measured: kept
+                     model='supernet',
+                     what='search', batch=1, dtype='fp32' if r['amp'] == 'off' else r['amp'],
+                     memory_format='channels_last' if r['channels_last'] else 'contiguous')
 
     def table(self) -> None:
         """A torch-cuda-fp16 latency table of the search space (torch on CPU in the smoke mode) and its MAPE."""
@@ -611,6 +647,15 @@ def summary_markdown(data: dict[str, Any]) -> str:
                   f"{p['excluded']}."]
     else:
         lines.append('not measured (see the rows below)')
+    sp = data['sections'].get('search_precision')
+    if sp:
+        lines += ['', f"By precision setting (`train.amp` x `train.channels_last`; {sp['rounds']} timed round(s), settings "
+                      f"interleaved, median step; architecture step {sp['arch_kind']}):", '',
+                  '| setting | weight step ms | steps/s | vs fp32 | arch step ms | steps/s | vs fp32 | COCO search '
+                  'GPU-hours |', '|---|---|---|---|---|---|---|---|']
+        lines += [f"| {r['label']} | {r['weight_ms']:.1f} | {r['weight_steps_per_s']:.2f} | {r['weight_speedup']:.2f}x "
+                  f"| {r['arch_ms']:.1f} | {r['arch_steps_per_s']:.2f} | {r['arch_speedup']:.2f}x | "
+                  f"{r['projection']['gpu_hours']:.1f} |" for r in sp['rows']]
     t, a = data['sections'].get('table'), data['sections'].get('table_accuracy')
     lines += ['', '## Latency table of the search space', '']
     if t:

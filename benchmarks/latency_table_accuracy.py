@@ -32,7 +32,8 @@ import torch  # noqa: E402
 
 from fna_zoo import count_arch, load_arch  # noqa: E402
 from fna_zoo.cli.common import CliParser, run_cli  # noqa: E402
-from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config  # noqa: E402
+from fna_zoo.engine.config import load_config  # noqa: E402
+from fna_zoo.nas.config import SEARCH_DEFAULTS  # noqa: E402
 from fna_zoo.nas.latency import (arch_module, latency_table, load_table_file, part_module, part_ms,  # noqa: E402
                                   table_plan)
 from fna_zoo.nas.latency_runtime import get_runtime  # noqa: E402

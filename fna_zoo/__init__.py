@@ -6,7 +6,7 @@ from .arch import SKIP, Arch, Op, Stage, is_arch_spec, load_arch
 from .archs import get_arch, list_archs
 from .complexity import Complexity, count_arch, count_model
 from .remap import RemapError, check_state_dict, remap_state_dict
-from ._builder import DEFAULT_SEED, DETECTION_OUT_INDICES, build_backbone
+from .builder import DEFAULT_SEED, DETECTION_OUT_INDICES, build_backbone
 from . import fna  # noqa: F401  (registers the timm models)
 
 __version__ = '0.1.0'

@@ -31,24 +31,33 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import torch
+import torch.nn.functional as F
 import yaml
 
 from .checks import check_input_file
 from .fileio import atomic_write_text
 
-__all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'ACTS', 'is_arch_spec', 'load_arch', 'check_arch', 'get_arch', 'list_archs',
+__all__ = ['Arch', 'Op', 'Stage', 'SKIP', 'ACTS', 'PAD_TYPES',
+           'is_arch_spec', 'load_arch', 'check_arch', 'get_arch', 'list_archs',
            'atomic_write_text', 'se_reduce_chs', 'STEM_STRIDE', 'OUTPUT_STRIDE']
 
 SKIP = 'skip'
 HEAD_OP = 'conv_2d_1x1'  # FNA / code-Jung spelling of the final 1x1 conv stage (e.g. 320 -> 1280)
 _OP_RE = re.compile(r'^k(\d+)_e(\d+)$')
 _STAGE_KEYS = ('out_chs', 'stride', 'ops')
-_ARCH_KEYS = ('stem_chs', 'stages', 'head_chs', 'seed', 'act', 'se_ratio')
-# NOTE: activation names as timm's `get_act_layer` spells them ('silu' is EfficientNet's swish).
-ACTS = ('relu6', 'relu', 'silu')
+_ARCH_KEYS = ('stem_chs', 'stages', 'head_chs', 'seed', 'act', 'se_ratio', 'pad_type', 'bn_eps')
+# NOTE: the one activation table: `Arch.act` names, as timm's `get_act_layer` spells them ('silu' is
+# EfficientNet's swish), and the function each is; the super network applies these, the built timm model the
+# layers `get_act_layer` makes of the same names (they compute the same).
+ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {'relu6': F.relu6, 'relu': F.relu, 'silu': F.silu}
 DEFAULT_ACT = 'relu6'
+# NOTE: conv padding, timm's `pad_type`: '' is PyTorch's symmetric k // 2, 'same' TensorFlow's "SAME" (at stride 2
+# the extra pixel goes right and bottom; timm's `Conv2dSame`), which the TF-trained seeds (EfficientNet-Lite) need
+PAD_TYPES = ('', 'same')
+TORCH_BN_EPS = 1e-5  # BatchNorm2d's default eps; an arch's `bn_eps` None means it
 STEM_STRIDE = 2  # the 3x3 stem conv
 # NOTE: the detectors take the stride 8/16/32 stage ends (RetinaNet's FPN; SSDLite taps the 16 -> 32 stage), so a
 # buildable arch reaches exactly stride 32: the stem's 2, then four stride-2 stages (strides 4, 8, 16, 32 on the way)
@@ -181,6 +190,10 @@ class Arch:
             (EfficientNet's swish) or 'relu'.
         se_ratio: Squeeze-excitation in every layer, timm's ratio relative to the layer's *input* width
             (EfficientNet: 0.25; see `se_reduce_chs`), or None for no SE (MobileNetV2).
+        pad_type: Conv padding, timm's `pad_type`: '' (PyTorch's symmetric k // 2) or 'same' (TensorFlow "SAME",
+            asymmetric at stride 2: EfficientNet-Lite's TF-trained weights need it).
+        bn_eps: BatchNorm eps of every BN (TensorFlow-trained seeds: 1e-3), or None for PyTorch's 1e-5 (an
+            explicit 1e-5 is stored as None, so equal networks compare equal).
     """
 
     stem_chs: int
@@ -189,6 +202,8 @@ class Arch:
     seed: str | None = None
     act: str = DEFAULT_ACT
     se_ratio: float | None = None
+    pad_type: str = ''
+    bn_eps: float | None = None
 
     def __post_init__(self) -> None:
         _check_positive_int(self.stem_chs, 'arch stem_chs')
@@ -200,6 +215,15 @@ class Arch:
                 raise ValueError(f'arch se_ratio is {self.se_ratio!r}; expected a number in (0, 1] (EfficientNet: '
                                  '0.25) or null for no squeeze-excitation')
             object.__setattr__(self, 'se_ratio', float(self.se_ratio))
+        if self.pad_type not in PAD_TYPES:
+            raise ValueError(f'arch pad_type is {self.pad_type!r}; expected \'\' (symmetric, PyTorch) or \'same\' '
+                             '(TensorFlow "SAME", EfficientNet-Lite)')
+        if self.bn_eps is not None:
+            ok = isinstance(self.bn_eps, (int, float)) and not isinstance(self.bn_eps, bool)
+            if not ok or not 0 < self.bn_eps < 1:
+                raise ValueError(f'arch bn_eps is {self.bn_eps!r}; expected a number in (0, 1) (TensorFlow-trained '
+                                 'seeds: 0.001) or null for PyTorch\'s 1e-5')
+            object.__setattr__(self, 'bn_eps', None if float(self.bn_eps) == TORCH_BN_EPS else float(self.bn_eps))
         if self.seed is not None and (not isinstance(self.seed, str) or not self.seed.strip()):
             raise ValueError(f'arch seed is {self.seed!r}; expected a registered seed name such as mobilenetv2_100')
         if self.head_chs is not None:
@@ -254,7 +278,7 @@ class Arch:
     def replace(self, **changes: Any) -> 'Arch':
         """Return a copy with some fields replaced (e.g. `arch.replace(head_chs=None)`)."""
         d = {'stem_chs': self.stem_chs, 'stages': self.stages, 'head_chs': self.head_chs, 'seed': self.seed,
-             'act': self.act, 'se_ratio': self.se_ratio}
+             'act': self.act, 'se_ratio': self.se_ratio, 'pad_type': self.pad_type, 'bn_eps': self.bn_eps}
         d.update(changes)
         return Arch(**d)
 
@@ -268,6 +292,10 @@ class Arch:
             d['act'] = self.act
         if self.se_ratio is not None:
             d['se_ratio'] = self.se_ratio
+        if self.pad_type:
+            d['pad_type'] = self.pad_type
+        if self.bn_eps is not None:
+            d['bn_eps'] = self.bn_eps
         return d
 
     @classmethod
@@ -288,7 +316,8 @@ class Arch:
         if not isinstance(d['stages'], list):
             raise ValueError(f"arch stages is {d['stages']!r}; expected a list of stage mappings")
         stages = tuple(Stage.from_dict(s, f'arch stage {i}') for i, s in enumerate(d['stages']))
-        return cls(d['stem_chs'], stages, d.get('head_chs'), d.get('seed'), d.get('act', DEFAULT_ACT), d.get('se_ratio'))
+        return cls(d['stem_chs'], stages, d.get('head_chs'), d.get('seed'), d.get('act', DEFAULT_ACT),
+                   d.get('se_ratio'), d.get('pad_type', ''), d.get('bn_eps'))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -311,9 +340,10 @@ class Arch:
             ops = ', '.join(s['ops'])
             lines.append(f'  - {{out_chs: {s["out_chs"]}, stride: {s["stride"]}, ops: [{ops}]}}')
         lines.append(f'head_chs: {"null" if d["head_chs"] is None else d["head_chs"]}')
-        for key in ('seed', 'act', 'se_ratio'):
+        for key in ('seed', 'act', 'se_ratio', 'pad_type', 'bn_eps'):
             if key in d:
-                lines.append(f'{key}: {d[key]}')
+                # NOTE: through PyYAML, so 1e-05 is written 1.0e-05 (YAML 1.1 reads a float without a dot as text)
+                lines.append(f'{key}: {yaml.safe_dump(d[key]).splitlines()[0]}')
         return '\n'.join(lines) + '\n'
 
     @classmethod
@@ -407,8 +437,8 @@ class Arch:
     def to_fna_string(self, multiline: bool = False) -> str:
         """Format as an FNA `net_config` string (a `conv_2d_1x1` stage is appended when there is a head conv).
 
-        NOTE: FNA strings describe layers and widths only; an arch's seed, activation and SE ratio live in its
-        YAML/JSON form (an FNA string read back is a MobileNetV2-family arch).
+        NOTE: FNA strings describe layers and widths only; an arch's seed, activation, SE ratio, padding and BN eps
+        live in its YAML/JSON form (an FNA string read back is a MobileNetV2-family arch).
 
         Args:
             multiline: Put each stage on its own line, as FNA's retrain configs do.
@@ -441,11 +471,13 @@ class Arch:
             slots: Sequence[int] | None = None,
             act: str = DEFAULT_ACT,
             seed: str | None = None,
+            pad_type: str = '',
+            bn_eps: float | None = None,
     ) -> 'Arch':
         """Build from a timm arch_def (block types 'ds' and 'ir'; tokens r, k, s, e, c, se).
 
-        timm arch_defs carry no stem/head widths, activation, seed or skip slots, so those are arguments. An
-        `se` token must be on every block or on none (an `Arch` has one `se_ratio`).
+        timm arch_defs carry no stem/head widths, activation, seed, padding, BN eps or skip slots, so those are
+        arguments. An `se` token must be on every block or on none (an `Arch` has one `se_ratio`).
 
         Args:
             arch_def: One list of block strings per stage, e.g. `[['ir_r2_k3_s2_e6_c24'], ...]`.
@@ -454,6 +486,8 @@ class Arch:
             slots: Layer slots per stage; stages with fewer layers are padded with 'skip'.
             act: Activation ('relu6' for MobileNetV2, 'silu' for EfficientNet).
             seed: Registered seed name to record in the arch.
+            pad_type: Conv padding ('' or 'same', timm's `pad_type`).
+            bn_eps: BatchNorm eps (None: PyTorch's 1e-5).
         """
         stages = []
         se_ratios: set[float | None] = set()
@@ -485,7 +519,8 @@ class Arch:
             shown = sorted('none' if r is None else repr(r) for r in se_ratios)
             raise ValueError(f'timm arch_def mixes squeeze-excitation ratios {shown}; expected the same se token on '
                              'every block (or on none)')
-        return cls(stem_chs, tuple(stages), head_chs, seed, act, se_ratios.pop() if se_ratios else None)
+        se_ratio = se_ratios.pop() if se_ratios else None
+        return cls(stem_chs, tuple(stages), head_chs, seed, act, se_ratio, pad_type, bn_eps)
 
 
 def se_reduce_chs(se_ratio: float, in_chs: int, expansion: int) -> int:

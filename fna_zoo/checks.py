@@ -2,7 +2,7 @@
 of what an error line echoes.
 
 Ground floor: imports nothing of the package, so every feature module and command line can use it (and
-`export/predict_onnx.py`, which imports no torch, loads this file by its path); also `first_difference`, where two
+`examples/predict_onnx.py`, which imports no torch, loads this file by its path); also `first_difference`, where two
 JSON values (configs, fingerprints) first differ, for the error lines that refuse a mismatch.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ['first_difference', 'MAX_SIDE', 'MAX_ECHO', 'MAX_LINE', 'check_output_path', 'check_input_file',
-           'check_input_folder', 'check_input_size', 'shorten', 'error_line']
+           'check_input_folder', 'check_input_size', 'is_positive_int', 'shorten', 'error_line']
 
 # NOTE: the largest image side accepted anywhere (the papers use 800x1088 at most); larger sizes are typos that
 # would allocate tens of gigabytes
@@ -115,6 +115,15 @@ def check_output_path(path: str | os.PathLike, suffix: str | None = None) -> Pat
     return path
 
 
+def is_positive_int(value: Any) -> bool:
+    """Whether `value` is an integer >= 1 (a bool is not: YAML's `true` would pass as 1).
+
+    Args:
+        value: Any config value.
+    """
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def check_input_size(size: Any, what: str = 'model') -> tuple[int, int] | None:
     """The one input-size rule of every command: (H, W), two multiples of 32 from 32 to `MAX_SIDE`.
 
@@ -159,7 +168,7 @@ def error_line(message: str) -> str:
     word longer than `MAX_ECHO` shortened (`shorten`), and the whole cut to `MAX_LINE` characters.
 
     NOTE: the one cap on what an error echoes, applied where every command prints its error (`cli.common.run_cli`,
-    `export/predict_onnx.py`): a 100,000-level nested value in a file would otherwise be echoed in full.
+    `examples/predict_onnx.py`): a 100,000-level nested value in a file would otherwise be echoed in full.
 
     Args:
         message: The exception's message.

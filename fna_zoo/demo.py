@@ -6,13 +6,16 @@ The default seed is torchvision's ImageNet MobileNetV2 as `fna-fetch` stores it 
 without it, timm's hub weights (`mobilenetv2_100.ra_in1k`), and offline a random-init seed (the remapping is
 checked the same way). With the fetched photos, the seed's top-1 ImageNet class on each is printed, from timm's
 `mobilenetv2_100` and from `build_backbone` of the seed arch (the same numbers: remapping into itself is exact).
+With the EfficientNet-Lite0 seed fetched too (`fna-fetch lite0`), the same for it: timm's `tf_efficientnet_lite0`
+and the zoo's `fna_efficientnet_lite0`. Each model's photos are pre-processed as its own pretrained cfg says (the
+Lite0 weights take (x - 0.5) / 0.5, MobileNetV2's ImageNet's mean and std).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import timm
 import torch
@@ -25,6 +28,7 @@ from .checks import check_output_path
 from .cli.common import CliParser, run_cli
 
 _FETCHED_SEED = 'asset:mobilenetv2_100.tv_in1k'
+_LITE0_SEED = 'asset:efficientnet_lite0.in1k'
 
 
 def _seed_state_dict(path: str | None) -> tuple[dict, str]:
@@ -48,32 +52,74 @@ def _seed_state_dict(path: str | None) -> tuple[dict, str]:
         return timm.create_model('mobilenetv2_100').state_dict(), 'random init (offline; run fna-fetch seed)'
 
 
-def _photo_table(seed: torch.nn.Module, seed_sd: Mapping[str, torch.Tensor]) -> None:
-    """Top-1 ImageNet class of the seed on each fetched photo, through timm and through build_backbone."""
+def photo_top1(model: torch.nn.Module, photos: Path) -> dict[str, tuple[int, float]]:
+    """(top-1 ImageNet class, its probability) of a 1000-class model on each fetched photo, the photo pre-processed
+    as the model's own pretrained cfg says (resize, crop, interpolation, mean and std).
+
+    Args:
+        model: An ImageNet classifier (eval mode) with a timm pretrained cfg.
+        photos: The photos asset's folder.
+    """
     from PIL import Image
-    from timm.data import ImageNetInfo, create_transform, resolve_data_config
+    from timm.data import create_transform, resolve_data_config
 
     from .assets.fetch import PHOTOS
+
+    tf = create_transform(**resolve_data_config({}, model=model))
+    out = {}
+    for name in PHOTOS:
+        with Image.open(photos / name) as im:
+            x = tf(im.convert('RGB'))[None]
+        with torch.no_grad():
+            p, i = model(x).softmax(-1)[0].max(0)
+        out[name] = (int(i), float(p))
+    return out
+
+
+def _photo_table(models: Sequence[tuple[str, torch.nn.Module]]) -> None:
+    """Top-1 ImageNet class of each model on each fetched photo, side by side."""
+    from timm.data import ImageNetInfo
 
     try:
         photos = resolve_asset('asset:photos')
     except AssetMissingError as e:
         print(f'(no photo check: {e})')
         return
-    built = build_backbone(get_arch('mobilenetv2_100'), seed_sd, num_classes=1000).eval()
-    tf = create_transform(**resolve_data_config({}, model=seed))
+    tops = [photo_top1(model, photos) for _, model in models]
     info = ImageNetInfo()
-    heads = ('top-1 (timm mobilenetv2_100)', 'top-1 (build_backbone seed arch)')
-    print(f'\n{"photo":18s} {heads[0]:36s} {"p":>5s}   {heads[1]:36s} {"p":>5s}')
-    for name in PHOTOS:
-        with Image.open(photos / name) as im:
-            x = tf(im.convert('RGB'))[None]
-        cells = []
-        with torch.no_grad():
-            for model in (seed, built):
-                p, i = model(x).softmax(-1)[0].max(0)
-                cells.append(f'{info.index_to_description(int(i))[:36]:36s} {float(p):5.2f}')
-        print(f'{name:18s} {cells[0]}   {cells[1]}')
+    print(f'\n{"photo":18s} ' + '   '.join(f'{"top-1 (" + head + ")":36s} {"p":>5s}' for head, _ in models))
+    for name in tops[0]:
+        cells = [f'{info.index_to_description(top[name][0])[:36]:36s} {top[name][1]:5.2f}' for top in tops]
+        print(f'{name:18s} ' + '   '.join(cells))
+
+
+def _all_k7(arch_name: str):
+    """The seed arch with every searchable layer (stages after the first) k7_e6, its depths kept."""
+    s = get_arch(arch_name)
+    return s.replace(stages=(s.stages[0],) + tuple(Stage(x.out_chs, x.stride, ('k7_e6',) * len(x.ops))
+                                                   for x in s.stages[1:]))
+
+
+def _lite0_tour() -> None:
+    """The EfficientNet-Lite0 seed, when fetched: timm's tf_efficientnet_lite0 and the zoo's on the photos, and its
+    kernel remapping."""
+    try:
+        file = resolve_asset(_LITE0_SEED)
+    except AssetMissingError as e:
+        print(f'\n(no EfficientNet-Lite0 check: {e})')
+        return
+    timm_lite0 = timm.create_model('tf_efficientnet_lite0', pretrained=True,
+                                   pretrained_cfg_overlay=dict(file=str(file))).eval()
+    zoo_lite0 = timm.create_model('fna_efficientnet_lite0', pretrained=True).eval()
+    cfg = zoo_lite0.pretrained_cfg
+    print(f'\nseed: tf_efficientnet_lite0, weights: {_LITE0_SEED} (inputs normalised with mean {list(cfg["mean"])}, '
+          f'std {list(cfg["std"])})')
+    _photo_table([('timm tf_efficientnet_lite0', timm_lite0), ('zoo fna_efficientnet_lite0', zoo_lite0)])
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        k7 = build_backbone(_all_k7('tf_efficientnet_lite0'), timm_lite0.state_dict(), num_classes=1000).eval()
+        diff = (k7(x) - timm_lite0(x)).abs().max().item()
+    print(f'Lite0 seed -> all-k7_e6 remap (TF "same" padding), max |logit diff| vs seed: {diff:.2e}')
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -97,16 +143,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     seed = timm.create_model('mobilenetv2_100', num_classes=1000)
     seed.load_state_dict(seed_sd)
     seed.eval()
-    _photo_table(seed, seed_sd)
+    built = build_backbone(get_arch('mobilenetv2_100'), seed_sd, num_classes=1000).eval()
+    _photo_table([('timm mobilenetv2_100', seed), ('build_backbone seed arch', built)])
 
     # kernel remapping is function-preserving: the seed with every searchable layer k7_e6
-    s = get_arch('mobilenetv2_100')
-    k7 = s.replace(stages=(s.stages[0],) + tuple(Stage(x.out_chs, x.stride, ('k7_e6',) * len(x.ops))
-                                                 for x in s.stages[1:]))
+    k7 = _all_k7('mobilenetv2_100')
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         diff = (build_backbone(k7, seed_sd, num_classes=1000).eval()(x) - seed(x)).abs().max().item()
     print(f'\nseed -> all-k7_e6 remap, max |logit diff| vs seed: {diff:.2e}')
+    _lite0_tour()
 
     print(f'\n{"model":24s} {"params":>8s} {"MAdds@800x1088":>15s}  features (channels @ stride)')
     for name in timm.list_models('fna*'):

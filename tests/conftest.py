@@ -64,3 +64,53 @@ def write_voc(folder, stem, size, boxes, classes=None):
     objects = ''.join(OBJ.format(*b, cls=(classes or ['Tree'] * len(boxes))[i]) for i, b in enumerate(boxes))
     (folder / f'{stem}.xml').write_text(VOC.format(name=f'{stem}.png', w=w, h=h, objects=objects))
     return folder / f'{stem}.png', folder / f'{stem}.xml'
+
+
+# EfficientNet-Lite0 blocks as (kernel, stride, expansion, out channels, repeats) per stage (Tan & Le; TF's lite)
+LITE0_STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3), (5, 1, 6, 112, 3),
+                (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))
+
+
+def lite0_blocks():
+    """(in, out, kernel, stride, expansion) of EfficientNet-Lite0's 16 blocks, in efficientnet_pytorch's order."""
+    blocks, in_chs = [], 32
+    for k, s, e, out, n in LITE0_STAGES:
+        for i in range(n):
+            blocks.append((in_chs, out, k, s if i == 0 else 1, e))
+            in_chs = out
+    return blocks
+
+
+def lite0_efficientnet_pytorch_state_dict(num_classes: int = 1000, seed: int = 0) -> dict:
+    """A random EfficientNet-Lite0 state dict in the `efficientnet_pytorch` layout (`_conv_stem`, `_bn0`,
+    `_blocks.0`-`15` with `_expand_conv` / `_bn0` / `_depthwise_conv` / `_bn1` / `_project_conv` / `_bn2`,
+    `_conv_head`, `_bn1`, `_fc`), BN statistics non-trivial, written from the network's definition (not from timm)."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+
+    def conv(name, out_c, in_c, k):
+        sd[f'{name}.weight'] = torch.randn(out_c, in_c, k, k, generator=g) * (2.0 / (in_c * k * k)) ** 0.5
+
+    def bn(name, c):
+        sd[f'{name}.weight'] = torch.rand(c, generator=g) + 0.5
+        sd[f'{name}.bias'] = torch.randn(c, generator=g) * 0.1
+        sd[f'{name}.running_mean'] = torch.randn(c, generator=g) * 0.1
+        sd[f'{name}.running_var'] = torch.rand(c, generator=g) * 1.5 + 0.5
+        sd[f'{name}.num_batches_tracked'] = torch.tensor(0)
+
+    conv('_conv_stem', 32, 3, 3)
+    bn('_bn0', 32)
+    for i, (in_c, out_c, k, _, e) in enumerate(lite0_blocks()):
+        mid = in_c * e
+        if e != 1:
+            conv(f'_blocks.{i}._expand_conv', mid, in_c, 1)
+            bn(f'_blocks.{i}._bn0', mid)
+        conv(f'_blocks.{i}._depthwise_conv', mid, 1, k)
+        bn(f'_blocks.{i}._bn1', mid)
+        conv(f'_blocks.{i}._project_conv', out_c, mid, 1)
+        bn(f'_blocks.{i}._bn2', out_c)
+    conv('_conv_head', 1280, 320, 1)
+    bn('_bn1', 1280)
+    sd['_fc.weight'] = torch.randn(num_classes, 1280, generator=g) * 0.03
+    sd['_fc.bias'] = torch.randn(num_classes, generator=g) * 0.01
+    return sd

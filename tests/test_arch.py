@@ -58,8 +58,8 @@ def test_json_yaml_file_round_trip(name, tmp_path):
     a = get_arch(name)
     assert Arch.from_json(a.to_json()) == a
     assert Arch.from_yaml(a.to_yaml()) == a
-    # FNA strings carry layers and widths; seed, activation and SE live in the YAML/JSON forms
-    mbv2_family = a.replace(seed=None, act='relu6', se_ratio=None)
+    # FNA strings carry layers and widths; seed, activation, SE, padding and BN eps live in the YAML/JSON forms
+    mbv2_family = a.replace(seed=None, act='relu6', se_ratio=None, pad_type='', bn_eps=None)
     assert Arch.from_fna_string(a.to_fna_string()) == mbv2_family
     for suffix in ('.json', '.yaml'):
         path = a.save(tmp_path / f'arch{suffix}')
@@ -74,7 +74,7 @@ def test_timm_arch_def_round_trip(name):
     a = get_arch(name)
     slots = [len(s.ops) for s in a.stages]
     back = Arch.from_timm_arch_def(a.to_timm_arch_def(), stem_chs=a.stem_chs, head_chs=a.head_chs, slots=slots,
-                                   act=a.act, seed=a.seed)
+                                   act=a.act, seed=a.seed, pad_type=a.pad_type, bn_eps=a.bn_eps)
     assert back == a
 
 
@@ -157,7 +157,7 @@ def test_load_arch_needs_output_stride_32(tmp_path, stages, stride, form):
 
 
 def test_a_part_of_a_network_builds_as_a_part(tmp_path):
-    from fna_zoo._builder import build_part
+    from fna_zoo.builder import build_part
 
     # latency tables time single blocks: one-stage archs, built with build_part (no backbone check)
     block = MBV2.replace(stem_chs=24, stages=(Stage(32, 2, ('k5_e6',)),), head_chs=None)

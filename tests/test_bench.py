@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fna_zoo.cli.bench import main
-from fna_zoo.bench.runner import FIELDS
+from fna_zoo.bench.grid import FIELDS
 from fna_zoo.runtime.timing import paired_ratio, stats_from_times, time_callable, time_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def test_one_onnxruntime_session_recipe_with_io_binding():
 
 
 def test_old_runtime_names_run_and_are_recorded_canonically():
-    from fna_zoo.bench.runner import run_grid
+    from fna_zoo.bench.grid import run_grid
 
     rows = run_grid(['mobilenetv2_100'], ['eager', 'ort', 'onnxruntime-cpu'], what='backbone', sizes=[(64, 64)],
                     warmup=0, runs=1, threads=1, progress=False)
@@ -200,7 +200,7 @@ def test_onnx_files_fp32_and_int8(tmp_path):
                                check_batches=[1])
     rng = np.random.default_rng(0)
     int8 = quantize_int8(fp32, tmp_path / 'b.int8.onnx', [rng.random((1, 3, 64, 64), dtype=np.float32)])
-    from fna_zoo.bench.runner import run_grid
+    from fna_zoo.bench.grid import run_grid
 
     rows = run_grid([str(fp32), str(int8)], ['onnxruntime', 'torch'], sizes=[(64, 64)], warmup=1, runs=2,
                     threads=1, progress=False)
@@ -213,7 +213,7 @@ def test_onnx_files_fp32_and_int8(tmp_path):
 def test_trt_rows_say_why_they_are_skipped(tmp_path, monkeypatch):
     import sys
 
-    from fna_zoo.bench.runner import run_grid
+    from fna_zoo.bench.grid import run_grid
     from fna_zoo.runtime.tensorrt import EngineRunner, TensorRTUnavailable
 
     monkeypatch.setitem(sys.modules, 'tensorrt', None)  # as on a machine without TensorRT

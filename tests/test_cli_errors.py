@@ -19,7 +19,7 @@ import torch
 from fna_zoo import get_arch
 from fna_zoo.data import make_synthetic_coco
 from fna_zoo.engine import load_config, save_checkpoint
-from fna_zoo.engine.config import build_model
+from fna_zoo.detection import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1', 'FNA_ZOO_DEBUG': ''}
@@ -63,7 +63,7 @@ BENCH = [sys.executable, '-m', 'fna_zoo.cli.bench']
 PUBLISH = [sys.executable, '-m', 'fna_zoo.cli.publish']
 LATENCY = [sys.executable, '-m', 'fna_zoo.cli.latency_table']
 DEMO = [sys.executable, '-m', 'fna_zoo.demo']
-PREDICT = [sys.executable, str(ROOT / 'export' / 'predict_onnx.py')]
+PREDICT = [sys.executable, str(ROOT / 'examples' / 'predict_onnx.py')]
 
 
 def _cases(t: Path) -> dict[str, tuple[list[str], Path | None, str]]:

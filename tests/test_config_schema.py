@@ -4,7 +4,8 @@ import copy
 
 import pytest
 
-from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config
+from fna_zoo.engine.config import load_config
+from fna_zoo.nas.config import SEARCH_DEFAULTS
 
 BAD = [
     ('train.lr=abc', "config train.lr is 'abc'; expected a number"),
@@ -101,7 +102,7 @@ def test_numbers_and_text_that_are_not_yaml():
 ])
 def test_sizes_are_bounded_before_allocating(override, message):
     from fna_zoo.detection import build_retinanet
-    from fna_zoo.engine.config import model_kwargs
+    from fna_zoo.detection import model_kwargs
 
     with pytest.raises(ValueError, match=message):
         model_kwargs(load_config(None, [override]), build_retinanet)
@@ -118,3 +119,49 @@ def test_channel_widths_and_input_sizes_are_bounded():
     with pytest.raises(ValueError, match='input size 100000 x 100000 for the model is invalid; expected H W, two '
                                          'positive multiples of 32 up to 4096'):
         check_input_size([100000, 100000])
+
+
+@pytest.mark.parametrize('override, message', [
+    ('search.weight_ratio=1.0', r'config search.weight_ratio is 1.0; expected a share in \(0, 1\)'),
+    ('search.relaxation=random', "config search.relaxation is 'random'; expected one of darts, gumbel, pairs"),
+    ('search.objective.lambda=-1', 'config search.objective.lambda is -1; expected a number >= 0'),
+])
+def test_search_values_are_checked_once_when_loaded(override, message):
+    with pytest.raises(ValueError, match=f'^{message}$'):
+        load_config(None, [override], defaults=SEARCH_DEFAULTS)
+
+
+def test_the_package_and_the_retrain_config_do_not_import_the_search():
+    import subprocess
+    import sys
+
+    code = ('import sys, fna_zoo, fna_zoo.engine, fna_zoo.detection\n'
+            'from fna_zoo.engine.config import load_config\n'
+            'load_config(None, ["train.lr=0.01"])\n'
+            'print(sorted(m for m in sys.modules if m.startswith("fna_zoo.nas")))\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == '[]'
+
+
+def test_old_config_names_warn_once_and_still_work():
+    import subprocess
+    import sys
+
+    # NOTE: in a fresh process, as the once-per-name record lives as long as the module
+    code = ('import warnings\n'
+            'warnings.simplefilter("always")\n'
+            'with warnings.catch_warnings(record=True) as caught:\n'
+            '    import fna_zoo.engine.config as old\n'
+            '    from fna_zoo import detection\n'
+            '    from fna_zoo.nas import config\n'
+            '    assert old.SEARCH_DEFAULTS is config.SEARCH_DEFAULTS\n'
+            '    assert old.build_model is detection.build_model and old.build_model is detection.build_model\n'
+            '    assert old.model_kwargs is detection.model_kwargs\n'
+            '    assert not hasattr(old, "NOT_A_NAME")\n'
+            'for w in caught:\n'
+            '    if issubclass(w.category, DeprecationWarning) and "fna_zoo.engine.config." in str(w.message):\n'
+            '        print(w.message)\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 3, out.stdout
+    assert lines[0].startswith('fna_zoo.engine.config.SEARCH_DEFAULTS moved to fna_zoo.nas.config.SEARCH_DEFAULTS')

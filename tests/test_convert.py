@@ -1,12 +1,18 @@
-"""torchvision MobileNetV2 -> timm mobilenetv2_100 conversion (no download: random-init torchvision weights)."""
+"""Conversions into timm keys, with no download: torchvision MobileNetV2 -> timm mobilenetv2_100 (random-init
+torchvision weights), efficientnet_pytorch EfficientNet-Lite0 -> timm tf_efficientnet_lite0 (a random state dict in
+that layout, checked against a forward pass written from the layout itself)."""
+import math
+
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 import torchvision
 
-from conftest import randomize_bn
+from conftest import lite0_blocks, lite0_efficientnet_pytorch_state_dict, randomize_bn
 from fna_zoo import build_backbone, get_arch
-from fna_zoo.convert import convert_torchvision_mobilenetv2, torchvision_mobilenetv2_key
+from fna_zoo.convert import (convert_efficientnet_lite0, convert_torchvision_mobilenetv2, efficientnet_lite0_key,
+                             torchvision_mobilenetv2_key)
 
 
 @pytest.fixture(scope='module')
@@ -46,3 +52,72 @@ def test_foreign_checkpoint_is_one_clear_error():
         convert_torchvision_mobilenetv2(sd)
     with pytest.raises(ValueError, match=r"'features.19.0.weight'"):
         convert_torchvision_mobilenetv2({'features.19.0.weight': torch.zeros(1)})
+
+
+# --- EfficientNet-Lite0 in the efficientnet_pytorch layout --------------------------------------------------------
+def _tf_same(x: torch.Tensor, k: int, s: int) -> torch.Tensor:
+    """TensorFlow "SAME" padding, written out: total max((ceil(n / s) - 1) * s + k - n, 0), the extra pixel after."""
+    pads = []
+    for n in (x.shape[3], x.shape[2]):
+        total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads)
+
+
+def _lite0_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
+    """EfficientNet-Lite0's forward on an efficientnet_pytorch-layout state dict (eval BN, eps 1e-3, ReLU6)."""
+    def bn(name, y):
+        return F.batch_norm(y, sd[f'{name}.running_mean'], sd[f'{name}.running_var'], sd[f'{name}.weight'],
+                            sd[f'{name}.bias'], False, 0.0, 1e-3)
+
+    x = F.relu6(bn('_bn0', F.conv2d(_tf_same(x, 3, 2), sd['_conv_stem.weight'], stride=2)))
+    for i, (in_c, out_c, k, s, e) in enumerate(lite0_blocks()):
+        p = f'_blocks.{i}.'
+        h = x if e == 1 else F.relu6(bn(p + '_bn0', F.conv2d(x, sd[p + '_expand_conv.weight'])))
+        h = F.relu6(bn(p + '_bn1', F.conv2d(_tf_same(h, k, s), sd[p + '_depthwise_conv.weight'], stride=s,
+                                            groups=h.shape[1])))
+        h = bn(p + '_bn2', F.conv2d(h, sd[p + '_project_conv.weight']))
+        x = x + h if s == 1 and in_c == out_c else h
+    x = F.relu6(bn('_bn1', F.conv2d(x, sd['_conv_head.weight'])))
+    return F.linear(x.mean((2, 3)), sd['_fc.weight'], sd['_fc.bias'])
+
+
+def test_converted_lite0_weights_give_the_same_logits():
+    raw = lite0_efficientnet_pytorch_state_dict()
+    sd = convert_efficientnet_lite0(raw)
+    assert len(sd) == len(raw) == 296  # as the real file
+    model = timm.create_model('tf_efficientnet_lite0').eval()
+    model.load_state_dict(sd, strict=True)  # no missing, no unexpected key, every shape
+    for size in ((224, 224), (97, 131)):  # odd sizes: "same" padding puts the extra pixel right / bottom
+        x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            want = _lite0_reference(raw, x)
+            assert (model(x) - want).abs().max() < 1e-4 * want.abs().max()
+            # the same through the zoo's own builder of the Lite0 seed arch
+            seed = build_backbone(get_arch('tf_efficientnet_lite0'), sd, num_classes=1000).eval()
+            assert torch.equal(seed(x), model(x))
+
+
+def test_lite0_key_names():
+    assert efficientnet_lite0_key('_conv_stem.weight') == 'conv_stem.weight'
+    assert efficientnet_lite0_key('_bn0.running_var') == 'bn1.running_var'
+    assert efficientnet_lite0_key('_blocks.0._depthwise_conv.weight') == 'blocks.0.0.conv_dw.weight'
+    assert efficientnet_lite0_key('_blocks.0._bn1.weight') == 'blocks.0.0.bn1.weight'
+    assert efficientnet_lite0_key('_blocks.0._bn2.bias') == 'blocks.0.0.bn2.bias'
+    assert efficientnet_lite0_key('_blocks.1._expand_conv.weight') == 'blocks.1.0.conv_pw.weight'
+    assert efficientnet_lite0_key('_blocks.2._bn0.weight') == 'blocks.1.1.bn1.weight'
+    assert efficientnet_lite0_key('_blocks.3._bn1.weight') == 'blocks.2.0.bn2.weight'
+    assert efficientnet_lite0_key('_blocks.11._project_conv.weight') == 'blocks.5.0.conv_pwl.weight'
+    assert efficientnet_lite0_key('_blocks.15._bn2.num_batches_tracked') == 'blocks.6.0.bn3.num_batches_tracked'
+    assert efficientnet_lite0_key('_conv_head.weight') == 'conv_head.weight'
+    assert efficientnet_lite0_key('_bn1.bias') == 'bn2.bias'
+    assert efficientnet_lite0_key('_fc.weight') == 'classifier.weight'
+
+
+def test_foreign_lite0_checkpoint_is_one_clear_error():
+    with pytest.raises(ValueError, match=r"checkpoint key 'features.0.0.weight' is not efficientnet_pytorch "
+                                         r"EfficientNet-Lite0's"):
+        convert_efficientnet_lite0(torchvision.models.mobilenet_v2().state_dict())
+    for key in ('_blocks.16._bn0.weight', '_blocks.1._se_reduce.weight', '_blocks.0._expand_conv.weight'):
+        with pytest.raises(ValueError, match=repr(key).replace('.', r'\.')):  # B0's SE, a block too many, ...
+            convert_efficientnet_lite0({key: torch.zeros(1)})

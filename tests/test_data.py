@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fna_zoo.data import CLASSES, CocoDetection, coco_split_paths, make_synthetic_coco, train_transforms
+from fna_zoo.detection import DETECTORS
 
 
 @pytest.fixture(scope='module')
@@ -46,9 +47,10 @@ def test_dataset_items(syn):
     assert ds.num_classes == len(CLASSES) and ds.label_to_cat[0] == 1
 
 
-@pytest.mark.parametrize('detector', ['retinanet', 'ssdlite'])
+@pytest.mark.parametrize('detector', list(DETECTORS))
 def test_train_transforms_keep_boxes_valid(syn, detector):
-    ds = CocoDetection(*coco_split_paths(syn, 'train2017'), transforms=train_transforms(detector), train=True)
+    recipe = DETECTORS[detector].train_recipe
+    ds = CocoDetection(*coco_split_paths(syn, 'train2017'), transforms=train_transforms(recipe), train=True)
     torch.manual_seed(0)
     for i in range(len(ds)):
         image, target = ds[i]

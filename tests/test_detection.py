@@ -47,7 +47,8 @@ def test_fna_ssdlite_configs_use_fna_head_form():
     from pathlib import Path
 
     from fna_zoo.engine import DEFAULTS, load_config
-    from fna_zoo.engine.config import SEARCH_DEFAULTS, model_kwargs
+    from fna_zoo.detection import model_kwargs
+    from fna_zoo.nas.config import SEARCH_DEFAULTS
 
     root = Path(__file__).resolve().parents[1] / 'configs'
     for name, defaults in (('ssdlite_retrain', DEFAULTS), ('fna_ssdlite_search', SEARCH_DEFAULTS)):
@@ -141,3 +142,60 @@ def test_retinanet_anchor_size_scales_every_level():
     small = build_retinanet('mobilenetv2_100', num_classes=1, head_width=16, anchor_size=16).anchor_generator
     assert small.sizes[0] == (16, 20, 25) and small.sizes[1:] == default.sizes[:-1]
     assert small.num_anchors_per_location() == default.num_anchors_per_location()
+
+
+# ------------------------------------------------------------------------------------------- detector specs
+@pytest.mark.parametrize('name', ['retinanet', 'ssdlite'])
+def test_spec_builds_and_recognises_its_detector(name):
+    import inspect
+
+    from fna_zoo.detection import DETECTORS, get_detector, spec_of
+
+    spec = get_detector(name)
+    assert DETECTORS[name] is spec and spec.name == name
+    assert inspect.signature(spec) == inspect.signature(spec.build)  # a spec stands where its builder did
+    kwargs = {spec.size_kwarg: 64} if spec.size_kwarg else dict(min_size=64, max_size=64, head_width=16)
+    torch.manual_seed(0)
+    model = spec(backbone='mobilenetv2_100', num_classes=3, **kwargs).eval()
+    assert spec_of(model) is spec
+    assert spec.export_size(kwargs) == (64, 64)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():  # the neck on the neck's inputs gives the maps the detector's head reads
+        maps = spec.neck(model)(*spec.neck_inputs(model, x))
+        assert [m.shape for m in maps] == [m.shape for m in model.backbone(x).values()]
+
+
+def test_spec_traits_are_fnas():
+    from fna_zoo.detection import DETECTORS
+
+    r, s = DETECTORS['retinanet'], DETECTORS['ssdlite']
+    assert (r.input_size, s.input_size) == ((800, 1088), (320, 320))
+    assert (r.export_size({}), s.export_size({})) == ((1344, 1344), (320, 320))
+    assert (r.score_mode, r.background_class, s.score_mode, s.background_class) == ('sigmoid', None, 'softmax', 0)
+    assert (r.head_conv, r.taps_expansion, s.head_conv, s.taps_expansion) == (False, False, True, True)
+    assert (r.default_backbone, s.default_backbone) == ('fna_retinanet_backbone', 'fna_ssdlite_backbone')
+
+
+def test_registry_refuses_a_taken_name_and_a_foreign_detector():
+    import dataclasses
+
+    from fna_zoo.detection import DETECTORS, register_detector, spec_of
+
+    with pytest.raises(ValueError, match="detector 'retinanet' is already registered"):
+        register_detector(dataclasses.replace(DETECTORS['retinanet']))
+    with pytest.raises(ValueError, match='detector is a Linear; expected a torchvision RetinaNet or SSD'):
+        spec_of(torch.nn.Linear(1, 1))
+
+
+def test_no_code_outside_the_detectors_branches_on_a_detector_name():
+    import re
+    from pathlib import Path
+
+    from fna_zoo.detection import DETECTORS
+
+    names = '|'.join(list(DETECTORS) + [d.label for d in DETECTORS.values()])
+    branch = re.compile(rf"""(==|!=|\bin \(|startswith\()\s*['"]({names})['"]|['"]({names})['"]\s*(==|!=)""")
+    package = Path(__file__).resolve().parents[1] / 'fna_zoo'
+    hits = [f'{p.relative_to(package)}:{n}' for p in package.rglob('*.py') if p.parent.name != 'detection'
+            for n, line in enumerate(p.read_text().splitlines(), 1) if branch.search(line)]
+    assert not hits, f'ask the detector spec (fna_zoo.detection.DETECTORS) instead: {hits}'

@@ -11,10 +11,9 @@ import torch
 from fna_zoo.engine import load_checkpoint, load_config, save_checkpoint
 from fna_zoo.cli.retrain import retrain_main
 from fna_zoo.cli.test import test_main as evaluate_main
-from fna_zoo.engine.config import model_kwargs
 from fna_zoo.engine.evaluate import coco_evaluate
 from fna_zoo.engine.train import data_root, lr_factor
-from fna_zoo.detection import build_retinanet
+from fna_zoo.detection import build_retinanet, model_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 

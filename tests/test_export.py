@@ -16,7 +16,7 @@ onnx = pytest.importorskip('onnx')
 from fna_zoo.arch import load_arch  # noqa: E402
 from fna_zoo.data import make_synthetic_coco  # noqa: E402
 from fna_zoo.engine import load_config, save_checkpoint  # noqa: E402
-from fna_zoo.engine.config import build_model  # noqa: E402
+from fna_zoo.detection import build_model  # noqa: E402
 from fna_zoo.export import compare_detections, load_detector, metadata_of, postprocess_for, run_onnx  # noqa: E402
 from fna_zoo.cli.export import export_main, main as export_cli  # noqa: E402
 from fna_zoo.export.postprocess import detector_anchors  # noqa: E402
@@ -120,6 +120,22 @@ def test_arch_file_and_timm_backbones(tmp_path):
     assert all(r.passed for _, r in res['parity'])
     assert metadata_of(tmp_path / 't.onnx')['arch'] == 'timm:mobilenetv2_100'
     assert metadata_of(tmp_path / 't.onnx')['seed_network'] == 'mobilenetv2_100'
+
+
+def test_lite0_backbone_export_records_its_normalisation(tmp_path):
+    # TF "same" padding exports (its pads follow the input size: checked at another, odd size) and the file records
+    # the Lite0 seed's (x - 0.5) / 0.5, which the graph applies and the deployment pre-processing reads
+    res = export_main(['--model', 'tf_efficientnet_lite0', '--output', str(tmp_path / 'l.onnx'),
+                       '--input-size', '64', '64'])
+    assert all(r.passed for _, r in res['parity'])
+    meta = metadata_of(tmp_path / 'l.onnx')
+    assert json.loads(meta['mean']) == json.loads(meta['std']) == [0.5, 0.5, 0.5]
+    assert meta['seed_network'] == 'tf_efficientnet_lite0'
+    x = torch.rand(1, 3, 97, 131)
+    with torch.no_grad():
+        ref = res['target'].module(x)
+    for r, o in zip(ref, run_onnx(tmp_path / 'l.onnx', x.numpy()).values()):
+        assert o.shape == tuple(r.shape) and np.abs(o - r.numpy()).max() < 1e-3
 
 
 @pytest.mark.parametrize('detector', ['retinanet', 'ssdlite'])
@@ -294,7 +310,7 @@ def test_predict_onnx_script_without_torch(tmp_path, nms_exports, data_root):
     code = ('import runpy, sys\n'
             f'sys.argv = ["predict_onnx.py", {str(nms_exports["retinanet"])!r}, {str(image)!r}, "-o", {str(out)!r},'
             ' "--score-thresh", "0", "--draw-scale", "2"]\n'
-            'try:\n    runpy.run_path("export/predict_onnx.py", run_name="__main__")\n'
+            'try:\n    runpy.run_path("examples/predict_onnx.py", run_name="__main__")\n'
             'except SystemExit as e:\n    assert not e.code, e.code\n'
             'print("TORCH IMPORTED" if "torch" in sys.modules else "NO TORCH")\n')
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
@@ -307,7 +323,7 @@ def test_predict_onnx_script_without_torch(tmp_path, nms_exports, data_root):
         assert im.size == (128, 128)
     # --truth: the image's ground truth beside the detections, each panel enlarged x2, a caption line above
     ann = data_root / 'annotations' / 'instances_val2017.json'
-    r = subprocess.run([sys.executable, 'export/predict_onnx.py', str(nms_exports['retinanet']), str(image), '-o',
+    r = subprocess.run([sys.executable, 'examples/predict_onnx.py', str(nms_exports['retinanet']), str(image), '-o',
                         str(out), '--draw-scale', '2', '--truth', str(ann)], capture_output=True, text=True, env=ENV,
                        cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -320,11 +336,11 @@ def test_predict_onnx_script_without_torch(tmp_path, nms_exports, data_root):
         for a in truth:
             x, y = round(2 * a['bbox'][0]), round(2 * a['bbox'][1]) + 16
             assert tuple(px[y, min(x, side - 1)]) == (60, 220, 60)
-    r = subprocess.run([sys.executable, 'export/predict_onnx.py', str(nms_exports['retinanet']), str(image), '-o',
+    r = subprocess.run([sys.executable, 'examples/predict_onnx.py', str(nms_exports['retinanet']), str(image), '-o',
                         str(out), '--truth', str(ROOT / 'pyproject.toml')], capture_output=True, text=True, env=ENV,
                        cwd=ROOT, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: --truth") and 'not a readable COCO annotation file' in r.stderr
-    r = subprocess.run([sys.executable, 'export/predict_onnx.py', str(tmp_path / 'none.onnx'), str(image)],
+    r = subprocess.run([sys.executable, 'examples/predict_onnx.py', str(tmp_path / 'none.onnx'), str(image)],
                        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == f"error: model {str(tmp_path / 'none.onnx')!r} does not exist; " \
                                                     'expected an ONNX file from fna-export'
@@ -332,7 +348,7 @@ def test_predict_onnx_script_without_torch(tmp_path, nms_exports, data_root):
                                  ('--draw-scale', '-3', 'error: --draw-scale is -3; expected an integer from 1 to 32'),
                                  ('--draw-scale', '100000',
                                   'error: --draw-scale is 100000; expected an integer from 1 to 32')):
-        r = subprocess.run([sys.executable, 'export/predict_onnx.py', str(nms_exports['retinanet']), str(image), flag,
+        r = subprocess.run([sys.executable, 'examples/predict_onnx.py', str(nms_exports['retinanet']), str(image), flag,
                             value, '-o', str(tmp_path / 'bad.png')], capture_output=True, text=True, env=ENV,
                            cwd=ROOT, timeout=120)
         assert r.returncode == 2 and r.stderr.strip() == message and not (tmp_path / 'bad.png').exists()

@@ -20,8 +20,7 @@ from fna_zoo.export.fp16 import export_fp16  # noqa: E402
 from fna_zoo.export.onnx_export import backbone_target, export_with_gate  # noqa: E402
 from fna_zoo.export.quantize import quantize_int8  # noqa: E402
 from fna_zoo.runtime import tensorrt as rt  # noqa: E402
-from fna_zoo.runtime.fp16 import convert_fp16, convert_fp16_file, is_fp16_model, tensor_types  # noqa: E402
-from fna_zoo.runtime.ort import onnx_precision  # noqa: E402
+from fna_zoo.onnxgraph import convert_fp16, convert_fp16_file, is_fp16_model, onnx_precision, tensor_types  # noqa: E402
 from fna_zoo.runtime.runners import onnx_bytes  # noqa: E402
 
 from test_export import ENV, ROOT, _checkpoint  # noqa: E402

@@ -26,7 +26,7 @@ def gpu_check():
     sys.modules.pop('gpu_check', None)
 
 
-def test_smoke_run_records_every_row(tmp_path):
+def test_smoke_run_records_every_row(tmp_path, gpu_check):
     out = tmp_path / 'gc'
     r = subprocess.run([sys.executable, 'benchmarks/gpu_check.py', '--smoke', '--device', 'cpu', '--out', str(out),
                         '--models', 'fna_retinanet_backbone', 'nope', '--detectors', 'ssdlite'],
@@ -54,6 +54,20 @@ def test_smoke_run_records_every_row(tmp_path):
     assert rows['FNA RetinaNet search steps']['status'] == 'ok'
     s = data['sections']['search']
     assert s['weight_median_ms'] > 0 and s['arch_median_ms'] > 0 and s['projection']['iterations_per_epoch'] == 7393
+    # every precision setting this CPU runs (no fp16), fp32 first, each with its projected COCO search cost
+    from fna_zoo.engine.config import load_config
+    from fna_zoo.nas.config import SEARCH_DEFAULTS
+
+    cfg = load_config(str(gpu_check.SEARCH_CONFIG), gpu_check.SMOKE_SPACE, defaults=SEARCH_DEFAULTS)
+    sp = data['sections']['search_precision']
+    assert [r['label'] for r in sp['rows']] == ['fp32', 'bf16', 'fp32 + channels_last', 'bf16 + channels_last']
+    assert sp['rows'][0]['weight_speedup'] == sp['rows'][0]['arch_speedup'] == 1.0
+    for r in sp['rows']:
+        assert r['weight_ms'] > 0 and r['arch_steps_per_s'] == pytest.approx(1e3 / r['arch_ms'])
+        assert r['projection']['gpu_hours'] == gpu_check.project_search(cfg, r['weight_ms'], r['arch_ms'])['gpu_hours']
+        row = rows[f"search steps {r['label']}"]
+        assert row['status'] == 'ok' and row['p50_ms'] == r['weight_ms'] and 'GPU-hours' in row['note']
+    assert rows['search steps bf16 + channels_last']['memory_format'] == 'channels_last'
     assert rows['latency table torch-cpu 32x32']['status'] == 'ok' and data['sections']['table']['complete']
     assert data['sections']['table_accuracy']['mape'] >= 0
     compiled = [row for row in data['rows'] if row['section'] in ('compile', 'compile-fp32')]
@@ -66,6 +80,7 @@ def test_smoke_run_records_every_row(tmp_path):
     md = (out / 'summary.md').read_text()
     assert md.startswith('# GPU check (smoke): ') and '## Latency (p50 ms' in md and "FNA's COCO search schedule" in md
     assert 'MAPE' in md and '- eager nope 32x32 b1 fp32: failed: ValueError' in md
+    assert '| setting | weight step ms | steps/s | vs fp32 |' in md and '| bf16 + channels_last |' in md
 
 
 def test_budget_skips_rows_and_a_running_row_stops(gpu_check, tmp_path):
@@ -73,7 +88,8 @@ def test_budget_skips_rows_and_a_running_row_stops(gpu_check, tmp_path):
     assert gpu_check.main(['--smoke', '--device', 'cpu', '--out', str(out), '--budget-s', '0.001', '--models',
                            'fna_retinanet_backbone', '--detectors', '--sections', 'eager', 'search']) == 0
     data = json.loads((out / 'results.json').read_text())
-    assert len(data['rows']) == 4 and all(r['status'].startswith('skipped: budget') for r in data['rows'])
+    # 3 eager rows, the search steps and the search steps by precision
+    assert len(data['rows']) == 5 and all(r['status'].startswith('skipped: budget') for r in data['rows'])
     tic = time.perf_counter()
     with pytest.raises(gpu_check.RowTimeout, match='stopped at the budget'):
         with gpu_check._deadline(0.2):
@@ -84,7 +100,8 @@ def test_budget_skips_rows_and_a_running_row_stops(gpu_check, tmp_path):
 
 
 def test_search_projection_follows_fna_schedule(gpu_check):
-    from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config
+    from fna_zoo.engine.config import load_config
+    from fna_zoo.nas.config import SEARCH_DEFAULTS
 
     cfg = load_config(str(gpu_check.SEARCH_CONFIG), [], defaults=SEARCH_DEFAULTS)
     p = gpu_check.project_search(cfg, weight_ms=100.0, arch_ms=300.0)

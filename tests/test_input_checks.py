@@ -7,7 +7,7 @@
 * fna-latency-table checks its space can be built before it opens its output;
 * a resume checks the checkpoint's kind, and a failed resume leaves no lock file;
 * fna-export --int8 decodes the gate's images before the float32 export;
-* export/predict_onnx.py prints only once its PNG is written, and makes a missing output folder;
+* examples/predict_onnx.py prints only once its PNG is written, and makes a missing output folder;
 * a hint on the Hub's offline error for the zoo's default pretrained tag.
 """
 import importlib.util
@@ -115,7 +115,7 @@ def test_one_input_size_rule(size):
 
 def test_latency_table_refuses_what_export_refuses(tmp_path):
     from fna_zoo.cli.latency_table import latency_table_main
-    from fna_zoo.engine.config import SEARCH_DEFAULTS
+    from fna_zoo.nas.config import SEARCH_DEFAULTS
     from fna_zoo.nas.latency import table_plan
     from fna_zoo.nas.space import SearchSpace
 
@@ -199,7 +199,7 @@ def test_int8_export_decodes_the_gate_images_before_writing(tmp_path):
     from fna_zoo.cli.export import export_main
     from fna_zoo.data import make_synthetic_coco
     from fna_zoo.engine import load_config, save_checkpoint
-    from fna_zoo.engine.config import build_model
+    from fna_zoo.detection import build_model
 
     data = make_synthetic_coco(tmp_path / 'data', **TINY_DATA)
     cfg = load_config(None, [KWARGS, 'model.num_classes=3', f'data.synthetic.root={tmp_path / "data"}',
@@ -219,10 +219,10 @@ def test_int8_export_decodes_the_gate_images_before_writing(tmp_path):
 # ------------------------------------------------------------------------------------------- predict_onnx.py
 @pytest.fixture
 def predict_onnx(monkeypatch, tmp_path):
-    """export/predict_onnx.py as a module, its model stubbed (no detections), and an image to run it on."""
+    """examples/predict_onnx.py as a module, its model stubbed (no detections), and an image to run it on."""
     from PIL import Image
 
-    spec = importlib.util.spec_from_file_location('predict_onnx_under_test', ROOT / 'export' / 'predict_onnx.py')
+    spec = importlib.util.spec_from_file_location('predict_onnx_under_test', ROOT / 'examples' / 'predict_onnx.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, 'load_session', lambda path: (None, {'class_names': '[]'}))
@@ -278,7 +278,7 @@ def test_offline_default_tag_says_which_tag_works_offline(monkeypatch):
 
 
 def test_a_search_space_too_wide_is_refused_by_its_key_before_anything_is_built():
-    from fna_zoo.engine.config import SEARCH_DEFAULTS
+    from fna_zoo.nas.config import SEARCH_DEFAULTS
     from fna_zoo.nas import SearchSpace
 
     space = {**SEARCH_DEFAULTS['search']['space'], 'width_mults': [1000.0]}
@@ -288,7 +288,8 @@ def test_a_search_space_too_wide_is_refused_by_its_key_before_anything_is_built(
 
 
 def test_search_input_size_is_a_multiple_of_32():
-    from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config
+    from fna_zoo.engine.config import load_config
+    from fna_zoo.nas.config import SEARCH_DEFAULTS
 
     with pytest.raises(ValueError, match=r'input_size is \[33, 47\]; expected \[H, W\], two multiples of 32'):
         load_config(None, ['search.objective.input_size=[33, 47]'], defaults=SEARCH_DEFAULTS)

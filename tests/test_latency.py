@@ -14,7 +14,8 @@ import torch
 from fna_zoo import load_arch
 from fna_zoo.runtime.timing import stats_from_times
 from fna_zoo.cli.common import run_cli
-from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config
+from fna_zoo.engine.config import load_config
+from fna_zoo.nas.config import SEARCH_DEFAULTS
 from fna_zoo.nas import SearchSpace, build_objective, madds_table
 from fna_zoo.nas import latency as lat
 from fna_zoo.cli.latency_table import latency_table_main
@@ -174,7 +175,7 @@ def test_a_foreign_table_is_refused_in_one_line(ort_table, change, message):
 
 
 def test_bench_rows_and_tables_record_one_onnxruntime_session_recipe(ort_table):
-    from fna_zoo.bench.runner import run_grid
+    from fna_zoo.bench.grid import run_grid
 
     path, _ = ort_table
     table_options = json.loads(path.read_text())['runtime']['options']

@@ -4,8 +4,11 @@ import timm
 import torch
 
 from fna_zoo import DETECTION_OUT_INDICES, Arch, count_arch, count_model, get_arch
+from fna_zoo.fna import ZOO_ARCHS
 
 MODELS = timm.list_models('fna*')
+# the zoo's seeds are 1000-class ImageNet classifiers like timm's own; the FNA backbones default to no classifier
+SEED_MODELS = {'fna_efficientnet_lite0'}
 # fna_custom takes its architecture as the model argument `arch=`: here an unregistered one (FNA's SSDLite arch
 # with other ops in stages 1 and 5), passed the way config.json's model_args carry it (Arch.to_dict()).
 CUSTOM_ARCH = get_arch('fna_ssdlite_backbone').to_dict()
@@ -14,7 +17,7 @@ CUSTOM_ARCH['stages'][5]['ops'] = ['k3_e6', 'skip', 'skip', 'skip']
 
 
 def _arch(name: str) -> Arch:
-    return Arch.from_dict(CUSTOM_ARCH) if name == 'fna_custom' else get_arch(name)
+    return Arch.from_dict(CUSTOM_ARCH) if name == 'fna_custom' else get_arch(ZOO_ARCHS.get(name, name))
 
 
 def _create(name: str, **kwargs) -> torch.nn.Module:
@@ -24,10 +27,11 @@ def _create(name: str, **kwargs) -> torch.nn.Module:
 
 
 def test_registry():
-    assert MODELS == ['fna_custom', 'fna_retinanet_backbone', 'fna_ssdlite_backbone']
-    # fna_custom has no weight source of its own (overlay file, local-dir: or hf-hub: bring them)
-    assert timm.list_models('fna*', pretrained=True) == [
-        f'{m}.{tag}' for m in MODELS if m != 'fna_custom' for tag in ('paramremap_in1k', 'paramremap_tv_in1k')]
+    assert MODELS == ['fna_custom', 'fna_efficientnet_lite0', 'fna_retinanet_backbone', 'fna_ssdlite_backbone']
+    # fna_custom has no weight source of its own (overlay file, local-dir: or hf-hub: bring them); the Lite0 seed's
+    # only weights are the fetched ones (fna-fetch lite0)
+    assert timm.list_models('fna*', pretrained=True) == ['fna_efficientnet_lite0.paramremap_lite0_in1k'] + [
+        f'{m}.{tag}' for m in MODELS if m.endswith('_backbone') for tag in ('paramremap_in1k', 'paramremap_tv_in1k')]
 
 
 @pytest.mark.parametrize('name', MODELS)
@@ -45,7 +49,8 @@ def test_forward_backward(name):
 @pytest.mark.parametrize('name', MODELS)
 def test_features_only(name):
     model = _create(name, features_only=True, out_indices=DETECTION_OUT_INDICES).eval()
-    assert model.feature_info.channels() == [24, 32, 96, 320]
+    lite0 = name == 'fna_efficientnet_lite0'
+    assert model.feature_info.channels() == ([24, 40, 112, 320] if lite0 else [24, 32, 96, 320])
     assert model.feature_info.reduction() == [4, 8, 16, 32]
     outs = model(torch.randn(1, 3, 64, 128))
     assert [o.shape[1] for o in outs] == model.feature_info.channels()
@@ -61,17 +66,22 @@ def test_default_cfg(name):
     cfg = model.pretrained_cfg
     if name == 'fna_custom':
         assert cfg['architecture'] == name and cfg['tag'] == 'untrained' and 'hf_hub_id' not in cfg
+    elif name == 'fna_efficientnet_lite0':
+        assert cfg['architecture'] == name and cfg['tag'] == 'paramremap_lite0_in1k' and 'hf_hub_id' not in cfg
     else:
         assert cfg['architecture'] == name and cfg['tag'] == 'paramremap_in1k'
         assert cfg['hf_hub_id'] == 'timm/mobilenetv2_100.ra_in1k'
+    # the seed's input normalisation, recorded with the weights (timm's pretrained cfg of the seed model)
+    seed_cfg = timm.models.get_pretrained_cfg(_arch(name).seed or 'mobilenetv2_100')
+    assert (cfg['mean'], cfg['std']) == (tuple(seed_cfg.mean), tuple(seed_cfg.std))
     assert isinstance(model.get_submodule(cfg['first_conv']), torch.nn.Conv2d)
-    assert cfg['num_classes'] == model.num_classes == 0
+    assert cfg['num_classes'] == model.num_classes == (1000 if name in SEED_MODELS else 0)
     c, h, w = cfg['input_size']
     feats = model.forward_features(torch.randn(1, c, h, w))
     assert tuple(feats.shape[-2:]) == cfg['pool_size']
     with_head = _create(name, num_classes=10)
     assert with_head.get_submodule(cfg['classifier']).out_features == 10
-    assert model.fna_arch == _arch(name) and (name == 'fna_custom' or model.fna_arch is get_arch(name))
+    assert model.fna_arch == _arch(name) and (name == 'fna_custom' or model.fna_arch is _arch(name))
 
 
 @pytest.mark.parametrize('name', MODELS)
@@ -102,6 +112,6 @@ def test_constructs_by_name_alone(name):
     c, h, w = model.pretrained_cfg['input_size']
     x = torch.randn(1, c, h // 2, w // 2)
     with torch.no_grad():
-        assert model(x).shape == (1, model.num_features)
+        assert model(x).shape == (1, model.num_classes or model.num_features)
         feats = timm.create_model(name, features_only=True).eval()(x)
     assert [f.shape[1] for f in feats] == timm.create_model(name, features_only=True).feature_info.channels()

@@ -13,9 +13,9 @@ from huggingface_hub import ModelCard, constants
 from huggingface_hub.errors import HfHubHTTPError
 
 from fna_zoo import Arch, count_arch, get_arch, load_arch
-from fna_zoo._builder import build_backbone
+from fna_zoo.builder import build_backbone
 from fna_zoo.engine import load_config, save_checkpoint
-from fna_zoo.engine.config import build_model
+from fna_zoo.detection import build_model
 from fna_zoo.publish import CARD_INPUT_SIZES, PushError, publish, push
 from fna_zoo.cli.publish import main
 

@@ -46,7 +46,7 @@ def test_dihedral_flips_move_boxes_with_the_pixels():
     boxes = tv_tensors.BoundingBoxes([[10, 5, 30, 15]], format='XYXY', canvas_size=(40, 60))
     seen = set()
     for _ in range(60):
-        img, out = train_transforms('retinanet', 'dihedral')(tv_tensors.Image(image), {'boxes': boxes})
+        img, out = train_transforms('plain', 'dihedral')(tv_tensors.Image(image), {'boxes': boxes})
         x0, y0, x1, y1 = out['boxes'][0].int().tolist()
         assert img[0, y0:y1, x0:x1].min() == 1.0 and img[0].sum() == image[0].sum()  # the box holds the object
         seen.add((tuple(img.shape[-2:]), x0, y0))

@@ -136,7 +136,7 @@ def test_data_keeps_keys_and_numbers():
 
 # ------------------------------------------------------------------------------------------- a writer
 def test_bench_results_are_written_portably(tmp_path, monkeypatch):
-    from fna_zoo.bench.runner import FIELDS, write_results
+    from fna_zoo.bench.grid import FIELDS, write_results
 
     monkeypatch.chdir(tmp_path)
     row = {k: None for k in FIELDS}

@@ -15,10 +15,11 @@ import torch
 from conftest import randomize_bn
 from fna_zoo import build_backbone, count_arch, load_arch
 from fna_zoo.detection import SSDLiteBackbone
-from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config
+from fna_zoo.engine.config import load_config
+from fna_zoo.nas.config import SEARCH_DEFAULTS
 from fna_zoo.nas import SearchSpace, SuperNet, madds_table
 from fna_zoo.nas import cost as cost_mod
-from fna_zoo.nas.searcher import search
+from fna_zoo.nas.searcher import build_search, check_search_config, search
 from fna_zoo.nas.space import ArchPath
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,13 +58,21 @@ def test_space_errors(changes, message):
         space_of('ssdlite', first_ops=['k3_e3', 'k5_e3'])
 
 
-SEEDS = {'mobilenetv2_100': (2, 3, 4, 3, 3, 1), 'efficientnet_b0': (2, 2, 3, 3, 4, 1)}  # searchable stage depths
+# searchable stage depths of each seed (EfficientNet-Lite0: B0's stages without SE, with TF "same" padding and BN eps
+# 1e-3, which the super network's candidate ops, its sliced path and the derived network all carry)
+SEEDS = {'mobilenetv2_100': (2, 3, 4, 3, 3, 1), 'efficientnet_b0': (2, 2, 3, 3, 4, 1),
+         'tf_efficientnet_lite0': (2, 2, 3, 3, 4, 1)}
 
 
 @pytest.fixture(scope='module')
 def seed_models(seed_model):
     torch.manual_seed(0)
-    return {'mobilenetv2_100': seed_model, 'efficientnet_b0': randomize_bn(timm.create_model('efficientnet_b0')).eval()}
+    models = {'mobilenetv2_100': seed_model,
+              'efficientnet_b0': randomize_bn(timm.create_model('efficientnet_b0')).eval()}
+    with torch.random.fork_rng():  # NOTE: the global stream the super networks' logits draw from stays as it was
+        torch.manual_seed(0)
+        models['tf_efficientnet_lite0'] = randomize_bn(timm.create_model('tf_efficientnet_lite0')).eval()
+    return models
 
 
 @pytest.fixture(scope='module')
@@ -135,6 +144,33 @@ def test_seed_remap_into_the_super_network(seed_models, seed, image):
             for got, want in zip(net(image), ref(image)):
                 assert (got[:, :want.shape[1]] - want).abs().max().item() <= tol
     net.train()
+
+
+@pytest.mark.parametrize('seed', SEEDS)
+def test_seed_to_super_network_to_derived(seed_models, seed):
+    # the chain: the seed remapped into the super network, the derived network cut from it (`path_state_dict`) on
+    # the seed's own path and on the all-k7_e6 path; both compute the seed (max abs difference of the stride 8/16/32
+    # maps), at an odd input size too (TF "same" padding pads stride-2 convs asymmetrically there)
+    space = space_of(seed=seed)
+    net = SuperNet(space)
+    net.load_seed(seed_models[seed].state_dict())
+    ref = timm.create_model(seed, features_only=True, out_indices=(2, 3, 4))
+    ref.load_state_dict(seed_models[seed].state_dict(), strict=False)
+    ref.eval()
+    widths = tuple(st.widths.index(space.seed.stages[st.index].out_chs) for st in space.stages)
+    seed_ops = [space.seed.stages[st.index].ops for st in space.stages]
+    for op, tol in ((None, 0.0), ('k7_e6', 1e-4)):
+        path = ArchPath(tuple(tuple(st.slots[i].index(op or seed_ops[k][i]) if i < d else len(st.slots[i]) - 1
+                                    for i in range(len(st.slots)))
+                              for k, (st, d) in enumerate(zip(space.stages, SEEDS[seed]))), widths)
+        derived = build_backbone(space.derive(path), features_only=True, out_indices=(2, 3, 4))
+        derived.load_state_dict(net.path_state_dict(path))
+        derived.eval()
+        for size in ((96, 128), (97, 131)):
+            x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(2))
+            with torch.no_grad():
+                diff = max((d - r).abs().max().item() for d, r in zip(derived(x), ref(x)))
+            assert diff <= tol, (op, size, diff)
 
 
 @pytest.mark.parametrize('seed', SEEDS)
@@ -246,6 +282,23 @@ def test_effnet_search_derives_an_effnet_arch(tmp_path):
     assert body.feature_info.reduction() == [8, 16, 32] and body.blocks[1][0].se is not None
 
 
+def test_lite0_search_derives_a_lite0_arch(tmp_path):
+    result = run_search(tmp_path, 'lite0', 'search.space.seed=tf_efficientnet_lite0', 'search.relaxation=gumbel',
+                        'search.eval_derived=false', 'train.max_iters=4')
+    arch = load_arch(tmp_path / 'lite0' / 'arch.yaml')
+    # the arch file keeps the seed's family, so retraining, export and the zoo rebuild it with TF padding and eps
+    assert (arch.seed, arch.act, arch.se_ratio, arch.pad_type, arch.bn_eps) == (
+        'tf_efficientnet_lite0', 'relu6', None, 'same', 1e-3)
+    assert result['madds'] == count_arch(arch, (800, 1088)).madds
+    body = build_backbone(arch, features_only=True, out_indices=(2, 3, 4))
+    assert body.feature_info.reduction() == [8, 16, 32] and body.bn1.eps == 1e-3
+    assert body.pretrained_cfg['mean'] == (0.5, 0.5, 0.5)  # the seed's normalisation, recorded with the model
+    # the search's detector normalises as the seed expects too (the super network records the seed's input cfg)
+    cfg = load_config(None, tiny(tmp_path, 'search.space.seed=tf_efficientnet_lite0'), defaults=SEARCH_DEFAULTS)
+    detector = build_search(cfg, 2)[2]
+    assert detector.transform.image_mean == detector.transform.image_std == [0.5, 0.5, 0.5]
+
+
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(cost_mod.CostObjective, 'loss', lambda self, e: e * float('nan'))
     with pytest.raises(FloatingPointError, match=r'architecture loss is nan at step 2; search stopped, the last '
@@ -295,6 +348,33 @@ def test_search_configs_build(name):
         assert cfg['search']['objective']['lambda'] == (0.15 if ssd else 0.02)
         assert cfg['search']['arch_update_epoch'] == (15 if ssd else 8) and cfg['train']['epochs'] == (30 if ssd else 14)
         assert (cfg['search']['weight_steps'], space.temperature) == ((5, 0.9) if ssd else (1, 1.0))
+
+
+def _flat(d: dict, prefix: str = '') -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f'{prefix}{k}.') if isinstance(v, dict) else {f'{prefix}{k}': v})
+    return out
+
+
+def test_lite0_tree_configs_follow_the_mobilenetv2_ones():
+    # the Lite0 search and retrain configs are the tree ones with the seed swapped: the same data, schedule, search
+    # and verification settings; the cost term is MAdds at the Lite0 seed's own (no Lite0 latency table)
+    lite0 = load_config(ROOT / 'configs' / 'trees_search_lite0.yaml', defaults=SEARCH_DEFAULTS)
+    mbv2 = load_config(ROOT / 'configs' / 'trees_search.yaml', defaults=SEARCH_DEFAULTS)
+    a, b = _flat(lite0), _flat(mbv2)
+    assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {
+        'model.seed_weights', 'search.space.seed', 'search.objective.type', 'search.objective.table',
+        'search.verify.recipe', 'output'}
+    space, objective, _ = check_search_config(lite0)  # the space, the objective and the verification recipe
+    seed = load_arch('tf_efficientnet_lite0')
+    assert space.seed == seed and objective.unit == 'GMAdds'
+    assert objective.target == count_arch(seed.replace(head_chs=None), (320, 320)).madds / 1e9
+    a = _flat(load_config(ROOT / 'configs' / 'trees_retinanet_lite0.yaml'))
+    b = _flat(load_config(ROOT / 'configs' / 'trees_retinanet.yaml'))
+    changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    assert changed == {'model.backbone', 'model.seed_weights', 'output'}
+    assert a['model.seed_weights'] == 'asset:efficientnet_lite0.in1k'
 
 
 def test_weight_and_arch_steps_split_by_image(tmp_path):

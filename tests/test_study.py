@@ -14,7 +14,8 @@ sys.path.insert(0, str(ROOT / 'benchmarks'))
 import adaptation_study as study  # noqa: E402
 
 from fna_zoo import count_arch, load_arch  # noqa: E402
-from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config  # noqa: E402
+from fna_zoo.engine.config import load_config  # noqa: E402
+from fna_zoo.nas.config import SEARCH_DEFAULTS  # noqa: E402
 from fna_zoo.nas.fidelity import supernet_estimates  # noqa: E402
 from fna_zoo.nas.searcher import search  # noqa: E402
 
@@ -120,7 +121,10 @@ def test_plan_width_scaled_searched_and_committed_archs(space, tmp_path, capsys)
     assert 'differs from the committed <out>/study/archs/same.yaml' in err
     for bad, message in ((['--searched', 'seed=x.yaml'], 'is a name of the study'),
                          (['--searched', f'new={tmp_path / "missing.yaml"}'], 'there is no committed'),
-                         (['--width-mults', '0'], 'expected distinct positive'), (['--seeds', '0'], '--seeds is 0')):
+                         (['--width-mults', '0'], 'expected distinct positive'), (['--seeds', '0'], '--seeds is 0'),
+                         (['--only-seeds', '4'], '--only-seeds [4]; expected retrain seeds from 0 to 3'),
+                         (['--name', 'Other'], "--name 'Other'; expected 'study' followed by"),
+                         (['--recipe', 'configs/missing.yaml'], 'is not a config file under the repository')):
         with pytest.raises(SystemExit):
             study.main(['--out', str(out), '--random', '2', '--report', *bad])
         assert message in capsys.readouterr().err
@@ -165,6 +169,8 @@ def test_study_end_to_end_resumes_shares_and_writes_no_absolute_path(tmp_path, s
     records = out / 'study' / 'runs'
     args = ['--seeds', '2', '--random', '1', '--rounds', '2', '--seed-weights', seed_file, '--runs', str(runs),
             '--out', str(out), '--set', *tiny(tmp_path)]
+    assert study.main([*args, '--only', 'seed', '--only-seeds', '1']) == 0  # one retrain seed (another process)
+    assert sorted(_files(records)) == ['seed_r1.json']
     assert study.main([*args, '--only', 'seed']) == 0
     assert sorted(_files(records)) == ['seed_r0.json', 'seed_r1.json']
     stamps = _files(records)
@@ -230,6 +236,12 @@ def test_study_end_to_end_resumes_shares_and_writes_no_absolute_path(tmp_path, s
     (records / 'fna_retinanet_r1.json').unlink()
     assert study.main([*full, '--report']) == 0
     assert '| fna_retinanet | FNA RetinaNet arch | 1/2 partial |' in (out / 'adaptation_study.md').read_text()
+    # another recipe is another study (its own records and report), sharing the archs; the default comes back
+    assert study.main([*full, '--report', '--name', 'study_b', '--recipe', 'configs/trees_retinanet_long.yaml']) == 0
+    other_md = (out / 'adaptation_study_b.md').read_text()
+    assert '| seed | seed (ImageNet remap) | 0/2 partial |' in other_md and 'trees_retinanet_long.yaml' in other_md
+    assert not (out / 'study_b' / 'archs').exists()
+    assert study.main([*full, '--report']) == 0 and study.RECIPE == 'configs/trees_retinanet.yaml'
     again = json.loads((out / 'adaptation_study.json').read_text())['fidelity']
     assert again['archs']['fna_retinanet']['n'] == 1  # the retrained side as the records are now
     assert again['archs']['seed']['supernet_AP50'] == fid['archs']['seed']['supernet_AP50']

@@ -10,7 +10,8 @@ from PIL import Image
 from fna_zoo import count_arch, load_arch
 from fna_zoo.cli.search import verification_table
 from fna_zoo.data import CocoDetection
-from fna_zoo.engine.config import SEARCH_DEFAULTS, load_config
+from fna_zoo.engine.config import load_config
+from fna_zoo.nas.config import SEARCH_DEFAULTS
 from fna_zoo.nas import SearchSpace, SuperNet
 from fna_zoo.nas import cost as cost_mod
 from fna_zoo.nas.searcher import check_search_config, search
@@ -175,6 +176,7 @@ def test_verification_hands_on_the_winner_and_reports_every_score(tmp_path, caps
     ('search.verify.margin=-1', 'search.verify.margin is -1; expected a number of AP50 points >= 0'),
     ('search.verify.holdout=1.0', 'search.verify.holdout is 1.0; expected a share in \\(0, 1\\)'),
     ('search.seed_prior=-2', 'search.seed_prior is -2; expected a number >= 0'),
+    ('search.verify.seeds=0', 'search.verify.seeds is 0; expected'),
 ])
 def test_bad_verify_settings_are_one_line_errors(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
@@ -188,3 +190,52 @@ def test_a_verify_recipe_for_another_detector_is_refused(tmp_path):
         check_search_config(_search_cfg(tmp_path, f'search.verify.recipe={other}'))
     with pytest.raises(ValueError, match='is a directory; expected a retrain config file'):
         check_search_config(_search_cfg(tmp_path, f'search.verify.recipe={tmp_path}'))
+
+
+def _fake_retrains(monkeypatch, ap50: dict) -> list:
+    """Replace the verification's retrain by a lookup of AP50 by (run folder name, retrain seed); records the calls.
+
+    The selection rule of `verify_candidates` is what these tests check, so the retrains' scores are set by hand."""
+    import fna_zoo.engine.train as train_mod
+
+    calls = []
+
+    def retrain(cfg, resume=False):
+        out = Path(cfg['output'])
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({'seed': cfg['seed']}, out / 'final.pth')
+        calls.append((out.name, cfg['seed'], cfg['train']['max_iters']))
+        return {'step': cfg['train']['max_iters'], 'AP': 0.0, 'AP50': ap50[out.name.split('_s')[0]][cfg['seed'] - 7]}
+
+    monkeypatch.setattr(train_mod, 'retrain', retrain)
+    return calls
+
+
+def _verify_with(tmp_path, monkeypatch, ap50: dict, seeds: int, margin: float = 1.0) -> tuple[dict, list]:
+    from fna_zoo.nas.verify import Candidate, verify_candidates
+
+    space = space_of()
+    arch = space.derive(space.seed_path())
+    made = [Candidate(name, arch, space.seed_path(), 1.0, -1.0, name) for name in ap50]
+    calls = _fake_retrains(monkeypatch, ap50)
+    recipe = {'model': {}, 'train': {}, 'seed': 7}
+    return verify_candidates(made[1:], made[0], recipe, [10], margin, tmp_path, seeds=seeds), calls
+
+
+def test_verification_with_seeds_pairs_them_and_needs_a_win_with_every_seed(tmp_path, monkeypatch):
+    # candidate_0's mean beats the baseline by 5 points, but it loses with the second seed: the baseline stays
+    ap50 = {'baseline': [0.10, 0.20], 'candidate_0': [0.25, 0.15]}
+    record, calls = _verify_with(tmp_path / 'a', monkeypatch, ap50, seeds=2)
+    assert sorted(calls) == [('baseline', 7, 10), ('baseline_s1', 8, 10), ('candidate_0', 7, 10),
+                             ('candidate_0_s1', 8, 10)]
+    assert record['archs'][1]['scores'][0]['AP50_seeds'] == [0.25, 0.15]
+    assert record['margin_AP50'] == pytest.approx(5.0) and record['paired_gains_AP50'] == pytest.approx([15, -5])
+    assert record['winner'] == 'baseline' and 'with every seed' in record['rule']
+    assert torch.load(tmp_path / 'a' / 'winner.pth')['seed'] == 7  # the winner's first-seed run
+    assert 'by seed +15.0 / -5.0' in verification_table(record, 'ms')
+    # winning with both seeds by a mean over the margin hands the candidate on
+    record, _ = _verify_with(tmp_path / 'b', monkeypatch, {'baseline': [0.10, 0.20], 'candidate_0': [0.12, 0.23]}, 2)
+    assert record['winner'] == 'candidate_0' and record['margin_AP50'] == pytest.approx(2.5)
+    # one seed: the margin alone decides (a 0.5-point gain is below it)
+    record, _ = _verify_with(tmp_path / 'c', monkeypatch, {'baseline': [0.10], 'candidate_0': [0.105]}, 1)
+    assert record['winner'] == 'baseline' and record['seeds'] == 1 and record['paired_gains_AP50'] == pytest.approx([0.5])

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fna_zoo._builder import build_backbone
+from fna_zoo.builder import build_backbone
 from fna_zoo.checkpoint import check_weights_file
 from fna_zoo.detection import create_backbone
 

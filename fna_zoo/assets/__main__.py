@@ -1,6 +1,6 @@
-"""`python -m fna_zoo.assets ...` runs `fna-fetch`."""
+"""`python -m fna_zoo.assets ...` runs `fna-fetch` (by its name in the command table: `fna_zoo.commands`)."""
 import sys
 
-from ..cli.fetch import main
+from ..commands import run_command
 
-sys.exit(main())
+sys.exit(run_command('fna-fetch'))

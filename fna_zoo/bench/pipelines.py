@@ -4,7 +4,7 @@ A cell (`CELLS`) is a runtime and a precision, with the ONNX file it runs where 
 makes it a `Pipeline`: three stages one image goes through (`fna_zoo.runtime.timing.time_stages`):
 
 * pre: read and decode the image file, resize it to the network input (letterbox or stretch) and scale it to
-  [0, 1] (`fna_zoo.runtime.preprocess`, as `export/predict_onnx.py` does);
+  [0, 1] (`fna_zoo.runtime.preprocess`, as `examples/predict_onnx.py` does);
 * net: normalisation, backbone, neck and head;
 * post: box decoding, top-k, per-class NMS and top-K (`DetectionPostprocess`), boxes back to image pixels.
 
@@ -132,7 +132,7 @@ def raw_int8(ex: Exports, dst: Path) -> Path:
 def nms_fp16(ex: Exports, dst: Path) -> Path:
     """The mixed-precision fp16 copy of `nms_fp32` (`fna-export --fp16`'s conversion: network in fp16, NMS in
     fp32), without its parity gate: the table shows AP, as for `nms_int8`."""
-    from ..runtime.fp16 import convert_fp16_file
+    from ..onnxgraph.fp16 import convert_fp16_file
 
     convert_fp16_file(ex.file(nms_fp32), dst)
     return dst
@@ -140,7 +140,7 @@ def nms_fp16(ex: Exports, dst: Path) -> Path:
 
 def raw_fp16(ex: Exports, dst: Path) -> Path:
     """The fp16 copy of `raw_fp32`, which a strongly typed TensorRT fp16 engine is built from."""
-    from ..runtime.fp16 import convert_fp16_file
+    from ..onnxgraph.fp16 import convert_fp16_file
 
     convert_fp16_file(ex.file(raw_fp32), dst)
     return dst
@@ -298,7 +298,8 @@ def split_nms_graph(path: str | os.PathLike) -> tuple[bytes, bytes, list[str]]:
 
 def _onnxruntime(cell: Cell, path: Path, spec: InputSpec, threads: int | None, device: str) -> Pipeline:
     """onnxruntime on fna-export's detector with NMS: the network and the in-graph NMS as two sessions."""
-    from ..runtime.ort import onnx_precision, ort_session
+    from ..onnxgraph.precision import onnx_precision
+    from ..runtime.ort import ort_session
 
     found = onnx_precision(path)
     if found != cell.precision:

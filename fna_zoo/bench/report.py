@@ -84,6 +84,7 @@ def run_entry(run_dir: str | os.PathLike) -> ReportEntry:
     import yaml
 
     from ..checks import check_input_folder
+    from ..detection import DEFAULT_DETECTOR, get_detector
 
     run_dir = check_input_folder(run_dir, 'run folder', 'a retrain run folder')
     cfg_path, met_path = run_dir / 'config.yaml', run_dir / 'metrics.json'
@@ -100,39 +101,45 @@ def run_entry(run_dir: str | os.PathLike) -> ReportEntry:
         raise ValueError(f'{str(met_path)!r} has no AP; expected the metrics of a test run')
     if isinstance(metrics['AP'], bool) or not isinstance(metrics['AP'], (int, float)):
         raise ValueError(f"{str(met_path)!r} has AP {metrics['AP']!r}; expected a number")
-    det = str(cfg.get('detector', 'retinanet'))
+    try:
+        det = get_detector(str(cfg.get('detector', DEFAULT_DETECTOR)))
+    except ValueError as e:
+        raise ValueError(f'{str(cfg_path)!r}: {e}') from None
     model = cfg.get('model') or {}
     kwargs = model.get('kwargs') or {}
-    configured = str(model.get('backbone') or ('fna_retinanet_backbone' if det == 'retinanet'
-                                                else 'fna_ssdlite_backbone'))
+    configured = str(model.get('backbone') or det.default_backbone)
     snapshot = run_dir / 'arch.yaml'
     spec = str(snapshot) if snapshot.is_file() else configured
-    if det == 'ssdlite':
-        side = int(kwargs.get('image_size', 320))
-        size = (side, side)
-    else:
-        side = -(-int(kwargs.get('max_size', 1333)) // 32) * 32
-        size = (side, side)
+    size = det.export_size(kwargs)
     data = cfg.get('data') or {}
     if data.get('path'):
         dataset = f"{portable_path(str(data['path']))} ({data.get('val_split', 'val2017')})"  # NOTE: for the table
     else:
         syn = data.get('synthetic') or {}
         dataset = f"built-in synthetic set ({syn.get('num_classes', '?')} classes, {syn.get('num_val', '?')} val images)"
-    return ReportEntry('RetinaNet' if det == 'retinanet' else 'SSDLite', f'{Path(configured).name} ({run_dir.name})',
-                       spec, 100.0 * float(metrics['AP']), 'measured here', dataset, size)
+    return ReportEntry(det.label, f'{Path(configured).name} ({run_dir.name})', spec, 100.0 * float(metrics['AP']),
+                       'measured here', dataset, size)
 
 
-def _complexity(spec: str, size: tuple[int, int], detector: str) -> tuple[float | None, float | None]:
+def _complexity(spec: str, size: tuple[int, int], label: str) -> tuple[float | None, float | None]:
+    """(M params, G MAdds) of the backbone of a report row (None, None for a timm model).
+
+    Args:
+        spec: The backbone arch (zoo name or arch file).
+        size: (H, W).
+        label: The row's detector (`DetectorSpec.label`).
+    """
     from ..arch import is_arch_spec, load_arch
     from ..complexity import count_arch
+    from ..detection import DETECTORS
 
     if not is_arch_spec(spec):
         return None, None
     arch = load_arch(spec)
     # NOTE: RetinaNet takes the stage ends (no 1x1 head conv, as the paper's 4.85B / 1.81M MobileNetV2
-    # backbone); SSDLite keeps the head conv to 1280, one of its feature maps.
-    c = count_arch(arch.replace(head_chs=None) if detector == 'RetinaNet' else arch, size)
+    # backbone); SSDLite keeps the head conv to 1280, one of its feature maps (`DetectorSpec.head_conv`).
+    head_conv = next((d.head_conv for d in DETECTORS.values() if d.label == label), True)
+    c = count_arch(arch if head_conv else arch.replace(head_chs=None), size)
     return c.mparams, c.gmadds
 
 
@@ -205,7 +212,7 @@ def write_report(joined: Sequence[dict[str, Any]], outdir: str | os.PathLike, ma
     md = outdir / f'{stem}.md'
     atomic_write_text(md, text)
 
-    panels = [('RetinaNet', 'paper'), ('SSDLite', 'paper')]
+    panels: list[tuple[str | None, str]] = [(d, 'paper') for d in dict.fromkeys(row[0] for row in PUBLISHED)]
     if any(j['source'] != 'paper' and j['ap'] is not None and j['latency'] for j in joined):
         panels.append((None, 'measured here'))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)

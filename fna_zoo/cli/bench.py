@@ -32,12 +32,14 @@ _ROW_KEYS = ('model', 'batch', 'input_h', 'input_w', 'p50_ms')
 
 
 def _common(p: CliParser) -> None:
+    from ..detection import DEFAULT_DETECTOR, DETECTORS
+
     p.add_argument('--what', choices=['backbone', 'raw', 'detector'],
                    help='backbone features, or raw: the detector without NMS (backbone + neck + head); detector '
                         'is an alias of raw (default backbone)')
-    p.add_argument('--detector', choices=['retinanet', 'ssdlite'],
+    p.add_argument('--detector', choices=list(DETECTORS),
                    help='detector built around a backbone for --what raw (random init, 80 classes; default '
-                        'retinanet)')
+                        f'{DEFAULT_DETECTOR})')
     p.add_argument('--warmup', type=int, default=3, help='untimed runs first (default 3)')
     p.add_argument('--runs', type=int, default=10, help='timed runs (default 10)')
     p.add_argument('--threads', type=int, help="intra-op threads, torch and onnxruntime (default: torch's)")
@@ -109,9 +111,10 @@ def _check_counts(args: Any) -> None:
 
 def _sizes(values: Sequence[int] | None, what: str, detector: str) -> list[tuple[int, int]]:
     from ..checks import check_input_size
+    from ..detection import get_detector
 
-    if not values:
-        return [(320, 320)] if (what in ('raw', 'detector') and detector == 'ssdlite') else [(800, 1088)]
+    if not values:  # the detector's own input size for it, FNA's 800x1088 for a backbone
+        return [get_detector(detector).input_size] if what in ('raw', 'detector') else [(800, 1088)]
     if len(values) % 2:
         raise ValueError(f'--input-size has {len(values)} numbers; expected H W pairs')
     return [check_input_size([values[i], values[i + 1]], what) for i in range(0, len(values), 2)]
@@ -129,7 +132,7 @@ def _split(item: str, default: str, device: str) -> tuple[str, str]:
 
 
 def _run(args: Any) -> None:
-    from ..bench.runner import format_table, run_grid, write_results
+    from ..bench.grid import format_table, run_grid, write_results
     from ..runtime.names import canonical_runtime
 
     if args.ap:
@@ -204,7 +207,7 @@ def _deploy(args: Any) -> None:
 
 def _compare(args: Any) -> None:
     from ..fileio import atomic_write_text
-    from ..bench.runner import compare, portable_row
+    from ..bench.grid import compare, portable_row
 
     _check_counts(args)
     if args.batch < 1:
@@ -271,7 +274,9 @@ def bench_main(argv: Sequence[str] | None = None) -> None:
     if args.command == 'compare':
         args.what = args.what or 'backbone'
     if args.command in ('run', 'compare') and not getattr(args, 'ap', False):
-        args.detector = args.detector or 'retinanet'
+        from ..detection import DEFAULT_DETECTOR
+
+        args.detector = args.detector or DEFAULT_DETECTOR
     setup_logging(args, default=logging.WARNING)  # the printed table is the output
     {'run': _run, 'compare': _compare, 'report': _report}[args.command](args)
 

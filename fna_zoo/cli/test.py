@@ -26,7 +26,8 @@ def test_main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """
     from ..checkpoint import read_checkpoint
     from ..checks import check_output_path
-    from ..engine.config import apply_overrides, build_model, check_config, load_config
+    from ..detection import build_model
+    from ..engine.config import apply_overrides, check_config, load_config
     from ..engine.distributed import cleanup, init_distributed
     from ..engine.evaluate import evaluate, format_stats
     from ..engine.train import build_datasets, data_root

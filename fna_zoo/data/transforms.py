@@ -1,5 +1,7 @@
 """Training augmentation as in FNA: flip for RetinaNet; SSD photometric distortion, expand and IoU crop for SSDLite.
 
+A detector names its recipe (`DetectorSpec.train_recipe`, one of `TRAIN_RECIPES`): 'plain' (flips, optionally SSD's
+photometric distortion; FNA's RetinaNet) or 'ssd' (photometric distortion, zoom out, IoU crop, flips; FNA's SSDLite).
 The flips are a choice (`augment`): FNA's horizontal flip, or the dihedral group (flips both ways and quarter
 turns), the usual augmentation for aerial and remote-sensing images, whose objects have no up (DeepForest,
 Weinstein et al. 2020, trains tree crowns so).
@@ -9,11 +11,13 @@ Resizing is done by the torchvision detector itself (keep-ratio to min/max size 
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from timm.data import IMAGENET_DEFAULT_MEAN
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-__all__ = ['AUGMENTS', 'flips', 'train_transforms']
+__all__ = ['AUGMENTS', 'TRAIN_RECIPES', 'flips', 'plain_transforms', 'ssd_transforms', 'train_transforms']
 
 
 AUGMENTS = ('flip', 'dihedral', 'none')
@@ -36,24 +40,45 @@ def flips(augment: str = 'flip') -> list[v2.Transform]:
             v2.RandomApply([v2.RandomRotation((90, 90), expand=True)], p=0.5)]
 
 
-def train_transforms(detector: str, augment: str = 'flip', color_jitter: bool = False) -> v2.Transform:
-    """Training transforms of a detector ('retinanet' or 'ssdlite').
+def plain_transforms(augment: str = 'flip', color_jitter: bool = False) -> v2.Transform:
+    """FNA's RetinaNet augmentation: the flips, after SSD's photometric distortion when `color_jitter`.
 
     Args:
-        detector: The detector name.
         augment: The flips (`flips`).
-        color_jitter: RetinaNet: SSD's photometric distortion (brightness, contrast, saturation, hue; p 0.5)
-            before the flips (SSDLite always has it).
+        color_jitter: SSD's photometric distortion (brightness, contrast, saturation, hue; p 0.5) first.
     """
-    if detector == 'retinanet':
-        return v2.Compose(([v2.RandomPhotometricDistort(p=0.5)] if color_jitter else []) + flips(augment))
-    if detector == 'ssdlite':
-        fill = [round(255 * m) for m in IMAGENET_DEFAULT_MEAN]
-        return v2.Compose([
-            v2.RandomPhotometricDistort(p=0.5),
-            v2.RandomZoomOut(fill={tv_tensors.Image: fill, 'others': 0}, side_range=(1.0, 4.0), p=0.5),
-            v2.RandomIoUCrop(),
-            *flips(augment),
-            v2.SanitizeBoundingBoxes(),
-        ])
-    raise ValueError(f"unknown detector {detector!r}; expected 'retinanet' or 'ssdlite'")
+    return v2.Compose(([v2.RandomPhotometricDistort(p=0.5)] if color_jitter else []) + flips(augment))
+
+
+def ssd_transforms(augment: str = 'flip', color_jitter: bool = True) -> v2.Transform:
+    """FNA's SSDLite augmentation: photometric distortion, zoom out (to 4x, mean fill), IoU crop, the flips.
+
+    Args:
+        augment: The flips (`flips`).
+        color_jitter: Unused: the photometric distortion is always part of SSD's augmentation.
+    """
+    fill = [round(255 * m) for m in IMAGENET_DEFAULT_MEAN]
+    return v2.Compose([
+        v2.RandomPhotometricDistort(p=0.5),
+        v2.RandomZoomOut(fill={tv_tensors.Image: fill, 'others': 0}, side_range=(1.0, 4.0), p=0.5),
+        v2.RandomIoUCrop(),
+        *flips(augment),
+        v2.SanitizeBoundingBoxes(),
+    ])
+
+
+# recipe name (`DetectorSpec.train_recipe`) -> its transforms(augment, color_jitter)
+TRAIN_RECIPES: dict[str, Callable[[str, bool], v2.Transform]] = {'plain': plain_transforms, 'ssd': ssd_transforms}
+
+
+def train_transforms(recipe: str, augment: str = 'flip', color_jitter: bool = False) -> v2.Transform:
+    """Training transforms of a recipe (a detector's `DetectorSpec.train_recipe`).
+
+    Args:
+        recipe: 'plain' (RetinaNet) or 'ssd' (SSDLite).
+        augment: The flips (`flips`).
+        color_jitter: 'plain': SSD's photometric distortion before the flips ('ssd' always has it).
+    """
+    if recipe not in TRAIN_RECIPES:
+        raise ValueError(f'unknown training recipe {recipe!r}; expected one of {", ".join(TRAIN_RECIPES)}')
+    return TRAIN_RECIPES[recipe](augment, color_jitter)

@@ -1,27 +1,16 @@
-"""Detectors (torchvision RetinaNet + FPN and SSDLite) around FNA / timm backbones, with FNA's settings."""
-from typing import Any
+"""Detectors (torchvision RetinaNet + FPN and SSDLite) around FNA / timm backbones, with FNA's settings.
 
-from torch import nn
-
+Each detector's file ends in its `DetectorSpec` (its traits) and registers it in `DETECTORS`; importing a detector
+file here is what adds it. `build_model` builds the detector a run config describes.
+"""
 from .backbones import FPNBackbone, SSDLiteBackbone, create_backbone, resolve_seed
 from .core import DetectorCore
-from .retinanet import build_retinanet
-from .ssdlite import SSDLite, build_ssdlite
+from .registry import DEFAULT_DETECTOR, DETECTORS, build_detector, get_detector, register_detector, spec_of
+from .spec import DetectorSpec
+from .retinanet import RETINANET, build_retinanet  # (registers 'retinanet' first: the default)
+from .ssdlite import SSDLITE, SSDLite, build_ssdlite  # registers 'ssdlite'
+from .factory import build_model, model_kwargs
 
-DETECTORS = {'retinanet': build_retinanet, 'ssdlite': build_ssdlite}
-
-
-def build_detector(name: str, **kwargs: Any) -> nn.Module:
-    """Build a detector by name ('retinanet' or 'ssdlite').
-
-    Args:
-        name: Detector name.
-        **kwargs: Passed to the builder.
-    """
-    if name not in DETECTORS:
-        raise ValueError(f'unknown detector {name!r}; expected one of {", ".join(DETECTORS)}')
-    return DETECTORS[name](**kwargs)
-
-
-__all__ = ['DETECTORS', 'build_detector', 'build_retinanet', 'build_ssdlite', 'SSDLite', 'DetectorCore',
-           'FPNBackbone', 'SSDLiteBackbone', 'create_backbone', 'resolve_seed']
+__all__ = ['DETECTORS', 'DEFAULT_DETECTOR', 'DetectorSpec', 'register_detector', 'get_detector', 'spec_of',
+           'build_detector', 'build_model', 'model_kwargs', 'build_retinanet', 'build_ssdlite', 'RETINANET', 'SSDLITE',
+           'SSDLite', 'DetectorCore', 'FPNBackbone', 'SSDLiteBackbone', 'create_backbone', 'resolve_seed']

@@ -15,17 +15,20 @@ from typing import Any, Callable, Mapping
 
 import timm
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from ..arch import Arch, is_arch_spec, load_arch
 from ..archs import list_archs
-from ..assets.store import hub_offline_hint, is_asset_spec, resolve_weights_asset
+from ..assets.store import (ASSET_PATHS, ASSET_PREFIX, hub_offline_hint, is_asset_spec, resolve_weights_asset,
+                            seed_asset)
 from ..checkpoint import check_weights_file
 from ..checks import check_input_file
-from .._builder import DEFAULT_SEED, build_backbone
+from ..builder import DEFAULT_SEED, build_backbone
 
-__all__ = ['SeedSpec', 'resolve_seed', 'check_backbone', 'create_backbone', 'FPNBackbone', 'SSDLiteBackbone']
+__all__ = ['SeedSpec', 'resolve_seed', 'check_backbone', 'create_backbone', 'input_normalization', 'FPNBackbone',
+           'SSDLiteBackbone']
 
 _logger = logging.getLogger(__name__)
 
@@ -45,8 +48,9 @@ def resolve_seed(seed: SeedSpec, seed_model: str = DEFAULT_SEED) -> Mapping[str,
         return seed
     if str(seed) == 'timm':
         _logger.info('loading seed weights of %s through timm', seed_model)
+        asset = seed_asset(seed_model) or seed_asset(DEFAULT_SEED)
         with hub_offline_hint(f"timm's hub weights of {seed_model!r} (seed weights 'timm')",
-                              "seed weights 'asset:mobilenetv2_100.tv_in1k'"):
+                              f"seed weights '{ASSET_PREFIX}{asset}'", ASSET_PATHS[asset][0]):
             return timm.create_model(seed_model, pretrained=True).state_dict()
     if is_asset_spec(seed):
         return str(resolve_weights_asset(str(seed), seed_model))
@@ -95,6 +99,19 @@ def create_backbone(spec: Arch | str | os.PathLike | nn.Module, seed: SeedSpec =
     elif str(seed) != 'timm':
         overlay = dict(file=str(check_weights_file(resolve_seed(seed))))
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **timm_kwargs)
+
+
+def input_normalization(body: nn.Module) -> tuple[list[float], list[float]]:
+    """(mean, std) a backbone's weights expect of images in [0, 1], as its pretrained cfg records them (every FNA
+    model records its seed's, `fna_zoo.builder.seed_input_cfg`; a timm model its weights'; the super network its
+    seed's): the detectors normalise with them, and so do their exports. ImageNet's for a module without a cfg.
+
+    Args:
+        body: The backbone (a timm model, an FNA model, the search's super network or any module).
+    """
+    cfg = getattr(body, 'pretrained_cfg', None) or {}
+    mean, std = cfg.get('mean') or IMAGENET_DEFAULT_MEAN, cfg.get('std') or IMAGENET_DEFAULT_STD
+    return [float(v) for v in mean], [float(v) for v in std]
 
 
 class FPNBackbone(nn.Module):

@@ -9,27 +9,33 @@ test score 0.05, NMS 0.5, 100 detections per image. Built on torchvision's Retin
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections import OrderedDict
+from typing import Any, Mapping
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+import torch
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 
 from ..arch import Arch
-from .backbones import FPNBackbone, SeedSpec, create_backbone
+from .backbones import FPNBackbone, SeedSpec, create_backbone, input_normalization
+from .registry import register_detector
+from .spec import DetectorSpec
 
-__all__ = ['build_retinanet']
+__all__ = ['build_retinanet', 'RETINANET']
+
+DEFAULT_BACKBONE = 'fna_retinanet_backbone'  # FNA's searched RetinaNet backbone
+MAX_SIZE = 1333  # cap on the longer image side after resizing (FNA / torchvision)
 
 
 def build_retinanet(
-        backbone: Arch | str | os.PathLike | nn.Module = 'fna_retinanet_backbone',
+        backbone: Arch | str | os.PathLike | nn.Module = DEFAULT_BACKBONE,
         *,
         num_classes: int = 80,
         seed_weights: SeedSpec = None,
         head_width: int = 256,
         min_size: int = 800,
-        max_size: int = 1333,
+        max_size: int = MAX_SIZE,
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
         detections_per_img: int = 100,
@@ -70,9 +76,48 @@ def build_retinanet(
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     head = RetinaNetHead(head_width, anchors.num_anchors_per_location()[0], num_classes)
     head.regression_head._loss_type = 'smooth_l1'  # NOTE: torchvision uses beta=1/9 for it, FNA's 0.11
+    mean, std = input_normalization(body)  # NOTE: the seed's (Lite0: 0.5, 0.5), so the transform feeds what it expects
     return RetinaNet(
-        neck, num_classes, min_size=min_size, max_size=max_size,
-        image_mean=list(IMAGENET_DEFAULT_MEAN), image_std=list(IMAGENET_DEFAULT_STD),
+        neck, num_classes, min_size=min_size, max_size=max_size, image_mean=mean, image_std=std,
         anchor_generator=anchors, head=head, score_thresh=score_thresh, nms_thresh=nms_thresh,
         detections_per_img=detections_per_img, topk_candidates=topk_candidates, **kwargs,
     )
+
+
+class _FPNNeck(nn.Module):
+    """The FPN of a built RetinaNet on the backbone's C3-C5 maps: the P3-P7 maps its head reads.
+
+    Args:
+        fpn: `FPNBackbone.fpn`.
+    """
+
+    def __init__(self, fpn: nn.Module) -> None:
+        super().__init__()
+        self.fpn = fpn
+
+    def forward(self, *feats: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats))).values())
+
+
+def _neck(detector: RetinaNet) -> nn.Module:
+    """The FPN (with P6 / P7) of a built RetinaNet."""
+    return _FPNNeck(detector.backbone.fpn)
+
+
+def _neck_inputs(detector: RetinaNet, x: torch.Tensor) -> list[torch.Tensor]:
+    """The C3-C5 maps of the timm body for an image batch."""
+    return list(detector.backbone.body(x))
+
+
+def _export_size(kwargs: Mapping[str, Any]) -> tuple[int, int]:
+    """max_size rounded up to 32, square: holds any image resized to the min / max size, then letterboxed."""
+    side = -(-int(kwargs.get('max_size', MAX_SIZE)) // 32) * 32
+    return side, side
+
+
+RETINANET = register_detector(DetectorSpec(
+    name='retinanet', label='RetinaNet', build=build_retinanet, detector_class=RetinaNet,
+    default_backbone=DEFAULT_BACKBONE, input_size=(800, 1088), size_kwarg=None, export_size=_export_size,
+    train_recipe='plain', neck=_neck, neck_inputs=_neck_inputs, score_mode='sigmoid', background_class=None,
+    head_conv=False, taps_expansion=False,
+))

@@ -19,19 +19,23 @@ from __future__ import annotations
 
 import os
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.ssdlite import SSDLiteHead
 
 from ..arch import Arch
-from .backbones import SeedSpec, SSDLiteBackbone, create_backbone
+from .backbones import SeedSpec, SSDLiteBackbone, create_backbone, input_normalization
+from .registry import register_detector
+from .spec import DetectorSpec
 
-__all__ = ['SSDLite', 'build_ssdlite']
+__all__ = ['SSDLite', 'build_ssdlite', 'SSDLITE']
+
+DEFAULT_BACKBONE = 'fna_ssdlite_backbone'  # FNA's searched SSDLite backbone (with the 1x1 head conv to 1280)
+IMAGE_SIZE = 320  # square input side (FNA / torchvision SSDLite320)
 
 
 def _norm_prediction_convs(head: SSDLiteHead, norm_layer: Callable[..., nn.Module]) -> None:
@@ -67,11 +71,11 @@ class SSDLite(SSD):
 
 
 def build_ssdlite(
-        backbone: Arch | str | os.PathLike | nn.Module = 'fna_ssdlite_backbone',
+        backbone: Arch | str | os.PathLike | nn.Module = DEFAULT_BACKBONE,
         *,
         num_classes: int = 80,
         seed_weights: SeedSpec = None,
-        image_size: int = 320,
+        image_size: int = IMAGE_SIZE,
         extra_chs: tuple[int, ...] = (512, 256, 256, 128),
         score_thresh: float = 0.02,
         nms_thresh: float = 0.6,
@@ -103,9 +107,54 @@ def build_ssdlite(
     head = SSDLiteHead(features.out_channels, anchors.num_anchors_per_location(), num_classes + 1, norm_layer)
     if head_norm:
         _norm_prediction_convs(head, norm_layer)
+    mean, std = input_normalization(body)  # NOTE: the seed's (Lite0: 0.5, 0.5), so the transform feeds what it expects
     return SSDLite(
-        features, anchors, (image_size, image_size), num_classes + 1,
-        image_mean=list(IMAGENET_DEFAULT_MEAN), image_std=list(IMAGENET_DEFAULT_STD), head=head,
+        features, anchors, (image_size, image_size), num_classes + 1, image_mean=mean, image_std=std, head=head,
         score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img,
         topk_candidates=topk_candidates, **kwargs,
     )
+
+
+class _ExtrasNeck(nn.Module):
+    """The extra layers of a built SSDLite on the backbone's two maps (tapped expansion, head conv output): those
+    two maps and one more per extra layer, the maps its head reads.
+
+    Args:
+        extras: `SSDLiteBackbone.extras`.
+    """
+
+    def __init__(self, extras: nn.ModuleList) -> None:
+        super().__init__()
+        self.extras = extras
+
+    def forward(self, *feats: torch.Tensor) -> list[torch.Tensor]:
+        maps, x = list(feats), feats[-1]
+        for extra in self.extras:
+            x = extra(x)
+            maps.append(x)
+        return maps
+
+
+def _neck(detector: SSD) -> nn.Module:
+    """The extra layers of a built SSDLite."""
+    return _ExtrasNeck(detector.backbone.extras)
+
+
+def _neck_inputs(detector: SSD, x: torch.Tensor) -> list[torch.Tensor]:
+    """The tapped expansion and the head conv output of the backbone for an image batch."""
+    return list(detector.backbone(x).values())[:2]
+
+
+def _export_size(kwargs: Mapping[str, Any]) -> tuple[int, int]:
+    """The square input size (`image_size`)."""
+    side = int(kwargs.get('image_size', IMAGE_SIZE))
+    return side, side
+
+
+# NOTE: detector_class is torchvision's SSD, not `SSDLite`, so a plain torchvision SSD post-processes as one too
+SSDLITE = register_detector(DetectorSpec(
+    name='ssdlite', label='SSDLite', build=build_ssdlite, detector_class=SSD,
+    default_backbone=DEFAULT_BACKBONE, input_size=(IMAGE_SIZE, IMAGE_SIZE), size_kwarg='image_size',
+    export_size=_export_size, train_recipe='ssd', neck=_neck, neck_inputs=_neck_inputs, score_mode='softmax',
+    background_class=0, head_conv=True, taps_expansion=True,
+))

@@ -1,22 +1,27 @@
 """Run configs: YAML files over built-in defaults, `key.sub=value` overrides, strict key checking.
 
 The layout follows timm's YAML-then-CLI convention; the resolved config is written into the run folder.
+`DEFAULTS` are retraining's (the engine's); a feature with its own section composes its defaults from them and
+registers that section's check (`register_section_check`): the search's are `fna_zoo.nas.config.SEARCH_DEFAULTS`,
+which `import fna_zoo` does not import. `load_config` takes the composed defaults and runs every check once.
 """
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
-from ..checks import MAX_SIDE, check_input_file
+from ..checks import MAX_SIDE, check_input_file, is_positive_int
+from ..deprecation import moved_names
 
-__all__ = ['DEFAULTS', 'SEARCH_DEFAULTS', 'load_config', 'apply_overrides', 'check_config', 'model_kwargs',
-           'build_model']
+AMP_MODES = ('off', 'bf16', 'fp16')  # train.amp (fna_zoo.engine.precision)
+
+__all__ = ['DEFAULTS', 'load_config', 'apply_overrides', 'check_config', 'register_section_check', 'check_ranges',
+           'check_float_ranges', 'setting', 'ABSENT', 'IntRange', 'FloatRange']
 
 DEFAULTS: dict[str, Any] = {
     'detector': 'retinanet',          # 'retinanet' or 'ssdlite'
@@ -65,61 +70,13 @@ DEFAULTS: dict[str, Any] = {
         'log_interval': 20,
         'ckpt_interval': 200,         # iterations between resumable checkpoints (and at every epoch end)
         'eval_at_end': True,
+        'amp': 'off',                 # mixed precision: 'off', 'bf16' (CPU and CUDA) or 'fp16' (CUDA, with a scaler)
+        'channels_last': False,       # NHWC memory layout of the model (faster convolutions, same fp32 numbers)
     },
     'eval': {'batch_size': 8},
     'output': 'runs/retrain',
     'seed': 0,
     'device': 'auto',                 # 'auto', 'cpu' or 'cuda'
-}
-
-
-# Architecture search (`fna-search`): the same sections (the `train` section drives the weight steps)
-# plus `search`. FNA's RetinaNet search settings (method.md section 3.3) are the defaults.
-SEARCH_DEFAULTS: dict[str, Any] = copy.deepcopy(DEFAULTS)
-SEARCH_DEFAULTS['train'].update(epochs=14, batch_size=1, lr=0.02, weight_decay=1e-4, lr_steps=[8, 11, 14],
-                                ckpt_interval=500)
-SEARCH_DEFAULTS['output'] = 'runs/search'
-SEARCH_DEFAULTS['search'] = {
-    'space': {
-        'seed': 'mobilenetv2_100',    # registered seed arch (and the timm model whose weights it has)
-        'fixed_stages': 1,            # leading stages kept as in the seed (MobileNetV2: the 16-channel e1 stage)
-        'layers': [4, 4, 4, 4, 4, 1],  # layer slots per searchable stage (depth = slots that are not skip)
-        'first_ops': ['k3_e3', 'k3_e6', 'k5_e3', 'k5_e6', 'k7_e3', 'k7_e6'],           # a stage's first layer
-        'ops': ['k3_e3', 'k3_e6', 'k5_e3', 'k5_e6', 'k7_e3', 'k7_e6', 'skip'],      # its other layers
-        'width_mults': [0.5, 0.75, 1.0, 1.25, 1.5],  # output width candidates per stage, x the seed width
-        'width_divisor': 8,           # widths are rounded to multiples of this
-        'tap_expansion': 6,           # SSDLite: the tapped layer (stride 16 -> 32) may only use this expansion
-        'temperature': 1.0,           # softmax temperature of the architecture probabilities (FNA SSDLite: 0.9)
-    },
-    'remap_width': 'leading',         # seed -> super network width rule ('leading' or 'bn_gamma'), as retraining
-    'weight_ratio': 0.5,              # share of the training images for weight steps; the rest feed arch steps
-    'arch_update_epoch': 8,           # epochs of weight-only warm-up (uniform paths) before arch steps start
-    'arch_steps': 1,                  # alternation: this many arch steps ...
-    'weight_steps': 1,                # ... then this many weight steps (FNA SSDLite: 5)
-    'arch_batch_size': None,          # images per architecture step (None: train.batch_size); more, less noise
-    'relaxation': 'darts',            # arch steps: 'darts' (all candidates, FNA), 'gumbel' (one sampled path) or
-                                      # 'pairs' (two candidates per slot drawn by probability, ProxylessNAS)
-    'gumbel_tau': 1.0,
-    # weight of the architecture entropy (mean over slots and stages, over its maximum) added to the arch loss,
-    # ramped linearly from 0 at the first arch step to this at the last (Tian et al., DA2S, 2020): 0 = off
-    'entropy_weight': 0.0,
-    # logit bonus of the seed's choice in every slot and stage at the start (SuperNet.set_prior): the search starts
-    # at the seed and the gradients must earn every move away from it; 0 = FNA's near-uniform start
-    'seed_prior': 0.0,
-    # after the search: retrain the `candidates` most probable distinct archs near the cost target and the seed at
-    # that cost (the baseline) with the retrain config `recipe` for `steps` (successive-halving rungs) on a
-    # held-out `holdout` share of the training split; hand on the best candidate only when its held-out AP50 beats
-    # the baseline's by `margin` points, else the baseline (fna_zoo/nas/verify.py). candidates 0 = off
-    'verify': {'candidates': 0, 'recipe': None, 'steps': [100, 200], 'margin': 1.0, 'holdout': 0.2, 'band': 0.1},
-    'arch_optimizer': {'lr': 3.0e-4, 'betas': [0.5, 0.999], 'weight_decay': 1.0e-3, 'grad_clip': 35.0},
-    # type 'madds' or 'latency' (needs `table`, from fna-latency-table); target: in GMAdds / ms, with target_mode
-    # 'max' (a hinge: no cost above it) or 'match' (two-sided: land at it);
-    # table with madds: the summary also reports the table's latency; runtime: the table's must match (None: any)
-    'objective': {'type': 'madds', 'lambda': 0.02, 'input_size': [800, 1088], 'target': None, 'target_mode': 'max',
-                  'table': None, 'runtime': None},
-    'arch_log_interval': 100,         # weight steps between logged argmax archs / probability snapshots
-    'eval_derived': True,             # at the end: recalibrate BN on the derived path and report its COCO AP
-    'bn_calib_batches': 20,
 }
 
 
@@ -171,7 +128,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     Args:
         path: A YAML config file (None: defaults only).
         overrides: `key.sub=value` strings.
-        defaults: `DEFAULTS` (retraining) or `SEARCH_DEFAULTS` (architecture search).
+        defaults: `DEFAULTS` (retraining) or a feature's defaults composed from them (architecture search:
+            `fna_zoo.nas.config.SEARCH_DEFAULTS`, whose import registers the check of its `search` section).
     """
     cfg = copy.deepcopy(defaults)
     if path is not None:
@@ -203,15 +161,17 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         raise ValueError(f"config output is {cfg['output']!r}; expected a run folder path")
     if cfg['detector'] not in DETECTORS:
         raise ValueError(f"config detector is {cfg['detector']!r}; expected one of {', '.join(DETECTORS)}")
-    for key, allowed in (('train.lr_schedule', ('step', 'cosine')), ('data.augment', ('flip', 'dihedral', 'none'))):
+    for key, allowed in (('train.lr_schedule', ('step', 'cosine')), ('data.augment', ('flip', 'dihedral', 'none')),
+                         ('train.amp', AMP_MODES)):
         section, name = key.split('.')
         if cfg[section][name] not in allowed:
             raise ValueError(f'config {key} is {cfg[section][name]!r}; expected one of {", ".join(allowed)}')
     if cfg['train']['optimizer'] not in ('sgd', 'rmsprop', 'adamw'):
         raise ValueError(f"config train.optimizer is {cfg['train']['optimizer']!r}; expected 'sgd', 'rmsprop' or 'adamw'")
     _check_ranges(cfg)
-    _check_float_ranges(cfg)
+    check_float_ranges(cfg, _FLOAT_RANGES)
     _check_train_crop(cfg['data']['train_crop'])
+    _check_sections(cfg)
     return cfg
 
 
@@ -270,92 +230,116 @@ def _check_types(cfg: dict[str, Any], defaults: dict[str, Any], where: str) -> N
             raise ValueError(f'config {path} is {value!r}; expected a finite number')
 
 
-# dotted key -> (the smallest value allowed, whether null is allowed)
-_RANGES: dict[str, tuple[float, bool]] = {
+# an integer setting's range: (the smallest value allowed, whether null is allowed)
+IntRange = tuple[float, bool]
+# a number setting's range: (low, high, whether low itself is allowed, whether high is, the expected range in words)
+FloatRange = tuple[float, float, bool, bool, str]
+
+# dotted key -> its range, for the engine's sections (a feature's section has its own tables, e.g. fna_zoo.nas.config)
+_RANGES: dict[str, IntRange] = {
     'train.epochs': (1, False), 'train.batch_size': (1, False), 'train.log_interval': (1, False),
     'train.ckpt_interval': (1, False), 'train.warmup_iters': (0, False), 'train.max_iters': (1, True),
     'train.eval_interval': (1, True),
     'eval.batch_size': (1, False), 'data.workers': (0, False), 'model.num_classes': (1, True),
     'data.synthetic.num_train': (1, False), 'data.synthetic.num_val': (1, False),
-    'data.synthetic.image_size': (32, False), 'search.arch_steps': (1, False), 'search.weight_steps': (1, False),
-    'search.arch_log_interval': (1, False), 'search.arch_update_epoch': (0, False),
-    'search.bn_calib_batches': (1, False), 'search.arch_batch_size': (1, True), 'search.verify.candidates': (0, False),
+    'data.synthetic.image_size': (32, False),
 }
 
 
-# dotted key -> (low, high, whether low itself is allowed, whether high is, the expected range in words)
-_FLOAT_RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
+_FLOAT_RANGES: dict[str, FloatRange] = {
     'train.momentum': (0, 1, True, False, 'a number in [0, 1)'),
     'train.weight_decay': (0, math.inf, True, False, 'a number >= 0'),
     'train.eps': (0, math.inf, False, False, 'a positive number'),
     'train.lr_gamma': (0, math.inf, False, False, 'a positive number'),
     'train.warmup_ratio': (0, 1, False, True, 'a number in (0, 1]'),
     'train.grad_clip': (0, math.inf, True, False, 'a number >= 0 (0: no clipping)'),
-    'search.weight_ratio': (0, 1, False, False, 'a share in (0, 1)'),
-    'search.gumbel_tau': (0, math.inf, False, False, 'a positive number'),
-    'search.entropy_weight': (0, math.inf, True, False, 'a number >= 0'),
-    'search.seed_prior': (0, math.inf, True, False, 'a number >= 0'),
-    'search.verify.margin': (0, math.inf, True, False, 'a number of AP50 points >= 0'),
-    'search.verify.holdout': (0, 1, False, False, 'a share in (0, 1)'),
-    'search.verify.band': (0, math.inf, False, False, 'a positive relative cost band (0.1: +-10 %)'),
-    'search.space.temperature': (0, math.inf, False, False, 'a positive number'),
-    'search.objective.lambda': (0, math.inf, True, False, 'a number >= 0'),
-    'search.arch_optimizer.weight_decay': (0, math.inf, True, False, 'a number >= 0'),
-    'search.arch_optimizer.grad_clip': (0, math.inf, True, False, 'a number >= 0 (0: no clipping)'),
 }
 
 
-_ABSENT = object()
+ABSENT = object()  # `setting` of a key the config does not have
 
 
-def _setting(cfg: dict[str, Any], path: str) -> Any:
-    """The value at a dotted key, or `_ABSENT` when it is not in the config (search.* in a retrain one, a key the
-    config of an older checkpoint lacks, see `check_config`)."""
+def setting(cfg: dict[str, Any], path: str) -> Any:
+    """The value at a dotted key, or `ABSENT` when it is not in the config (a key the config of an older checkpoint
+    lacks, see `check_config`).
+
+    Args:
+        cfg: The config.
+        path: A dotted key ('train.lr').
+    """
     value: Any = cfg
     for k in path.split('.'):
         if not isinstance(value, dict) or k not in value:
-            return _ABSENT
+            return ABSENT
         value = value[k]
     return value
 
 
-def _check_float_ranges(cfg: dict[str, Any]) -> None:
-    """Rates, shares and coefficients in range (a negative clip norm or momentum trains nonsense, silently)."""
-    for path, (low, high, low_ok, high_ok, what) in _FLOAT_RANGES.items():
-        if (value := _setting(cfg, path)) is _ABSENT:
-            continue  # search.* in a retrain config
+def check_float_ranges(cfg: dict[str, Any], ranges: dict[str, FloatRange]) -> None:
+    """Rates, shares and coefficients in range (a negative clip norm or momentum trains nonsense, silently).
+
+    Args:
+        cfg: The config.
+        ranges: Dotted key -> its `FloatRange` (keys the config lacks are skipped).
+    """
+    for path, (low, high, low_ok, high_ok, what) in ranges.items():
+        if (value := setting(cfg, path)) is ABSENT:
+            continue
         above = value >= low if low_ok else value > low
         below = value <= high if high_ok else value < high
         if not (above and below):
             raise ValueError(f'config {path} is {value!r}; expected {what}')
 
 
-def _check_ranges(cfg: dict[str, Any]) -> None:
-    """Counts and sizes in range (a zero batch size or interval would divide by zero or train nothing)."""
-    for path, (low, nullable) in _RANGES.items():
-        if (value := _setting(cfg, path)) is _ABSENT:
-            continue  # search.* in a retrain config
+def check_ranges(cfg: dict[str, Any], ranges: dict[str, IntRange]) -> None:
+    """Counts and sizes in range (a zero batch size or interval would divide by zero or train nothing).
+
+    Args:
+        cfg: The config.
+        ranges: Dotted key -> its `IntRange` (keys the config lacks are skipped).
+    """
+    for path, (low, nullable) in ranges.items():
+        if (value := setting(cfg, path)) is ABSENT:
+            continue
         if value is None and nullable:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f'config {path} is {value!r}; expected an integer >= {int(low)}'
                              f'{" or null" if nullable else ""}')
-        if path == 'data.synthetic.image_size' and value > MAX_SIDE:
-            raise ValueError(f'config {path} is {value!r}; expected an image side up to {MAX_SIDE}')
-    for path in ('train.lr', 'search.arch_optimizer.lr'):
-        value = _setting(cfg, path)
-        if value is not _ABSENT and not value > 0:
-            raise ValueError(f'config {path} is {value!r}; expected a positive number')
-    if _setting(cfg, 'search.objective.input_size') is not _ABSENT:
-        size = cfg['search']['objective']['input_size']
-        if not (isinstance(size, list) and len(size) == 2
-                and all(_positive_int(v) and 32 <= v <= MAX_SIDE and v % 32 == 0 for v in size)):
-            raise ValueError(f'config search.objective.input_size is {size!r}; expected [H, W], two multiples of 32 '
-                             f'from 32 to {MAX_SIDE}')
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+def _check_ranges(cfg: dict[str, Any]) -> None:
+    """The engine's counts, sizes and learning rate in range."""
+    check_ranges(cfg, _RANGES)
+    side = setting(cfg, 'data.synthetic.image_size')
+    if side is not ABSENT and side > MAX_SIDE:
+        raise ValueError(f'config data.synthetic.image_size is {side!r}; expected an image side up to {MAX_SIDE}')
+    lr = setting(cfg, 'train.lr')
+    if lr is not ABSENT and not lr > 0:
+        raise ValueError(f'config train.lr is {lr!r}; expected a positive number')
+
+
+# section -> the check of a feature's own config section (`register_section_check`)
+_SECTION_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {}
+
+
+def register_section_check(section: str, check: Callable[[dict[str, Any]], None]) -> None:
+    """Register the value check of a feature's own config section: `load_config` and `check_config` run it on
+    every config that has the section (after the engine's checks). The feature's module registers it on import,
+    as the module holding the feature's defaults, which a config with the section was loaded over.
+
+    Args:
+        section: The top-level section ('search').
+        check: Raises ValueError (one line naming the dotted key) for a bad value; takes the whole config.
+    """
+    _SECTION_CHECKS[section] = check
+
+
+def _check_sections(cfg: dict[str, Any]) -> None:
+    """The registered checks of the feature sections `cfg` has."""
+    for section, check in _SECTION_CHECKS.items():
+        if section in cfg:
+            check(cfg)
 
 
 def check_config(cfg: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
@@ -368,16 +352,17 @@ def check_config(cfg: dict[str, Any], reference: dict[str, Any]) -> dict[str, An
     """
     _check_types(cfg, reference, '')
     _check_ranges(cfg)
-    _check_float_ranges(cfg)
+    check_float_ranges(cfg, _FLOAT_RANGES)
+    _check_sections(cfg)
     return cfg
 
 
 def _check_train_crop(crop: dict[str, Any]) -> None:
     """One clear error for a bad `data.train_crop` (before any model or data is built)."""
-    if crop['size'] is not None and not (_positive_int(crop['size']) and crop['size'] <= MAX_SIDE):
+    if crop['size'] is not None and not (is_positive_int(crop['size']) and crop['size'] <= MAX_SIDE):
         raise ValueError(f"config data.train_crop.size is {crop['size']!r}; expected a positive integer (pixels) "
                          f'or null (whole images); at most {MAX_SIDE}')
-    if not _positive_int(crop['crops_per_image']):
+    if not is_positive_int(crop['crops_per_image']):
         raise ValueError(f"config data.train_crop.crops_per_image is {crop['crops_per_image']!r}; expected a "
                          'positive integer')
     v = crop['min_visible']
@@ -389,44 +374,7 @@ def _check_train_crop(crop: dict[str, Any]) -> None:
         raise ValueError(f'config data.train_crop.scale is {sc!r}; expected [low, high] with 0 < low <= high <= 4')
 
 
-def model_kwargs(cfg: dict[str, Any], builder: Any) -> dict[str, Any]:
-    """Builder kwargs from `model.kwargs`, checked against the builder's signature.
-
-    Args:
-        cfg: The config.
-        builder: `build_retinanet` or `build_ssdlite`.
-    """
-    params = inspect.signature(builder).parameters
-    allowed = [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY and n not in ('num_classes', 'seed_weights')]
-    kwargs = dict(cfg['model']['kwargs'] or {})
-    for k, v in kwargs.items():
-        if k not in allowed:
-            raise ValueError(f'unknown config key model.kwargs.{k} for {cfg["detector"]}; expected one of {", ".join(allowed)}')
-        if k in _POSITIVE_SIZES and not _positive_int(v):
-            raise ValueError(f'config model.kwargs.{k} is {v!r}; expected a positive integer')
-        if k in _IMAGE_SIDES and v > MAX_SIDE:
-            raise ValueError(f'config model.kwargs.{k} is {v!r}; expected an image side up to {MAX_SIDE}')
-    return kwargs
-
-
-def build_model(cfg: dict[str, Any], num_classes: int, with_seed: bool = True) -> Any:
-    """The detector a run config describes (seed weights remapped into its backbone when `with_seed`).
-
-    Args:
-        cfg: The run config (`detector`, `model.backbone`, `model.kwargs`, `model.seed_weights`).
-        num_classes: Object classes.
-        with_seed: Load `model.seed_weights` (off when a checkpoint will overwrite the weights anyway).
-    """
-    from ..detection import DETECTORS
-
-    builder = DETECTORS[cfg['detector']]
-    kwargs = model_kwargs(cfg, builder)
-    if cfg['model']['backbone'] is not None:
-        kwargs['backbone'] = cfg['model']['backbone']
-    seed = cfg['model']['seed_weights'] if with_seed else None
-    return builder(num_classes=num_classes, seed_weights=seed, **kwargs)
-
-
-_IMAGE_SIDES = ('min_size', 'max_size', 'image_size')
-_POSITIVE_SIZES = ('min_size', 'max_size', 'image_size', 'head_width', 'detections_per_img',
-                   'topk_candidates', 'anchor_size')
+# NOTE: old homes of moved names, kept for one release (a DeprecationWarning names the new one); module names, so
+# neither the detectors nor the search (which `import fna_zoo` must not import) load before they are asked for
+__getattr__ = moved_names(__name__, {'SEARCH_DEFAULTS': 'fna_zoo.nas.config', 'build_model': 'fna_zoo.detection',
+                                     'model_kwargs': 'fna_zoo.detection'})

@@ -145,7 +145,8 @@ def epoch_loader(dataset: Any, sampler: DistributedSampler | None, batch_size: i
 
 
 def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: Sequence[nn.Parameter],
-                   grad_clip: float | None, average: bool = False) -> None:
+                   grad_clip: float | None, average: bool = False,
+                   scaler: torch.amp.GradScaler | None = None) -> None:
     """One gradient step on `loss`: zero the gradients, backpropagate, average them over the processes (when
     `average`: parameters outside DDP), clip their norm (when `grad_clip`), step.
 
@@ -155,14 +156,24 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: Seque
         params: The parameters whose gradients are averaged and clipped.
         grad_clip: Max gradient norm (falsy: no clipping).
         average: All-reduce the gradients by hand (`average_gradients`).
+        scaler: fp16's gradient scaler (`fna_zoo.engine.precision.grad_scaler`), or None.
     """
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss if scaler is None else scaler.scale(loss)).backward()
     if average:
         average_gradients(params)
+    if scaler is not None:
+        # NOTE: unscaled after the average (a linear map of the scaled gradients), so an overflow on one process
+        # reaches every process's inf check and all skip the step together (unscaled first, a process whose own
+        # gradients were finite would step on the inf it averaged in); before clipping, which needs the true norm
+        scaler.unscale_(opt)
     if grad_clip:
         nn.utils.clip_grad_norm_(params, grad_clip)
-    opt.step()
+    if scaler is None:
+        opt.step()
+    else:
+        scaler.step(opt)  # skips the step when the gradients overflowed
+        scaler.update()
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:

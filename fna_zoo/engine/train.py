@@ -24,10 +24,12 @@ from ..assets.store import resolve_asset
 from ..checkpoint import stored_arch
 from ..data import (CocoDetection, RandomCrops, coco_split_paths, make_synthetic_coco, synthetic_set_path,
                     train_transforms)
+from ..detection import build_model, get_detector
 from ..detection.backbones import check_backbone
-from .config import build_model
 from .distributed import DistInfo, barrier, init_distributed
 from .evaluate import STAT_NAMES, evaluate, format_stats
+from .precision import (apply_memory_format, check_precision, check_resume_precision, forward_losses, grad_scaler,
+                        restore_scalers, scaler_states)
 from .run import (SkipSampler, TrainingRun, batches_per_epoch, check_categories, check_num_classes, epoch_loader, optimizer_step,
                   seed_process, to_device, total_steps)
 
@@ -77,7 +79,8 @@ def train_dataset(cfg: dict[str, Any], root: Path, augment: bool = True) -> Coco
             windows are still drawn, as the images may be far larger than the input).
     """
     data = cfg['data']
-    transforms = train_transforms(cfg['detector'], data['augment'], data['color_jitter']) if augment else None
+    recipe = get_detector(cfg['detector']).train_recipe
+    transforms = train_transforms(recipe, data['augment'], data['color_jitter']) if augment else None
     crop = cfg['data']['train_crop']
     paths = coco_split_paths(root, cfg['data']['train_split'])
     if crop['size'] is None:
@@ -219,7 +222,8 @@ def _with_arch(cfg: dict[str, Any], arch: dict[str, Any] | None) -> dict[str, An
 
 
 def _train_step(ddp: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, batch: tuple[list, list],
-                grad_clip: float | None, step: int) -> tuple[dict[str, torch.Tensor], float]:
+                grad_clip: float | None, step: int, amp: str = 'off',
+                scaler: torch.amp.GradScaler | None = None) -> tuple[dict[str, torch.Tensor], float]:
     """One optimisation step on `batch` (on the device); returns (the loss terms, the total loss).
 
     Args:
@@ -229,13 +233,26 @@ def _train_step(ddp: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, ba
         batch: (images, targets).
         grad_clip: Max gradient norm (falsy: no clipping).
         step: Steps done, for the error message.
+        amp: `train.amp` (the forward runs under its autocast).
+        scaler: fp16's gradient scaler, or None.
     """
-    losses = ddp(*batch)
+    losses = forward_losses(ddp, *batch, amp)  # fp32 terms, summed and checked in fp32
     loss = sum(losses.values())
     if not torch.isfinite(loss):
         raise FloatingPointError(f'loss is {loss.item()} at step {step}; lower train.lr or check the data')
-    optimizer_step(opt, loss, list(model.parameters()), grad_clip)
+    optimizer_step(opt, loss, list(model.parameters()), grad_clip, scaler=scaler)
     return losses, loss.item()
+
+
+def _on_device(model: nn.Module, t: dict[str, Any], dist_info: DistInfo) -> nn.Module:
+    """The model on its device, in its memory format (`train.channels_last`), with the backbone's BatchNorm frozen
+    (`train.freeze_bn`) or synchronised across processes (`train.sync_bn`, distributed runs)."""
+    model = apply_memory_format(model.to(dist_info.device), t['channels_last'])
+    if t['freeze_bn']:
+        _logger.info('froze %d BatchNorm layers of the backbone', freeze_backbone_bn(model))
+    elif t['sync_bn'] and dist_info.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
 
 
 def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
@@ -251,6 +268,7 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     """
     dist_info = init_distributed(cfg['device'])
     t = cfg['train']
+    check_precision(t['amp'], dist_info.device)
     seed_process(cfg['seed'], dist_info)
     if cfg['model']['backbone'] is not None:  # a bad backbone fails before any data is written
         check_backbone(cfg['model']['backbone'])
@@ -269,15 +287,15 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
         arch = _run_arch(cfg, run, fresh_arch)
         if model is None or run.resumed:
             model = build_model(_with_arch(cfg, arch), run.num_classes, with_seed=not run.resumed)
-        model = model.to(dist_info.device)
-        if t['freeze_bn']:
-            _logger.info('froze %d BatchNorm layers of the backbone', freeze_backbone_bn(model))
-        elif t['sync_bn'] and dist_info.distributed:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = _on_device(model, t, dist_info)
         opt = build_optimizer(model.parameters(), t)
         epoch, step, done_in_epoch = 0, 0, 0
+        scaler = grad_scaler(t['amp'], dist_info.device)
+        if run.state is not None:
+            check_resume_precision(run.state['config']['train'], t)
         if (state := run.begin(model, {'optimizer': opt})) is not None:
             epoch, step, done_in_epoch = state['epoch'], state['step'], state['done_in_epoch']
+            restore_scalers(state, {'scaler': scaler})
             _logger.info('resumed from %s at epoch %d, step %d', run.last, epoch, step)
         ddp = DistributedDataParallel(model) if dist_info.distributed else model
 
@@ -295,7 +313,8 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
             for batch in loader:
                 tic = time.perf_counter()
                 lr = apply_lr(opt, t, step, epoch, total)
-                losses, loss = _train_step(ddp, model, opt, to_device(batch, run.device), t['grad_clip'], step)
+                losses, loss = _train_step(ddp, model, opt, to_device(batch, run.device), t['grad_clip'], step,
+                                           t['amp'], scaler)
                 step += 1
                 done_in_epoch += 1
                 bar.update(1)
@@ -310,12 +329,14 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
                     train_mode(model, t['freeze_bn'])
                 # the epoch end and the run end write their own checkpoint below
                 if step % t['ckpt_interval'] == 0 and step < total and done_in_epoch < epoch_batches:
-                    run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch, cat_ids=cat_ids)
+                    run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch, cat_ids=cat_ids,
+                                  **scaler_states({'scaler': scaler}))
                 if step >= total:
                     break
             else:
                 epoch, done_in_epoch = epoch + 1, 0
-            run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch, cat_ids=cat_ids)
+            run.save_last(epoch=epoch, step=step, done_in_epoch=done_in_epoch, arch=arch, cat_ids=cat_ids,
+                          **scaler_states({'scaler': scaler}))
         bar.close()
 
         run.save_final(step=step, arch=arch, cat_ids=cat_ids)

@@ -1,7 +1,7 @@
-"""`python -m fna_zoo.export ...` runs `fna-export`."""
+"""`python -m fna_zoo.export ...` runs `fna-export` (by its name in the command table: `fna_zoo.commands`)."""
 import sys
 
-from ..cli.export import main
+from ..commands import run_command
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_command('fna-export'))

@@ -1,6 +1,6 @@
 """The fp16 ONNX export (`fna-export --fp16`): a mixed-precision copy of the float32 export, parity-gated.
 
-`export_fp16(target, fp32_path)` converts a float32 export with `fna_zoo.runtime.fp16.convert_fp16` (the
+`export_fp16(target, fp32_path)` converts a float32 export with `fna_zoo.onnxgraph.fp16.convert_fp16` (the
 network in fp16; normalisation, anchors, box decoding and NMS in float32; inputs and outputs float32) and
 writes `<stem>.fp16.onnx` only when onnxruntime on it matches the PyTorch float32 module within an fp16
 tolerance (`compare_arrays_scaled`: the difference over each output's range; detections matched as for
@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..fileio import atomic_path
-from ..runtime.fp16 import DEFAULT_FP16_SCOPES, Fp16Info, convert_fp16, stamp_fp16, tensor_types
+from ..onnxgraph.fp16 import DEFAULT_FP16_SCOPES, Fp16Info, convert_fp16, stamp_fp16
+from ..onnxgraph.load import onnx_input_dims
+from ..onnxgraph.precision import tensor_types
 from .onnx_export import ExportTarget, reference_and_onnx
 from .parity import ParityReport, compare_arrays_scaled, compare_detections
 
@@ -56,7 +58,7 @@ class Fp16Export:
     Args:
         path: The fp16 file, or None when the gate failed (nothing written).
         reports: Parity reports by batch size.
-        info: What the conversion did (`fna_zoo.runtime.fp16.Fp16Info`).
+        info: What the conversion did (`fna_zoo.onnxgraph.fp16.Fp16Info`).
         coverage: What onnxruntime ran in fp16 here (`ort_fp16_coverage`).
         tol: The tolerance of the gate.
         mb_fp32: Size of the float32 file (MB).
@@ -140,8 +142,6 @@ def fp16_parity(target: ExportTarget, path: str | os.PathLike, batch: int, tol: 
 
 
 def _check_batches(fp32_path: Path) -> list[int]:
-    from ..runtime.ort import onnx_input_dims
-
     b = onnx_input_dims(fp32_path)[0]
     return [b] if b else [1, 3]
 
@@ -157,7 +157,7 @@ def export_fp16(target: ExportTarget, fp32_path: str | os.PathLike, output: str 
         output: The fp16 file (default: `<stem>.fp16.onnx` beside `fp32_path`).
         tol: Gate tolerance (see `fp16_parity`; default 0.01).
         check_batches: Batch sizes to compare at (default: the file's fixed batch, else 1 and 3).
-        fp16_scopes: See `fna_zoo.runtime.fp16.convert_fp16`.
+        fp16_scopes: See `fna_zoo.onnxgraph.fp16.convert_fp16`.
 
     Returns:
         An `Fp16Export` (`path` None when the gate failed).

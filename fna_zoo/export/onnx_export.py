@@ -141,8 +141,9 @@ def backbone_target(spec: Any, seed_weights: Any = None, out_indices: Sequence[i
         input_size: (H, W) used for tracing; the exported file accepts any size (multiples of 32).
         name: How to name the backbone in the metadata (default: `spec` when it is a string).
     """
-    from .._builder import DETECTION_OUT_INDICES
+    from ..builder import DETECTION_OUT_INDICES
     from ..detection import create_backbone
+    from ..detection.backbones import input_normalization
 
     indices = tuple(out_indices) if out_indices else DETECTION_OUT_INDICES
     forced = timm_name(spec)
@@ -153,8 +154,7 @@ def backbone_target(spec: Any, seed_weights: Any = None, out_indices: Sequence[i
         body = timm.create_model(forced, features_only=True, out_indices=indices, **kwargs).eval()
     else:
         body = create_backbone(spec, seed_weights, features_only=True, out_indices=indices).eval()
-    cfg = getattr(body, 'pretrained_cfg', {}) or {}
-    mean, std = cfg.get('mean', (0.485, 0.456, 0.406)), cfg.get('std', (0.229, 0.224, 0.225))
+    mean, std = input_normalization(body)  # the seed's, from the pretrained cfg (as the detectors normalise)
     names = [f'feat_s{r}' for r in body.feature_info.reduction()]
     meta = {'arch': arch_string(spec), 'backbone': name or (spec if isinstance(spec, str) else 'arch'),
             'seed_network': seed_network(spec), 'seed_weights': str(seed_weights),
@@ -173,7 +173,7 @@ def load_detector(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict[str, A
         (detector, checkpoint state without the weights).
     """
     from ..checkpoint import read_checkpoint
-    from ..engine.config import build_model
+    from ..detection import build_model
 
     ckpt = read_checkpoint(checkpoint)
     cfg = ckpt.model_config()
@@ -242,12 +242,14 @@ def detector_target(checkpoint: str | os.PathLike, what: What = 'nms', input_siz
     """
     if what not in ('raw', 'nms'):
         raise ValueError(f"--what {what!r} is not a detector export; expected 'raw' or 'nms'")
+    from ..detection import get_detector
+
     detector, state = load_detector(checkpoint)
     cfg = state['config']
+    spec = get_detector(cfg['detector'])
     size = tuple(input_size) if input_size else default_detector_size(detector)
     t = detector.transform
-    configured = cfg['model']['backbone'] or ('fna_retinanet_backbone' if cfg['detector'] == 'retinanet'
-                                              else 'fna_ssdlite_backbone')
+    configured = cfg['model']['backbone'] or spec.default_backbone
     backbone = state.get('arch') or configured  # the arch stored in the checkpoint, when it has one
     meta = {'arch': arch_string(backbone), 'backbone': str(configured), 'detector': cfg['detector'],
             'seed_network': seed_network(backbone), 'seed_weights': str(cfg['model'].get('seed_weights')),
@@ -261,7 +263,7 @@ def detector_target(checkpoint: str | os.PathLike, what: What = 'nms', input_siz
         anchors, _ = detector_anchors(detector, size)
         module = RawDetectorExport(detector, anchors)
         names = ['cls_logits', 'bbox_regression', 'anchors']
-        meta['background_class'] = '0' if cfg['detector'] == 'ssdlite' else 'none'
+        meta['background_class'] = 'none' if spec.background_class is None else str(spec.background_class)
         meta['box_coder_weights'] = _meta_list(detector.box_coder.weights)
         return ExportTarget(module.eval(), 'raw', size, names, metadata=meta)
     pp = postprocess_for(detector, size, score_thresh, iou_thresh, max_dets)

@@ -196,24 +196,19 @@ class DetectionPostprocess(nn.Module):
 
 def postprocess_for(detector: nn.Module, image_size: tuple[int, int], score_thresh: float | None = None,
                     iou_thresh: float | None = None, max_dets: int | None = None) -> DetectionPostprocess:
-    """The `DetectionPostprocess` equivalent of a torchvision RetinaNet / SSD's eval postprocessing.
+    """The `DetectionPostprocess` equivalent of a torchvision RetinaNet / SSD's eval postprocessing (its score mode
+    from the detector's spec, `fna_zoo.detection.spec_of`).
 
     Args:
-        detector: A detector from `build_retinanet` / `build_ssdlite`.
+        detector: A detector from `build_retinanet` / `build_ssdlite` (or a plain torchvision RetinaNet / SSD).
         image_size: (H, W) of the network input.
         score_thresh: Score threshold (default: the detector's).
         iou_thresh: NMS IoU threshold (default: the detector's).
         max_dets: Detections per image (default: the detector's).
     """
-    from torchvision.models.detection.retinanet import RetinaNet
-    from torchvision.models.detection.ssd import SSD
+    from ..detection import spec_of
 
-    if isinstance(detector, RetinaNet):
-        mode: Literal['sigmoid', 'softmax'] = 'sigmoid'
-    elif isinstance(detector, SSD):
-        mode = 'softmax'
-    else:
-        raise ValueError(f'detector is a {type(detector).__name__}; expected a torchvision RetinaNet or SSD')
+    mode = spec_of(detector).score_mode  # raises for a detector of no registered kind
     anchors, counts = detector_anchors(detector, image_size)
     coder = detector.box_coder
     return DetectionPostprocess(

@@ -98,7 +98,7 @@ def calibration_images(cfg: dict[str, Any] | None, num_images: int,
 def preprocess(image: torch.Tensor, size: tuple[int, int], resize: str, mean: Sequence[float]
                ) -> tuple[np.ndarray, tuple[float, float]]:
     """A dataset image as the exported detectors take it at deployment (`fna_zoo.runtime.preprocess`, the
-    pre-processing of `export/predict_onnx.py` and `fna-bench --ap`: torchvision's bilinear resize, in numpy).
+    pre-processing of `examples/predict_onnx.py` and `fna-bench --ap`: torchvision's bilinear resize, in numpy).
 
     Args:
         image: Float image (3, h, w) in [0, 1].

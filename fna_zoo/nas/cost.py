@@ -245,7 +245,8 @@ class CostObjective:
 
 
 def build_objective(space: SearchSpace, cfg: dict[str, Any]) -> CostObjective:
-    """The objective of a search config's `search.objective` section.
+    """The objective of a search config's `search.objective` section (its `lambda` and `input_size` checked when
+    the config was loaded, `fna_zoo.nas.config`).
 
     Args:
         space: The search space.
@@ -256,9 +257,6 @@ def build_objective(space: SearchSpace, cfg: dict[str, Any]) -> CostObjective:
     kind = cfg['type']
     if kind not in OBJECTIVES:
         raise ValueError(f'search objective type {kind!r} is unknown; expected one of {", ".join(OBJECTIVES)}')
-    lam = cfg['lambda']
-    if not isinstance(lam, (int, float)) or lam < 0 or not math.isfinite(lam):
-        raise ValueError(f'search objective lambda is {lam!r}; expected a number >= 0')
     target, ratio = cfg.get('target'), None
     if isinstance(target, str):
         ratio = _target_ratio(target)
@@ -271,7 +269,7 @@ def build_objective(space: SearchSpace, cfg: dict[str, Any]) -> CostObjective:
     if ratio is not None:
         # NOTE: relative to the seed's own cost under this objective, so one config fits every machine's table
         target = ratio * table.of_path(space.seed_path()) / scale
-    return CostObjective(table, lam, scale, unit, target, cfg.get('target_mode', 'max'))
+    return CostObjective(table, cfg['lambda'], scale, unit, target, cfg.get('target_mode', 'max'))
 
 
 def _short(value: Any) -> str:

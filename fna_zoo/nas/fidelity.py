@@ -22,11 +22,12 @@ from torch.utils.data import Subset
 
 from ..arch import Arch
 from ..checkpoint import read_checkpoint
-from ..engine.config import SEARCH_DEFAULTS, load_config
+from ..engine.config import load_config
 from ..engine.distributed import init_distributed
 from ..engine.evaluate import evaluate
 from ..engine.run import epoch_loader
 from ..engine.train import build_datasets, data_root, train_dataset
+from .config import SEARCH_DEFAULTS
 from .searcher import build_search, recalibrate_bn, split_indices
 
 __all__ = ['supernet_estimates']

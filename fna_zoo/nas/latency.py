@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .._builder import build_part
+from ..builder import build_part
 from ..arch import HEAD_OP, Arch, Stage, check_arch
 from ..checks import first_difference
 from ..checks import check_input_file, check_input_size
@@ -248,37 +248,34 @@ def arch_module(arch: Arch) -> nn.Module:
 
 
 class _NeckHead(nn.Module):
-    """A detector's neck and head on the backbone's maps (RetinaNet: FPN + head; SSDLite: extras + head)."""
+    """A detector's neck and head on the backbone's maps (RetinaNet: FPN + head; SSDLite: extras + head).
 
-    def __init__(self, detector: nn.Module, kind: str) -> None:
+    Args:
+        neck: The detector's neck (`DetectorSpec.neck`): backbone maps in, the head's maps out.
+        head: The detector's head.
+    """
+
+    def __init__(self, neck: nn.Module, head: nn.Module) -> None:
         super().__init__()
-        self.kind, self.head = kind, detector.head
-        self.neck = detector.backbone.fpn if kind == 'retinanet' else detector.backbone.extras
+        self.neck, self.head = neck, head
 
     def forward(self, *feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.kind == 'retinanet':
-            maps = list(self.neck(OrderedDict((str(i), f) for i, f in enumerate(feats))).values())
-        else:
-            maps, x = list(feats), feats[-1]
-            for extra in self.neck:
-                x = extra(x)
-                maps.append(x)
-        out = self.head(maps)
+        out = self.head(self.neck(*feats))
         return out['cls_logits'], out['bbox_regression']
 
 
 def _neck_head(space: SearchSpace, detector: str, size: tuple[int, int], kwargs: dict[str, Any]
                ) -> tuple[nn.Module, list[torch.Tensor]]:
-    from ..detection import build_detector
+    """The neck and head of `detector` around the space's seed (random init, eval mode) and the seeded backbone
+    maps they take at `size`."""
+    from ..detection import get_detector
 
-    det = build_detector(detector, backbone=space.seed.replace(head_chs=space.head_chs), **kwargs).eval()
+    spec = get_detector(detector)
+    det = spec.build(backbone=space.seed.replace(head_chs=space.head_chs), **kwargs).eval()
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        if detector == 'retinanet':
-            feats = list(det.backbone.body(x))
-        else:
-            feats = list(det.backbone(x).values())[:2]  # the tapped expansion and the head conv output
-    return _NeckHead(det, detector).eval(), feats
+        feats = spec.neck_inputs(det, x)
+    return _NeckHead(spec.neck(det), det.head).eval(), feats
 
 
 def part_module(space: SearchSpace, part: Part) -> tuple[nn.Module, list[torch.Tensor]]:
@@ -437,7 +434,7 @@ def build_latency_table(space: SearchSpace, input_size: Sequence[int], runtime: 
         repeats: Timed runs per part (the median is kept).
         save_every: Entries between writes of the file.
         progress: Show a tqdm progress bar.
-        detector: Also time this detector's neck and head ('retinanet' / 'ssdlite'), for information.
+        detector: Also time this detector's neck and head (a name of `fna_zoo.detection.DETECTORS`), for information.
         detector_kwargs: Builder kwargs of that detector (num_classes, head_width, ...).
     """
     size = _check_size(input_size)

@@ -10,7 +10,7 @@ runners and the timing core are those of `fna-bench` (`fna_zoo.runtime`), never 
   the one recipe (`fna_zoo.runtime.ort`: every graph optimisation, intra-op spinning off, I/O binding);
 * ``torch`` / ``torch-fp16`` / ``torch-compile``: PyTorch on the device (inference mode);
 * ``tensorrt`` / ``tensorrt-fp16``: a strongly typed TensorRT engine built from the same ONNX export (fp16: its
-  mixed-precision copy, `fna_zoo.runtime.fp16`; needs `tensorrt`).
+  mixed-precision copy, `fna_zoo.onnxgraph.fp16`; needs `tensorrt`).
 
 Old table names (`onnxruntime-cpu`, `torch-cpu`, `torch-cuda`, `torch-cuda-fp16`) are aliases naming the
 device too. A runtime that cannot run here fails in `get_runtime` with one line saying what is missing.

@@ -12,6 +12,10 @@ NOTE: FNA's code feeds architecture steps from the part it names the weight part
 issue #17); here weight steps use the weight part with the training augmentation and architecture steps
 use the architecture part without augmentation, as the names say.
 
+Mixed precision (`train.amp`, `train.channels_last`; `fna_zoo.engine.precision`): the detector's forward of
+weight and architecture steps runs under autocast, fp16 with one gradient scaler per optimizer; the architecture
+probabilities, the cost objective, the entropy term, BN recalibration and evaluation stay fp32.
+
 The run's bookkeeping (run folder, config.yaml, metrics.csv, last.pth, resuming) is `fna_zoo.engine.run.TrainingRun`,
 shared with retraining; `_Search` holds the search's own state and steps.
 """
@@ -33,11 +37,12 @@ from torch.utils.data import DistributedSampler, Subset
 from ..complexity import count_arch
 from ..checkpoint import check_weights_file, save_checkpoint
 from ..data import CocoDetection, RandomCrops
-from ..detection import DETECTORS
+from ..detection import DETECTORS, model_kwargs
 from ..detection.backbones import resolve_seed
-from ..engine.config import model_kwargs
 from ..engine.distributed import all_gather_objects, barrier, broadcast_state, init_distributed
 from ..engine.evaluate import evaluate
+from ..engine.precision import (apply_memory_format, check_precision, check_resume_precision, forward_losses,
+                                grad_scaler, restore_scalers, scaler_states)
 from ..engine.run import (TrainingRun, batches_per_epoch, check_categories, check_num_classes, epoch_loader,
                           optimizer_step, seed_process, to_device, total_steps)
 from ..engine.train import apply_lr, build_datasets, build_optimizer, data_root, train_dataset
@@ -90,21 +95,17 @@ def split_indices(train_ds: CocoDetection | RandomCrops, weight_ratio: float,
 def check_search_config(cfg: dict[str, Any]) -> tuple[SearchSpace, CostObjective, dict[str, Any]]:
     """(space, cost objective, detector kwargs) of a search config, or a clear error for a bad value.
 
+    The section's values (counts, shares, choices) were checked when the config was loaded
+    (`fna_zoo.nas.config.check_search_section`); what is checked here needs more: the space's seed, the objective's
+    table, the verification recipe.
+
     Args:
-        cfg: The search config (`fna_zoo.engine.config.SEARCH_DEFAULTS` layout).
+        cfg: The search config (`fna_zoo.nas.config.SEARCH_DEFAULTS` layout).
     """
     s = cfg['search']
     if cfg['model']['backbone'] is not None:
         raise ValueError(f"config model.backbone is {cfg['model']['backbone']!r}; a search builds its backbone from "
                          'search.space.seed, expected null')
-    for key, allowed in (('relaxation', ('darts', 'gumbel', 'pairs')), ('remap_width', ('leading', 'bn_gamma'))):
-        if s[key] not in allowed:
-            raise ValueError(f'config search.{key} is {s[key]!r}; expected one of {", ".join(allowed)}')
-    if not 0 < s['weight_ratio'] < 1:
-        raise ValueError(f"config search.weight_ratio is {s['weight_ratio']!r}; expected a fraction in (0, 1)")
-    for key in ('arch_steps', 'weight_steps'):
-        if not isinstance(s[key], int) or s[key] < 1:
-            raise ValueError(f'config search.{key} is {s[key]!r}; expected a positive integer')
     space = SearchSpace.from_config(s['space'], cfg['detector'])
     objective = build_objective(space, s['objective'])
     if s['verify']['candidates'] > 0:
@@ -151,7 +152,7 @@ def build_search(cfg: dict[str, Any], num_classes: int) -> tuple[SearchSpace, Su
     """(space, super network, detector around it, cost objective) of a search config; checks the config first.
 
     Args:
-        cfg: The search config (`fna_zoo.engine.config.SEARCH_DEFAULTS` layout).
+        cfg: The search config (`fna_zoo.nas.config.SEARCH_DEFAULTS` layout).
         num_classes: Object classes of the detector.
     """
     space, objective, kwargs = check_search_config(cfg)
@@ -299,12 +300,13 @@ def search(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     arch.yaml (the derived `Arch`), alphas.pt, summary.json, probs.json and probs.png.
 
     Args:
-        cfg: The search config (`fna_zoo.engine.config.SEARCH_DEFAULTS` layout).
+        cfg: The search config (`fna_zoo.nas.config.SEARCH_DEFAULTS` layout).
         resume: Continue from `<output>/last.pth` when it exists.
     """
     tic = time.perf_counter()
     dist_info = init_distributed(cfg['device'])
     space = check_search_config(cfg)[0]  # a bad config fails before anything is written
+    check_precision(cfg['train']['amp'], dist_info.device)
     seed_process(cfg['seed'], dist_info)
     root = data_root(cfg, dist_info)
     train_ds, val_ds = build_datasets(cfg, root)
@@ -359,7 +361,7 @@ def _verify(cfg: dict[str, Any], job: '_Search', root: Path) -> dict[str, Any]:
                                 exclude=[arch], seed=cfg['seed'])
     searched = space.derive(job.supernet.argmax_path())
     searched.save(out / 'searched_arch.yaml')
-    record = verify_candidates(candidates, base, recipe, v['steps'], v['margin'], out / 'verify')
+    record = verify_candidates(candidates, base, recipe, v['steps'], v['margin'], out / 'verify', v['seeds'])
     winner = base if record['winner'] == base.name else next(c for c in candidates if c.name == record['winner'])
     winner.arch.save(out / 'arch.yaml')
     _logger.info('verification: %s wins (%s); baseline held-out AP50 %.1f, best candidate %s', record['winner'],
@@ -391,7 +393,7 @@ class _Search:
                                     self.s['remap_width'])
             if self.s['seed_prior'] > 0:
                 self.supernet.set_prior(self.space.seed_path(), self.s['seed_prior'])
-        self.model.to(run.device)
+        apply_memory_format(self.model.to(run.device), self.t['channels_last'])
         broadcast_state(self.model)  # new layers were initialised from per-rank seeds: every rank starts from rank 0's
         self.alphas = self.supernet.arch_parameters()
         self.weights = [p for p in self.model.parameters() if all(p is not a for a in self.alphas)]
@@ -399,8 +401,15 @@ class _Search:
         a = self.s['arch_optimizer']
         self.a_opt = torch.optim.Adam(self.alphas, lr=a['lr'], betas=tuple(a['betas']), weight_decay=a['weight_decay'])
         self.gen = torch.Generator().manual_seed(cfg['seed'])  # paths and Gumbel noise: the same on every rank
+        # fp16: one scaler per optimizer (each skips its own overflowed steps and keeps its own scale)
+        self.scalers = {'scaler': grad_scaler(self.t['amp'], run.device),
+                        'arch_scaler': grad_scaler(self.t['amp'], run.device)}
+        if run.state is not None:
+            check_resume_precision(run.state['config']['train'], self.t)
         # NOTE: `begin` restores torch's RNG and `gen` only now, after the super network (random init) is built
         state = run.begin(self.model, {'optimizer': self.w_opt, 'arch_optimizer': self.a_opt}, self.gen) or {}
+        if run.resumed:
+            restore_scalers(state, self.scalers)
         self.step: int = state.get('step', 0)
         self.history: list[dict[str, Any]] = [h for h in state.get('history', []) if h['step'] <= self.step]
         if run.resumed:
@@ -440,7 +449,8 @@ class _Search:
             if self.run.is_main and (step % s['arch_log_interval'] == 0 or step % epoch_batches == 0 or step == total):
                 self._snapshot()
             if step % t['ckpt_interval'] == 0 or step % epoch_batches == 0 or step == total:
-                self.run.save_last(step=step, arch_step=self.a_stream.position, history=self.history)
+                self.run.save_last(step=step, arch_step=self.a_stream.position, history=self.history,
+                                   **scaler_states(self.scalers))
         bar.close()
         return self._finish()
 
@@ -455,9 +465,10 @@ class _Search:
         self.supernet.set_path(self.supernet.sample_path(self.gen, uniform=not searching))
         lr = apply_lr(self.w_opt, self.t, self.step, epoch, self.total)
         images, targets = to_device(next(self.w_stream), self.run.device)
-        det = sum(self.model(images, targets).values())
+        det = sum(forward_losses(self.model, images, targets, self.t['amp']).values())
         self._check_finite(det, 'weight')
-        optimizer_step(self.w_opt, det, self.weights, self.t['grad_clip'], average=True)
+        optimizer_step(self.w_opt, det, self.weights, self.t['grad_clip'], average=True,
+                       scaler=self.scalers['scaler'])
         return lr, det
 
     def _arch_step(self, epoch: int) -> None:
@@ -474,7 +485,10 @@ class _Search:
             p.requires_grad_(False)
         try:
             images, targets = to_device(next(self.a_stream), self.run.device)
-            det = sum(self.model(images, targets).values())
+            det = sum(forward_losses(self.model, images, targets, self.t['amp']).values())
+            # NOTE: outside autocast: the probabilities, the expected MAdds/latency (a sum of products over
+            # thousands of table entries, then a log) and the entropy term are fp32 (the relaxed forward's
+            # softmax is fp32 under autocast too: `SuperNet._choice`)
             ops_p, widths_p = self.supernet.probabilities()
             expected = self.objective.expected(ops_p, widths_p)
             cost_loss = self.objective.loss(expected).float()
@@ -482,7 +496,8 @@ class _Search:
             if (w := self._entropy_weight()) > 0:
                 loss = loss + w * (mean_entropy_fraction(ops_p) + mean_entropy_fraction(widths_p)) / 2
             self._check_finite(loss, 'architecture')
-            optimizer_step(self.a_opt, loss, self.alphas, s['arch_optimizer']['grad_clip'], average=True)
+            optimizer_step(self.a_opt, loss, self.alphas, s['arch_optimizer']['grad_clip'], average=True,
+                           scaler=self.scalers['arch_scaler'])
         finally:
             for p in self.weights:
                 p.requires_grad_(True)
@@ -565,7 +580,8 @@ class _Search:
         }
         if s['eval_derived']:
             # NOTE: evaluated with the super network's weights on the derived path after BN recalibration: a
-            # ranking signal only; the derived net is retrained from the seed (fna-retrain --arch).
+            # ranking signal only; the derived net is retrained from the seed (fna-retrain --arch). Both run
+            # without autocast (fp32 statistics and detections, whatever train.amp).
             self.supernet.set_path(path)
             recalibrate_bn(self.model, self.a_stream, s['bn_calib_batches'], run.device)
             stats = evaluate(self.model, self.val_ds, out / 'detections_derived_val.json',

@@ -139,20 +139,24 @@ class SearchSpace:
 
     @classmethod
     def from_config(cls, space: dict[str, Any], detector: str) -> 'SearchSpace':
-        """The space of a search config's `search.space` section, for 'retinanet' or 'ssdlite'.
+        """The space of a search config's `search.space` section, for a detector of `fna_zoo.detection.DETECTORS`.
 
         Args:
-            space: The `search.space` mapping (see `fna_zoo.engine.config.SEARCH_DEFAULTS`).
-            detector: The detector; SSDLite keeps the seed's head conv and constrains the tapped layer.
+            space: The `search.space` mapping (see `fna_zoo.nas.config.SEARCH_DEFAULTS`).
+            detector: The detector's name; its spec says whether derived archs keep the seed's head conv
+                (`head_conv`, SSDLite) and whether the tapped layer's expansion is fixed (`taps_expansion`).
         """
+        from ..detection import get_detector
+
+        spec = get_detector(detector)
         name = space['seed']
         if name not in list_archs():
             raise ValueError(f'search space seed {name!r} is unknown; expected one of {", ".join(list_archs())}')
         seed = get_arch(name)
-        ssd = detector == 'ssdlite'
         return cls(seed, name, space['fixed_stages'], space['layers'], space['first_ops'], space['ops'],
-                   space['width_mults'], space['width_divisor'], head_chs=seed.head_chs if ssd else None,
-                   tap_expansion=space['tap_expansion'] if ssd else None, temperature=space['temperature'])
+                   space['width_mults'], space['width_divisor'], head_chs=seed.head_chs if spec.head_conv else None,
+                   tap_expansion=space['tap_expansion'] if spec.taps_expansion else None,
+                   temperature=space['temperature'])
 
     # ------------------------------------------------------------------ structure
     def in_widths(self, k: int) -> tuple[int, ...]:

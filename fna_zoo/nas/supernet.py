@@ -24,14 +24,20 @@ https://arxiv.org/abs/1812.00332).
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from timm.layers import create_conv2d
+from timm.layers.conv2d_same import Conv2dSame
+from timm.layers.padding import pad_same
 from timm.models._features import FeatureInfo
 
-from ..arch import SKIP, Arch, Op, Stage, se_reduce_chs
+from ..arch import ACTS, SKIP, Arch, Op, Stage, se_reduce_chs
+from ..builder import seed_input_cfg
+from ..deprecation import moved_names
 from ..remap import WidthMode, expected_shapes, remap_state_dict
 from .space import ArchPath, SearchSpace
 
@@ -39,13 +45,23 @@ __all__ = ['SqueezeExcite', 'CandidateOp', 'MixedLayer', 'SuperNet']
 
 _logger = logging.getLogger(__name__)
 
+# NOTE: `_ACTS`, this module's copy of the activation table, is the one `fna_zoo.arch.ACTS` now
+__getattr__ = moved_names(__name__, {'_ACTS': ('fna_zoo.arch', 'ACTS')})
+
 
 def _mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else x * mask.view(1, -1, 1, 1)
 
 
-# the `Arch.act` names as functions (timm's modules compute the same)
-_ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {'relu6': F.relu6, 'relu': F.relu, 'silu': F.silu}
+def _conv(in_chs: int, out_chs: int, k: int, stride: int = 1, groups: int = 1, pad_type: str = '') -> nn.Conv2d:
+    """A bias-free conv as timm's builder makes it: padding k // 2 ('') or TF "same" ('same'; timm's `Conv2dSame`,
+    asymmetric at stride 2, where it is not static)."""
+    return create_conv2d(in_chs, out_chs, k, stride=stride, groups=groups, padding=pad_type, bias=False)
+
+
+def _norm(bn_eps: float | None) -> Callable[[int], nn.BatchNorm2d]:
+    """BatchNorm2d with the seed's eps (None: PyTorch's 1e-5)."""
+    return nn.BatchNorm2d if bn_eps is None else partial(nn.BatchNorm2d, eps=bn_eps)
 
 
 def _width_mask(probs: torch.Tensor, widths: torch.Tensor, channels: int) -> torch.Tensor:
@@ -91,28 +107,31 @@ class CandidateOp(nn.Module):
         stride: Depthwise conv stride.
         act: Activation name (`Arch.act`).
         se_ratio: Squeeze-excitation ratio (`Arch.se_ratio`), None for none.
+        pad_type: Conv padding (`Arch.pad_type`: '' or TF 'same').
+        bn_eps: BatchNorm eps (`Arch.bn_eps`; None: PyTorch's 1e-5).
     """
 
     def __init__(self, op: Op, in_chs: int, out_chs: int, stride: int, act: str = 'relu6',
-                 se_ratio: float | None = None) -> None:
+                 se_ratio: float | None = None, pad_type: str = '', bn_eps: float | None = None) -> None:
         super().__init__()
-        self.op, self.act, self.se_ratio = op, _ACTS[act], se_ratio
+        self.op, self.act, self.se_ratio = op, ACTS[act], se_ratio
         k = op.kernel
         mid = in_chs * op.expansion
+        norm = _norm(bn_eps)
         if op.block_type == 'ir':
-            self.conv_pw = nn.Conv2d(in_chs, mid, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(mid)
-            self.conv_dw = nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False)
-            self.bn2 = nn.BatchNorm2d(mid)
+            self.conv_pw = _conv(in_chs, mid, 1)
+            self.bn1 = norm(mid)
+            self.conv_dw = _conv(mid, mid, k, stride, groups=mid, pad_type=pad_type)
+            self.bn2 = norm(mid)
             self.se = SqueezeExcite(mid, self.se_chs(in_chs)) if se_ratio else None
-            self.conv_pwl = nn.Conv2d(mid, out_chs, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(out_chs)
+            self.conv_pwl = _conv(mid, out_chs, 1)
+            self.bn3 = norm(out_chs)
         else:
-            self.conv_dw = nn.Conv2d(in_chs, in_chs, k, stride, k // 2, groups=in_chs, bias=False)
-            self.bn1 = nn.BatchNorm2d(in_chs)
+            self.conv_dw = _conv(in_chs, in_chs, k, stride, groups=in_chs, pad_type=pad_type)
+            self.bn1 = norm(in_chs)
             self.se = SqueezeExcite(in_chs, self.se_chs(in_chs)) if se_ratio else None
-            self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(out_chs)
+            self.conv_pw = _conv(in_chs, out_chs, 1)
+            self.bn2 = norm(out_chs)
 
     def se_chs(self, in_chs: int) -> int:
         """SE reduce width at input width `in_chs` (0 without SE)."""
@@ -154,6 +173,8 @@ class CandidateOp(nn.Module):
 
 def _sliced_conv(conv: nn.Conv2d, x: torch.Tensor, out_chs: int, in_per_group: int) -> torch.Tensor:
     groups = out_chs if conv.groups > 1 else 1  # depthwise convs keep one group per channel
+    if isinstance(conv, Conv2dSame):  # TF "same" where it is not static: pad as Conv2dSame does (its padding is 0)
+        x = pad_same(x, conv.kernel_size, conv.stride, conv.dilation)
     return F.conv2d(x, conv.weight[:out_chs, :in_per_group], None, conv.stride, conv.padding, conv.dilation, groups)
 
 
@@ -178,14 +199,16 @@ class MixedLayer(nn.Module):
         stride: Stride (slot 0 only).
         act: Activation name (`Arch.act`).
         se_ratio: Squeeze-excitation ratio (`Arch.se_ratio`), None for none.
+        pad_type: Conv padding (`Arch.pad_type`).
+        bn_eps: BatchNorm eps (`Arch.bn_eps`).
     """
 
     def __init__(self, names: tuple[str, ...], in_chs: int, out_chs: int, stride: int, act: str = 'relu6',
-                 se_ratio: float | None = None) -> None:
+                 se_ratio: float | None = None, pad_type: str = '', bn_eps: float | None = None) -> None:
         super().__init__()
         self.names = names
         self.expansions = tuple(0 if n == SKIP else Op.parse(n).expansion for n in names)
-        self.ops = nn.ModuleDict({n: CandidateOp(Op.parse(n), in_chs, out_chs, stride, act, se_ratio)
+        self.ops = nn.ModuleDict({n: CandidateOp(Op.parse(n), in_chs, out_chs, stride, act, se_ratio, pad_type, bn_eps)
                                   for n in names if n != SKIP})
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, active: list[int], mid_masks: list[torch.Tensor | None],
@@ -240,16 +263,21 @@ class SuperNet(nn.Module):
         super().__init__()
         self.space = space
         seed = space.seed
-        self.act = _ACTS[seed.act]
-        self.conv_stem = nn.Conv2d(3, seed.stem_chs, 3, 2, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(seed.stem_chs)
+        self.act = ACTS[seed.act]
+        # NOTE: the seed's family throughout (activation, SE, padding, BN eps), and its input normalisation for
+        # the detector the super network sits in (as a timm model's `pretrained_cfg` records it)
+        family = dict(act=seed.act, se_ratio=seed.se_ratio, pad_type=seed.pad_type, bn_eps=seed.bn_eps)
+        self.pretrained_cfg = seed_input_cfg(space.seed_name)
+        norm = _norm(seed.bn_eps)
+        self.conv_stem = _conv(3, seed.stem_chs, 3, 2, pad_type=seed.pad_type)
+        self.bn1 = norm(seed.stem_chs)
         self.blocks = nn.ModuleList()
         self._fixed_skip: list[list[bool]] = []
         for si in range(space.fixed_stages):
             layers = nn.ModuleList()
             skips = []
             for _, _, op, in_c, out_c, stride in (t for t in seed.iter_layers() if t[0] == si):
-                layers.append(CandidateOp(op, in_c, out_c, stride, seed.act, seed.se_ratio))
+                layers.append(CandidateOp(op, in_c, out_c, stride, **family))
                 skips.append(in_c == out_c and stride == 1)
             self.blocks.append(layers)
             self._fixed_skip.append(skips)
@@ -257,12 +285,12 @@ class SuperNet(nn.Module):
             in_max = max(space.in_widths(k))
             self.blocks.append(nn.ModuleList(
                 MixedLayer(names, in_max if slot == 0 else st.max_width, st.max_width, st.stride if slot == 0 else 1,
-                           seed.act, seed.se_ratio)
+                           **family)
                 for slot, names in enumerate(st.slots)))
         last = space.stages[-1].max_width
         if space.head_chs is not None:
-            self.conv_head = nn.Conv2d(last, space.head_chs, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(space.head_chs)
+            self.conv_head = _conv(last, space.head_chs, 1)
+            self.bn2 = norm(space.head_chs)
         self.op_alphas = nn.ParameterList(
             nn.Parameter(1e-3 * torch.randn(len(names))) for st in space.stages for names in st.slots)
         self.width_alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(st.widths))) for st in space.stages)
@@ -462,7 +490,10 @@ class SuperNet(nn.Module):
                     # NOTE: timm adds a residual to a stage's first layer when its input and output widths
                     # happen to be equal (stride 1); weight it by the probability that they are.
                     same = (w_in[:, None] == widths[None, :]).to(w_weights.dtype)
-                    residual = p_in @ same @ w_weights
+                    # NOTE: a probability, in fp32 under autocast too (which would run the matmul in bf16 / fp16);
+                    # the softmax of `_choice` and the width masks stay fp32 by themselves
+                    with torch.autocast(x.device.type, enabled=False):
+                        residual = p_in @ same @ w_weights
                 else:
                     residual = 0.0
                 y, mid = layer(x, op_w, active, mids, residual, tap=k == tap_k and slot == 0, se_masks=ses)

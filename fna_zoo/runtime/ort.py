@@ -3,7 +3,8 @@
 Every onnxruntime session of the package is made by `ort_session`: fna-bench's `onnxruntime` rows, the
 latency tables' parts, the export parity gate, INT8 evaluation and its latency. `session_record` is what a
 result records about that recipe (the same dict in a fna-bench row and in a latency table), and `bind_io`
-turns a session and its inputs into a zero-argument callable whose inputs and outputs are bound once.
+turns a session and its inputs into a zero-argument callable whose inputs and outputs are bound once. What an
+ONNX file is (its precision, its input dims) is `fna_zoo.onnxgraph`'s.
 """
 from __future__ import annotations
 
@@ -13,17 +14,22 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
+from ..deprecation import moved_names
+from ..onnxgraph import load as _load
+from ..onnxgraph import precision as _precision
+from ..onnxgraph import quant as _quant
+
 if TYPE_CHECKING:
-    import onnx
     import onnxruntime
 
-__all__ = ['ort_session', 'session_record', 'bind_io', 'load_onnx', 'onnx_precision', 'onnx_input_dims']
+__all__ = ['ort_session', 'session_record', 'bind_io']
 
 _logger = logging.getLogger(__name__)
 
-# the ops of a quantized ONNX model (QDQ format, integer-operator format, dynamic quantization)
-QUANT_OPS = frozenset({'QuantizeLinear', 'DequantizeLinear', 'QLinearConv', 'ConvInteger', 'MatMulInteger',
-                       'QLinearMatMul', 'DynamicQuantizeLinear'})
+# NOTE: the ONNX graph helpers that lived here moved to `fna_zoo.onnxgraph` (below this layer and the export);
+# the old names still import from here, with a DeprecationWarning, for one release
+__getattr__ = moved_names(__name__, {'QUANT_OPS': _quant, 'load_onnx': _load, 'onnx_input_dims': _load,
+                                     'onnx_precision': _precision})
 
 
 def _cuda_index(device: str) -> int | None:
@@ -130,48 +136,3 @@ def bind_io(sess: Any, feeds: Mapping[str, np.ndarray], device: str = 'cpu') -> 
         return keep, feeds  # holds the bound buffers alive
 
     return run
-
-
-def load_onnx(model: 'str | os.PathLike | bytes | onnx.ModelProto') -> 'onnx.ModelProto':
-    """An ONNX model from a file (external data not loaded), serialized bytes, or a model (returned as is).
-
-    Args:
-        model: An ONNX file, serialized model or model.
-    """
-    import onnx
-
-    if isinstance(model, onnx.ModelProto):
-        return model
-    if isinstance(model, (bytes, bytearray)):
-        return onnx.load_from_string(bytes(model))
-    return onnx.load(str(model), load_external_data=False)
-
-
-def onnx_precision(model: 'str | os.PathLike | bytes | onnx.ModelProto') -> str:
-    """'int8' for a quantized ONNX model (QDQ or integer ops), 'fp16' for one holding fp16 tensors (the
-    mixed-precision file of `fna-export --fp16`), else 'fp32': also the precision a strongly typed TensorRT
-    engine built from it has.
-
-    Args:
-        model: An ONNX file, serialized model or model.
-    """
-    from .fp16 import is_fp16_model
-
-    proto = load_onnx(model)
-    if {n.op_type for n in proto.graph.node} & QUANT_OPS:
-        return 'int8'
-    return 'fp16' if is_fp16_model(proto) else 'fp32'
-
-
-def onnx_input_dims(model: str | os.PathLike | bytes) -> list[int | None]:
-    """The dimensions of an ONNX model's first input (None where a dimension is dynamic).
-
-    Args:
-        model: An ONNX file or serialized model.
-    """
-    graph = load_onnx(model).graph
-    inits = {i.name for i in graph.initializer}
-    first = next(i for i in graph.input if i.name not in inits)
-    return [d.dim_value if d.HasField('dim_value') and d.dim_value > 0 else None
-            for d in first.type.tensor_type.shape.dim]
-

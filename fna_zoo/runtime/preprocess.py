@@ -5,10 +5,10 @@ the graph. What a deployment does before it is read from the file's metadata (`i
 input size and the resize mode, 'letterbox' (RetinaNet: keep the aspect ratio, scale to fit, pad right and
 bottom with the mean colour, which is 0 after normalisation, as torchvision pads) or 'stretch' (SSD: resize to
 H x W). The resize is the one the detectors were trained with (`bilinear`: torchvision's, not PIL's); PIL only
-decodes. `export/predict_onnx.py`, fna-export's INT8 calibration and AP gate (`fna_zoo.export.quantize`) and
+decodes. `examples/predict_onnx.py`, fna-export's INT8 calibration and AP gate (`fna_zoo.export.quantize`) and
 `fna-bench --ap` all use this module, so the three see the same input.
 
-NOTE: numpy, PIL and the standard library only, and no relative imports: `export/predict_onnx.py` loads this
+NOTE: numpy, PIL and the standard library only, and no relative imports: `examples/predict_onnx.py` loads this
 file by its path, without importing `fna_zoo` (which imports torch and timm).
 """
 from __future__ import annotations
@@ -97,7 +97,7 @@ def bilinear(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     half-pixel centres, no antialiasing (torchvision's detector transform, `F.interpolate(align_corners=False)`).
 
     NOTE: PIL's bilinear resize antialiases when it shrinks: the trained demo RetinaNet lost 0.7 AP (4.0 -> 3.3 on
-    the 14 tree tiles, 400 -> 320 px) when `export/predict_onnx.py` fed it PIL-resized images.
+    the 14 tree tiles, 400 -> 320 px) when `examples/predict_onnx.py` fed it PIL-resized images.
 
     Args:
         arr: The image, [h, w, C] float32.

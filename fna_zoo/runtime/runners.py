@@ -8,7 +8,7 @@ the latency tables (`fna_zoo.nas.latency`) alike:
 * ``onnxruntime``: `onnxruntime_runner`, a session of the one recipe (`fna_zoo.runtime.ort`) with inputs and
   outputs bound once;
 * ``tensorrt`` / ``tensorrt-fp16``: `tensorrt_runner`, a strongly typed engine built from the ONNX file
-  (`fna_zoo.runtime.tensorrt`; fp16 from its mixed-precision copy, `fna_zoo.runtime.fp16`).
+  (`fna_zoo.runtime.tensorrt`; fp16 from its mixed-precision copy, `fna_zoo.onnxgraph.fp16`).
 
 `module_runner` picks the runner of a runtime for a module (exporting it to ONNX in memory where the runtime
 needs a file). A `Runner` is the zero-argument callable, the device synchronisation to call before reading
@@ -142,7 +142,8 @@ def onnxruntime_runner(model: str | os.PathLike | bytes, inputs: Sequence[np.nda
     Raises:
         RuntimeError: On CUDA without onnxruntime's CUDA provider.
     """
-    from .ort import bind_io, onnx_precision, ort_session, session_record
+    from ..onnxgraph.precision import onnx_precision
+    from .ort import bind_io, ort_session, session_record
 
     sess = ort_session(model, threads, device)
     names = [i.name for i in sess.get_inputs()]
@@ -159,7 +160,7 @@ def tensorrt_runner(onnx_path: str | os.PathLike, inputs: Sequence[torch.Tensor]
     """A strongly typed TensorRT engine built from `onnx_path` for the inputs' shapes, run on CUDA copies of them.
 
     The engine's precision is its ONNX file's (`fna_zoo.runtime.tensorrt.engine_plan`): for 'fp16' from a
-    float32 file, the mixed-precision copy (`fna_zoo.runtime.fp16.convert_fp16_file`) is written beside the
+    float32 file, the mixed-precision copy (`fna_zoo.onnxgraph.fp16.convert_fp16_file`) is written beside the
     engine first and built instead (timing only: it is not parity-gated here, `fna-export --fp16` gates it).
 
     Args:
@@ -170,8 +171,8 @@ def tensorrt_runner(onnx_path: str | os.PathLike, inputs: Sequence[torch.Tensor]
         dynamic: Whether the engine's batch dimension is dynamic (an optimisation profile at this batch).
         timing_cache: Timing cache file (default: beside the engine).
     """
-    from .fp16 import convert_fp16_file
-    from .ort import onnx_precision
+    from ..onnxgraph.fp16 import convert_fp16_file
+    from ..onnxgraph.precision import onnx_precision
     from .tensorrt import EngineRunner, build_engine
 
     note = ''

@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 import numpy as np
 
 from ..fileio import atomic_path, atomic_write_text
-from .ort import load_onnx, onnx_precision
+from ..onnxgraph.load import load_onnx
+from ..onnxgraph.precision import onnx_precision
+from ..onnxgraph.quant import QDQ_OPS, QOPERATOR_OPS
 
 if TYPE_CHECKING:
     import onnx
@@ -49,8 +51,6 @@ Precision = Literal['fp32', 'fp16', 'int8']
 PRECISIONS: tuple[str, ...] = ('fp32', 'fp16', 'int8')
 # the TensorRT a trtexec hint is written for when none is installed (the registry's current major)
 DEFAULT_TRT_MAJOR = 11
-_QDQ = ('QuantizeLinear', 'DequantizeLinear')
-_QOPERATOR = ('QLinearConv', 'QLinearMatMul', 'ConvInteger', 'MatMulInteger', 'DynamicQuantizeLinear')
 # where each precision's ONNX file comes from (for error messages)
 _SOURCE = {'fp32': 'the float32 export (fna-export without --fp16 / --int8)',
            'fp16': 'the fp16 export (fna-export --fp16 writes <stem>.fp16.onnx)',
@@ -130,12 +130,12 @@ def qdq_problems(model: 'str | os.PathLike | onnx.ModelProto') -> list[str]:
     inits = {i.name: i for i in m.graph.initializer}
     consts = {n.output[0]: a.t for n in m.graph.node if n.op_type == 'Constant' for a in n.attribute if a.name == 'value'}
     problems: list[str] = []
-    qop = sorted({n.op_type for n in m.graph.node if n.op_type in _QOPERATOR})
+    qop = sorted({n.op_type for n in m.graph.node if n.op_type in QOPERATOR_OPS})
     if qop:
         problems.append(f'integer-operator nodes ({", ".join(qop)}; TensorRT takes the QDQ format)')
     uint8 = nonzero = int32 = 0
     for n in m.graph.node:
-        if n.op_type not in _QDQ:
+        if n.op_type not in QDQ_OPS:
             continue
         if n.op_type == 'DequantizeLinear' and n.input[0] in inits and inits[n.input[0]].data_type == TensorProto.INT32:
             int32 += 1
