@@ -462,7 +462,8 @@ def read_run(path: Path, model: Model, overrides: Sequence[str], out: Path) -> d
 
 
 def _machine_name(machine: dict[str, Any]) -> str:
-    return f"{machine.get('cpu_model') or '?'} ({machine.get('threads', '?')} threads)"
+    n = machine.get('threads', '?')
+    return f"{machine.get('cpu_model') or '?'} ({n} thread{'' if n == 1 else 's'})"
 
 
 def load_rows(models: Sequence[Model], out: Path, overrides: Sequence[str]) -> list[dict[str, Any]]:
