@@ -35,15 +35,31 @@ def test_converted_torchvision_weights_give_the_same_logits(tv_model):
         assert torch.equal(seed(x), want)
 
 
-def test_key_names():
-    assert torchvision_mobilenetv2_key('features.0.0.weight') == 'conv_stem.weight'
-    assert torchvision_mobilenetv2_key('features.0.1.running_var') == 'bn1.running_var'
-    assert torchvision_mobilenetv2_key('features.1.conv.0.0.weight') == 'blocks.0.0.conv_dw.weight'
-    assert torchvision_mobilenetv2_key('features.1.conv.2.bias') == 'blocks.0.0.bn2.bias'
-    assert torchvision_mobilenetv2_key('features.3.conv.1.0.weight') == 'blocks.1.1.conv_dw.weight'
-    assert torchvision_mobilenetv2_key('features.17.conv.3.weight') == 'blocks.6.0.bn3.weight'
-    assert torchvision_mobilenetv2_key('features.18.1.weight') == 'bn2.weight'
-    assert torchvision_mobilenetv2_key('classifier.1.bias') == 'classifier.bias'
+@pytest.mark.parametrize('key_of, source, timm_key', [
+    (torchvision_mobilenetv2_key, 'features.0.0.weight', 'conv_stem.weight'),
+    (torchvision_mobilenetv2_key, 'features.0.1.running_var', 'bn1.running_var'),
+    (torchvision_mobilenetv2_key, 'features.1.conv.0.0.weight', 'blocks.0.0.conv_dw.weight'),
+    (torchvision_mobilenetv2_key, 'features.1.conv.2.bias', 'blocks.0.0.bn2.bias'),
+    (torchvision_mobilenetv2_key, 'features.3.conv.1.0.weight', 'blocks.1.1.conv_dw.weight'),
+    (torchvision_mobilenetv2_key, 'features.17.conv.3.weight', 'blocks.6.0.bn3.weight'),
+    (torchvision_mobilenetv2_key, 'features.18.1.weight', 'bn2.weight'),
+    (torchvision_mobilenetv2_key, 'classifier.1.bias', 'classifier.bias'),
+    (efficientnet_lite0_key, '_conv_stem.weight', 'conv_stem.weight'),
+    (efficientnet_lite0_key, '_bn0.running_var', 'bn1.running_var'),
+    (efficientnet_lite0_key, '_blocks.0._depthwise_conv.weight', 'blocks.0.0.conv_dw.weight'),
+    (efficientnet_lite0_key, '_blocks.0._bn1.weight', 'blocks.0.0.bn1.weight'),
+    (efficientnet_lite0_key, '_blocks.0._bn2.bias', 'blocks.0.0.bn2.bias'),
+    (efficientnet_lite0_key, '_blocks.1._expand_conv.weight', 'blocks.1.0.conv_pw.weight'),
+    (efficientnet_lite0_key, '_blocks.2._bn0.weight', 'blocks.1.1.bn1.weight'),
+    (efficientnet_lite0_key, '_blocks.3._bn1.weight', 'blocks.2.0.bn2.weight'),
+    (efficientnet_lite0_key, '_blocks.11._project_conv.weight', 'blocks.5.0.conv_pwl.weight'),
+    (efficientnet_lite0_key, '_blocks.15._bn2.num_batches_tracked', 'blocks.6.0.bn3.num_batches_tracked'),
+    (efficientnet_lite0_key, '_conv_head.weight', 'conv_head.weight'),
+    (efficientnet_lite0_key, '_bn1.bias', 'bn2.bias'),
+    (efficientnet_lite0_key, '_fc.weight', 'classifier.weight'),
+])
+def test_key_names(key_of, source, timm_key):
+    assert key_of(source) == timm_key
 
 
 def test_foreign_checkpoint_is_one_clear_error():
@@ -96,22 +112,6 @@ def test_converted_lite0_weights_give_the_same_logits():
             # the same through the zoo's own builder of the Lite0 seed arch
             seed = build_backbone(get_arch('tf_efficientnet_lite0'), sd, num_classes=1000).eval()
             assert torch.equal(seed(x), model(x))
-
-
-def test_lite0_key_names():
-    assert efficientnet_lite0_key('_conv_stem.weight') == 'conv_stem.weight'
-    assert efficientnet_lite0_key('_bn0.running_var') == 'bn1.running_var'
-    assert efficientnet_lite0_key('_blocks.0._depthwise_conv.weight') == 'blocks.0.0.conv_dw.weight'
-    assert efficientnet_lite0_key('_blocks.0._bn1.weight') == 'blocks.0.0.bn1.weight'
-    assert efficientnet_lite0_key('_blocks.0._bn2.bias') == 'blocks.0.0.bn2.bias'
-    assert efficientnet_lite0_key('_blocks.1._expand_conv.weight') == 'blocks.1.0.conv_pw.weight'
-    assert efficientnet_lite0_key('_blocks.2._bn0.weight') == 'blocks.1.1.bn1.weight'
-    assert efficientnet_lite0_key('_blocks.3._bn1.weight') == 'blocks.2.0.bn2.weight'
-    assert efficientnet_lite0_key('_blocks.11._project_conv.weight') == 'blocks.5.0.conv_pwl.weight'
-    assert efficientnet_lite0_key('_blocks.15._bn2.num_batches_tracked') == 'blocks.6.0.bn3.num_batches_tracked'
-    assert efficientnet_lite0_key('_conv_head.weight') == 'conv_head.weight'
-    assert efficientnet_lite0_key('_bn1.bias') == 'bn2.bias'
-    assert efficientnet_lite0_key('_fc.weight') == 'classifier.weight'
 
 
 def test_foreign_lite0_checkpoint_is_one_clear_error():
