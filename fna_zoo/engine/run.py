@@ -30,7 +30,6 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import collate
 from ..fileio import atomic_write_text, lock_folder, unlock_folder
 from .distributed import DistInfo, average_gradients, barrier
-from .precision import check_resume_precision
 
 __all__ = ['seed_process', 'check_num_classes', 'check_categories', 'batches_per_epoch', 'total_steps', 'SkipSampler',
            'epoch_loader', 'optimizer_step', 'to_device', 'MetricsLog', 'TrainingRun']
@@ -279,8 +278,6 @@ class TrainingRun:
             if resume and self.last.is_file():
                 self.state = load_checkpoint(self.last)
                 self._check_resumable(('rng', 'optimizer'))
-                # NOTE: a run resumes exactly only with the precision and layout it started with (retrain and search)
-                check_resume_precision(self.state['config']['train'], cfg['train'])
         except BaseException:
             # NOTE: no `with` block runs yet, so `__exit__` would not: the folder is left as found (lock file too)
             if self.is_main:

@@ -28,7 +28,7 @@ from ..detection import build_model, get_detector
 from ..detection.backbones import check_backbone
 from .distributed import DistInfo, barrier, init_distributed
 from .evaluate import STAT_NAMES, evaluate, format_stats
-from .precision import (apply_memory_format, check_precision, forward_losses, grad_scaler,
+from .precision import (apply_memory_format, check_precision, check_resume_precision, forward_losses, grad_scaler,
                         restore_scalers, scaler_states)
 from .run import (SkipSampler, TrainingRun, batches_per_epoch, check_categories, check_num_classes, epoch_loader, optimizer_step,
                   seed_process, to_device, total_steps)
@@ -291,6 +291,8 @@ def retrain(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
         opt = build_optimizer(model.parameters(), t)
         epoch, step, done_in_epoch = 0, 0, 0
         scaler = grad_scaler(t['amp'], dist_info.device)
+        if run.state is not None:
+            check_resume_precision(run.state['config']['train'], t)
         if (state := run.begin(model, {'optimizer': opt})) is not None:
             epoch, step, done_in_epoch = state['epoch'], state['step'], state['done_in_epoch']
             restore_scalers(state, {'scaler': scaler})

@@ -41,7 +41,7 @@ from ..detection import DETECTORS, model_kwargs
 from ..detection.backbones import resolve_seed
 from ..engine.distributed import all_gather_objects, barrier, broadcast_state, init_distributed
 from ..engine.evaluate import evaluate
-from ..engine.precision import (apply_memory_format, check_precision, forward_losses,
+from ..engine.precision import (apply_memory_format, check_precision, check_resume_precision, forward_losses,
                                 grad_scaler, restore_scalers, scaler_states)
 from ..engine.run import (TrainingRun, batches_per_epoch, check_categories, check_num_classes, epoch_loader,
                           optimizer_step, seed_process, to_device, total_steps)
@@ -404,6 +404,8 @@ class _Search:
         # fp16: one scaler per optimizer (each skips its own overflowed steps and keeps its own scale)
         self.scalers = {'scaler': grad_scaler(self.t['amp'], run.device),
                         'arch_scaler': grad_scaler(self.t['amp'], run.device)}
+        if run.state is not None:
+            check_resume_precision(run.state['config']['train'], self.t)
         # NOTE: `begin` restores torch's RNG and `gen` only now, after the super network (random init) is built
         state = run.begin(self.model, {'optimizer': self.w_opt, 'arch_optimizer': self.a_opt}, self.gen) or {}
         if run.resumed:
