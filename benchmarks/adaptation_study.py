@@ -48,6 +48,14 @@ Another recipe is another study: `--recipe` with `--name` keeps its retrain reco
     python benchmarks/adaptation_study.py --recipe configs/trees_retinanet_long.yaml --name study_long \
         --runs runs/study_long --width-mults 0.75 --searched searched_lat100 searched_lat75 --random 0
 
+The second seed family, EfficientNet-Lite0 (`--family lite0`: the space of `configs/trees_search_lite0.yaml`, its
+ImageNet seed `asset:efficientnet_lite0.in1k`, the recipe `configs/trees_retinanet_lite0.yaml`), is its own study
+under `study_lite0/` (archs, latency, records; report `adaptation_study_lite0.*`); its `--latency` also times the
+MobileNetV2 seed and width-scaled seeds in the same rounds, and the report shows them beside it with their AP50
+from `adaptation_study.json` (same recipe settings):
+
+    python benchmarks/adaptation_study.py --family lite0 --seeds 2 --searched searched_lite0 --random 0
+
 `--only NAME ...` and `--only-seeds K ...` split a study across processes or machines (one thread each:
 `OMP_NUM_THREADS=1`; a run folder is locked while it trains).
 """
@@ -82,11 +90,42 @@ from fna_zoo.fileio import atomic_write_text  # noqa: E402
 from fna_zoo.nas.config import SEARCH_DEFAULTS  # noqa: E402
 from fna_zoo.nas.space import ArchPath, SearchSpace  # noqa: E402
 
-DEFAULT_RECIPE, DEFAULT_STUDY = 'configs/trees_retinanet.yaml', 'study'
+
+
+@dataclass(frozen=True)
+class Family:
+    """A seed family of the study: its search space, ImageNet seed, default recipe and the folder of its archs.
+
+    Args:
+        search_config: The search config whose space holds the seed and the random archs.
+        seed_weights: The ImageNet seed remapped into every model but `seed_random_init`.
+        recipe: The default retrain config.
+        archs: The folder under --out of its archs and latencies (`<archs>/archs`, `<archs>/latency.json`).
+        baselines: Whether it has the MobileNetV2-only rows (`fna_retinanet`, `seed_random_init`).
+        reference: Another family whose seed and width-scaled seeds are timed beside this one's (`--latency`) and
+            shown beside it in the report, from that family's study report.
+    """
+
+    search_config: str
+    seed_weights: str
+    recipe: str
+    archs: str
+    baselines: bool = True
+    reference: str | None = None
+
+
+FAMILIES = {
+    'mobilenetv2': Family('configs/trees_search.yaml', 'asset:mobilenetv2_100.tv_in1k', 'configs/trees_retinanet.yaml',
+                          'study'),
+    'lite0': Family('configs/trees_search_lite0.yaml', 'asset:efficientnet_lite0.in1k',
+                    'configs/trees_retinanet_lite0.yaml', 'study_lite0', baselines=False, reference='mobilenetv2'),
+}
+FAMILY = FAMILIES['mobilenetv2']  # --family (main sets it)
+DEFAULT_RECIPE, DEFAULT_STUDY = FAMILY.recipe, 'study'
 RECIPE = DEFAULT_RECIPE  # --recipe (main sets it)
 STUDY = DEFAULT_STUDY  # --name: the folder of the retrain records and fidelity, and the report's name (main sets it)
-SEARCH_CONFIG = 'configs/trees_search.yaml'
-SEED_WEIGHTS = 'asset:mobilenetv2_100.tv_in1k'
+SEARCH_CONFIG = FAMILY.search_config
+SEED_WEIGHTS = FAMILY.seed_weights
 STUDY_SIZE = (320, 320)     # the recipe's input (model.kwargs min_size = max_size = 320)
 COST_TOLERANCE = 0.05       # random archs: cost within 5 % of the seed's
 METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'step')
@@ -260,7 +299,8 @@ def study_arch(path: Path, make: Callable[[], Arch], header: str = '') -> Arch:
 def plan_models(space: SearchSpace, out: Path, seeds: int = 4, width_mults: Sequence[float] = (),
                 searched: Sequence[tuple[str, Path | None]] = (), random_count: int = 5, random_seed: int = 0,
                 seed_weights: str = SEED_WEIGHTS, table: str | os.PathLike | None = None) -> list[Model]:
-    """The study's models in their order of work, their archs read from `<out>/study/archs` or written there.
+    """The study's models in their order of work, their archs read from `<out>/<family archs>/archs` (`study/archs`
+    for MobileNetV2) or written there.
 
     Args:
         space: The search space (`study_space`).
@@ -276,7 +316,7 @@ def plan_models(space: SearchSpace, out: Path, seeds: int = 4, width_mults: Sequ
     Raises:
         StudyError: A searched arch that differs from its committed file, or that is nowhere.
     """
-    archs = out / 'study' / 'archs'
+    archs = out / FAMILY.archs / 'archs'
     every = tuple(range(seeds))
     models: list[Model] = []
 
@@ -307,8 +347,9 @@ def plan_models(space: SearchSpace, out: Path, seeds: int = 4, width_mults: Sequ
                                  'expected the same arch (or another name, or another --out)')
             study_arch(file, lambda: arch, f'{name}: {portable(path, out)}')
         add(name, GROUPS['searched'], arch, seed_weights, every)
-    add('fna_retinanet', GROUPS['fna'], study_arch(archs / 'fna_retinanet.yaml', lambda: load_arch(
-        'fna_retinanet_backbone'), 'fna_retinanet: the registered fna_retinanet_backbone'), seed_weights, every)
+    if FAMILY.baselines:
+        add('fna_retinanet', GROUPS['fna'], study_arch(archs / 'fna_retinanet.yaml', lambda: load_arch(
+            'fna_retinanet_backbone'), 'fna_retinanet: the registered fna_retinanet_backbone'), seed_weights, every)
     files = [archs / f'random_{i}.yaml' for i in range(random_count)]
     drawn = None
     if not all(f.is_file() for f in files):  # NOTE: committed random archs are read, whatever --table says now
@@ -321,9 +362,10 @@ def plan_models(space: SearchSpace, out: Path, seeds: int = 4, width_mults: Sequ
             f"random_{i}: uniform draw of the space of {SEARCH_CONFIG} within {COST_TOLERANCE:.0%} of the seed's "
             f"{what} ({drawn[i]['cost']:.4g} vs {drawn[i]['target']:.4g}; --random-seed {random_seed})")
         add(f'random_{i}', GROUPS['random'], study_arch(f, make, header), seed_weights, (0,))
-    add('seed_random_init', GROUPS['init'], study_arch(archs / 'seed_random_init.yaml', lambda: seed,
-                                                       'seed_random_init: the seed arch, from random init'),
-        None, (0,))
+    if FAMILY.baselines:
+        add('seed_random_init', GROUPS['init'], study_arch(archs / 'seed_random_init.yaml', lambda: seed,
+                                                           'seed_random_init: the seed arch, from random init'),
+            None, (0,))
     owners: dict[str, str] = {}
     for m in models:
         m.owner = owners.setdefault(arch_key(m.arch, m.seed_weights), m.name)
@@ -609,7 +651,22 @@ def comparisons(models: Sequence[Model], rows: Sequence[dict[str, Any]]) -> list
 
 
 # ---------------------------------------------------------------------------------------------- latency, fidelity
-def measure_latency(models: Sequence[Model], rounds: int, threads: int) -> dict[str, Any]:
+def reference_archs(out: Path) -> dict[str, Arch]:
+    """The reference family's seed and width-scaled seeds (`Family.reference`), by `<family>:<name>`, read from its
+    committed arch files (none when the study's family has no reference).
+
+    Args:
+        out: The results folder.
+    """
+    if FAMILY.reference is None:
+        return {}
+    folder = out / FAMILIES[FAMILY.reference].archs / 'archs'
+    return {f'{FAMILY.reference}:{f.stem}': load_arch(f) for f in sorted(folder.glob('seed*.yaml'))
+            if f.stem != 'seed_random_init'}
+
+
+def measure_latency(models: Sequence[Model], rounds: int, threads: int,
+                    reference: dict[str, Arch] | None = None) -> dict[str, Any]:
     """onnxruntime latency (ms, batch 1, 320x320) of every distinct backbone (its RetinaNet feature levels), timed
     interleaved over `rounds` rounds; per model name its p50 and p90.
 
@@ -617,6 +674,7 @@ def measure_latency(models: Sequence[Model], rounds: int, threads: int) -> dict[
         models: The study's models.
         rounds: Timed rounds.
         threads: onnxruntime intra-op threads.
+        reference: Other archs timed in the same rounds (`reference_archs`), recorded under `reference`.
     """
     import torch
 
@@ -626,22 +684,27 @@ def measure_latency(models: Sequence[Model], rounds: int, threads: int) -> dict[
     from fna_zoo.runtime.timing import stats_from_times, time_interleaved
 
     x = torch.randn(1, 3, *STUDY_SIZE)
+    named = [(m.name, m.arch) for m in models] + list((reference or {}).items())
     first: dict[str, str] = {}  # arch -> the first model with it (random init or shared models are timed once)
     fns = []
-    for m in models:
-        key = json.dumps(m.arch.to_dict(), sort_keys=True)
+    for name, arch in named:
+        key = json.dumps(arch.to_dict(), sort_keys=True)
         if key not in first:
-            first[key] = m.name
-            body = create_backbone(m.arch, None, features_only=True, out_indices=(2, 3, 4)).eval()
+            first[key] = name
+            body = create_backbone(arch, None, features_only=True, out_indices=(2, 3, 4)).eval()
             fns.append(onnxruntime_runner(onnx_bytes(body, [x]), [x], threads=threads).fn)
     times = time_interleaved(fns, warmup=5, runs=rounds)
     stats = {name: stats_from_times(t) for name, t in zip(first.values(), times)}
-    archs = {}
-    for m in models:
-        s = stats[first[json.dumps(m.arch.to_dict(), sort_keys=True)]]
-        archs[m.name] = {'p50_ms': round(s.p50, 4), 'p90_ms': round(s.p90, 4)}
-    return {'runtime': 'onnxruntime', 'input_size': list(STUDY_SIZE), 'batch': 1, 'threads': threads,
-            'rounds': rounds, 'machine': machine_info(threads), 'archs': archs}
+    timed: dict[str, dict[str, float]] = {}
+    for name, arch in named:
+        s = stats[first[json.dumps(arch.to_dict(), sort_keys=True)]]
+        timed[name] = {'p50_ms': round(s.p50, 4), 'p90_ms': round(s.p90, 4)}
+    result = {'runtime': 'onnxruntime', 'input_size': list(STUDY_SIZE), 'batch': 1, 'threads': threads,
+              'rounds': rounds, 'machine': machine_info(threads),
+              'archs': {m.name: timed[m.name] for m in models}}
+    if reference:
+        result['reference'] = {name: timed[name] for name in reference}
+    return result
 
 
 def study_fidelity(models: Sequence[Model], rows: Sequence[dict[str, Any]], search_run: Path, out: Path,
@@ -694,7 +757,7 @@ def _pm(mean: float | None, sd: float | None) -> str:
 
 
 def markdown(summary: Sequence[dict[str, Any]], comps: Sequence[dict[str, Any]], header: dict[str, Any],
-             fidelity: dict[str, Any] | None = None) -> str:
+             fidelity: dict[str, Any] | None = None, reference: Sequence[dict[str, Any]] = ()) -> str:
     """The report: a header naming recipe, data, machine, threads and retrain wall time; the models; the paired
     comparisons; the rank fidelity when measured.
 
@@ -703,6 +766,7 @@ def markdown(summary: Sequence[dict[str, Any]], comps: Sequence[dict[str, Any]],
         comps: `comparisons`' lines.
         header: recipe, overrides, data, size, machines, wall_min, runs and latency, as text.
         fidelity: fidelity.json with the retrained side as it is now (None: not measured).
+        reference: `reference_rows`: another family's seeds timed in the same rounds.
     """
     lines = [f"# Adaptation study\n\nRecipe `{header['recipe']}`{header['overrides']}; data `{header['data']}` "
              f"(its validation set); RetinaNet at {header['size']}. Retrained on: {header['machines']}; retrain wall "
@@ -723,6 +787,13 @@ def markdown(summary: Sequence[dict[str, Any]], comps: Sequence[dict[str, Any]],
         ci = '-' if c['ci'] is None else f"[{c['ci'][0]:+.1f}, {c['ci'][1]:+.1f}]"
         mean = '-' if c['mean'] is None else f"{c['mean']:+.1f}"
         lines.append(f"| {c['a']} - {c['b']} | {c['n']} | {mean} | {ci} |")
+    if reference:
+        lines += ['', f"Beside the other seed family, timed in the same interleaved rounds (AP50 from "
+                  f"`{reference[0]['source']}`, its study on the same recipe settings):", '',
+                  '| model | ORT p50 (ms) | x this seed | n | AP50 |', '|---|---|---|---|---|']
+        for r in reference:
+            lines.append(f"| {r['name']} | {_f(r['ort_p50_ms'], '.2f')} | {_f(r['ort_ratio'], '.2f')} | {r['n']} | "
+                         f"{_pm(r['AP50_mean'], r['AP50_sd'])} |")
     if fidelity:
         tau = fidelity['kendall_tau']
         lines += ['', f"Rank fidelity of the search `{fidelity['search_run']}`: Kendall's tau between the super "
@@ -819,6 +890,27 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def reference_rows(out: Path, latency: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The reference family's timed archs (`latency.json`'s `reference`) with their AP50 from that family's study
+    report on the same recipe settings (`adaptation_study.json`), and their latency as a multiple of this seed's.
+
+    Args:
+        out: The results folder.
+        latency: This family's latency.json (None: not measured).
+    """
+    timed = (latency or {}).get('reference') or {}
+    report = _read_json(out / f'adaptation_{DEFAULT_STUDY}.json') if timed else None
+    by_name = {r['name']: r for r in (report or {}).get('summary', [])}
+    seed_p50 = ((latency or {}).get('archs', {}).get('seed') or {}).get('p50_ms')
+    rows = []
+    for key, t in timed.items():
+        r = by_name.get(key.partition(':')[2], {})
+        rows.append({'name': key, 'ort_p50_ms': t['p50_ms'], 'ort_ratio': t['p50_ms'] / seed_p50 if seed_p50 else None,
+                     'n': r.get('n', 0), 'AP50_mean': r.get('AP50_mean'), 'AP50_sd': r.get('AP50_sd'),
+                     'source': f'adaptation_{DEFAULT_STUDY}.json'})
+    return rows
+
+
 def write_report(models: Sequence[Model], out: Path, overrides: Sequence[str]) -> str:
     """Write adaptation_study.{md,csv,json,png} and adaptation_study_curves.png from the recorded retrains (and
     latency.json / fidelity.json when present); returns the markdown.
@@ -829,7 +921,7 @@ def write_report(models: Sequence[Model], out: Path, overrides: Sequence[str]) -
         overrides: The study's recipe overrides.
     """
     rows = load_rows(models, out, overrides)
-    latency = _read_json(out / 'study' / 'latency.json')
+    latency = _read_json(out / FAMILY.archs / 'latency.json')
     fidelity = _read_json(out / STUDY / 'fidelity.json')
     if fidelity:  # NOTE: the retrained side from the rows as they are now (fidelity.json has them as they were)
         known = [name for name in fidelity['archs'] if name in {m.name for m in models}]
@@ -849,7 +941,8 @@ def write_report(models: Sequence[Model], out: Path, overrides: Sequence[str]) -
               'latency': 'not measured' if latency is None else
               f"{latency['threads']} threads, {latency['rounds']} interleaved rounds, "
               f"{latency['machine']['cpu_model']}"}
-    text = markdown(summary, comps, header, fidelity)
+    reference = reference_rows(out, latency)
+    text = markdown(summary, comps, header, fidelity, reference)
     atomic_write_text(out / f'adaptation_{STUDY}.md', text)
     fields = ['name', 'group', 'retrain_seed', 'same_as', 'arch', *METRICS, 'wall_s', 'run']
     buf = io.StringIO()
@@ -864,7 +957,7 @@ def write_report(models: Sequence[Model], out: Path, overrides: Sequence[str]) -
          'archs': {m.name: portable(m.arch_file, out) for m in models},
          'rows': [{k: v for k, v in r.items() if k != 'curve'} for r in rows], 'summary': summary,
          'comparisons': comps, 'curves': {r['run']: r['curve'] for r in distinct}, 'latency': latency,
-         'fidelity': fidelity}, indent=1) + '\n')
+         'fidelity': fidelity, 'reference': reference}, indent=1) + '\n')
     if rows:
         plot_tradeoff(summary, rows, out / f'adaptation_{STUDY}.png', latency is not None)
         plot_curves(summary, rows, out / f'adaptation_{STUDY}_curves.png')
@@ -888,10 +981,14 @@ def _parse_searched(p: argparse.ArgumentParser, items: Sequence[str]) -> list[tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    global RECIPE, STUDY  # NOTE: --recipe and --name set them for the whole study (one study per process)
+    # NOTE: --family, --recipe and --name set them for the whole study (one study per process)
+    global FAMILY, RECIPE, STUDY, SEARCH_CONFIG, SEED_WEIGHTS
     from fna_zoo.runtime.machine import machine_slug
 
     p = argparse.ArgumentParser(prog='adaptation_study.py', description=__doc__.split('\n')[0])
+    p.add_argument('--family', choices=sorted(FAMILIES), default='mobilenetv2',
+                   help='the seed family: its search space, ImageNet seed, default recipe and archs folder '
+                        '(default mobilenetv2; lite0: EfficientNet-Lite0, archs under study_lite0/)')
     p.add_argument('--seeds', type=int, default=4, help='retrain seeds of the compared models (default 4)')
     p.add_argument('--width-mults', nargs='+', type=float, default=[], metavar='M',
                    help='width multipliers of the width-scaled seeds (seed_w<M>)')
@@ -901,14 +998,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--random-seed', type=int, default=0, help='seed of the random draws')
     p.add_argument('--table', help="latency table (fna-latency-table) whose prediction is the random archs' cost "
                                    '(default: MAdds)')
-    p.add_argument('--seed-weights', default=SEED_WEIGHTS,
-                   help="the ImageNet seed remapped into every model but seed_random_init (default: torchvision's)")
+    p.add_argument('--seed-weights', help="the ImageNet seed remapped into every model but seed_random_init (default: "
+                                          "the family's)")
     p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='recipe overrides')
-    p.add_argument('--recipe', default=DEFAULT_RECIPE,
-                   help=f'the retrain config of every model (default {DEFAULT_RECIPE})')
-    p.add_argument('--name', default=DEFAULT_STUDY, help="the study's folder under --out (retrain records, fidelity) and its "
-                                                 "report adaptation_<name>.* (default study; archs and latency are "
-                                                 'shared from study/)')
+    p.add_argument('--recipe', help=f"the retrain config of every model (default: the family's, {DEFAULT_RECIPE} "
+                                    'for mobilenetv2)')
+    p.add_argument('--name', help="the study's folder under --out (retrain records, fidelity) and its report "
+                                  "adaptation_<name>.* (default: the family's archs folder, study or study_lite0; "
+                                  "archs and latency are shared from that folder)")
     p.add_argument('--runs', default='runs/study', help='parent of the run folders (default runs/study)')
     p.add_argument('--out', help='results folder (default benchmarks/results/<machine>)')
     p.add_argument('--only', nargs='+', metavar='NAME', help='retrain only these models')
@@ -923,8 +1020,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--calib-batches', type=int, help="BN recalibration batches per arch for --fidelity (default: the "
                                                      "search's bn_calib_batches)")
     args = p.parse_args(argv)
+    FAMILY = FAMILIES[args.family]
+    SEARCH_CONFIG, SEED_WEIGHTS = FAMILY.search_config, FAMILY.seed_weights
+    args.recipe = args.recipe or FAMILY.recipe
+    args.seed_weights = args.seed_weights or FAMILY.seed_weights
     if not (ROOT / args.recipe).is_file() or Path(args.recipe).is_absolute():
         p.error(f'--recipe {args.recipe!r} is not a config file under the repository; expected e.g. {DEFAULT_RECIPE}')
+    args.name = args.name or FAMILY.archs
     if not re.fullmatch(r'study[a-z0-9_]*', args.name):
         p.error(f"--name {args.name!r}; expected 'study' followed by lower-case letters, digits or '_'")
     RECIPE, STUDY = args.recipe, args.name
@@ -958,8 +1060,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.latency:
             print(f'study: timing {len(models)} backbones, {args.rounds} rounds at {args.threads} threads')
-            lat = measure_latency(models, args.rounds, args.threads)
-            atomic_write_text(out / 'study' / 'latency.json', json.dumps(lat, indent=1) + '\n')
+            lat = measure_latency(models, args.rounds, args.threads, reference_archs(out))
+            atomic_write_text(out / FAMILY.archs / 'latency.json', json.dumps(lat, indent=1) + '\n')
         if args.fidelity:
             fid = study_fidelity(models, load_rows(models, out, args.set), Path(args.fidelity), out, args.calib_batches)
             atomic_write_text(out / STUDY / 'fidelity.json', json.dumps(fid, indent=1) + '\n')

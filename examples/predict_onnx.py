@@ -9,9 +9,11 @@ into a PNG; with `--truth` (the COCO annotation file the image is in) the ground
 The preprocessing is read from the file's metadata: the network input size, the resize mode ('letterbox'
 for RetinaNet: keep the aspect ratio and pad right/bottom with the mean colour; 'stretch' for SSD) and the
 mean (`fna_zoo/runtime/preprocess.py`, the pre-processing fna-export's INT8 gate and `fna-bench --ap` use too,
-loaded as a file); the graph itself normalises and runs NMS. No torch needed. The input and output checks, the
-atomic write of the PNG (its folder made when missing, as fna-export makes its output's) and the one-line errors
-are the project's own (`fna_zoo/checks.py`, `fna_zoo/fileio.py`, loaded as files too).
+loaded as a file); the graph itself normalises and runs NMS. No torch needed. The detections and their drawing
+are `fna-predict`'s (`fna_zoo/predict/core.py`, loaded as a file; `fna-predict` runs folders, videos and
+checkpoints too, and writes COCO results). The input and output checks, the atomic write of the PNG (its folder
+made when missing, as fna-export makes its output's) and the one-line errors are the project's own
+(`fna_zoo/checks.py`, `fna_zoo/fileio.py`, loaded as files too).
 """
 from __future__ import annotations
 
@@ -27,11 +29,6 @@ from typing import NoReturn, Sequence
 import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageDraw
-
-# NOTE: the drawing is the image enlarged this many times at most (a typo such as 100000 would allocate terabytes)
-MAX_DRAW_SCALE = 32
-PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
 
 
 def load_session(path: str) -> tuple[ort.InferenceSession, dict[str, str]]:
@@ -87,35 +84,24 @@ def fileio() -> ModuleType:
     return _fna_file('fileio.py')
 
 
+def core() -> ModuleType:
+    """`fna_zoo/predict/core.py`: fna-predict's detections of the NMS outputs and their drawing."""
+    return _fna_file('predict/core.py')
+
+
 def predict(sess: ort.InferenceSession, meta: dict[str, str], image: Image.Image, score_thresh: float = 0.0
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(boxes [N, 4] xyxy in image pixels, scores [N], labels [N]) with score >= `score_thresh`."""
     x, scale = pre().resize_image(image, pre().input_spec(meta))
-    boxes, scores, labels, num = sess.run(['boxes', 'scores', 'labels', 'num_detections'],
-                                          {sess.get_inputs()[0].name: x[None]})
-    n = int(num[0])
-    boxes, scores, labels = pre().to_image_pixels(boxes[0, :n], scale), scores[0, :n], labels[0, :n]
-    keep = scores >= score_thresh
-    return boxes[keep], scores[keep], labels[keep]
+    outputs = sess.run(['boxes', 'scores', 'labels', 'num_detections'], {sess.get_inputs()[0].name: x[None]})
+    boxes, scores, labels = core().image_detections(outputs, 0, score_thresh)
+    return pre().to_image_pixels(boxes, scale), scores, labels
 
 
 def draw(image: Image.Image, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, names: Sequence[str],
          scale: int = 1) -> Image.Image:
-    """The image (enlarged `scale` times) with boxes and 'name score' tags."""
-    im = image.convert('RGB')
-    if scale > 1:
-        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    d = ImageDraw.Draw(im)
-    order = np.argsort(scores, kind='stable')  # the best detection is drawn last, on top
-    for box, score, label in zip(boxes[order], scores[order], labels[order]):
-        colour = PALETTE[int(label) % len(PALETTE)]
-        x1, y1, x2, y2 = (float(v) * scale for v in box)
-        d.rectangle([x1, y1, x2, y2], outline=colour, width=2)
-        tag = f'{names[int(label)] if int(label) < len(names) else int(label)} {score:.2f}'
-        tw = d.textlength(tag)
-        d.rectangle([x1, max(0, y1 - 11), x1 + tw + 2, max(11, y1)], fill=colour)
-        d.text((x1 + 1, max(0, y1 - 11)), tag, fill=(0, 0, 0))
-    return im
+    """The image (enlarged `scale` times) with boxes and 'name score' tags (`fna_zoo.predict.core.draw`)."""
+    return core().draw(image, boxes, scores, labels, names, scale)
 
 
 def truth_boxes(ann_file: str, image_name: str) -> np.ndarray:
@@ -187,8 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 0 <= args.score_thresh < 1:
         raise ValueError(f'--score-thresh is {args.score_thresh}; expected a value in [0, 1)')
-    if not 1 <= args.draw_scale <= MAX_DRAW_SCALE:
-        raise ValueError(f'--draw-scale is {args.draw_scale}; expected an integer from 1 to {MAX_DRAW_SCALE}')
+    if not 1 <= args.draw_scale <= core().MAX_DRAW_SCALE:
+        raise ValueError(f'--draw-scale is {args.draw_scale}; expected an integer from 1 to {core().MAX_DRAW_SCALE}')
     # every check before anything is written: inputs there and files, the output a .png path in a writable place
     checks().check_input_file(args.image, 'image', 'a PNG/JPEG file')
     out = Path(args.output) if args.output else Path(args.image).with_name(Path(args.image).stem + '_det.png')

@@ -56,7 +56,8 @@ def test_runtime_aliases_resolve_and_an_unknown_name_is_one_line():
         'ort': ('onnxruntime', 'cpu'), 'trt': ('tensorrt', 'cuda'), 'trt-fp16': ('tensorrt-fp16', 'cuda'),
         'onnxruntime-cpu': ('onnxruntime', 'cpu'), 'torch-cpu': ('torch', 'cpu'), 'torch-cuda': ('torch', 'cuda'),
         'torch-cuda-fp16': ('torch-fp16', 'cuda')}
-    assert list(RUNTIMES) == ['torch', 'torch-fp16', 'torch-compile', 'onnxruntime', 'tensorrt', 'tensorrt-fp16']
+    assert list(RUNTIMES) == ['torch', 'torch-fp16', 'torch-compile', 'onnxruntime', 'tensorrt', 'tensorrt-fp16',
+                              'openvino']
     for name in RUNTIMES:
         assert canonical_runtime(name, 'cpu') == (name, 'cpu') and canonical_runtime(name, 'cuda') == (name, 'cuda')
     assert canonical_runtime('ort', 'cuda') == ('onnxruntime', 'cuda')

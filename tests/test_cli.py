@@ -21,7 +21,7 @@ SHIMS = {'search/run.py': 'fna-search', 'search/retrain.py': 'fna-retrain', 'sea
 
 def test_every_job_is_an_installed_command_of_the_cli_package():
     assert set(SCRIPTS) == {'fna-fetch', 'fna-search', 'fna-retrain', 'fna-test', 'fna-latency-table', 'fna-export',
-                            'fna-bench', 'fna-publish'}
+                            'fna-bench', 'fna-publish', 'fna-predict'}
     for name, target in SCRIPTS.items():
         module, _, func = target.partition(':')
         assert module == f"fna_zoo.cli.{name.removeprefix('fna-').replace('-', '_')}" and func == 'main'

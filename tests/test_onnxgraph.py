@@ -67,3 +67,33 @@ def test_run_command_unknown_name(capsys, monkeypatch):
     assert commands.run_command('fna-nothing') == 2
     assert capsys.readouterr().err.startswith("error: command 'fna-nothing' is not in the not-installed-here")
 
+
+
+def test_shape_nodes_are_the_shape_arithmetic_only():
+    """The nodes a static quantizer must leave in float: TF "same" padding's pad sizes, computed from the input's
+    shape, and nothing that reads data (issue 32: quantized pad arithmetic changed Lite0's feature map sizes)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from fna_zoo.onnxgraph.quant import shape_nodes
+
+    c = lambda name, v: helper.make_node('Constant', [], [name], name=name,  # noqa: E731
+                                         value=helper.make_tensor(name, TensorProto.FLOAT, [], [v]))
+    nodes = [
+        helper.make_node('Shape', ['x'], ['s'], name='shape'),
+        helper.make_node('Cast', ['s'], ['sf'], name='cast', to=TensorProto.FLOAT),
+        c('two', 2.0),
+        helper.make_node('Div', ['sf', 'two'], ['half'], name='div'),
+        helper.make_node('Ceil', ['half'], ['up'], name='ceil'),
+        helper.make_node('Sub', ['up', 'half'], ['extra'], name='sub'),
+        helper.make_node('Cast', ['extra'], ['pads'], name='to_int', to=TensorProto.INT64),
+        helper.make_node('Pad', ['x', 'pads'], ['xp'], name='pad'),
+        helper.make_node('Relu', ['xp'], ['y'], name='relu'),
+        helper.make_node('Mul', ['xp', 'two'], ['z'], name='data_mul'),
+    ]
+    graph = helper.make_graph(nodes, 'g', [helper.make_tensor_value_info('x', TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info('y', TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info('z', TensorProto.FLOAT, None)])
+    model = helper.make_model(graph)
+    assert shape_nodes(model) == ['shape', 'cast', 'div', 'ceil', 'sub', 'to_int']
+    assert shape_nodes(onnx.ModelProto()) == []

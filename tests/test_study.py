@@ -130,6 +130,40 @@ def test_plan_width_scaled_searched_and_committed_archs(space, tmp_path, capsys)
         assert message in capsys.readouterr().err
 
 
+def test_lite0_family_has_its_own_archs_and_the_mobilenetv2_seeds_beside_it(tmp_path, monkeypatch):
+    for name in ('FAMILY', 'RECIPE', 'STUDY', 'SEARCH_CONFIG', 'SEED_WEIGHTS'):
+        monkeypatch.setattr(study, name, getattr(study, name))  # main() sets them; restored after the test
+    lite0 = study.FAMILIES['lite0']
+    monkeypatch.setattr(study, 'FAMILY', lite0)
+    monkeypatch.setattr(study, 'SEARCH_CONFIG', lite0.search_config)
+    out = tmp_path / 'out'
+    models = study.plan_models(study.study_space(), out, seeds=2, width_mults=[0.75], random_count=0,
+                               seed_weights=lite0.seed_weights)
+    assert [m.name for m in models] == ['seed', 'seed_w0.75']  # no MobileNetV2-only rows
+    seed = models[0].arch
+    assert seed.seed == 'tf_efficientnet_lite0' and seed.pad_type == 'same' and seed.bn_eps == 1e-3
+    assert models[0].seed_weights == 'asset:efficientnet_lite0.in1k'
+    assert sorted(p.name for p in (out / 'study_lite0' / 'archs').iterdir()) == ['seed.yaml', 'seed_w0.75.yaml']
+    assert not (out / 'study').exists()
+    # the reference family's seeds, read from its committed archs, and their AP50 from its study report
+    mbv2 = out / 'study' / 'archs'
+    mbv2.mkdir(parents=True)
+    for name in ('seed', 'seed_w0.75', 'seed_random_init', 'random_0'):
+        load_arch('mobilenetv2_100').save(mbv2 / f'{name}.yaml')
+    assert sorted(study.reference_archs(out)) == ['mobilenetv2:seed', 'mobilenetv2:seed_w0.75']
+    (out / 'adaptation_study.json').write_text(json.dumps({'summary': [
+        {'name': 'seed', 'n': 4, 'AP50_mean': 12.9, 'AP50_sd': 6.3}]}))
+    latency = {'archs': {'seed': {'p50_ms': 10.0}},
+               'reference': {'mobilenetv2:seed': {'p50_ms': 8.0}, 'mobilenetv2:seed_w0.75': {'p50_ms': 6.0}}}
+    rows = study.reference_rows(out, latency)
+    assert [(r['name'], r['ort_ratio'], r['n'], r['AP50_mean']) for r in rows] == [
+        ('mobilenetv2:seed', 0.8, 4, 12.9), ('mobilenetv2:seed_w0.75', 0.6, 0, None)]
+    text = study.markdown([], [], {'recipe': lite0.recipe, 'overrides': '', 'data': 'd', 'size': '320x320',
+                                   'machines': 'm', 'wall_min': 0.0, 'runs': 0, 'latency': 'l'}, None, rows)
+    assert '| mobilenetv2:seed | 8.00 | 0.80 | 4 | 12.9 ± 6.3 |' in text
+    assert '| mobilenetv2:seed_w0.75 | 6.00 | 0.60 | 0 | - |' in text
+
+
 def tiny(tmp_path: Path) -> list[str]:
     return ['data.path=null', f'data.synthetic.root={tmp_path / "data"}', 'data.synthetic.num_train=8',
             'data.synthetic.num_val=4', 'data.synthetic.image_size=64', 'data.train_crop.size=null', RETINA,

@@ -1,13 +1,13 @@
 """The cells of the benchmark grid: a model, what of it (backbone, or detector without NMS), a runtime, a batch
 and an input size, made into a `Runner` of `fna_zoo.runtime`.
 
-A model is a zoo arch name, an arch file, a timm name (`timm:NAME` forces timm's own model), a retrain
-checkpoint (.pth, a detector) or an .onnx file. `Grid` resolves it into a module (and an ONNX file, exported
-once through `fna_zoo.export` with its parity check) and hands it to the runtime layer: PyTorch eager (fp32;
-fp16 on CUDA), torch.compile, onnxruntime (the one session recipe, I/O binding; the fp32 export, or the
-given ONNX file, e.g. an INT8 one) and strongly typed TensorRT engines (fp32; fp16 from its mixed-precision
-copy; INT8 from a QDQ file) built from that same ONNX file, on CUDA where `tensorrt` is installed. Runtime names
-are those of `fna_zoo.runtime.names` (old backend names such as `eager` or `ort` are aliases).
+A model is a zoo arch name, an arch file, a timm name (`timm:NAME` forces timm's own model), a retrain checkpoint
+(.pth, a detector) or an .onnx file. `Grid` resolves it into a module (and an ONNX file, exported once through
+`fna_zoo.export` with its parity check) and hands it to the runtime's plugin (`fna_zoo.runtime.registry`): the
+PyTorch runtimes get the module (eager fp32; fp16 on CUDA; torch.compile), every other runtime the ONNX file
+(onnxruntime: the one session recipe, I/O binding; TensorRT: strongly typed engines, fp16 from the mixed-precision
+copy, INT8 from a QDQ file, on CUDA; OpenVINO on the CPU; the fp32 export, or the given ONNX file, e.g. an INT8
+one). Runtime names are those of `fna_zoo.runtime.names` (old backend names such as `eager` or `ort` are aliases).
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from ..runtime.names import RUNTIMES, canonical_runtime, device_kind
-from ..runtime.runners import Runner, onnxruntime_runner, tensorrt_runner, torch_runner
+from ..runtime.names import RUNTIMES, canonical_runtime
+from ..runtime.registry import PLUGINS
+from ..runtime.runners import Runner
 from ..specs import ModelSpec, arch_id, resolve_model, timm_name
 
 __all__ = ['RUNTIMES', 'WHAT', 'ModelSpec', 'Runner', 'Grid', 'resolve_model', 'canonical_what', 'arch_id']
@@ -130,7 +131,8 @@ class Grid:
         return self._onnx[key]
 
     def build(self, src: ModelSpec, runtime: str, what: str, batch: int, size: tuple[int, int]) -> Runner:
-        """One runner; runtime problems that are not user errors become a skip reason.
+        """One runner, made by the runtime's plugin (`fna_zoo.runtime.registry`): from the module for the
+        runtimes that run one, else from the model's ONNX file; what cannot run here becomes a skip reason.
 
         Args:
             src: The model.
@@ -141,45 +143,23 @@ class Grid:
         """
         name, _ = canonical_runtime(runtime, self.device)
         what = canonical_what(what)
-        precision = RUNTIMES[name]
-        if name.startswith('tensorrt'):
-            return self._tensorrt(src, name, precision, what, batch, size)
-        if name == 'onnxruntime':
-            try:
-                path, note = self.onnx_file(src, what, size)
-                real = _onnx_shape(path, batch, size)
-                runner = onnxruntime_runner(path, [_input(batch, real).numpy()], self.threads, self.device,
-                                            precision=None if src.kind == 'onnx' else precision)
-            except RuntimeError as e:
-                return Runner.skipped(precision, str(e))
-            runner.note, runner.extra = note, {'input_size': real}
-            return runner
-        if src.kind == 'onnx':
-            return Runner.skipped(precision, f'{name} needs a PyTorch model, not an ONNX file')
-        module = self.target(src, what, size).module
-        return torch_runner(module, [_input(batch, size)], name, self.device)
-
-    def _tensorrt(self, src: ModelSpec, name: str, precision: str, what: str, batch: int,
-                  size: tuple[int, int]) -> Runner:
-        """A TensorRT engine built from the model's ONNX file (cached in the workdir per precision and batch)."""
-        from ..onnxgraph.precision import onnx_precision
-        from ..runtime.tensorrt import TensorRTUnavailable, import_tensorrt
-
-        try:
-            import_tensorrt(f'the {name} runtime')
-        except TensorRTUnavailable:
-            return Runner.skipped(precision, 'tensorrt not installed')
-        if device_kind(self.device) != 'cuda':
-            return Runner.skipped(precision, 'TensorRT runs on CUDA; pass --device cuda')
+        plugin = PLUGINS[name]
+        precision = plugin.precision
+        why = plugin.skip_reason(self.device)
+        if why:
+            return Runner.skipped(precision, why)
+        if plugin.torch_threads:
+            if src.kind == 'onnx':
+                return Runner.skipped(precision, f'{name} needs a PyTorch model, not an ONNX file')
+            module = self.target(src, what, size).module
+            return plugin.module_runner(module, [_input(batch, size)], self.threads, self.device)
         try:
             path, note = self.onnx_file(src, what, size)
+            real = _onnx_shape(path, batch, size)
+            runner = plugin.file_runner(path, [_input(batch, real).numpy()], self.threads, self.device,
+                                        precision=None if src.kind == 'onnx' else precision, workdir=self.workdir)
         except RuntimeError as e:
             return Runner.skipped(precision, str(e))
-        if precision == 'fp32':
-            precision = onnx_precision(path)  # strongly typed: a QDQ file gives int8, a fp16 file fp16
-        h, w = _onnx_shape(path, batch, size)
-        stem = hashlib.sha1(f'{path.resolve()}|{precision}|{batch}|{h}x{w}'.encode()).hexdigest()[:12]
-        runner = tensorrt_runner(path, [_input(batch, (h, w)).to(self.device)], self.workdir / f'{stem}.engine',
-                                 precision, timing_cache=self.workdir / 'trt.timing.cache')
-        runner.note, runner.extra = '; '.join(x for x in (note, runner.note) if x), {'input_size': (h, w)}
+        runner.note = '; '.join(x for x in (note, runner.note) if x)
+        runner.extra = {**runner.extra, 'input_size': real}
         return runner

@@ -1,11 +1,11 @@
 """`fna-bench --ap`: the deployment table of a detector: AP and end-to-end latency per runtime and precision.
 
-The same retrained detector runs through every cell of `fna_zoo.bench.pipelines.CELLS` (PyTorch eager fp32 /
-fp16, onnxruntime fp32 / INT8 / fp16, TensorRT) over a COCO-format validation set, one image at a time, and
-each row gets the COCO AP of its detections (`fna_zoo.engine.evaluate.coco_evaluate`), the size of what it
-runs and its end-to-end latency per image split into pre-processing, network and post-processing
-(`fna_zoo.runtime.timing.time_stages`; percentiles by `stats_from_times`). The cells run image by image in
-turn, so load changes on a shared machine hit every cell alike. `LEGEND` says what each column includes.
+The same retrained detector runs through every cell of `fna_zoo.bench.pipelines.CELLS` (PyTorch eager fp32 / fp16,
+onnxruntime fp32 / INT8 / fp16, TensorRT, OpenVINO fp32 / INT8: the registry's cells) over a COCO-format validation
+set, one image at a time, and each row gets the COCO AP of its detections (`fna_zoo.engine.evaluate.coco_evaluate`),
+the size of what it runs and its end-to-end latency per image split into pre-processing, network and post-processing
+(`fna_zoo.runtime.timing.time_stages`; percentiles by `stats_from_times`). The cells run image by image in turn, so
+load changes on a shared machine hit every cell alike. `LEGEND` says what each column includes.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ import torch
 from ..fileio import atomic_write_text
 from ..runtime.machine import machine_info
 from ..runtime.names import canonical_runtime
-from ..runtime.ort import session_record
-from ..runtime.preprocess import InputSpec
+from ..runtime.preprocess import InputSpec, set_threads
+from ..runtime.registry import runtime_packages
 from ..runtime.timing import paired_ratio, stats_from_times, time_interleaved, time_stages
 from .pipelines import CELLS, Exports, Pipeline, build_pipeline, nms_fp16, nms_fp32, nms_int8
 from .grid import _keeps_threads, portable_row, write_results
@@ -37,20 +37,25 @@ STAGES = ('pre', 'net', 'post')
 FIELDS = ['model', 'format', 'runtime', 'precision', 'device', 'status', 'size_mb', 'AP', 'AP50', 'AP75',
           'pre_p50_ms', 'net_p50_ms', 'post_p50_ms', 'e2e_p50_ms', 'e2e_p90_ms', 'pre_p90_ms', 'net_p90_ms',
           'post_p90_ms', 'throughput_ips', 'unsplit_p50_ms', 'split_ratio', 'n', 'warmup', 'images', 'data',
-          'input_h', 'input_w', 'file', 'note', 'runtime_options', 'cpu_model', 'cores', 'threads', 'gpu', 'torch',
-          'onnxruntime', 'tensorrt', 'python', 'loadavg_1m', 'timestamp']
+          'input_h', 'input_w', 'file', 'note', 'runtime_options', 'cpu_model', 'cores', 'threads', 'gpu',
+          *runtime_packages(), 'python', 'loadavg_1m', 'timestamp']
 LEGEND = [
-    'size MB: the ONNX file (TensorRT: the engine); PyTorch: its weights (state_dict tensors) at that precision.',
+    'size MB: the ONNX file (TensorRT: the engine; OpenVINO IR: its network, .xml + .bin); PyTorch: its weights '
+    '(state_dict tensors) at that precision.',
     'AP, AP50: COCO bbox AP in % (the project\'s coco_evaluate) of all the detections the model keeps (score '
     'above its threshold, at most its K per image), over every image of the set.',
-    'pre: read the image file (from the OS cache), decode it (PIL), resize it to the network input (letterbox or '
-    'stretch; bilinear as the training transform, in numpy) and scale it to [0, 1] (fna_zoo.runtime.preprocess, '
-    'as examples/predict_onnx.py does); the mean/std normalisation is in net.',
+    'pre: read the image file (from the OS cache), decode it (pyspng / simplejpeg where installed, else PIL: the '
+    'same pixels), resize it to the network input (letterbox or stretch; bilinear as the training transform, '
+    'OpenCV where installed, else numpy) and scale it to [0, 1] (fna_zoo.runtime.preprocess.load_input, as '
+    'fna-predict does); the mean/std normalisation is in net.',
     'net: normalisation, backbone, FPN and head; PyTorch: the eager modules in inference mode; onnxruntime: the '
-    'network sub-graph of the exported file, its own session (the one session recipe).',
+    'network sub-graph of the exported file, its own session (the one session recipe); OpenVINO: the same '
+    'sub-graph compiled by OpenVINO (its one recipe), or for OpenVINO IR its NNCF INT8 quantization from the '
+    'INT8 calibration images.',
     'post: box decoding, top-k candidates, per-class NMS and top-K, boxes back to image pixels; PyTorch: '
-    'DetectionPostprocess in eager PyTorch (torchvision nms); onnxruntime: the in-graph NMS sub-graph of the same '
-    'file, cut at the head outputs and run as a second session (fna_zoo.bench.pipelines.split_nms_graph).',
+    'DetectionPostprocess in eager PyTorch (torchvision nms); onnxruntime and OpenVINO: the in-graph NMS sub-graph '
+    'of the same file (fp32 for every precision), cut at the head outputs and run as a second session '
+    '(fna_zoo.bench.pipelines.split_nms_graph).',
     'e2e: pre + net + post of one image, batch 1; p50 / p90 of those sums over the runs (not the sum of the stage '
     'p50s); img/s = 1000 / e2e p50.',
 ]
@@ -143,6 +148,7 @@ def run_deploy(checkpoint: str | os.PathLike, data_path: str | os.PathLike | Non
     given = _given_files(onnx_files, target)
     if threads:
         torch.set_num_threads(threads)
+    set_threads(threads)  # the pre-processing's OpenCV resize, where installed
     machine = machine_info(threads)
     spec = InputSpec(tuple(target.input_size), target.metadata['resize'], tuple(json.loads(target.metadata['mean'])))
     images = [dataset.img_dir / dataset.images[i]['file_name'] for i in dataset.ids]
@@ -167,8 +173,7 @@ def run_deploy(checkpoint: str | os.PathLike, data_path: str | os.PathLike | Non
                 row.update(_latency(times[id(p)]))
                 ap = coco_evaluate(dataset.ann_file, found[id(p)])
                 row.update(AP=ap['AP'], AP50=ap['AP50'], AP75=ap['AP75'])
-                if p.cell.runtime == 'onnxruntime':
-                    row['runtime_options'] = session_record(threads, device, io_binding=False)
+                row['runtime_options'] = dict(p.options) or None
                 if p.unsplit is not None:
                     row['unsplit_p50_ms'], row['split_ratio'] = _unsplit(p, first, warmup, runs)
             rows.append(row)
@@ -231,16 +236,17 @@ def _caption(rows: Sequence[dict[str, Any]]) -> str:
     r = rows[0]
     n = next((x['n'] for x in rows if x.get('n')), 0)
     return (f"{r['model']} on {r['data']}, input {r['input_h']}x{r['input_w']}, batch 1; {r['cpu_model']} "
-            f"({r['cores']} cores, {r['threads']} threads, load {r['loadavg_1m']}), gpu {r['gpu']}; torch {r['torch']}, "
-            f"onnxruntime {r['onnxruntime']}, tensorrt {r['tensorrt']}; latency (ms, p50 unless named) over {n} runs "
+            f"({r['cores']} cores, {r['threads']} threads, load {r['loadavg_1m']}), gpu {r['gpu']}; "
+            f"{', '.join(f'{k} {r.get(k)}' for k in runtime_packages())}; latency (ms, p50 unless named) over {n} runs "
             f"per cell after {r['warmup']} warm-up runs, the cells run image by image in turn.")
 
 
 def _split_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
-    return [f"{r['runtime']} {r['precision']}: the unsplit file in one session p50 {r['unsplit_p50_ms']:.1f} ms; "
+    return [f"{r['runtime']} {r['precision']} ({r['format']}): the unsplit file in one session p50 "
+            f"{r['unsplit_p50_ms']:.1f} ms; "
             f"net + post as two sessions / one session = {r['split_ratio']:.3f} (median of interleaved runs on the "
             'first image)' for r in rows if r.get('unsplit_p50_ms') is not None] + \
-        [f"{r['runtime']} {r['precision']}: {r['note']}" for r in rows if r.get('note')]
+        [f"{r['runtime']} {r['precision']} ({r['format']}): {r['note']}" for r in rows if r.get('note')]
 
 
 def format_deploy(rows: Sequence[dict[str, Any]]) -> str:

@@ -1,8 +1,9 @@
 """The benchmark grid (models x runtimes x batch sizes) and the comparison mode, with CSV / JSON output.
 
 Every row records the runtime's canonical name (`fna_zoo.runtime.names`), its device and precision, the
-settings of the runtime that change timings (`runtime_options`: for onnxruntime the one session recipe's
-`session_record`, the same dict a latency table records) and the machine (`fna_zoo.runtime.machine`).
+settings of the runtime that change timings (`runtime_options`, its plugin's `options`: for onnxruntime the one
+session recipe's `session_record`, for OpenVINO its compile properties; the same dict a latency table records)
+and the machine (`fna_zoo.runtime.machine`, with the version of every registered runtime's package as a column).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 from ..fileio import atomic_write_text, portable_data, portable_path
 from ..runtime.machine import machine_info
 from ..runtime.names import canonical_runtime
+from ..runtime.registry import runtime_packages
 from ..runtime.runners import Runner, time_runner
 from ..runtime.timing import paired_ratio, stats_from_times, time_interleaved
 from ..specs import ModelSpec, arch_id, resolve_model
@@ -35,8 +37,8 @@ _logger = logging.getLogger(__name__)
 # `ort`, ...) and no `runtime_options`; `fna_zoo.bench.report.row_runtime` reads both.
 FIELDS = ['model', 'arch_id', 'what', 'runtime', 'precision', 'device', 'batch', 'input_h', 'input_w',
           'p50_ms', 'p90_ms', 'p99_ms', 'mean_ms', 'std_ms', 'throughput_ips', 'n', 'warmup', 'status', 'note',
-          'io_included', 'runtime_options', 'cpu_model', 'cores', 'threads', 'gpu', 'cuda', 'torch', 'onnxruntime',
-          'tensorrt', 'python', 'loadavg_1m', 'timestamp']
+          'io_included', 'runtime_options', 'cpu_model', 'cores', 'threads', 'gpu', 'cuda', *runtime_packages(),
+          'python', 'loadavg_1m', 'timestamp']
 # the row fields that name one file (a model argument may be a name instead: kept as it is), written portably
 PATH_FIELDS = ('model', 'file')
 

@@ -19,10 +19,9 @@ exports and its INT8 quantization), written once per table, or files the user gi
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,7 +29,9 @@ import numpy as np
 import torch
 
 from ..runtime.names import device_kind
-from ..runtime.preprocess import InputSpec, load_image, resize_image, to_image_pixels
+from ..runtime.plugin import RuntimePlugin
+from ..runtime.registry import PLUGINS
+from ..runtime.preprocess import InputSpec, load_input, to_image_pixels
 from ..runtime.timing import cuda_sync
 
 __all__ = ['Cell', 'CELLS', 'Exports', 'Pipeline', 'build_pipeline', 'split_nms_graph', 'nms_fp32', 'nms_int8',
@@ -46,7 +47,11 @@ OnnxWriter = Callable[['Exports', Path], Path]
 
 
 class Exports:
-    """The ONNX files of one detector, each written once (atomically, by fna-export's functions) or given.
+    """The ONNX files of one detector, each written once (atomically, by fna-export's exporter,
+    `fna_zoo.export.exporter.ExportJob`) or given.
+
+    The float32 files keep their parity gate (batch 1); the fp16 and INT8 files are written without theirs: the
+    table's AP column is their check.
 
     Args:
         target: fna-export's detector-with-NMS target of the checkpoint (`detector_target(..., 'nms')`).
@@ -63,7 +68,10 @@ class Exports:
         self.workdir = Path(workdir)
         self.files: dict[OnnxWriter, Path] = dict(given or {})
         self._failed: dict[OnnxWriter, Exception] = {}
-        self._batches: list[np.ndarray] | None = None
+        self._jobs: dict[str, Any] = {}
+
+    def _path(self, writer: OnnxWriter) -> Path:
+        return self.workdir / f"{self.checkpoint.stem}.{writer.__name__.replace('_', '.')}.onnx"
 
     def file(self, writer: OnnxWriter) -> Path:
         """The file `writer` writes (written on first use, as `<checkpoint stem>.<writer name>.onnx`).
@@ -74,76 +82,70 @@ class Exports:
         if writer in self._failed:  # NOTE: once: the cells that share a file (or build on it) share its failure
             raise self._failed[writer]
         if writer not in self.files:
-            name = f"{self.checkpoint.stem}.{writer.__name__.replace('_', '.')}.onnx"
             try:
-                self.files[writer] = writer(self, self.workdir / name)
+                self.files[writer] = writer(self, self._path(writer))
             except Exception as e:
                 self._failed[writer] = e
                 raise
         return self.files[writer]
 
+    def job(self, what: str) -> Any:
+        """The exporter's job of the 'nms' target or of the 'raw' one (TensorRT's: its INT8 in TensorRT's QDQ)."""
+        if what not in self._jobs:
+            from ..export.exporter import ExportJob, ExportSettings
+            from ..export.onnx_export import detector_target
+
+            target = self.target if what == 'nms' else detector_target(self.checkpoint, 'raw', self.target.input_size)
+            mine = {w: fmt for w, (kind, fmt) in WRITER_FORMATS.items() if kind == what}
+            outputs = {fmt: self._path(w) for w, fmt in mine.items()}
+            given = {fmt: self.files[w] for w, fmt in mine.items() if w in self.files}
+            settings = ExportSettings(check_batches=[1], calib_images=CALIB_IMAGES, data_path=self.data_path)
+            self._jobs[what] = ExportJob(target, settings, outputs['onnx'], outputs, gate=['onnx'], cfg=self.cfg,
+                                         calibration=self.calibration if what == 'raw' else None, given=given,
+                                         int8_flavor='tensorrt' if what == 'raw' else 'onnxruntime')
+        return self._jobs[what]
+
     def calibration(self) -> list[np.ndarray]:
         """fna-export's INT8 calibration batches (`CALIB_IMAGES` training images, deployment pre-processing)."""
-        if self._batches is None:
-            from ..export.quantize import calibration_batches, calibration_images
-
-            meta = self.target.metadata
-            images = calibration_images(self.cfg, CALIB_IMAGES, self.data_path)
-            self._batches = calibration_batches(images, self.target.input_size, meta['resize'],
-                                                json.loads(meta['mean']))
-        return self._batches
-
-
-def _gated(target: Any, dst: Path) -> Path:
-    from ..export.onnx_export import export_with_gate
-
-    path, reports = export_with_gate(target, dst, check_batches=[1])
-    if path is None:
-        raise RuntimeError(f'the ONNX export failed its parity gate ({reports[0][1].summary()})')
-    return path
+        return self.job('nms').calibration()
 
 
 def nms_fp32(ex: Exports, dst: Path) -> Path:
-    """fna-export's detector with in-graph NMS, fp32 (`fna-export --checkpoint ...`)."""
-    return _gated(ex.target, dst)
+    """fna-export's detector with in-graph NMS, fp32 (`fna-export --checkpoint ...`), parity-gated."""
+    return ex.job('nms').file('onnx')
 
 
 def nms_int8(ex: Exports, dst: Path) -> Path:
     """Its onnxruntime static INT8 quantization (`fna-export --int8`, without the AP gate: the table shows AP)."""
-    from ..export.quantize import quantize_int8
-
-    return quantize_int8(ex.file(nms_fp32), dst, ex.calibration())
+    return ex.job('nms').file('onnx-int8')
 
 
 def raw_fp32(ex: Exports, dst: Path) -> Path:
     """fna-export's raw detector (no NMS, `--what raw`), for TensorRT engines."""
-    from ..export.onnx_export import detector_target
-
-    return _gated(detector_target(ex.checkpoint, 'raw', ex.target.input_size), dst)
+    return ex.job('raw').file('onnx')
 
 
 def raw_int8(ex: Exports, dst: Path) -> Path:
     """The raw detector quantized for TensorRT (symmetric QDQ, float biases: its explicit INT8)."""
-    from ..export.quantize import quantize_int8
-
-    return quantize_int8(ex.file(raw_fp32), dst, ex.calibration(), flavor='tensorrt')
+    return ex.job('raw').file('onnx-int8')
 
 
 def nms_fp16(ex: Exports, dst: Path) -> Path:
     """The mixed-precision fp16 copy of `nms_fp32` (`fna-export --fp16`'s conversion: network in fp16, NMS in
     fp32), without its parity gate: the table shows AP, as for `nms_int8`."""
-    from ..onnxgraph.fp16 import convert_fp16_file
-
-    convert_fp16_file(ex.file(nms_fp32), dst)
-    return dst
+    return ex.job('nms').file('onnx-fp16')
 
 
 def raw_fp16(ex: Exports, dst: Path) -> Path:
     """The fp16 copy of `raw_fp32`, which a strongly typed TensorRT fp16 engine is built from."""
-    from ..onnxgraph.fp16 import convert_fp16_file
+    return ex.job('raw').file('onnx-fp16')
 
-    convert_fp16_file(ex.file(raw_fp32), dst)
-    return dst
+
+# each writer's file in the exporter's terms: (target, format of `fna_zoo.export.formats.FORMATS`)
+WRITER_FORMATS: dict[OnnxWriter, tuple[str, str]] = {
+    nms_fp32: ('nms', 'onnx'), nms_int8: ('nms', 'onnx-int8'), nms_fp16: ('nms', 'onnx-fp16'),
+    raw_fp32: ('raw', 'onnx'), raw_int8: ('raw', 'onnx-int8'), raw_fp16: ('raw', 'onnx-fp16'),
+}
 
 
 @dataclass(frozen=True)
@@ -155,25 +157,22 @@ class Cell:
         precision: 'fp32', 'fp16' or 'int8'.
         onnx: The writer of the ONNX file it runs (None for PyTorch).
         missing: Why this version cannot run it ('' when it can).
+        quantize: Whether the runtime quantizes that float file itself (`RuntimePlugin.quantize`, e.g. NNCF).
     """
 
     runtime: str
     precision: str
     onnx: OnnxWriter | None = None
     missing: str = ''
+    quantize: bool = False
 
 
-CELLS: tuple[Cell, ...] = (
-    Cell('torch', 'fp32'),
-    Cell('torch-fp16', 'fp16'),
-    Cell('onnxruntime', 'fp32', nms_fp32),
-    Cell('onnxruntime', 'int8', nms_int8),
-    Cell('onnxruntime', 'fp16', nms_fp16),
-    Cell('tensorrt', 'fp32', raw_fp32),
-    Cell('tensorrt-fp16', 'fp16', raw_fp16),
-    Cell('tensorrt', 'int8', raw_int8),
-)
-FORMATS = {'torch': 'PyTorch eager', 'onnxruntime': 'ONNX', 'tensorrt': 'TensorRT engine'}
+# NOTE: the cells are the registry's (`fna_zoo.runtime.registry`: each plugin's `deploy_cells`, in registry order);
+# a cell names its export by the writer's name
+_WRITERS: dict[str, OnnxWriter] = {w.__name__: w for w in (nms_fp32, nms_int8, nms_fp16, raw_fp32, raw_int8,
+                                                           raw_fp16)}
+CELLS: tuple[Cell, ...] = tuple(Cell(name, c.precision, _WRITERS[c.export] if c.export else None, quantize=c.quantize)
+                                for name, plugin in PLUGINS.items() for c in plugin.deploy_cells)
 
 
 @dataclass
@@ -190,6 +189,7 @@ class Pipeline:
         size_mb: The file's size; PyTorch: its weights' bytes at that precision (MiB).
         note: How its stages are measured, when it differs from the table's legend.
         unsplit: For a split ONNX file: the whole file in one session (input -> outputs), to compare with.
+        options: The runtime's settings a row records (its plugin's `options`).
     """
 
     cell: Cell
@@ -200,11 +200,14 @@ class Pipeline:
     size_mb: float | None = None
     note: str = ''
     unsplit: Callable[[np.ndarray], Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def format(self) -> str:
-        """'PyTorch eager', 'ONNX' or 'TensorRT engine'."""
-        return FORMATS[self.cell.runtime.split('-')[0]]
+        """What it runs: its runtime's format ('PyTorch eager', 'ONNX', 'TensorRT engine'), or the format of the
+        runtime's own INT8 model ('OpenVINO IR')."""
+        plugin = PLUGINS[self.cell.runtime]
+        return plugin.quantized_format if self.cell.quantize else plugin.format
 
 
 def _one_line(e: BaseException) -> str:
@@ -213,7 +216,7 @@ def _one_line(e: BaseException) -> str:
 
 def _pre(spec: InputSpec) -> Callable[[Any], tuple[np.ndarray, tuple[float, float]]]:
     def pre(path: Any) -> tuple[np.ndarray, tuple[float, float]]:
-        x, scale = resize_image(load_image(path), spec)
+        x, scale = load_input(path, spec)  # NOTE: the fast decoders and resize where installed, same numerics
         return x[None], scale
 
     return pre
@@ -296,29 +299,50 @@ def split_nms_graph(path: str | os.PathLike) -> tuple[bytes, bytes, list[str]]:
     return net.SerializeToString(), nms.SerializeToString(), cut
 
 
-def _onnxruntime(cell: Cell, path: Path, spec: InputSpec, threads: int | None, device: str) -> Pipeline:
-    """onnxruntime on fna-export's detector with NMS: the network and the in-graph NMS as two sessions."""
+def _size_mb(path: Path) -> float:
+    """A model file's size in MiB, with its weights file beside it (an OpenVINO IR's .bin)."""
+    return sum(p.stat().st_size for p in (path, path.with_suffix('.bin')) if p.is_file()) / 2 ** 20
+
+
+def _sessions(cell: Cell, plugin: RuntimePlugin, path: Path, spec: InputSpec, threads: int | None, device: str,
+              calibration: Callable[[], list[np.ndarray]]) -> Pipeline:
+    """A runtime's sessions (`RuntimePlugin.session`) on fna-export's detector with NMS: the network and the in-graph
+    NMS as two sessions; for a `quantize` cell the network is the runtime's own INT8 of the float file's network."""
     from ..onnxgraph.precision import onnx_precision
-    from ..runtime.ort import ort_session
 
     found = onnx_precision(path)
-    if found != cell.precision:
-        raise ValueError(f'{str(path)!r} holds a {found} model; expected {cell.precision} for this cell')
+    want = 'fp32' if cell.quantize else cell.precision
+    if found != want:
+        raise ValueError(f'{str(path)!r} holds a {found} model; expected {want} for this cell')
+    from ..onnxgraph.load import load_onnx
+
     net_model, nms_model, cut = split_nms_graph(path)
-    net_sess, nms_sess = ort_session(net_model, threads, device), ort_session(nms_model, threads, device)
-    whole = ort_session(path, threads, device)
-    name = net_sess.get_inputs()[0].name
+    name = load_onnx(net_model).graph.input[0].name
+    file, whole = path, None
+    if cell.quantize:
+        net_file = path.with_name(f'{path.stem}.net.onnx')
+        net_file.write_bytes(net_model)
+        file = plugin.quantize(net_file, path.with_name(f'{path.stem}.{cell.runtime}.net.int8.xml'), calibration())
+        net_model = file
+    else:
+        whole = plugin.session(path, threads, device)
+    net_sess, nms_sess = plugin.session(net_model, threads, device), plugin.session(nms_model, threads, device)
 
     def net(inp: Any) -> Any:
         x, scale = inp
-        return net_sess.run(cut, {name: x}), scale
+        out = net_sess({name: x})
+        return [out[c] for c in cut], scale
 
     def post(mid: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         heads, scale = mid
-        return _detections(*nms_sess.run(NMS_OUTPUTS, dict(zip(cut, heads))), scale)
+        out = nms_sess(dict(zip(cut, heads)))
+        return _detections(*(out[k] for k in NMS_OUTPUTS), scale)
 
-    return Pipeline(cell, (_pre(spec), net, post), file=str(path), size_mb=path.stat().st_size / 2 ** 20,
-                    unsplit=lambda x: whole.run(NMS_OUTPUTS, {name: x}))
+    return Pipeline(cell, (_pre(spec), net, post), file=str(file), size_mb=_size_mb(Path(file)),
+                    unsplit=None if whole is None else (lambda x: whole({name: x})),
+                    options=plugin.options(threads, device, io_binding=False),
+                    note='net: the runtime\'s own INT8 of the fp32 file\'s network (NMS in fp32)' if cell.quantize
+                    else '')
 
 
 def _tensorrt(cell: Cell, path: Path, spec: InputSpec, postprocess: torch.nn.Module,
@@ -356,28 +380,16 @@ def build_pipeline(cell: Cell, exports: Exports, spec: InputSpec, threads: int |
     """
     if cell.missing:
         return Pipeline(cell, status=f'skipped: {cell.missing}')
-    if cell.runtime.startswith('tensorrt'):
-        from ..runtime.tensorrt import TensorRTUnavailable, import_tensorrt
-
-        try:
-            import_tensorrt(f'the {cell.runtime} cell')
-        except TensorRTUnavailable:
-            return Pipeline(cell, status='skipped: tensorrt not installed')
-        if device_kind(device) != 'cuda':
-            return Pipeline(cell, status='skipped: TensorRT runs on CUDA; pass --device cuda')
-    if cell.runtime == 'onnxruntime' and device_kind(device) == 'cuda':
-        from ..runtime.runners import check_runtime
-
-        try:
-            check_runtime('onnxruntime', device)
-        except ValueError as e:
-            return Pipeline(cell, status=f'skipped: {e}')
+    plugin = PLUGINS[cell.runtime]
+    why = plugin.skip_reason(device)
+    if why:
+        return Pipeline(cell, status=f'skipped: {why}')
     try:
-        if cell.onnx is None:
+        if plugin.deploy == 'module':
             return _torch(cell, exports.target, spec, device)
         path = exports.file(cell.onnx)
-        if cell.runtime == 'onnxruntime':
-            return _onnxruntime(cell, path, spec, threads, device)
+        if plugin.deploy == 'sessions':
+            return _sessions(cell, plugin, path, spec, threads, device, exports.calibration)
         return _tensorrt(cell, path, spec, copy.deepcopy(exports.target.module.postprocess), device)  # pragma: no cover
     except Exception as e:  # noqa: BLE001  (a cell that breaks is a 'failed' row; the table goes on)
         _logger.debug('%s %s failed', cell.runtime, cell.precision, exc_info=True)

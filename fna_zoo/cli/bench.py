@@ -7,7 +7,8 @@ and the deployment table of a detector (AP and end-to-end latency per runtime an
     fna-bench report --results out/results.json [more.json ...] --runs-dirs runs/export_demo --output out/
 
 Runtimes are the canonical names of `fna_zoo.runtime.names` (`torch`, `torch-fp16`, `torch-compile`,
-`onnxruntime`, `tensorrt`, `tensorrt-fp16`) with `--device cpu|cuda`; the old backend names (`eager`, `ort`,
+`onnxruntime`, `tensorrt`, `tensorrt-fp16`, `openvino`: the registry, `fna_zoo.runtime.registry`) with
+`--device cpu|cuda`; the old backend names (`eager`, `ort`,
 `compile`, `trt`, ...) are aliases, as are `--backends` for `--runtimes` and `--what detector` for `--what raw`.
 
 Exit codes: 0 done; 2 user error (one `error: ...` line).
@@ -51,7 +52,8 @@ def _parser() -> CliParser:
     from ..runtime.names import runtime_help
 
     p = CliParser(prog='fna-bench', description='Latency of FNA / timm backbones and detectors across runtimes '
-                  '(PyTorch eager, torch.compile, onnxruntime, TensorRT), comparisons and the latency-vs-AP report.')
+                  '(PyTorch eager, torch.compile, onnxruntime, TensorRT, OpenVINO), comparisons and the latency-vs-AP '
+                  'report.')
     sub = p.add_subparsers(dest='command', parser_class=CliParser)
     r = sub.add_parser('run', help='time a grid of models x runtimes x batch sizes (the default command)')
     r.add_argument('models', nargs='+', help='zoo arch names, arch files, timm names (timm:NAME forces timm), '
@@ -63,7 +65,8 @@ def _parser() -> CliParser:
                         '(default: torch onnxruntime; --ap: every cell of its table; --backends is an alias)')
     r.add_argument('--ap', action='store_true',
                    help='the deployment table of a detector checkpoint: per runtime and precision (PyTorch fp32 / '
-                        'fp16, onnxruntime fp32 / INT8 / fp16, TensorRT) the COCO AP on a validation set, the size, '
+                        'fp16, onnxruntime fp32 / INT8 / fp16, TensorRT, OpenVINO fp32 / INT8) the COCO AP on a '
+                        'validation set, the size, '
                         'and the end-to-end latency per image (pre-processing, network, NMS); see docs/benchmarks.md')
     r.add_argument('--data-path', '--data_path', dest='data_path',
                    help="--ap: COCO tree (or asset:NAME) to evaluate on (default: the checkpoint's own data; for "

@@ -21,7 +21,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -33,8 +33,8 @@ from ..specs import arch_string, seed_network, timm_name
 from .parity import ParityReport, compare_arrays, compare_detections, run_onnx
 from .postprocess import detector_anchors, postprocess_for
 
-__all__ = ['What', 'DEFAULT_OPSET', 'ExportTarget', 'backbone_target', 'detector_target', 'load_detector',
-           'export_onnx', 'export_with_gate', 'metadata_of']
+__all__ = ['What', 'DEFAULT_OPSET', 'ExportTarget', 'backbone_target', 'detector_target', 'backbone_module_target',
+           'detector_module_target', 'load_detector', 'export_onnx', 'export_with_gate', 'metadata_of']
 
 _logger = logging.getLogger(__name__)
 
@@ -242,36 +242,92 @@ def detector_target(checkpoint: str | os.PathLike, what: What = 'nms', input_siz
     """
     if what not in ('raw', 'nms'):
         raise ValueError(f"--what {what!r} is not a detector export; expected 'raw' or 'nms'")
-    from ..detection import get_detector
-
     detector, state = load_detector(checkpoint)
     cfg = state['config']
-    spec = get_detector(cfg['detector'])
-    size = tuple(input_size) if input_size else default_detector_size(detector)
-    t = detector.transform
-    configured = cfg['model']['backbone'] or spec.default_backbone
+    configured = cfg['model']['backbone'] or get_detector_spec(cfg['detector']).default_backbone
     backbone = state.get('arch') or configured  # the arch stored in the checkpoint, when it has one
-    meta = {'arch': arch_string(backbone), 'backbone': str(configured), 'detector': cfg['detector'],
+    meta = {'arch': arch_string(backbone), 'backbone': str(configured),
             'seed_network': seed_network(backbone), 'seed_weights': str(cfg['model'].get('seed_weights')),
-            'train_seed': str(cfg.get('seed')),
-            'num_classes': str(state['num_classes']), 'mean': _meta_list(t.image_mean), 'std': _meta_list(t.image_std),
-            'resize': 'stretch' if t.fixed_size is not None else 'letterbox', 'checkpoint_step': str(state.get('step'))}
+            'train_seed': str(cfg.get('seed')), 'num_classes': str(state['num_classes']),
+            'checkpoint_step': str(state.get('step'))}
     names = _class_names(cfg, state['num_classes'])
     if names:
         meta['class_names'] = json.dumps(names)
+    return detector_module_target(detector, what, input_size, score_thresh, iou_thresh, max_dets, metadata=meta)
+
+
+def get_detector_spec(name: str) -> Any:
+    """The `DetectorSpec` registered under `name` (`fna_zoo.detection.get_detector`)."""
+    from ..detection import get_detector
+
+    return get_detector(name)
+
+
+def detector_module_target(detector: nn.Module, what: What = 'nms', input_size: tuple[int, int] | None = None,
+                           score_thresh: float | None = None, iou_thresh: float | None = None,
+                           max_dets: int | None = None, metadata: dict[str, str] | None = None) -> ExportTarget:
+    """A built detector (a registered RetinaNet / SSDLite module, e.g. `build_model`'s) to export.
+
+    Args:
+        detector: The detector (put in eval mode).
+        what: 'raw' or 'nms'.
+        input_size: Fixed (H, W) (default: see `default_detector_size`).
+        score_thresh: Score threshold (default: the detector's).
+        iou_thresh: NMS IoU threshold (default: the detector's).
+        max_dets: Detections per image (default: the detector's).
+        metadata: More `metadata_props` (a checkpoint's arch, classes, step).
+    """
+    if what not in ('raw', 'nms'):
+        raise ValueError(f"--what {what!r} is not a detector export; expected 'raw' or 'nms'")
+    from ..detection import spec_of
+
+    detector = detector.eval()
+    spec = spec_of(detector)
+    size = tuple(input_size) if input_size else default_detector_size(detector)
+    t = detector.transform
+    meta = {'detector': spec.name, 'mean': _meta_list(t.image_mean), 'std': _meta_list(t.image_std),
+            'resize': 'stretch' if t.fixed_size is not None else 'letterbox'}
+    classes = getattr(getattr(detector.head, 'classification_head', None), 'num_classes', None)
+    if classes is not None:
+        # NOTE: SSD's head counts the background class; the zoo's num_classes does not
+        meta['num_classes'] = str(int(classes) - (spec.background_class is not None))
+    meta.update(metadata or {})
     if what == 'raw':
         anchors, _ = detector_anchors(detector, size)
         module = RawDetectorExport(detector, anchors)
-        names = ['cls_logits', 'bbox_regression', 'anchors']
         meta['background_class'] = 'none' if spec.background_class is None else str(spec.background_class)
         meta['box_coder_weights'] = _meta_list(detector.box_coder.weights)
-        return ExportTarget(module.eval(), 'raw', size, names, metadata=meta)
+        return ExportTarget(module.eval(), 'raw', size, ['cls_logits', 'bbox_regression', 'anchors'], metadata=meta)
     pp = postprocess_for(detector, size, score_thresh, iou_thresh, max_dets)
     meta.update(score_thresh=str(pp.score_thresh), iou_thresh=str(pp.iou_thresh), max_dets=str(pp.max_dets),
                 box_format='xyxy (input pixels)')
     return ExportTarget(NMSDetectorExport(detector, pp).eval(), 'nms', size,
                         ['boxes', 'scores', 'labels', 'num_detections'], metadata=meta,
                         score_thresh=pp.score_thresh, iou_thresh=pp.iou_thresh)
+
+
+def backbone_module_target(body: nn.Module, input_size: tuple[int, int] = (224, 224), name: str | None = None
+                           ) -> ExportTarget:
+    """A built feature extractor (a timm `features_only` model, e.g. `create_backbone(..., features_only=True)`)
+    to export.
+
+    Args:
+        body: The backbone (put in eval mode); its `feature_info` names the outputs.
+        input_size: (H, W) used for tracing; the file accepts any size.
+        name: How to name it in the metadata (default: its class name).
+    """
+    from ..detection.backbones import input_normalization
+
+    info = getattr(body, 'feature_info', None)
+    if info is None or not hasattr(info, 'reduction'):
+        raise ValueError(f'module {type(body).__name__} has no timm feature_info; expected a features_only backbone '
+                         '(timm.create_model(..., features_only=True)) or a RetinaNet / SSDLite detector')
+    mean, std = input_normalization(body)
+    names = [f'feat_s{r}' for r in info.reduction()]
+    meta = {'backbone': name or type(body).__name__, 'mean': _meta_list(mean), 'std': _meta_list(std),
+            'feature_channels': json.dumps(info.channels())}
+    return ExportTarget(BackboneExport(body.eval(), mean, std).eval(), 'backbone', tuple(input_size), names,
+                        dynamic_size=True, metadata=meta)
 
 
 def metadata_of(path: str | os.PathLike) -> dict[str, str]:
@@ -350,8 +406,8 @@ def _simplify(path: Path) -> None:
     _logger.info('onnxslim: %d -> %d nodes', n_before, len(slim.graph.node))
 
 
-def parity_check(target: ExportTarget, path: str | os.PathLike, batch: int, atol: float, rtol: float = 1e-3
-                 ) -> ParityReport:
+def parity_check(target: ExportTarget, path: str | os.PathLike, batch: int, atol: float, rtol: float = 1e-3,
+                 run: Callable[[str | os.PathLike, np.ndarray], dict[str, np.ndarray]] = run_onnx) -> ParityReport:
     """onnxruntime vs PyTorch on the same seeded input in [0, 1] (detections matched, see `parity`).
 
     Args:
@@ -360,15 +416,17 @@ def parity_check(target: ExportTarget, path: str | os.PathLike, batch: int, atol
         batch: Batch size to compare at.
         atol: Absolute tolerance (scores and features; boxes: see `compare_detections`).
         rtol: Relative tolerance for dense outputs.
+        run: (file, input batch) -> outputs by name (default: onnxruntime; an OpenVINO file's runner).
     """
-    ref, out = reference_and_onnx(target, path, batch)
+    ref, out = reference_and_onnx(target, path, batch, run)
     if target.what == 'nms':
         return compare_detections(ref, [out[n] for n in target.output_names], atol, target.score_thresh,
                                   target.iou_thresh)
     return compare_arrays(dict(zip(target.output_names, ref)), out, atol, rtol)
 
 
-def reference_and_onnx(target: ExportTarget, path: str | os.PathLike, batch: int
+def reference_and_onnx(target: ExportTarget, path: str | os.PathLike, batch: int,
+                       run: Callable[[str | os.PathLike, np.ndarray], dict[str, np.ndarray]] = run_onnx
                        ) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
     """(PyTorch outputs, onnxruntime outputs by name) of the target and its file on one seeded input in [0, 1].
 
@@ -376,11 +434,12 @@ def reference_and_onnx(target: ExportTarget, path: str | os.PathLike, batch: int
         target: The exported target (its module is the reference).
         path: The ONNX file.
         batch: Batch size.
+        run: (file, input batch) -> outputs by name (default: onnxruntime).
     """
     x = torch.rand(batch, 3, *target.input_size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = [t.numpy() for t in target.module(x)]
-    return ref, run_onnx(path, x.numpy())
+    return ref, run(path, x.numpy())
 
 
 def export_with_gate(target: ExportTarget, output: str | os.PathLike, batch: int = 1, dynamic: bool = True,

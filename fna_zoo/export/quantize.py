@@ -13,10 +13,11 @@ float biases: the explicit quantization TensorRT builds an int8 engine from; `fn
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from ..assets.store import resolve_asset
 from ..data import CocoDetection, coco_split_paths, make_synthetic_coco, tile_windows
 from ..engine.evaluate import coco_evaluate
 from ..fileio import atomic_path
+from ..onnxgraph.quant import shape_nodes
 from ..runtime.ort import ort_session
 from ..runtime.preprocess import InputSpec, resize_array
 from ..runtime.runners import onnxruntime_runner
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     import onnx
 
 __all__ = ['eval_dataset', 'calibration_images', 'preprocess', 'calibration_batches', 'quantize_int8',
-           'onnx_coco_detections', 'onnx_ap', 'ort_latencies_ms']
+           'coco_detections', 'onnx_coco_detections', 'onnx_ap', 'ort_latencies_ms']
 
 _logger = logging.getLogger(__name__)
 
@@ -168,8 +170,39 @@ def _unshare_conv_biases(model: 'onnx.ModelProto') -> int:
     return copies
 
 
+def _own_initializers(model: 'onnx.ModelProto', nodes: Sequence[str]) -> int:
+    """Give each of `nodes` its own copy of every initializer it shares with another node; returns the copies.
+
+    NOTE: RetinaNet's head runs one conv per level with the same weight; the quantizer names a weight's
+    DequantizeLinear output after the weight, so a node kept float that shares its weight with a quantized one
+    would read the quantized weight. A copy keeps it float.
+    """
+    from onnx import numpy_helper
+
+    wanted = set(nodes)
+    if not wanted:
+        return 0
+    inits = {i.name: i for i in model.graph.initializer}
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in set(node.input):
+            readers[name] = readers.get(name, 0) + 1
+    copies = 0
+    for node in model.graph.node:
+        if node.name not in wanted:
+            continue
+        for k, name in enumerate(node.input):
+            if name in inits and readers[name] > 1:
+                copy = numpy_helper.from_array(numpy_helper.to_array(inits[name]), f'{name}.float.{copies}')
+                model.graph.initializer.append(copy)
+                node.input[k] = copy.name
+                readers[name] -= 1
+                copies += 1
+    return copies
+
+
 def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, batches: list[np.ndarray],
-                  per_channel: bool = True, flavor: str = 'onnxruntime') -> Path:
+                  per_channel: bool = True, flavor: str = 'onnxruntime', exclude: Sequence[str] = ()) -> Path:
     """Static QDQ quantization (int8 weights, MinMax calibration), written atomically.
 
     The normalisation and the postprocessing (box decoding, NMS) stay in float: only the network is quantized.
@@ -182,6 +215,8 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ba
         flavor: 'onnxruntime' (uint8 asymmetric activations and int32 quantized biases: onnxruntime's fast CPU
             path) or 'tensorrt' (int8 symmetric activations, zero points 0, float biases: the explicit
             quantization TensorRT builds; onnxruntime runs it too).
+        exclude: Names of more nodes to keep in float (the INT8 fallback's most sensitive layers,
+            `fna_zoo.export.int8_fallback`).
     """
     if flavor not in ('onnxruntime', 'tensorrt'):
         raise ValueError(f"INT8 flavor {flavor!r} is unknown; expected 'onnxruntime' or 'tensorrt'")
@@ -194,9 +229,16 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ba
     # NOTE: box decoding (exp, products with anchor sizes) and the coordinate offsets of the per-class NMS
     # need float precision; quantizing them moves boxes by whole pixels. The TorchScript exporter names
     # nodes by module scope, so the postprocess and normalisation nodes are found by prefix.
-    exclude = [n.name for n in model.graph.node if n.name.startswith(('/postprocess', '/normalize'))]
+    names = {n.name for n in model.graph.node}
+    unknown = sorted(set(exclude) - names)
+    if unknown:
+        raise ValueError(f'nodes to keep float {unknown[:3]} are not in {str(fp32_path)!r}; expected node names of it')
+    kept = list(exclude)
+    exclude = [n.name for n in model.graph.node if n.name.startswith(('/postprocess', '/normalize'))] + kept
+    exclude += [n for n in shape_nodes(model) if n not in exclude]  # shape arithmetic stays exact (TF padding)
     if flavor == 'onnxruntime':
         _unshare_conv_biases(model)  # only quantized biases need a copy per level
+    _own_initializers(model, kept)
     int8_path = Path(int8_path)
     trt = flavor == 'tensorrt'
     options = {'ActivationSymmetric': True, 'WeightSymmetric': True, 'QuantizeBias': False} if trt else {}
@@ -222,9 +264,37 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ba
             q.metadata_props.add(key=p.key, value=p.value)
         kind = 'symmetric int8 activations, float biases (TensorRT)' if trt else 'uint8 activations (onnxruntime CPU)'
         q.metadata_props.add(key='quantization',
-                             value=f'onnxruntime static QDQ int8, {kind}, {len(batches)} calibration images')
+                             value=f'onnxruntime static QDQ int8, {kind}, {len(batches)} calibration images'
+                                   + (f', {len(kept)} layers kept float' if kept else ''))
+        if kept:
+            q.metadata_props.add(key='int8_kept_float', value=json.dumps(kept))
         onnx.save(q, tmp)
     return int8_path
+
+
+def coco_detections(run: Callable[[np.ndarray], Sequence[np.ndarray]], dataset: CocoDetection,
+                    size: tuple[int, int], resize: str, mean: Sequence[float]) -> list[dict[str, Any]]:
+    """COCO result entries of a detector-with-NMS over `dataset`, batch 1, whatever runs it.
+
+    Args:
+        run: Input batch [1, 3, H, W] -> (boxes, scores, labels, num_detections), as fna-export's files give them.
+        dataset: The dataset.
+        size: Network input (H, W).
+        resize: See `preprocess`.
+        mean: Normalisation mean.
+    """
+    results = []
+    for idx in range(len(dataset)):
+        image, target = dataset[idx]
+        x, (sx, sy) = preprocess(image, size, resize, mean)
+        boxes, scores, labels, num = run(x[None])
+        n = int(num[0])
+        for box, score, label in zip(boxes[0, :n], scores[0, :n], labels[0, :n]):
+            x1, y1, x2, y2 = box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy
+            results.append({'image_id': int(target['image_id']), 'category_id': dataset.label_to_cat[int(label)],
+                            'bbox': [round(float(v), 2) for v in (x1, y1, x2 - x1, y2 - y1)],
+                            'score': round(float(score), 5)})
+    return results
 
 
 def onnx_coco_detections(path: str | os.PathLike, dataset: CocoDetection, size: tuple[int, int], resize: str,
@@ -240,18 +310,8 @@ def onnx_coco_detections(path: str | os.PathLike, dataset: CocoDetection, size: 
     """
     sess = ort_session(path)
     name = sess.get_inputs()[0].name
-    results = []
-    for idx in range(len(dataset)):
-        image, target = dataset[idx]
-        x, (sx, sy) = preprocess(image, size, resize, mean)
-        boxes, scores, labels, num = sess.run(['boxes', 'scores', 'labels', 'num_detections'], {name: x[None]})
-        n = int(num[0])
-        for box, score, label in zip(boxes[0, :n], scores[0, :n], labels[0, :n]):
-            x1, y1, x2, y2 = box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy
-            results.append({'image_id': int(target['image_id']), 'category_id': dataset.label_to_cat[int(label)],
-                            'bbox': [round(float(v), 2) for v in (x1, y1, x2 - x1, y2 - y1)],
-                            'score': round(float(score), 5)})
-    return results
+    return coco_detections(lambda x: sess.run(['boxes', 'scores', 'labels', 'num_detections'], {name: x}),
+                           dataset, size, resize, mean)
 
 
 def onnx_ap(path: str | os.PathLike, dataset: CocoDetection, size: tuple[int, int], resize: str,

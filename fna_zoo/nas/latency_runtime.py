@@ -10,7 +10,10 @@ runners and the timing core are those of `fna-bench` (`fna_zoo.runtime`), never 
   the one recipe (`fna_zoo.runtime.ort`: every graph optimisation, intra-op spinning off, I/O binding);
 * ``torch`` / ``torch-fp16`` / ``torch-compile``: PyTorch on the device (inference mode);
 * ``tensorrt`` / ``tensorrt-fp16``: a strongly typed TensorRT engine built from the same ONNX export (fp16: its
-  mixed-precision copy, `fna_zoo.onnxgraph.fp16`; needs `tensorrt`).
+  mixed-precision copy, `fna_zoo.onnxgraph.fp16`; needs `tensorrt`);
+* ``openvino``: the same ONNX export compiled by OpenVINO on the CPU (`fna_zoo.runtime.openvino`; needs `openvino`).
+
+Every runtime is a plugin of `fna_zoo.runtime.registry`: its version, options and runner come from there.
 
 Old table names (`onnxruntime-cpu`, `torch-cpu`, `torch-cuda`, `torch-cuda-fp16`) are aliases naming the
 device too. A runtime that cannot run here fails in `get_runtime` with one line saying what is missing.
@@ -26,7 +29,10 @@ import torch
 from torch import nn
 
 from ..runtime.names import RUNTIMES, device_kind, runtime_label
-from ..runtime.runners import Runner, check_runtime, module_runner, onnx_bytes, time_runner
+from ..runtime.plugin import RuntimePlugin
+from ..runtime.registry import PLUGINS
+from ..runtime.runners import Runner, onnx_bytes, time_runner
+from ..runtime.select import check_runtime, module_runner
 from ..runtime.timing import LatencyStats
 
 __all__ = ['Runtime', 'get_runtime', 'onnx_bytes', 'measure_module']
@@ -65,27 +71,19 @@ class Runtime:
         return f'cuda ({torch.cuda.get_device_name(torch.device(self.device))})'
 
     @property
+    def plugin(self) -> RuntimePlugin:
+        """The runtime's plugin (`fna_zoo.runtime.registry`)."""
+        return PLUGINS[self.name]
+
+    @property
     def version(self) -> str:
         """Version of the library that runs the model."""
-        if self.name == 'onnxruntime':
-            import onnxruntime
-
-            return f'onnxruntime {onnxruntime.__version__}'
-        if self.name.startswith('tensorrt'):
-            import tensorrt
-
-            return f'tensorrt {tensorrt.__version__}'
-        cuda = f' (CUDA {torch.version.cuda})' if device_kind(self.device) == 'cuda' else ''
-        return f'torch {torch.__version__}{cuda}'
+        return self.plugin.version_label(self.device)
 
     @property
     def options(self) -> dict[str, Any]:
         """Session settings that change timings (recorded with a table; the same dict as fna-bench's rows)."""
-        if self.name == 'onnxruntime':
-            from ..runtime.ort import session_record
-
-            return session_record(self.threads, self.device)
-        return {}
+        return self.plugin.options(self.threads, self.device)
 
     def describe(self) -> dict[str, Any]:
         """The runtime record of a latency table."""
@@ -94,9 +92,9 @@ class Runtime:
 
     @contextmanager
     def active(self) -> Iterator[None]:
-        """Set torch's intra-op threads for the duration (torch runtimes; restored after)."""
+        """Set torch's intra-op threads for the duration (runtimes that run on them; restored after)."""
         before = torch.get_num_threads()
-        if self.name.startswith('torch'):
+        if self.plugin.torch_threads:
             torch.set_num_threads(self.threads)
         try:
             yield
@@ -104,7 +102,7 @@ class Runtime:
             torch.set_num_threads(before)
 
     def prepare(self, module: nn.Module, inputs: Sequence[torch.Tensor]) -> Runner:
-        """One inference of `module` on fixed `inputs` (`fna_zoo.runtime.runners.module_runner`).
+        """One inference of `module` on fixed `inputs` (`fna_zoo.runtime.select.module_runner`).
 
         Args:
             module: An eval-mode module.

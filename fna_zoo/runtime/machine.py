@@ -1,4 +1,5 @@
-"""What a benchmark ran on: CPU model, cores, threads, GPU, and the runtime versions."""
+"""What a benchmark ran on: CPU model, cores, threads, GPU, and the versions of every registered runtime's package
+(`fna_zoo.runtime.registry.runtime_packages`: torch, onnxruntime, tensorrt, openvino; None where not installed)."""
 from __future__ import annotations
 
 import importlib
@@ -8,7 +9,7 @@ import platform
 import re
 from typing import Any
 
-__all__ = ['cpu_model', 'machine_info', 'machine_slug']
+__all__ = ['cpu_model', 'machine_info', 'machine_slug', 'machine_fields']
 
 _logger = logging.getLogger(__name__)
 
@@ -32,6 +33,13 @@ def _version(module: str) -> str | None:
         return None
 
 
+def machine_fields() -> list[str]:
+    """The keys of a `machine_info` record, in order (result files' columns)."""
+    from .registry import runtime_packages
+
+    return ['cpu_model', 'cores', 'threads', 'gpu', 'cuda', *runtime_packages(), 'python', 'os', 'loadavg_1m']
+
+
 def machine_info(threads: int | None = None) -> dict[str, Any]:
     """The machine record every benchmark row carries.
 
@@ -39,6 +47,8 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         threads: Intra-op threads used (default: torch's current setting).
     """
     import torch
+
+    from .registry import runtime_packages
 
     gpu = None
     if torch.cuda.is_available():
@@ -50,8 +60,7 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         'gpu': gpu,
         'cuda': torch.version.cuda if gpu else None,
         'torch': torch.__version__,
-        'onnxruntime': _version('onnxruntime'),
-        'tensorrt': _version('tensorrt'),
+        **{p: _version(p) for p in runtime_packages() if p != 'torch'},
         'python': platform.python_version(),
         'os': f'{platform.system()} {platform.release()}',
         'loadavg_1m': round(os.getloadavg()[0], 2) if hasattr(os, 'getloadavg') else None,

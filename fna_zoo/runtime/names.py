@@ -1,12 +1,14 @@
 """The one runtime vocabulary of `fna-bench`, the latency tables, export and quantization.
 
-A runtime is a canonical name (what runs the model, at which precision) plus a device (`cpu` / `cuda`):
+A runtime is a canonical name (what runs the model, at which precision) plus a device (`cpu` / `cuda`); the names,
+precisions and aliases are those of the registry's plugins (`fna_zoo.runtime.registry`):
 
 * ``torch``: PyTorch eager, fp32; ``torch-fp16``: PyTorch eager, fp16 (CUDA only);
 * ``torch-compile``: `torch.compile` of the module, fp32;
 * ``onnxruntime``: an onnxruntime session (`fna_zoo.runtime.ort`), fp32 (or what the ONNX file holds);
 * ``tensorrt`` / ``tensorrt-fp16``: a strongly typed TensorRT engine built from the ONNX file, or from its fp16
-  copy (CUDA only).
+  copy (CUDA only);
+* ``openvino``: OpenVINO on the CPU (`fna_zoo.runtime.openvino`), fp32, or INT8 from a QDQ file or an NNCF IR.
 
 The names of the two former vocabularies stay as aliases: fna-bench's backends (`eager`, `eager-fp16`,
 `compile`, `ort`, `trt`, `trt-fp16`) and the latency tables' runtimes, which named the device too
@@ -15,46 +17,19 @@ name given by a user, a results file or a table is read.
 """
 from __future__ import annotations
 
+from .devices import DEVICES, device_kind
+from .registry import PLUGINS
+
 __all__ = ['RUNTIMES', 'ALIASES', 'DEVICES', 'CUDA_ONLY', 'canonical_runtime', 'runtime_precision', 'runtime_label',
            'device_kind', 'runtime_matches', 'runtime_help']
 
-# canonical name -> precision
-RUNTIMES: dict[str, str] = {
-    'torch': 'fp32',
-    'torch-fp16': 'fp16',
-    'torch-compile': 'fp32',
-    'onnxruntime': 'fp32',
-    'tensorrt': 'fp32',
-    'tensorrt-fp16': 'fp16',
-}
-# old name -> (canonical name, the device it implies or None)
-ALIASES: dict[str, tuple[str, str | None]] = {
-    'eager': ('torch', None),
-    'eager-fp16': ('torch-fp16', None),
-    'compile': ('torch-compile', None),
-    'ort': ('onnxruntime', None),
-    'trt': ('tensorrt', None),
-    'trt-fp16': ('tensorrt-fp16', None),
-    'onnxruntime-cpu': ('onnxruntime', 'cpu'),
-    'torch-cpu': ('torch', 'cpu'),
-    'torch-cuda': ('torch', 'cuda'),
-    'torch-cuda-fp16': ('torch-fp16', 'cuda'),
-}
-DEVICES = ('cpu', 'cuda')
+# canonical name -> precision (from the registry, `fna_zoo.runtime.registry.PLUGINS`)
+RUNTIMES: dict[str, str] = {name: p.precision for name, p in PLUGINS.items()}
+# old name -> (canonical name, the device it implies or None) (each plugin's `aliases`)
+ALIASES: dict[str, tuple[str, str | None]] = {alias: (name, dev) for name, p in PLUGINS.items()
+                                              for alias, dev in p.aliases.items()}
 # runtimes whose default device is CUDA (they are not timed on a CPU)
-CUDA_ONLY = ('torch-fp16', 'tensorrt', 'tensorrt-fp16')
-
-
-def device_kind(device: str) -> str:
-    """'cpu' or 'cuda' of a device name such as 'cuda:1' (ValueError in one line for anything else).
-
-    Args:
-        device: A device name.
-    """
-    kind = str(device).split(':', 1)[0].strip().lower()
-    if kind not in DEVICES:
-        raise ValueError(f"device {device!r} is unknown; expected 'cpu' or 'cuda' (or 'cuda:N')")
-    return kind
+CUDA_ONLY = tuple(name for name, p in PLUGINS.items() if p.default_device == 'cuda')
 
 
 def runtime_help() -> str:

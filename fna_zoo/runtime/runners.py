@@ -10,14 +10,13 @@ the latency tables (`fna_zoo.nas.latency`) alike:
 * ``tensorrt`` / ``tensorrt-fp16``: `tensorrt_runner`, a strongly typed engine built from the ONNX file
   (`fna_zoo.runtime.tensorrt`; fp16 from its mixed-precision copy, `fna_zoo.onnxgraph.fp16`).
 
-`module_runner` picks the runner of a runtime for a module (exporting it to ONNX in memory where the runtime
-needs a file). A `Runner` is the zero-argument callable, the device synchronisation to call before reading
-the clock, the precision, a skip reason, and what the result should record (`options`, `note`, `extra`).
+The OpenVINO runner is `fna_zoo.runtime.openvino`'s. The plugins (`fna_zoo.runtime.registry`) call these; which
+plugin runs a runtime name is `fna_zoo.runtime.select`'s (`module_runner`, `check_runtime`). A `Runner` is the zero-argument callable, the device synchronisation to call before
+reading the clock, the precision, a skip reason, and what the result should record (`options`, `note`, `extra`).
 """
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import logging
 import os
@@ -30,13 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .names import RUNTIMES, canonical_runtime, device_kind
+from .devices import device_kind
 from .timing import LatencyStats, cuda_sync, time_callable
 
 __all__ = ['DEFAULT_OPSET', 'Runner', 'onnx_bytes', 'torch_runner', 'onnxruntime_runner', 'tensorrt_runner',
-           'module_runner', 'check_runtime', 'time_runner']
+           'time_runner']
 
 _logger = logging.getLogger(__name__)
+# the torch runtimes' precisions (the plugins of `fna_zoo.runtime.torch_runtime` say the same)
+_TORCH_PRECISION = {'torch': 'fp32', 'torch-fp16': 'fp16', 'torch-compile': 'fp32'}
 
 DEFAULT_OPSET = 18  # the ONNX opset of every export (fna-export's default; the latency-table parts)
 
@@ -99,13 +100,13 @@ def torch_runner(module: nn.Module, inputs: Sequence[torch.Tensor], runtime: str
     Args:
         module: An eval-mode module (moved to `device`; fp16 runs a copy).
         inputs: Its inputs (moved to `device`, cast to fp16 for fp16).
-        runtime: 'torch', 'torch-fp16' or 'torch-compile' (or an alias).
+        runtime: 'torch', 'torch-fp16' or 'torch-compile' (canonical names: the torch plugins call it).
         device: 'cpu', 'cuda' or 'cuda:N'.
     """
-    name, device = canonical_runtime(runtime, device)
-    if not name.startswith('torch'):
+    name = runtime
+    if name not in _TORCH_PRECISION:
         raise ValueError(f'runtime {runtime!r} is not a torch runtime; expected torch, torch-fp16 or torch-compile')
-    precision = RUNTIMES[name]
+    precision = _TORCH_PRECISION[name]
     if precision == 'fp16' and device_kind(device) != 'cuda':
         return Runner.skipped(precision, 'fp16 is timed on CUDA only')
     module = module.to(device)
@@ -188,62 +189,6 @@ def tensorrt_runner(onnx_path: str | os.PathLike, inputs: Sequence[torch.Tensor]
     runner = EngineRunner(engine, [t.contiguous() for t in cuda])  # reads the engine file now
     runner()
     return Runner(runner, cuda_sync(cuda[0].device), precision, note=note)
-
-
-def module_runner(runtime: str, module: nn.Module, inputs: Sequence[torch.Tensor], threads: int | None = None,
-                  device: str | None = None) -> Runner:
-    """The runner of `module` on fixed `inputs` on any runtime (exported to ONNX in memory for onnxruntime and
-    TensorRT, static shapes).
-
-    Args:
-        runtime: A runtime name or alias.
-        module: An eval-mode module.
-        inputs: Its inputs (fp32, CPU; moved and cast as the runtime needs).
-        threads: onnxruntime intra-op threads (torch's are the caller's; see `fna_zoo.nas.latency_runtime`).
-        device: See `fna_zoo.runtime.names.canonical_runtime`.
-    """
-    name, device = canonical_runtime(runtime, device)
-    if name.startswith('torch'):
-        return torch_runner(module, inputs, name, device)
-    if name == 'onnxruntime':
-        return onnxruntime_runner(onnx_bytes(module, inputs), inputs, threads, device, precision='fp32')
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix='fna_trt_part_') as tmp:  # TensorRT: reached on a GPU machine only
-        onnx_path = Path(tmp) / 'part.onnx'
-        onnx_path.write_bytes(onnx_bytes(module, inputs))
-        return tensorrt_runner(onnx_path, inputs, Path(tmp) / 'part.engine', RUNTIMES[name], dynamic=False)
-
-
-def check_runtime(runtime: str, device: str | None = None) -> tuple[str, str]:
-    """(canonical name, device) of a runtime that can run on this machine, or a ValueError saying in one line
-    why it cannot (a package, a GPU or onnxruntime's CUDA provider missing, or a CUDA-only runtime on the CPU).
-
-    Args:
-        runtime: A runtime name or alias.
-        device: See `fna_zoo.runtime.names.canonical_runtime`.
-    """
-    name, device = canonical_runtime(runtime, device)
-    kind = device_kind(device)
-    if name == 'onnxruntime' and importlib.util.find_spec('onnxruntime') is None:
-        raise ValueError("runtime 'onnxruntime' needs the onnxruntime package, which is not installed here "
-                         "(pip install onnxruntime); expected it, or --runtime torch")
-    if name.startswith('tensorrt') and importlib.util.find_spec('tensorrt') is None:
-        raise ValueError(f'runtime {name!r} needs the tensorrt Python package, which is not installed here '
-                         '(pip install tensorrt on a machine with an NVIDIA GPU); use --runtime onnxruntime '
-                         'or torch on this machine')
-    if kind == 'cpu' and (name.startswith('tensorrt') or RUNTIMES[name] == 'fp16'):
-        raise ValueError(f'runtime {name!r} runs on CUDA only, not on device {device!r}; expected --device cuda')
-    if kind == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f'runtime {name!r} on device {device!r} needs a CUDA GPU, and torch sees none here '
-                         '(torch.cuda.is_available() is False); expected --device cpu')
-    if kind == 'cuda' and name == 'onnxruntime':
-        import onnxruntime
-
-        if 'CUDAExecutionProvider' not in onnxruntime.get_available_providers():
-            raise ValueError("runtime 'onnxruntime' on CUDA needs onnxruntime's CUDAExecutionProvider, which this "
-                             'onnxruntime lacks (pip install onnxruntime-gpu); expected --device cpu here')
-    return name, device
 
 
 def time_runner(runner: Runner, warmup: int, runs: int | None = None, min_time: float | None = None,

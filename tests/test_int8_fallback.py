@@ -1,0 +1,107 @@
+"""The INT8 fallback: layers ranked by measured sensitivity, the most sensitive kept float until the AP gate passes."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip('onnxruntime')
+onnx = pytest.importorskip('onnx')
+
+import fna_zoo.export.quantize as quantize  # noqa: E402
+from fna_zoo.cli.export import main as export_cli  # noqa: E402
+from fna_zoo.export import ExportGateError, export, metadata_of  # noqa: E402
+from fna_zoo.export.int8_fallback import fallback_schedule, kept_float_of, layer_sensitivity  # noqa: E402
+from fna_zoo.onnxgraph.quant import count_ops, quantized_layers  # noqa: E402
+
+from test_export import _checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    """(checkpoint, fp32 nms file, plain INT8 file, calibration batches) of a tiny RetinaNet."""
+    from fna_zoo.data import make_synthetic_coco
+
+    d = tmp_path_factory.mktemp('fallback')
+    data = make_synthetic_coco(d / 'synthetic', num_train=4, num_val=6, image_size=64, num_classes=3, seed=0)
+    ckpt = _checkpoint(d / 'retinanet.pth', 'retinanet', data)
+    batches = [np.random.default_rng(i).random((1, 3, 64, 64), dtype=np.float32) for i in range(2)]
+    fp32 = export(ckpt, 'onnx', output=d / 'det.onnx').paths['onnx']
+    int8 = quantize.quantize_int8(fp32, d / 'det.int8.onnx', batches)
+    return ckpt, fp32, int8, batches
+
+
+def _fake_ap(path, *args):
+    """AP 0.5 for a float file, 0.001 less per quantized layer: the drop is what the fallback must remove."""
+    n = len(quantized_layers(onnx.load(str(path))))
+    return {k: 0.5 - 0.001 * n for k in ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')}
+
+
+def test_sensitivity_ranking_is_deterministic_and_covers_the_quantized_layers(tiny):
+    _, fp32, int8, batches = tiny
+    a = layer_sensitivity(fp32, int8, batches)
+    b = layer_sensitivity(fp32, int8, batches)
+    assert a == b  # same nodes, same order, same measured values
+    assert sorted(r.node for r in a) == sorted(quantized_layers(onnx.load(str(int8))))
+    assert all(r.op_type == 'Conv' for r in a) and not any(r.node.startswith('/postprocess') for r in a)
+    errors = [r.error for r in a]
+    assert errors == sorted(errors, reverse=True) and errors[0] > errors[-1] >= 0 and errors[0] < 1
+
+
+def test_fallback_schedule():
+    assert fallback_schedule(10, 8) == [1, 2, 4, 8, 10]
+    assert fallback_schedule(100, 3) == [1, 2, 100]  # the last step: every layer float
+    assert fallback_schedule(1, 5) == [1] and fallback_schedule(0, 5) == []
+
+
+def test_tight_limit_keeps_the_most_sensitive_layers_float(tiny, tmp_path, monkeypatch):
+    ckpt, fp32, int8, _ = tiny
+    total = len(quantized_layers(onnx.load(str(int8))))
+    monkeypatch.setattr(quantize, 'onnx_ap', _fake_ap)
+    assert _fake_ap(fp32)['AP'] == 0.5 and _fake_ap(int8)['AP'] == pytest.approx(0.5 - 0.001 * total)
+    # the drop is 0.001 per quantized layer: within 0.001 * (total - 3) once 3 or more layers are float (1, 2, 4: 4)
+    lines = []
+    res = export(ckpt, 'onnx-int8', output=tmp_path / 'det.onnx', calib_images=2,
+                 ap_drop_max=0.001 * (total - 3) + 1e-6, report=lines.append)
+    out = '\n'.join(lines)
+    f = res['onnx-int8']
+    path, kept = f.path, f.kept_float
+    assert path == tmp_path / 'det.int8.onnx' and kept_float_of(path) == kept
+    assert len(kept) == 4 and 'int8 fallback: 1 of' in out and 'int8 fallback: 4 of' in out
+    assert 'int8 re-quantized with those 4 layers excluded' in out and f'int8 kept float: {", ".join(kept)}' in out
+    ranking = [node for node, _ in f.info['sensitivity']]
+    assert kept == ranking[:4] and len(ranking) == total  # the most sensitive first
+    q = onnx.load(str(path))
+    assert len(quantized_layers(q)) == total - 4 and not set(kept) & set(quantized_layers(q))
+    plain = onnx.load(str(int8))
+    # NOTE: weights are stored quantized (a DequantizeLinear each, no QuantizeLinear): a float layer has fewer of
+    # those; its input activation's QuantizeLinear stays where another quantized layer reads the same tensor
+    assert count_ops(q, 'DequantizeLinear') < count_ops(plain, 'DequantizeLinear')
+    assert count_ops(q, 'QuantizeLinear') <= count_ops(plain, 'QuantizeLinear')
+    assert '4 layers kept float' in metadata_of(path)['quantization']
+    # the result: the layers, AP before (fp32) and after, the plain INT8 AP and the steps
+    gate = f.gate('ap')
+    assert gate.passed and gate.ap_before['AP'] == 0.5
+    assert gate.ap_after['AP'] == pytest.approx(0.5 - 0.001 * (total - 4))
+    assert gate.details['ap_int8_plain']['AP'] == pytest.approx(0.5 - 0.001 * total)
+    assert [s['float_layers'] for s in gate.details['fallback_steps']] == [1, 2, 4]
+    assert 'fallback: 4 layers kept float' in gate.note and '4 layers kept float' in res.summary()
+
+
+def test_fallback_that_cannot_meet_the_limit_is_one_line(tiny, tmp_path, monkeypatch, capsys):
+    ckpt, _, int8, _ = tiny
+    total = len(quantized_layers(onnx.load(str(int8))))
+    monkeypatch.setattr(quantize, 'onnx_ap', lambda path, *a: {k: (0.5 if Path(path).name == 'det.onnx' else 0.1)
+                                                               for k in ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')})
+    code = export_cli(['--checkpoint', str(ckpt), '--output', str(tmp_path / 'det.onnx'), '--int8', '--calib-images',
+                       '2'])
+    captured = capsys.readouterr()
+    out, err = captured.out, [line for line in captured.err.strip().splitlines() if 'WARNING' not in line]
+    assert code == 1 and len(err) == 1, err
+    assert err[0] == (f'error: INT8 AP drop 40.00 points exceeds --ap-drop-max 2.00 even with {total} quantized layers '
+                      f"kept float; nothing written to {str(tmp_path / 'det.int8.onnx')!r}")
+    assert not (tmp_path / 'det.int8.onnx').exists() and not list(tmp_path.glob('.*'))
+    assert 'int8 fallback: 1 of' in out and f'int8 fallback: {total} of {total} layers float' in out
+    # without the fallback: the plain gate's error, at once
+    with pytest.raises(ExportGateError, match=r'exceeds --ap-drop-max 2.00; nothing written') as e:
+        export(ckpt, 'onnx-int8', output=tmp_path / 'det.onnx', calib_images=2, int8_fallback=False)
+    assert e.value.result['onnx-int8'].path is None and e.value.result['onnx'].path == tmp_path / 'det.onnx'
