@@ -169,8 +169,7 @@ class Cell:
 
 # NOTE: the cells are the registry's (`fna_zoo.runtime.registry`: each plugin's `deploy_cells`, in registry order);
 # a cell names its export by the writer's name
-_WRITERS: dict[str, OnnxWriter] = {w.__name__: w for w in (nms_fp32, nms_int8, nms_fp16, raw_fp32, raw_int8,
-                                                           raw_fp16)}
+_WRITERS: dict[str, OnnxWriter] = {w.__name__: w for w in WRITER_FORMATS}
 CELLS: tuple[Cell, ...] = tuple(Cell(name, c.precision, _WRITERS[c.export] if c.export else None, quantize=c.quantize)
                                 for name, plugin in PLUGINS.items() for c in plugin.deploy_cells)
 
