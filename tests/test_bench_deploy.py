@@ -81,6 +81,8 @@ def test_every_cell_is_a_row_with_its_status(table):
         assert max(r[f'{s}_p50_ms'] for s in ('pre', 'net', 'post')) < r['e2e_p50_ms'] \
             <= sum(r[f'{s}_p90_ms'] for s in ('pre', 'net', 'post'))
         assert 0 <= r['AP'] <= r['AP50'] <= 1 and r['size_mb'] > 0
+        # the pre-processing's share of e2e, and the stream with the pre-processing one image ahead
+        assert 0 < r['pre_pct'] < 100 and r['stream_ms'] > 0 and 0 <= r['stream_wait_pct'] < 100
     # the printed table and deploy.md carry the legend; the CSV the fields
     for text in (printed, (out / 'deploy.md').read_text()):
         assert 'e2e p50 ms' in text and all(line in text for line in LEGEND)

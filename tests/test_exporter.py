@@ -180,3 +180,24 @@ def test_fna_export_format_openvino_writes_the_ir_beside_the_onnx(tmp_path):
     assert [f.format for f in res.files] == ['onnx', 'openvino']
     assert (tmp_path / 'bb.xml').is_file() and (tmp_path / 'bb.bin').is_file()
     assert res['openvino'].gate('parity').passed
+
+
+def test_openvino_int8_gate_failure_quantizes_again_with_nncf_accuracy_control(tmp_path, checkpoint, monkeypatch):
+    pytest.importorskip('openvino')
+    pytest.importorskip('nncf')
+    from fna_zoo.export import quantize
+
+    real = quantize.onnx_ap
+    # the fp32 file scores 5 AP points above what it does: every INT8 IR fails the gate, the accuracy control
+    # (which measures the float model itself, unchanged) finds nothing to restore, and the export is refused
+    monkeypatch.setattr(quantize, 'onnx_ap', lambda *a, **k: {**(r := real(*a, **k)), 'AP': r['AP'] + 0.05})
+    lines: list[str] = []
+    with pytest.raises(ExportGateError, match="even with NNCF's accuracy control; nothing written") as e:
+        export(checkpoint, ['onnx', 'openvino-int8'], output=tmp_path / 'det.onnx', calib_images=2,
+               ap_drop_max=0.002, report=lines.append)
+    out = '\n'.join(lines)
+    assert 'openvino int8: NNCF quantization with accuracy control (max drop 0.20 AP points' in out
+    assert 'quantizers reverted to float -> AP drop' in out
+    gate = e.value.result['openvino-int8'].gate('ap')
+    assert gate.passed is False and 'NNCF accuracy control' in gate.note and gate.value > 0.002
+    assert not (tmp_path / 'det.int8.xml').exists() and not (tmp_path / 'det.int8.bin').exists()

@@ -54,6 +54,31 @@ def test_seed_prior_starts_the_search_at_the_seed():
     assert float(ops[1].max()) == pytest.approx(seven, abs=1e-2)  # a 7-op slot: e^3 / (e^3 + 6)
 
 
+def test_a_channel_search_keeps_the_seed_ops_and_searches_only_widths():
+    space = space_of()
+    net = SuperNet(space)
+    path = space.seed_path()
+    net.set_prior(path, 3.0, ops=False)  # the width prior only
+    net.fix_ops(path)
+    before = [a.detach().clone() for a in net.op_alphas]
+    net.fix_ops(path)  # a resumed search: idempotent, the logits are not raised twice
+    assert all(torch.equal(a, b) for a, b in zip(net.op_alphas, before))
+    ops, widths = net.probabilities()
+    seed_ops = [i for slot in path.ops for i in slot]
+    assert all(float(p[i]) > 1 - 1e-8 for p, i in zip(ops, seed_ops))
+    assert all(not a.requires_grad for a in net.op_alphas) and all(a.requires_grad for a in net.width_alphas)
+    bonus = float(torch.tensor(3.0).exp())
+    assert all(float(p.max()) == pytest.approx(bonus / (bonus + len(p) - 1), abs=1e-2) for p in widths)
+    # a loss on the relaxed probabilities moves the widths only
+    loss = sum((p * torch.arange(len(p))).sum() for p in ops + widths)
+    loss.backward()
+    assert all(a.grad is None for a in net.op_alphas) and all(a.grad is not None for a in net.width_alphas)
+    assert net.argmax_path().ops == path.ops
+    # the warm-up's uniform draws keep the fixed ops and draw the widths
+    draws = [net.sample_path(torch.Generator().manual_seed(k), uniform=True) for k in range(20)]
+    assert all(d.ops == path.ops for d in draws) and len({d.widths for d in draws}) > 1
+
+
 def test_relative_target_is_a_share_of_the_seed_cost():
     space = space_of()
     cfg = {'type': 'madds', 'lambda': 1.0, 'input_size': [320, 320], 'target': '0.75x', 'target_mode': 'match'}
@@ -168,6 +193,16 @@ def test_verification_hands_on_the_winner_and_reports_every_score(tmp_path, caps
     again = search(cfg, resume=True)
     assert again['verify']['winner'] == record['winner']
     assert (run / 'verify' / 'baseline' / 'final.pth').stat().st_mtime_ns >= stamp
+
+
+def test_a_channel_search_derives_the_seed_ops(tmp_path):
+    cfg = _search_cfg(tmp_path, 'search.search_ops=false', 'search.verify.candidates=0', 'search.seed_prior=0.0',
+                      'search.objective.target=0.6x', 'search.objective.lambda=5.0')
+    result = search(cfg)
+    space = space_of(**cfg['search']['space'])
+    derived = load_arch(tmp_path / 's' / 'arch.yaml')
+    assert derived.to_fna_string() == result['arch']
+    assert space.path_of(derived).ops == space.seed_path().ops  # the widths were searched, the ops kept
 
 
 @pytest.mark.parametrize('override, message', [

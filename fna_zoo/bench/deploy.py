@@ -23,6 +23,7 @@ import torch
 from ..fileio import atomic_write_text
 from ..runtime.machine import machine_info
 from ..runtime.names import canonical_runtime
+from ..runtime.prefetch import PrefetchClock, prefetch
 from ..runtime.preprocess import InputSpec, set_threads
 from ..runtime.registry import runtime_packages
 from ..runtime.timing import paired_ratio, stats_from_times, time_interleaved, time_stages
@@ -36,7 +37,8 @@ _logger = logging.getLogger(__name__)
 STAGES = ('pre', 'net', 'post')
 FIELDS = ['model', 'format', 'runtime', 'precision', 'device', 'status', 'size_mb', 'AP', 'AP50', 'AP75',
           'pre_p50_ms', 'net_p50_ms', 'post_p50_ms', 'e2e_p50_ms', 'e2e_p90_ms', 'pre_p90_ms', 'net_p90_ms',
-          'post_p90_ms', 'throughput_ips', 'unsplit_p50_ms', 'split_ratio', 'n', 'warmup', 'images', 'data',
+          'post_p90_ms', 'throughput_ips', 'pre_pct', 'stream_ms', 'stream_wait_pct', 'unsplit_p50_ms',
+          'split_ratio', 'n', 'warmup', 'images', 'data',
           'input_h', 'input_w', 'file', 'note', 'runtime_options', 'cpu_model', 'cores', 'threads', 'gpu',
           *runtime_packages(), 'python', 'loadavg_1m', 'timestamp']
 LEGEND = [
@@ -57,7 +59,12 @@ LEGEND = [
     'of the same file (fp32 for every precision), cut at the head outputs and run as a second session '
     '(fna_zoo.bench.pipelines.split_nms_graph).',
     'e2e: pre + net + post of one image, batch 1; p50 / p90 of those sums over the runs (not the sum of the stage '
-    'p50s); img/s = 1000 / e2e p50.',
+    'p50s); img/s = 1000 / e2e p50; pre %: pre over e2e, of their means over the runs.',
+    'stream: the images one after another as fna-predict runs a folder, each decoded and resized one image ahead on '
+    'a second thread while the network runs on the one before (fna_zoo.runtime.prefetch; one thread beyond the '
+    'table\'s threads); ms per image (wall time of a pass over the images / images, median of the passes); '
+    'wait %: the share of that time the network waited for its input (the pre-processing left on the critical '
+    'path).',
 ]
 
 
@@ -159,6 +166,7 @@ def run_deploy(checkpoint: str | os.PathLike, data_path: str | os.PathLike | Non
         pipes = [build_pipeline(c, exports, spec, threads, device) for c in cells]
         live = [p for p in pipes if p.status == 'ok']
         times, found = _measure(live, dataset, images, warmup, max(runs, len(images)), progress)
+        streams = _streams(live, images, -(-max(runs, len(images)) // len(images)))
         base = dict(model=str(checkpoint), device=device, warmup=warmup, images=len(images),
                     data=_data_name(data_path, cfg, dataset), input_h=spec.size[0], input_w=spec.size[1],
                     timestamp=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
@@ -171,6 +179,7 @@ def run_deploy(checkpoint: str | os.PathLike, data_path: str | os.PathLike | Non
                    'note': p.note}
             if p.status == 'ok':
                 row.update(_latency(times[id(p)]))
+                row.update(streams[id(p)])
                 ap = coco_evaluate(dataset.ann_file, found[id(p)])
                 row.update(AP=ap['AP'], AP50=ap['AP50'], AP75=ap['AP75'])
                 row['runtime_options'] = dict(p.options) or None
@@ -206,12 +215,34 @@ def _measure(live: Sequence[Pipeline], dataset: Any, images: Sequence[Path], war
     return times, found
 
 
+def _streams(live: Sequence[Pipeline], images: Sequence[Path], passes: int) -> dict[int, dict[str, float]]:
+    """Per pipeline (by id): `stream_ms` and `stream_wait_pct` of `passes` passes over the images with the
+    pre-processing one image ahead on a second thread (`fna_zoo.runtime.prefetch`), the cells taking turns pass by
+    pass."""
+    walls: dict[int, list[float]] = {id(p): [] for p in live}
+    waits: dict[int, list[float]] = {id(p): [] for p in live}
+    for k in range(max(passes, 3) if live else 0):
+        for p in live[k % len(live):] + live[:k % len(live)]:
+            pre, net, post = p.stages
+            clock = PrefetchClock()
+            tic = time.perf_counter()
+            for x in prefetch(pre, images, 1, clock):
+                post(net(x))
+                if p.sync is not None:
+                    p.sync()
+            wall = time.perf_counter() - tic
+            walls[id(p)].append(wall / len(images))
+            waits[id(p)].append(clock.wait_s / wall)
+    return {i: {'stream_ms': 1000.0 * float(np.median(walls[i])),
+                'stream_wait_pct': 100.0 * float(np.median(waits[i]))} for i in walls}
+
+
 def _latency(times: Sequence[Sequence[float]]) -> dict[str, Any]:
     """Row fields of per-run stage times (seconds): p50 / p90 of each stage and of their per-run sums."""
     per = np.asarray(times, dtype=np.float64)  # [runs, stages]
     total = stats_from_times(per.sum(axis=1))
     out: dict[str, Any] = {'e2e_p50_ms': total.p50, 'e2e_p90_ms': total.p90, 'throughput_ips': total.throughput,
-                           'n': total.n}
+                           'n': total.n, 'pre_pct': 100.0 * float(per[:, 0].sum() / per.sum())}
     for i, stage in enumerate(STAGES):
         st = stats_from_times(per[:, i])
         out[f'{stage}_p50_ms'], out[f'{stage}_p90_ms'] = st.p50, st.p90
@@ -225,11 +256,12 @@ def _cells(row: dict[str, Any]) -> list[str]:
 
     return [row['format'], row['runtime'], row['precision'], num('size_mb', nd=2), num('AP', 100), num('AP50', 100),
             num('pre_p50_ms'), num('net_p50_ms'), num('post_p50_ms'), num('e2e_p50_ms'), num('e2e_p90_ms'),
-            num('throughput_ips'), str(row['status'])]
+            num('throughput_ips'), num('pre_pct', nd=0), num('stream_ms'), num('stream_wait_pct', nd=0),
+            str(row['status'])]
 
 
 HEAD = ['format', 'runtime', 'precision', 'size MB', 'AP', 'AP50', 'pre ms', 'net ms', 'post ms', 'e2e p50 ms',
-        'e2e p90 ms', 'img/s', 'status']
+        'e2e p90 ms', 'img/s', 'pre %', 'stream ms', 'wait %', 'status']
 
 
 def _caption(rows: Sequence[dict[str, Any]]) -> str:
@@ -253,7 +285,7 @@ def format_deploy(rows: Sequence[dict[str, Any]]) -> str:
     """The deployment table for a console: caption, fixed-width rows, and what each column includes."""
     body = [_cells(r) for r in rows]
     widths = [max(len(HEAD[i]), *(len(c[i]) for c in body)) for i in range(len(HEAD))]
-    left = (0, 1, 2, 12)
+    left = (0, 1, 2, len(HEAD) - 1)
     line = lambda cells: '  '.join(c.ljust(w) if i in left else c.rjust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     out = [_caption(rows), line(HEAD), '  '.join('-' * w for w in widths)] + [line(c) for c in body]

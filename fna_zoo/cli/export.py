@@ -14,7 +14,8 @@ The work is `fna_zoo.export.export` (the Python API, one format table): this com
 call and prints the lines it reports. INT8: when the AP gate fails, the fallback is on by default
 (`--no-int8-fallback` turns it off): the quantized layers are ranked by a measured sensitivity and the most
 sensitive kept in float, 1, 2, 4, ... of them, until the drop is within `--ap-drop-max` (`fna_zoo.export.int8_fallback`);
-the layers kept float are printed and recorded in the file's metadata (`int8_kept_float`).
+the layers kept float are printed and recorded in the file's metadata (`int8_kept_float`). OpenVINO's NNCF INT8
+(`--format openvino --int8`) falls back to NNCF's quantization with accuracy control instead.
 
 Exit codes: 0 written; 1 parity (fp16 parity, or INT8 AP) gate failed, nothing written at that gate's output path
 (INT8: also when the fp32 model finds nothing on the gate data, so the AP gate could not check INT8); 2 user error
@@ -76,7 +77,8 @@ def _parser() -> CliParser:
                    help='largest accepted INT8 AP drop, in AP units [0, 1] (default 0.02 = 2 points)')
     p.add_argument('--no-int8-fallback', dest='int8_fallback', action='store_false',
                    help='INT8: fail at once when the AP gate fails (default: keep the most sensitive layers in float, '
-                        'ranked by a measured sensitivity, until the AP drop is within --ap-drop-max)')
+                        'ranked by a measured sensitivity, until the AP drop is within --ap-drop-max; OpenVINO: '
+                        'NNCF\'s quantization with accuracy control)')
     p.add_argument('--format', choices=['onnx', 'engine', 'openvino'], default='onnx',
                    help='engine: also build strongly typed TensorRT engines (<file stem>.engine) from the fp16 / '
                         'INT8 files of --fp16 / --int8, else from the float32 file (needs tensorrt; without it, '

@@ -29,7 +29,8 @@ DEFAULT_OUTPUT = 'predictions'
 def _parser() -> CliParser:
     p = CliParser(prog='fna-predict', description='Detect objects in images, folders and videos with a retrained '
                   'FNA detector (checkpoint) or an exported one (ONNX); drawn PNGs and COCO results.')
-    p.add_argument('model', help='retrain checkpoint (final.pth, or its run folder) or an ONNX file of fna-export')
+    p.add_argument('model', help='retrain checkpoint (final.pth, or its run folder), an ONNX file of fna-export, or '
+                   'its OpenVINO IR (.xml, fna-export --format openvino)')
     p.add_argument('inputs', nargs='+', metavar='input', help='image files, folders of images (recursively), videos')
     add_output_arg(p, f'output folder (default: {DEFAULT_OUTPUT}; made when missing)')
     p.add_argument('--score-thr', '--score-thresh', dest='score_thr', type=float, default=0.3,
@@ -39,6 +40,9 @@ def _parser() -> CliParser:
     p.add_argument('--threads', type=int, default=None, help='intra-op threads of the runtime and of OpenCV '
                    '(default: the runtime\'s own)')
     p.add_argument('--no-draw', action='store_true', help='write the results files only, no PNGs')
+    p.add_argument('--prefetch', type=int, default=1, metavar='N',
+                   help='decode and resize N images (or frames) ahead on a second thread while the network runs '
+                        '(default 1; 0: one after the other)')
     add_verbosity(p)
     return p
 
@@ -56,6 +60,8 @@ def predict_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise ValueError(f'--score-thr is {args.score_thr}; expected a value in [0, 1]')
     if args.threads is not None and args.threads < 1:
         raise ValueError(f'--threads is {args.threads}; expected a positive integer')
+    if args.prefetch < 0:
+        raise ValueError(f'--prefetch is {args.prefetch}; expected 0 (off) or a positive number of images')
     if args.device != 'cpu' and not str(args.device).startswith('cuda'):
         raise ValueError(f"--device is {args.device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
     from ..predict import check_output_folder, find_inputs, load_model, model_loader, predict_files
@@ -71,7 +77,7 @@ def predict_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         cv2.setNumThreads(int(args.threads))
     model = load_model(args.model, device=args.device, threads=args.threads)
     summary = predict_files(model, args.inputs, output, score_thresh=args.score_thr, draw_boxes=not args.no_draw,
-                            progress=not args.quiet)
+                            progress=not args.quiet, prefetch_images=args.prefetch)
     drawn = f", {len(summary['drawings'])} drawings" if summary['drawings'] else ''
     print(f"{summary['images']} images, {summary['detections']} detections (score >= {args.score_thr}) "
           f"-> {summary['results']}{drawn}")

@@ -68,7 +68,7 @@ class ExportSettings:
         data_path: COCO tree for calibration and the AP gate (default: the checkpoint's data).
         ap_drop_max: Largest accepted INT8 AP drop, AP units [0, 1].
         int8_fallback: On an AP gate failure, keep the most sensitive layers float until the drop is within
-            `ap_drop_max` (`fna_zoo.export.int8_fallback`).
+            `ap_drop_max` (`fna_zoo.export.int8_fallback`; OpenVINO INT8: NNCF's accuracy control).
         fallback_steps: Most re-quantizations of the fallback.
         sensitivity_images: Calibration images the layer ranking is measured on.
         max_batch: TensorRT: largest batch of the optimisation profile.

@@ -9,7 +9,7 @@
 | tensorrt-fp16 | `<stem>.fp16.engine` | onnx-fp16 | tensorrt, a GPU | none |
 | tensorrt-int8 | `<stem>.int8.engine` | onnx-int8 (TensorRT's QDQ) | tensorrt, a GPU | none |
 | openvino | `<stem>.xml` (+ .bin) | onnx | openvino | parity: OpenVINO vs PyTorch |
-| openvino-int8 | `<stem>.int8.xml` (+ .bin) | onnx | openvino, nncf | ap: INT8 AP drop vs fp32 |
+| openvino-int8 | `<stem>.int8.xml` (+ .bin) | onnx | openvino, nncf | ap: INT8 AP drop vs fp32, NNCF accuracy control |
 
 A writer takes the export job (`fna_zoo.export.exporter.ExportJob`: the target, the settings, the files written so
 far) and the destination; it writes atomically (nothing at the destination unless the gate passed) and returns a
@@ -349,8 +349,12 @@ def openvino_run(xml: str | Path, x: np.ndarray) -> dict[str, np.ndarray]:
     return {o.get_any_name(): np.asarray(res[o]) for o in compiled.outputs}
 
 
-def _write_ir(job: Job, fmt: Format, dst: Path) -> None:
-    """`export_openvino` into a temp folder beside `dst`, then .bin and .xml renamed into place (the .xml last)."""
+def _write_ir(job: Job, fmt: Format, dst: Path, accuracy: Any = None) -> None:
+    """`export_openvino` into a temp folder beside `dst`, then .bin and .xml renamed into place (the .xml last).
+
+    Args:
+        accuracy: INT8: NNCF's accuracy control (`fna_zoo.runtime.openvino.AccuracyControl`), or None.
+    """
     import tempfile
 
     from ..fileio import commit_file
@@ -360,7 +364,8 @@ def _write_ir(job: Job, fmt: Format, dst: Path) -> None:
     calib = job.calibration() if precision == 'int8' else None
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=f'.{dst.name}.') as tmpdir:
-        xml = Path(ov_export.export_openvino(src, Path(tmpdir) / dst.name, precision=precision, calibration=calib))
+        xml = Path(ov_export.export_openvino(src, Path(tmpdir) / dst.name, precision=precision, calibration=calib,
+                                             accuracy=accuracy))
         commit_file(xml.with_suffix('.bin'), dst.with_suffix('.bin'))
         commit_file(xml, dst)
 
@@ -390,7 +395,9 @@ def write_openvino(job: Job, fmt: Format, dst: Path) -> FileResult:
     else:
         gates.append(GateResult(fmt.gate, None, note='not run' + ('' if job.gated(fmt.name) else ' (gate off)')))
     job.say(f'wrote {dst} (OpenVINO IR {fmt.precision}, {_size_mb(dst.with_suffix(".bin")):.1f} MB weights)')
-    return FileResult(fmt.name, dst, gates, _size_mb(dst) + _size_mb(dst.with_suffix('.bin')), source=src)
+    kept = list((gates[0].details or {}).get('kept_float_quantizers') or [])
+    return FileResult(fmt.name, dst, gates, _size_mb(dst) + _size_mb(dst.with_suffix('.bin')), source=src,
+                      kept_float=kept)
 
 
 def _remove_ir(dst: Path) -> None:
@@ -399,27 +406,50 @@ def _remove_ir(dst: Path) -> None:
 
 
 def _openvino_ap_gate(job: Job, fmt: Format, src: Path, dst: Path) -> GateResult:
-    from ..runtime.openvino import compile_model
+    """The AP gate of an OpenVINO INT8 IR against the fp32 ONNX file; when it fails and the fallback is on, the IR
+    is quantized again with NNCF's accuracy control (`--ap-drop-max` as its max drop) and gated again."""
+    from ..engine.evaluate import coco_evaluate
+    from ..runtime.openvino import AccuracyControl, compile_model, quantizer_names, read_model
     from . import quantize
 
     s, target = job.settings, job.target
     mean, resize = json.loads(target.metadata['mean']), target.metadata['resize']
     dataset = job.gate_data()
     ap32 = quantize.onnx_ap(src, dataset, target.input_size, resize, mean)
-    compiled = compile_model(dst)
-    outs = [next(o for o in compiled.outputs if name in o.get_names()) for name in target.output_names]
-    run = lambda x: [np.asarray(compiled(x)[o]) for o in outs]  # noqa: E731
-    from ..engine.evaluate import coco_evaluate
 
-    ap8 = coco_evaluate(dataset.ann_file, quantize.coco_detections(run, dataset, target.input_size, resize, mean))
+    def ap_of(compiled: Any) -> dict[str, float]:
+        outs = [next(o for o in compiled.outputs if name in o.get_names()) for name in target.output_names]
+        run = lambda x: [np.asarray(compiled(x)[o]) for o in outs]  # noqa: E731
+        return coco_evaluate(dataset.ann_file, quantize.coco_detections(run, dataset, target.input_size, resize, mean))
+
+    first = ap8 = ap_of(compile_model(dst))
     drop = ap32['AP'] - ap8['AP']
-    gate = GateResult('ap', drop <= s.ap_drop_max, drop, s.ap_drop_max, ap_before=ap32, ap_after=ap8,
-                      note=f'OpenVINO INT8 vs onnxruntime fp32 on {len(dataset)} gate images')
     job.say(f'openvino int8 AP drop {100 * drop:.2f} points (max {100 * s.ap_drop_max:.2f})')
+    kept: list[str] = []
+    if drop > s.ap_drop_max and s.int8_fallback:
+        job.say(f'openvino int8: NNCF quantization with accuracy control (max drop {100 * s.ap_drop_max:.2f} AP '
+                f'points on the {len(dataset)} gate images)')
+        plain = quantizer_names(read_model(dst))
+        inputs = [quantize.preprocess(dataset[i][0], target.input_size, resize, mean)[0][None]
+                  for i in range(len(dataset))]
+        # NOTE: NNCF calls the metric on the whole validation set (see `nncf_quantize`): the AP of every gate image
+        _write_ir(job, fmt, dst, AccuracyControl(inputs, lambda compiled, _: ap_of(compiled)['AP'], s.ap_drop_max))
+        kept = sorted(plain - quantizer_names(read_model(dst)))
+        ap8 = ap_of(compile_model(dst))
+        drop = ap32['AP'] - ap8['AP']
+        job.say(f'openvino int8 with accuracy control: {len(kept)} of {len(plain)} quantizers reverted to float -> '
+                f'AP drop {100 * drop:.2f} points')
+    note = f'OpenVINO INT8 vs onnxruntime fp32 on {len(dataset)} gate images'
+    if first is not ap8:
+        note += (f'; NNCF accuracy control: {len(kept)} quantizer{"s" if len(kept) != 1 else ""} float (AP before '
+                 f'{100 * first["AP"]:.2f})')
+    gate = GateResult('ap', drop <= s.ap_drop_max, drop, s.ap_drop_max, ap_before=ap32, ap_after=ap8, note=note,
+                      details={'ap_int8_plain': first, 'kept_float_quantizers': kept})
     if not gate.passed:
         _remove_ir(dst)
-        raise Refused(f'OpenVINO INT8 AP drop {100 * drop:.2f} points exceeds --ap-drop-max {100 * s.ap_drop_max:.2f}; '
-                      f'nothing written to {str(dst)!r}', FileResult(fmt.name, None, [gate], source=src))
+        tried = ' even with NNCF\'s accuracy control' if first is not ap8 else ''
+        raise Refused(f'OpenVINO INT8 AP drop {100 * drop:.2f} points exceeds --ap-drop-max {100 * s.ap_drop_max:.2f}'
+                      f'{tried}; nothing written to {str(dst)!r}', FileResult(fmt.name, None, [gate], source=src))
     return gate
 
 
@@ -440,7 +470,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format('openvino', '.xml', 'fp32', 'openvino', ('openvino',), False, 'parity', 'onnx', write_openvino,
            'OpenVINO IR (.xml + .bin) of the float32 file'),
     Format('openvino-int8', '.int8.xml', 'int8', 'openvino', ('openvino', 'nncf'), False, 'ap', 'onnx',
-           write_openvino, 'OpenVINO IR INT8 (NNCF post-training quantization, the same calibration images)'),
+           write_openvino, 'OpenVINO IR INT8 (NNCF post-training quantization, the same calibration images), AP-gated, '
+           "NNCF's accuracy control on failure"),
 )}
 
 

@@ -1,9 +1,11 @@
 """OpenVINO IR (.xml + .bin) from an ONNX file: fp32, or INT8 by NNCF post-training quantization.
 
 `export_openvino(onnx_path, out_xml, precision='fp32' | 'int8', calibration=...)` converts the file with
-`openvino.convert_model` (float weights stay fp32: no fp16 compression) and, for INT8, quantizes it with NNCF
-(`nncf.quantize`, mixed preset: symmetric weights, asymmetric activations, as onnxruntime's default QDQ) from the
-calibration inputs, the in-graph NMS left in float. The IR is written atomically (both files under temporary
+`openvino.convert_model` (float weights stay fp32: no fp16 compression; the ONNX file's metadata kept in the IR's
+rt_info, `fna_zoo.runtime.openvino.set_metadata`, so fna-predict reads its input size and classes) and, for INT8,
+quantizes it with NNCF (`nncf.quantize`, mixed preset: symmetric weights, asymmetric activations, as onnxruntime's
+default QDQ; or `nncf.quantize_with_accuracy_control` when given `accuracy`) from the calibration inputs, the
+in-graph NMS left in float. The IR is written atomically (both files under temporary
 names, then renamed). The recipe (conversion, quantization, the IR writer) is the runtime's
 (`fna_zoo.runtime.openvino`), which the deployment table uses too; `openvino` and `nncf` are imported only here
 and there, inside functions (`pip install 'fna-zoo[openvino]'`).
@@ -18,6 +20,8 @@ from typing import TYPE_CHECKING, Sequence
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..runtime.openvino import AccuracyControl
+
 __all__ = ['export_openvino', 'PRECISIONS']
 
 _logger = logging.getLogger(__name__)
@@ -26,7 +30,8 @@ PRECISIONS = ('fp32', 'int8')
 
 
 def export_openvino(onnx_path: str | os.PathLike, out_xml: str | os.PathLike, *, precision: str = 'fp32',
-                    calibration: Sequence['np.ndarray'] | None = None, preset: str = 'mixed') -> Path:
+                    calibration: Sequence['np.ndarray'] | None = None, preset: str = 'mixed',
+                    accuracy: 'AccuracyControl | None' = None) -> Path:
     """Convert an ONNX file to an OpenVINO IR; for 'int8', quantize it with NNCF from `calibration`.
 
     Args:
@@ -36,6 +41,7 @@ def export_openvino(onnx_path: str | os.PathLike, out_xml: str | os.PathLike, *,
         calibration: INT8 only: input arrays of the first graph input, one batch each (e.g.
             `fna_zoo.export.quantize.calibration_batches` of the calibration images).
         preset: INT8 only: NNCF's preset, 'mixed' or 'performance'.
+        accuracy: INT8 only: quantize with NNCF's accuracy control (`fna_zoo.runtime.openvino.AccuracyControl`).
 
     Returns:
         The .xml written.
@@ -47,7 +53,9 @@ def export_openvino(onnx_path: str | os.PathLike, out_xml: str | os.PathLike, *,
     """
     from ..checks import check_input_file
     from ..onnxgraph.precision import onnx_precision
-    from ..runtime.openvino import ir_precision, nncf_quantize, read_model, save_ir
+    import onnx
+
+    from ..runtime.openvino import ir_precision, nncf_quantize, read_model, save_ir, set_metadata
 
     if precision not in PRECISIONS:
         raise ValueError(f'OpenVINO precision {precision!r} is unknown; expected one of {", ".join(PRECISIONS)}')
@@ -65,9 +73,10 @@ def export_openvino(onnx_path: str | os.PathLike, out_xml: str | os.PathLike, *,
                          'fna_zoo.export.quantize.calibration_batches of the calibration images)')
     model = read_model(src)
     if precision == 'int8':
-        model = nncf_quantize(model, list(calibration or ()), preset=preset)
+        model = nncf_quantize(model, list(calibration or ()), preset=preset, accuracy=accuracy)
         if ir_precision(model) != 'int8':
             raise RuntimeError(f'NNCF left {str(src)!r} without quantized nodes; expected FakeQuantize in the IR')
+    set_metadata(model, {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props})
     save_ir(model, out_xml, compress_to_fp16=False)
     _logger.info('OpenVINO %s IR of %s written to %s', precision, src, out_xml)
     return out_xml

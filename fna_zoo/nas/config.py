@@ -50,6 +50,9 @@ SEARCH_DEFAULTS['search'] = {
     # logit bonus of the seed's choice in every slot and stage at the start (SuperNet.set_prior): the search starts
     # at the seed and the gradients must earn every move away from it; 0 = FNA's near-uniform start
     'seed_prior': 0.0,
+    # False: a channel search (Jung et al. 2022): every slot keeps the seed's op, only the stage widths are searched
+    # (the same space and latency table; SuperNet.fix_ops)
+    'search_ops': True,
     # after the search: retrain the `candidates` most probable distinct archs near the cost target and the seed at
     # that cost (the baseline) with the retrain config `recipe` for `steps` (successive-halving rungs) on a
     # held-out `holdout` share of the training split; hand on the best candidate only when its held-out AP50 beats

@@ -392,7 +392,9 @@ class _Search:
             self.supernet.load_seed(seed_sd if seed_sd is not None else _seed_state_dict(cfg, self.space),
                                     self.s['remap_width'])
             if self.s['seed_prior'] > 0:
-                self.supernet.set_prior(self.space.seed_path(), self.s['seed_prior'])
+                self.supernet.set_prior(self.space.seed_path(), self.s['seed_prior'], ops=self.s['search_ops'])
+        if not self.s['search_ops']:  # a channel search: the seed's ops, only the widths searched
+            self.supernet.fix_ops(self.space.seed_path())
         apply_memory_format(self.model.to(run.device), self.t['channels_last'])
         broadcast_state(self.model)  # new layers were initialised from per-rank seeds: every rank starts from rank 0's
         self.alphas = self.supernet.arch_parameters()

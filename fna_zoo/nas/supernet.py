@@ -24,6 +24,7 @@ https://arxiv.org/abs/1812.00332).
 from __future__ import annotations
 
 import logging
+import math
 from functools import partial
 from typing import Callable, Mapping
 
@@ -47,6 +48,15 @@ _logger = logging.getLogger(__name__)
 
 # NOTE: `_ACTS`, this module's copy of the activation table, is the one `fna_zoo.arch.ACTS` now
 __getattr__ = moved_names(__name__, {'_ACTS': ('fna_zoo.arch', 'ACTS')})
+
+# NOTE: the logit lead of a fixed op (`SuperNet.fix_ops`): its rivals keep probability below e^-25 ~ 1e-11 each
+_FIXED_LOGIT = 25.0
+
+
+def _lead(alpha: torch.Tensor, i: int) -> float:
+    """How far candidate i's logit leads its best rival's (inf: no rival)."""
+    rivals = torch.cat([alpha[:i], alpha[i + 1:]]).detach()
+    return float(alpha[i].detach() - rivals.max()) if len(rivals) else math.inf
 
 
 def _mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -328,7 +338,7 @@ class SuperNet(nn.Module):
         exp = max(Op.parse(n).expansion for n in self.space.stages[k].slots[0])
         return max(self.space.in_widths(k)) * exp, self.space.head_chs
 
-    def set_prior(self, path: ArchPath, strength: float) -> None:
+    def set_prior(self, path: ArchPath, strength: float, ops: bool = True, widths: bool = True) -> None:
         """Start the architecture logits at `path` (the seed's choices, `SearchSpace.seed_path`): `strength` is added
         to the logit of the path's candidate in every slot and stage, so the search starts at the seed and the
         detection and cost gradients must earn every move away from it.
@@ -340,12 +350,28 @@ class SuperNet(nn.Module):
         Args:
             path: The choices to favour.
             strength: The logit bonus (0: none).
+            ops: Add it to the op logits of every slot.
+            widths: Add it to the width logits of every stage.
         """
         with torch.no_grad():
-            for alpha, i in zip(self.op_alphas, (i for ops in path.ops for i in ops)):
+            for alpha, i in zip(self.op_alphas if ops else [], (i for slot in path.ops for i in slot)):
                 alpha[i] += strength
-            for alpha, i in zip(self.width_alphas, path.widths):
+            for alpha, i in zip(self.width_alphas if widths else [], path.widths):
                 alpha[i] += strength
+
+    def fix_ops(self, path: ArchPath) -> None:
+        """Fix every slot's op at `path`'s (a channel search, Jung et al. 2022: only the stage widths are searched):
+        the op logits get a bonus that leaves the other ops a probability below 1e-8 and stop taking gradients.
+        Idempotent: a resumed search (its logits restored, already fixed) only stops their gradients again.
+
+        Args:
+            path: The ops to keep (`SearchSpace.seed_path`).
+        """
+        ops = [i for slot in path.ops for i in slot]
+        if any(_lead(a, i) < _FIXED_LOGIT / 2 for a, i in zip(self.op_alphas, ops)):  # not fixed yet
+            self.set_prior(path, _FIXED_LOGIT, widths=False)
+        for alpha in self.op_alphas:
+            alpha.requires_grad_(False)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture logits (op logits of every slot, then width logits of every stage)."""
@@ -358,15 +384,16 @@ class SuperNet(nn.Module):
         return [F.softmax(a / t, -1) for a in self.op_alphas], [F.softmax(a / t, -1) for a in self.width_alphas]
 
     def sample_path(self, generator: torch.Generator, uniform: bool) -> ArchPath:
-        """Draw a path: every slot's op and every stage's width, uniformly or by the current probabilities."""
+        """Draw a path: every slot's op and every stage's width, uniformly or by the current probabilities (a
+        fixed choice, `fix_ops`, always by its probabilities: a channel search warms up the seed's ops only)."""
         ops_p, width_p = self.probabilities()
         # NOTE: drawn on the CPU whatever the model's device: the generator is a CPU one (the same draws on every
         # rank and device, and after a resume)
-        draw = (lambda p: int(torch.multinomial(torch.ones(len(p)) if uniform else p.detach().float().cpu(), 1,
-                                                generator=generator)))
-        it = iter(ops_p)
-        ops = tuple(tuple(draw(next(it)) for _ in st.slots) for st in self.space.stages)
-        return ArchPath(ops, tuple(draw(p) for p in width_p))
+        draw = (lambda p, free: int(torch.multinomial(torch.ones(len(p)) if uniform and free
+                                                      else p.detach().float().cpu(), 1, generator=generator)))
+        it = iter([(p, a.requires_grad) for p, a in zip(ops_p, self.op_alphas)])
+        ops = tuple(tuple(draw(*next(it)) for _ in st.slots) for st in self.space.stages)
+        return ArchPath(ops, tuple(draw(p, a.requires_grad) for p, a in zip(width_p, self.width_alphas)))
 
     def argmax_path(self) -> ArchPath:
         """The path of the most likely op of every slot and width of every stage (FNA's derivation)."""

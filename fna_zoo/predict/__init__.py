@@ -12,9 +12,10 @@ A model is a `Detector`: the detector with in-graph NMS that fna-export writes, 
   (`fna_zoo.export.onnx_export.detector_target(..., 'nms')`: normalisation, network and `DetectionPostprocess`),
   run in eager PyTorch at fna-export's input size;
 * an ONNX file of `fna-export --what nms`: onnxruntime by the one session recipe (`fna_zoo.runtime.ort`);
-* OpenVINO IR (`.xml`): not yet (a loader registered in `LOADERS` adds it).
+* OpenVINO IR (`.xml`) of `fna-export --format openvino` (fp32 or NNCF INT8): the OpenVINO runtime's one recipe
+  (`fna_zoo.runtime.openvino`), the export's metadata read from the IR's rt_info.
 
-Both take the same input (`load_input`'s fast path of `fna_zoo.runtime.preprocess`: the training transform's
+All take the same input (`load_input`'s fast path of `fna_zoo.runtime.preprocess`: the training transform's
 bilinear resize, letterbox or stretch) and give the same padded NMS outputs, so their boxes agree to the export's
 parity tolerance. Outputs (`predict_files`): one drawn PNG per image or video frame (boxes and 'name score' tags,
 `fna_zoo.predict.core.draw`) and a COCO results file `detections.json` (image_id, category_id, bbox xywh in image
@@ -33,12 +34,13 @@ import numpy as np
 
 from ..checks import check_output_path
 from ..fileio import atomic_path, atomic_write_text
+from ..runtime.prefetch import prefetch
 from ..runtime.preprocess import InputSpec, decode_image, fast_backends, input_spec, resize_image, to_image_pixels
 from .core import draw, image_detections, label_name
 
 __all__ = ['IMAGE_SUFFIXES', 'VIDEO_SUFFIXES', 'CHECKPOINT_SUFFIXES', 'LOADERS', 'Detector', 'onnx_detector',
-           'torch_detector', 'model_loader', 'load_model', 'Item', 'find_inputs', 'check_output_folder',
-           'predict_files']
+           'openvino_detector', 'torch_detector', 'model_loader', 'load_model', 'Item', 'find_inputs',
+           'check_output_folder', 'predict_files']
 
 _logger = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class Detector:
         spec: Its network input (`InputSpec`).
         names: Class names in label order (may be empty).
         cat_ids: COCO category id per label (None: label + 1).
-        runtime: What runs it ('torch', 'onnxruntime').
+        runtime: What runs it ('torch', 'onnxruntime', 'openvino').
         run: One batch [B, 3, H, W] float32 in [0, 1] -> padded (boxes, scores, labels, num_detections), numpy.
     """
 
@@ -164,16 +166,46 @@ def torch_detector(path: str | os.PathLike, device: str = 'cpu', threads: int | 
                     [int(c) for c in cat_ids] if cat_ids is not None else None, 'torch', run)
 
 
-def _openvino(path: str | os.PathLike, device: str = 'cpu', threads: int | None = None) -> Detector:
-    # TODO(issue 30): run OpenVINO IR through the OpenVINO runtime plugin once it lands (a Detector whose `run`
-    # is a compiled model's inference, `input_spec` of the IR's rt_info); until then a clear error
-    raise ValueError(f'model {str(path)!r} is OpenVINO IR, which fna-predict does not run yet; expected an ONNX file '
-                     'from fna-export or a retrain checkpoint')
+def openvino_detector(path: str | os.PathLike, device: str = 'cpu', threads: int | None = None) -> Detector:
+    """An OpenVINO IR of fna-export's detector (`fna-export --format openvino`, fp32 or NNCF INT8), compiled by the
+    OpenVINO runtime's one recipe (`fna_zoo.runtime.openvino.compile_model`).
+
+    Args:
+        path: The .xml (its .bin beside it).
+        device: 'cpu' (OpenVINO's CPU plugin; fna-predict does not run its GPU plugin).
+        threads: Inference threads (None: OpenVINO's default).
+    """
+    from ..runtime.openvino import MISSING, compile_model, metadata, read_model
+    from ..runtime.plugin import import_package
+
+    if import_package('openvino') is None:
+        raise ValueError(f'model {str(path)!r} is OpenVINO IR and {MISSING}')
+    if device != 'cpu':
+        raise ValueError(f'model {str(path)!r} is OpenVINO IR, which fna-predict runs on the CPU; expected --device '
+                         'cpu (or the ONNX file on cuda)')
+    try:
+        model = read_model(path)
+    except RuntimeError as e:
+        raise ValueError(f'model {str(path)!r} is not a readable OpenVINO IR ({str(e).splitlines()[0][:120]}); '
+                         'expected the .xml of fna-export --format openvino with its .bin beside it') from None
+    meta = metadata(model)
+    if meta.get('fna_zoo.what') != 'nms':
+        raise ValueError(f"model {str(path)!r} is a {meta.get('fna_zoo.what', 'foreign')!r} OpenVINO IR; expected "
+                         'a detector exported with fna-export --what nms --format openvino')
+    request = compile_model(model, threads).create_infer_request()
+    outputs = ['boxes', 'scores', 'labels', 'num_detections']
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        result = request.infer({0: x})
+        return [np.asarray(result[name]) for name in outputs]
+
+    return Detector(Path(path), input_spec(meta), [str(n) for n in _json_list(meta, 'class_names') or []],
+                    _json_list(meta, 'cat_ids'), 'openvino', run)
 
 
 # file type -> loader (device, threads); a folder is a retrain run folder
 LOADERS: dict[str, Callable[..., Detector]] = {
-    '.onnx': onnx_detector, '.xml': _openvino, **{s: torch_detector for s in CHECKPOINT_SUFFIXES},
+    '.onnx': onnx_detector, '.xml': openvino_detector, **{s: torch_detector for s in CHECKPOINT_SUFFIXES},
 }
 
 
@@ -334,7 +366,8 @@ def check_output_folder(output: str | os.PathLike) -> Path:
 
 
 def predict_files(model: Detector, inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
-                  score_thresh: float = 0.3, draw_boxes: bool = True, progress: bool = True) -> dict[str, Any]:
+                  score_thresh: float = 0.3, draw_boxes: bool = True, progress: bool = True,
+                  prefetch_images: int = 1) -> dict[str, Any]:
     """Run `model` on images, folders and videos; write drawings and COCO results into `output`.
 
     Args:
@@ -346,6 +379,8 @@ def predict_files(model: Detector, inputs: Sequence[str | os.PathLike], output: 
         score_thresh: Keep detections scoring at least this (0 keeps all the model returns, as for COCO AP).
         draw_boxes: Write the drawings.
         progress: A tqdm progress bar over images and frames.
+        prefetch_images: Decode and resize this many images (or frames) ahead on a second thread while the
+            network runs (`fna_zoo.runtime.prefetch`; 0: one after the other). The results are the same.
 
     Returns:
         {'images': number of images and frames, 'detections': number kept, 'output': the folder,
@@ -363,25 +398,25 @@ def predict_files(model: Detector, inputs: Sequence[str | os.PathLike], output: 
     drawings: list[str] = []
     used: set[Path] = set()
     bar = tqdm(total=sum(_frame_count(i) for i in items) or None, unit='img', desc='predict', disable=not progress)
+    frames = (frame for item in items for frame in _frames(item))
+    prepare = lambda frame: (*frame, *resize_image(frame[1], model.spec))  # noqa: E731
     try:
-        for item in items:
-            for name, pixels in _frames(item):
-                image_id = len(images) + 1
-                h, w = pixels.shape[:2]
-                images.append({'id': image_id, 'file_name': name, 'width': int(w), 'height': int(h)})
-                x, scale = resize_image(pixels, model.spec)
-                boxes, scores, labels = image_detections(model.run(x[None]), 0, score_thresh)
-                boxes = to_image_pixels(boxes, scale)
-                for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
-                    results.append({'image_id': image_id, 'category_id': model.category_id(int(label)),
-                                    'bbox': [round(box[0], 3), round(box[1], 3), round(box[2] - box[0], 3),
-                                             round(box[3] - box[1], 3)], 'score': round(float(score), 5)})
-                if draw_boxes:
-                    dst = _drawing_path(out, name, used)
-                    with atomic_path(dst, suffix='.png') as tmp:
-                        draw(Image.fromarray(pixels), boxes, scores, labels, model.names).save(tmp, format='PNG')
-                    drawings.append(str(dst))
-                bar.update(1)
+        for name, pixels, x, scale in prefetch(prepare, frames, prefetch_images):
+            image_id = len(images) + 1
+            h, w = pixels.shape[:2]
+            images.append({'id': image_id, 'file_name': name, 'width': int(w), 'height': int(h)})
+            boxes, scores, labels = image_detections(model.run(x[None]), 0, score_thresh)
+            boxes = to_image_pixels(boxes, scale)
+            for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+                results.append({'image_id': image_id, 'category_id': model.category_id(int(label)),
+                                'bbox': [round(box[0], 3), round(box[1], 3), round(box[2] - box[0], 3),
+                                         round(box[3] - box[1], 3)], 'score': round(float(score), 5)})
+            if draw_boxes:
+                dst = _drawing_path(out, name, used)
+                with atomic_path(dst, suffix='.png') as tmp:
+                    draw(Image.fromarray(pixels), boxes, scores, labels, model.names).save(tmp, format='PNG')
+                drawings.append(str(dst))
+            bar.update(1)
     finally:
         bar.close()
     # NOTE: written last and atomically: a run stopped half-way leaves no results file that looks complete

@@ -10,10 +10,12 @@ functions, so the package works without them (`pip install 'fna-zoo[openvino]'`)
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -28,7 +30,8 @@ if TYPE_CHECKING:
     from .runners import Runner
 
 __all__ = ['OpenVINORuntime', 'MISSING', 'POSTPROCESS_PATTERNS', 'ov_config', 'read_model', 'compile_model',
-           'ir_precision', 'save_ir', 'nncf_quantize', 'ir_size_mb']
+           'ir_precision', 'save_ir', 'AccuracyControl', 'nncf_quantize', 'quantizer_names', 'ir_size_mb',
+           'set_metadata', 'metadata']
 
 _logger = logging.getLogger(__name__)
 
@@ -108,6 +111,36 @@ def ir_precision(model: 'openvino.Model') -> str:
     return 'fp32'
 
 
+# NOTE: OpenVINO's ONNX frontend drops the file's metadata_props (fna-export's input size, resize, mean, class
+# names, what was exported); they travel in the IR's rt_info as one JSON string under this path
+_META_PATH = ['fna_zoo', 'onnx_metadata']
+
+
+def set_metadata(model: 'openvino.Model', meta: dict[str, str]) -> None:
+    """Store an ONNX file's metadata (key -> value strings) in the model's rt_info (written into the IR's .xml).
+
+    Args:
+        model: An OpenVINO model.
+        meta: The metadata, e.g. the ONNX file's `metadata_props`.
+    """
+    model.set_rt_info(json.dumps(meta, sort_keys=True), _META_PATH)
+
+
+def metadata(model: 'openvino.Model') -> dict[str, str]:
+    """The ONNX metadata `set_metadata` stored in an IR ({} when there is none: an IR from elsewhere).
+
+    Args:
+        model: An OpenVINO model (`read_model` of an .xml).
+    """
+    if not model.has_rt_info(_META_PATH):
+        return {}
+    try:
+        value = json.loads(model.get_rt_info(_META_PATH).astype(str))
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
 def ir_size_mb(xml: str | os.PathLike) -> float:
     """The size of an IR (.xml + .bin) in MiB.
 
@@ -144,8 +177,24 @@ def save_ir(model: 'openvino.Model', xml: str | os.PathLike, compress_to_fp16: b
     return xml
 
 
+@dataclass(frozen=True)
+class AccuracyControl:
+    """What NNCF's quantization with accuracy control needs (`nncf.quantize_with_accuracy_control`).
+
+    Args:
+        inputs: The validation inputs, one array (batch of one) per image.
+        metric: (compiled model, indices of `inputs`) -> the metric, higher is better (e.g. COCO AP).
+        max_drop: The largest absolute drop of the metric allowed against the float model.
+    """
+
+    inputs: Sequence['np.ndarray']
+    metric: Callable[[Any, list[int]], float]
+    max_drop: float
+
+
 def nncf_quantize(model: 'openvino.Model', calibration: Sequence['np.ndarray'], preset: str = 'mixed',
-                  ignored_patterns: Sequence[str] = POSTPROCESS_PATTERNS) -> 'openvino.Model':
+                  ignored_patterns: Sequence[str] = POSTPROCESS_PATTERNS, accuracy: AccuracyControl | None = None
+                  ) -> 'openvino.Model':
     """NNCF post-training INT8 quantization of an OpenVINO model from calibration inputs (CPU target).
 
     Args:
@@ -154,6 +203,8 @@ def nncf_quantize(model: 'openvino.Model', calibration: Sequence['np.ndarray'], 
         preset: 'mixed' (symmetric weights, asymmetric activations: as onnxruntime's default QDQ) or 'performance'
             (symmetric everywhere).
         ignored_patterns: Regular expressions of node names left in float (default: the in-graph NMS).
+        accuracy: Quantize with NNCF's accuracy control instead: the quantizers NNCF ranks as most harmful are
+            reverted to float until the metric's drop is within `accuracy.max_drop` (or none is left).
 
     Raises:
         RuntimeError: nncf is not installed (one line).
@@ -174,8 +225,25 @@ def nncf_quantize(model: 'openvino.Model', calibration: Sequence['np.ndarray'], 
     # progress bars: quiet unless this module's logger is at DEBUG
     if not _logger.isEnabledFor(logging.DEBUG):
         nncf.set_log_level(logging.WARNING)
-    return nncf.quantize(model, dataset, preset=presets[preset], target_device=nncf.TargetDevice.CPU,
-                         subset_size=len(calibration), ignored_scope=scope)
+    if accuracy is None:
+        return nncf.quantize(model, dataset, preset=presets[preset], target_device=nncf.TargetDevice.CPU,
+                             subset_size=len(calibration), ignored_scope=scope)
+    # NOTE: the metric is one number over all the images (COCO AP is not a mean of per-image values), so NNCF ranks
+    # the quantizers by how far each one moves the model's outputs, and calls `metric` on the whole validation set
+    validation = nncf.Dataset(list(range(len(accuracy.inputs))), lambda i: {name: accuracy.inputs[i]})
+    return nncf.quantize_with_accuracy_control(
+        model, dataset, validation, lambda compiled, items: (accuracy.metric(compiled, list(items)), None),
+        max_drop=accuracy.max_drop, drop_type=nncf.DropType.ABSOLUTE, preset=presets[preset],
+        target_device=nncf.TargetDevice.CPU, subset_size=len(calibration), ignored_scope=scope)
+
+
+def quantizer_names(model: 'openvino.Model') -> set[str]:
+    """The names of a model's FakeQuantize nodes (NNCF's quantizers; a QDQ ONNX model read by OpenVINO has none).
+
+    Args:
+        model: An OpenVINO model.
+    """
+    return {op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == 'FakeQuantize'}
 
 
 def _runner(compiled: Any, inputs: Sequence[Any], precision: str, threads: int | None) -> 'Runner':
