@@ -39,15 +39,15 @@ def test_work_and_item_drawing_run_on_the_worker_thread_ahead_of_the_consumer():
 
 def test_overlap_hides_the_work_behind_the_consumer():
     def slow(i):
-        time.sleep(0.03)
+        time.sleep(0.05)
         return i
 
     for ahead, hidden in ((0, False), (1, True)):
         clock = PrefetchClock()
-        for _ in prefetch(slow, range(6), ahead, clock):
-            time.sleep(0.05)  # the consumer's own work (the network), longer than the pre-processing
-        # NOTE: without a thread every item is waited for; with one only the first is
-        assert (clock.wait_s < 0.1) is hidden, (ahead, clock.wait_s)
+        for _ in prefetch(slow, range(5), ahead, clock):
+            time.sleep(0.1)  # the consumer's own work (the network), twice the pre-processing
+        # NOTE: without a thread every item is waited for (0.25 s); with one only the first (0.05 s)
+        assert (clock.wait_s < 0.15) is hidden, (ahead, clock.wait_s)
 
 
 def test_an_error_is_raised_at_its_item_and_an_early_stop_closes_the_source():
@@ -68,10 +68,11 @@ def test_an_error_is_raised_at_its_item_and_an_early_stop_closes_the_source():
         finally:
             closed.append(True)
 
-    for v in prefetch(lambda v: v, items(), 2):
-        if v == 3:
-            break
-    assert closed == [True]
+    for ahead in (0, 2):
+        for v in prefetch(lambda v: v, items(), ahead):
+            if v == 3:
+                break
+    assert closed == [True, True]
 
 
 def test_a_negative_ahead_is_refused():

@@ -432,10 +432,30 @@ def _openvino_ap_gate(job: Job, fmt: Format, src: Path, dst: Path) -> GateResult
         plain = quantizer_names(read_model(dst))
         inputs = [quantize.preprocess(dataset[i][0], target.input_size, resize, mean)[0][None]
                   for i in range(len(dataset))]
-        # NOTE: NNCF calls the metric on the whole validation set (see `nncf_quantize`): the AP of every gate image
-        _write_ir(job, fmt, dst, AccuracyControl(inputs, lambda compiled, _: ap_of(compiled)['AP'], s.ap_drop_max))
-        kept = sorted(plain - quantizer_names(read_model(dst)))
-        ap8 = ap_of(compile_model(dst))
+
+        def metric(compiled: Any, items: list[int]) -> tuple[float | None, list[list[np.ndarray]]]:
+            outs = [next(o for o in compiled.outputs if name in o.get_names()) for name in target.output_names]
+            raw = []
+            for i in items:
+                result = compiled(inputs[i])
+                raw.append([np.asarray(result[o]) for o in outs])
+            # NOTE: the AP of the whole gate set, the only set NNCF scores (`nncf_quantize`); a part has none
+            whole = sorted(items) == list(range(len(inputs)))
+            return (ap_of(compiled)['AP'] if whole else None), raw
+
+        try:
+            _write_ir(job, fmt, dst, AccuracyControl(inputs, metric, s.ap_drop_max))
+            kept = sorted(plain - quantizer_names(read_model(dst)))
+            ap8 = ap_of(compile_model(dst))
+        except Exception as e:
+            _remove_ir(dst)  # NOTE: the plain IR failed its gate: nothing stays at `dst`
+            if isinstance(e, RuntimeError) and 'without quantized nodes' in str(e):
+                gate = GateResult('ap', False, drop, s.ap_drop_max, ap_before=ap32, ap_after=first,
+                                  note='NNCF accuracy control reverted every quantizer')
+                raise Refused(f'OpenVINO INT8 AP drop {100 * drop:.2f} points exceeds --ap-drop-max '
+                              f'{100 * s.ap_drop_max:.2f} and NNCF\'s accuracy control reverted every quantizer; '
+                              f'nothing written to {str(dst)!r}', FileResult(fmt.name, None, [gate], source=src)) from None
+            raise
         drop = ap32['AP'] - ap8['AP']
         job.say(f'openvino int8 with accuracy control: {len(kept)} of {len(plain)} quantizers reverted to float -> '
                 f'AP drop {100 * drop:.2f} points')

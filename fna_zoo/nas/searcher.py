@@ -393,8 +393,6 @@ class _Search:
                                     self.s['remap_width'])
             if self.s['seed_prior'] > 0:
                 self.supernet.set_prior(self.space.seed_path(), self.s['seed_prior'], ops=self.s['search_ops'])
-        if not self.s['search_ops']:  # a channel search: the seed's ops, only the widths searched
-            self.supernet.fix_ops(self.space.seed_path())
         apply_memory_format(self.model.to(run.device), self.t['channels_last'])
         broadcast_state(self.model)  # new layers were initialised from per-rank seeds: every rank starts from rank 0's
         self.alphas = self.supernet.arch_parameters()
@@ -410,6 +408,8 @@ class _Search:
             check_resume_precision(run.state['config']['train'], self.t)
         # NOTE: `begin` restores torch's RNG and `gen` only now, after the super network (random init) is built
         state = run.begin(self.model, {'optimizer': self.w_opt, 'arch_optimizer': self.a_opt}, self.gen) or {}
+        if not self.s['search_ops']:  # a channel search: the seed's ops (after a resume's logits), widths searched
+            self.supernet.fix_ops(self.space.seed_path())
         if run.resumed:
             restore_scalers(state, self.scalers)
         self.step: int = state.get('step', 0)

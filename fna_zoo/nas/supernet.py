@@ -49,7 +49,8 @@ _logger = logging.getLogger(__name__)
 # NOTE: `_ACTS`, this module's copy of the activation table, is the one `fna_zoo.arch.ACTS` now
 __getattr__ = moved_names(__name__, {'_ACTS': ('fna_zoo.arch', 'ACTS')})
 
-# NOTE: the logit lead of a fixed op (`SuperNet.fix_ops`): its rivals keep probability below e^-25 ~ 1e-11 each
+# NOTE: the lead of a fixed op's logit over its rivals (`SuperNet.fix_ops`), in units of the softmax temperature:
+# each rival keeps a probability below e^-25 ~ 1e-11
 _FIXED_LOGIT = 25.0
 
 
@@ -361,15 +362,16 @@ class SuperNet(nn.Module):
 
     def fix_ops(self, path: ArchPath) -> None:
         """Fix every slot's op at `path`'s (a channel search, Jung et al. 2022: only the stage widths are searched):
-        the op logits get a bonus that leaves the other ops a probability below 1e-8 and stop taking gradients.
+        the op logits get a bonus that leaves the other ops a probability below 1e-10 and stop taking gradients.
         Idempotent: a resumed search (its logits restored, already fixed) only stops their gradients again.
 
         Args:
             path: The ops to keep (`SearchSpace.seed_path`).
         """
+        lead = _FIXED_LOGIT * self.space.temperature  # probabilities are softmax(logits / temperature)
         ops = [i for slot in path.ops for i in slot]
-        if any(_lead(a, i) < _FIXED_LOGIT / 2 for a, i in zip(self.op_alphas, ops)):  # not fixed yet
-            self.set_prior(path, _FIXED_LOGIT, widths=False)
+        if any(_lead(a, i) < lead / 2 for a, i in zip(self.op_alphas, ops)):  # not fixed yet
+            self.set_prior(path, lead, widths=False)
         for alpha in self.op_alphas:
             alpha.requires_grad_(False)
 

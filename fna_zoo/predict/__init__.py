@@ -186,7 +186,8 @@ def openvino_detector(path: str | os.PathLike, device: str = 'cpu', threads: int
     try:
         model = read_model(path)
     except RuntimeError as e:
-        raise ValueError(f'model {str(path)!r} is not a readable OpenVINO IR ({str(e).splitlines()[0][:120]}); '
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise ValueError(f'model {str(path)!r} is not a readable OpenVINO IR ({why}); '
                          'expected the .xml of fna-export --format openvino with its .bin beside it') from None
     meta = metadata(model)
     if meta.get('fna_zoo.what') != 'nms':

@@ -183,12 +183,13 @@ class AccuracyControl:
 
     Args:
         inputs: The validation inputs, one array (batch of one) per image.
-        metric: (compiled model, indices of `inputs`) -> the metric, higher is better (e.g. COCO AP).
+        metric: (compiled model, indices of `inputs`) -> (the metric over those images, higher is better, e.g.
+            COCO AP, or None when it is not defined for them; the model's outputs per image, a list of arrays each).
         max_drop: The largest absolute drop of the metric allowed against the float model.
     """
 
     inputs: Sequence['np.ndarray']
-    metric: Callable[[Any, list[int]], float]
+    metric: Callable[[Any, list[int]], 'tuple[float | None, list[list[np.ndarray]]]']
     max_drop: float
 
 
@@ -228,11 +229,13 @@ def nncf_quantize(model: 'openvino.Model', calibration: Sequence['np.ndarray'], 
     if accuracy is None:
         return nncf.quantize(model, dataset, preset=presets[preset], target_device=nncf.TargetDevice.CPU,
                              subset_size=len(calibration), ignored_scope=scope)
-    # NOTE: the metric is one number over all the images (COCO AP is not a mean of per-image values), so NNCF ranks
-    # the quantizers by how far each one moves the model's outputs, and calls `metric` on the whole validation set
+    # NOTE: COCO AP is one number over all the images, not a mean of per-image values, so the metric returns the
+    # outputs per image too: NNCF then ranks the quantizers by how far each moves the outputs (its "outputs" mode)
+    # and calls the metric on the whole validation set only (a float metric with no per-image list would make it
+    # call the metric image by image and rank by single-image APs)
     validation = nncf.Dataset(list(range(len(accuracy.inputs))), lambda i: {name: accuracy.inputs[i]})
     return nncf.quantize_with_accuracy_control(
-        model, dataset, validation, lambda compiled, items: (accuracy.metric(compiled, list(items)), None),
+        model, dataset, validation, lambda compiled, items: accuracy.metric(compiled, list(items)),
         max_drop=accuracy.max_drop, drop_type=nncf.DropType.ABSOLUTE, preset=presets[preset],
         target_device=nncf.TargetDevice.CPU, subset_size=len(calibration), ignored_scope=scope)
 

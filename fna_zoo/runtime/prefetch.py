@@ -57,15 +57,13 @@ def prefetch(fn: Callable[[T], R], items: Iterable[T], ahead: int = 1, clock: Pr
         item = next(source, _END)
         return _END if item is _END else fn(item)  # type: ignore[arg-type]
 
-    if ahead == 0:
-        while True:
-            out = _timed(pull, clock)
-            if out is _END:
-                return
-            yield out  # type: ignore[misc]
     pending: list[Future[R | object]] = []
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='fna-prefetch')
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='fna-prefetch') if ahead else None
     try:
+        if pool is None:  # one after the other, in the consumer's loop
+            while (out := _timed(pull, clock)) is not _END:
+                yield out  # type: ignore[misc]
+            return
         pending += [pool.submit(pull) for _ in range(ahead)]
         while True:
             head = pending.pop(0)
@@ -77,7 +75,8 @@ def prefetch(fn: Callable[[T], R], items: Iterable[T], ahead: int = 1, clock: Pr
     finally:
         for f in pending:  # NOTE: an early stop cancels what has not started; the worker ends its current item
             f.cancel()
-        pool.shutdown(wait=True)
+        if pool is not None:
+            pool.shutdown(wait=True)
         close = getattr(source, 'close', None)
         if close is not None:  # a generator's finally (a video's release) runs now, not at garbage collection
             close()
