@@ -417,12 +417,20 @@ def _openvino_ap_gate(job: Job, fmt: Format, src: Path, dst: Path) -> GateResult
     dataset = job.gate_data()
     ap32 = quantize.onnx_ap(src, dataset, target.input_size, resize, mean)
 
-    def ap_of(compiled: Any) -> dict[str, float]:
+    def outputs_of(compiled: Any) -> Callable[[np.ndarray], list[np.ndarray]]:
+        """Input batch -> the compiled detector's outputs, in `target.output_names` order."""
         outs = [next(o for o in compiled.outputs if name in o.get_names()) for name in target.output_names]
-        run = lambda x: [np.asarray(compiled(x)[o]) for o in outs]  # noqa: E731
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            result = compiled(x)
+            return [np.asarray(result[o]) for o in outs]
+
+        return run
+
+    def ap_of(run: Callable[[np.ndarray], list[np.ndarray]]) -> dict[str, float]:
         return coco_evaluate(dataset.ann_file, quantize.coco_detections(run, dataset, target.input_size, resize, mean))
 
-    first = ap8 = ap_of(compile_model(dst))
+    first = ap8 = ap_of(outputs_of(compile_model(dst)))
     drop = ap32['AP'] - ap8['AP']
     job.say(f'openvino int8 AP drop {100 * drop:.2f} points (max {100 * s.ap_drop_max:.2f})')
     kept: list[str] = []
@@ -434,19 +442,21 @@ def _openvino_ap_gate(job: Job, fmt: Format, src: Path, dst: Path) -> GateResult
                   for i in range(len(dataset))]
 
         def metric(compiled: Any, items: list[int]) -> tuple[float | None, list[list[np.ndarray]]]:
-            outs = [next(o for o in compiled.outputs if name in o.get_names()) for name in target.output_names]
-            raw = []
-            for i in items:
-                result = compiled(inputs[i])
-                raw.append([np.asarray(result[o]) for o in outs])
-            # NOTE: the AP of the whole gate set, the only set NNCF scores (`nncf_quantize`); a part has none
-            whole = sorted(items) == list(range(len(inputs)))
-            return (ap_of(compiled)['AP'] if whole else None), raw
+            run = outputs_of(compiled)
+            if items != list(range(len(inputs))):  # NOTE: NNCF scores the whole gate set only; a part has no AP
+                return None, [run(inputs[i]) for i in items]
+            raw: list[list[np.ndarray]] = []  # the AP's own pass over the images, in order, gives their outputs
+
+            def record(x: np.ndarray) -> list[np.ndarray]:
+                raw.append(run(x))
+                return raw[-1]
+
+            return ap_of(record)['AP'], raw
 
         try:
             _write_ir(job, fmt, dst, AccuracyControl(inputs, metric, s.ap_drop_max))
             kept = sorted(plain - quantizer_names(read_model(dst)))
-            ap8 = ap_of(compile_model(dst))
+            ap8 = ap_of(outputs_of(compile_model(dst)))
         except Exception as e:
             _remove_ir(dst)  # NOTE: the plain IR failed its gate: nothing stays at `dst`
             if isinstance(e, RuntimeError) and 'without quantized nodes' in str(e):

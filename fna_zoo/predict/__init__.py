@@ -168,14 +168,14 @@ def torch_detector(path: str | os.PathLike, device: str = 'cpu', threads: int | 
 
 def openvino_detector(path: str | os.PathLike, device: str = 'cpu', threads: int | None = None) -> Detector:
     """An OpenVINO IR of fna-export's detector (`fna-export --format openvino`, fp32 or NNCF INT8), compiled by the
-    OpenVINO runtime's one recipe (`fna_zoo.runtime.openvino.compile_model`).
+    OpenVINO runtime's one recipe (`OpenVINORuntime.session`, as the deployment table runs it).
 
     Args:
         path: The .xml (its .bin beside it).
         device: 'cpu' (OpenVINO's CPU plugin; fna-predict does not run its GPU plugin).
         threads: Inference threads (None: OpenVINO's default).
     """
-    from ..runtime.openvino import MISSING, compile_model, metadata, read_model
+    from ..runtime.openvino import MISSING, OpenVINORuntime, metadata, read_model
     from ..runtime.plugin import import_package
 
     if import_package('openvino') is None:
@@ -193,12 +193,13 @@ def openvino_detector(path: str | os.PathLike, device: str = 'cpu', threads: int
     if meta.get('fna_zoo.what') != 'nms':
         raise ValueError(f"model {str(path)!r} is a {meta.get('fna_zoo.what', 'foreign')!r} OpenVINO IR; expected "
                          'a detector exported with fna-export --what nms --format openvino')
-    request = compile_model(model, threads).create_infer_request()
+    session = OpenVINORuntime().session(model, threads, device)
+    name = model.inputs[0].get_any_name()
     outputs = ['boxes', 'scores', 'labels', 'num_detections']
 
     def run(x: np.ndarray) -> list[np.ndarray]:
-        result = request.infer({0: x})
-        return [np.asarray(result[name]) for name in outputs]
+        result = session({name: x})
+        return [np.asarray(result[o]) for o in outputs]
 
     return Detector(Path(path), input_spec(meta), [str(n) for n in _json_list(meta, 'class_names') or []],
                     _json_list(meta, 'cat_ids'), 'openvino', run)

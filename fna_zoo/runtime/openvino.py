@@ -311,7 +311,7 @@ class OpenVINORuntime(RuntimePlugin):
         model = read_model(path)
         return _runner(compile_model(model, threads, device), inputs, precision or ir_precision(model), threads)
 
-    def session(self, model: str | os.PathLike | bytes, threads: int | None,
+    def session(self, model: 'str | os.PathLike | bytes | openvino.Model', threads: int | None,
                 device: str) -> Callable[[Mapping[str, 'np.ndarray']], dict[str, 'np.ndarray']]:
         compiled = compile_model(model, threads, device)
         req = compiled.create_infer_request()
