@@ -79,6 +79,29 @@ def test_export_openvino_int8_is_quantized_and_close(tiny_onnx, tmp_path):
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
 
 
+def test_accuracy_control_records_the_reverted_quantizers_in_the_ir(tiny_onnx, tmp_path, monkeypatch):
+    import fna_zoo.runtime.openvino as rov
+    from fna_zoo.export.int8_fallback import kept_float_of
+    from fna_zoo.export.openvino import export_openvino
+
+    path, _ = tiny_onnx
+    plain = export_openvino(path, tmp_path / 'plain.xml', precision='int8', calibration=_calibration())
+    assert kept_float_of(plain) == []  # no accuracy control: nothing recorded
+    names = rov.quantizer_names(rov.read_model(plain))
+    real, calls = rov.nncf_quantize, []
+
+    def without_search(model, calibration, preset='mixed', accuracy=None):  # NNCF's AC that reverts nothing
+        calls.append(accuracy)
+        return real(model, calibration, preset=preset)
+
+    monkeypatch.setattr(rov, 'nncf_quantize', without_search)
+    # the plain IR had one more quantizer than the accuracy control's IR: that one is the reverted one
+    ac = rov.AccuracyControl([], lambda c, i: (None, []), 0.01, frozenset(names | {'/conv/Conv/fq_weights_1'}))
+    xml = export_openvino(path, tmp_path / 'ac.xml', precision='int8', calibration=_calibration(), accuracy=ac)
+    assert calls == [ac] and rov.quantizer_names(rov.read_model(xml)) == names
+    assert kept_float_of(xml) == ['/conv/Conv/fq_weights_1']
+
+
 def test_openvino_runs_onnxruntimes_qdq_int8_file(tiny_onnx, tmp_path):
     from fna_zoo.export.quantize import quantize_int8
 

@@ -15,7 +15,8 @@ call and prints the lines it reports. INT8: when the AP gate fails, the fallback
 (`--no-int8-fallback` turns it off): the quantized layers are ranked by a measured sensitivity and the most
 sensitive kept in float, 1, 2, 4, ... of them, until the drop is within `--ap-drop-max` (`fna_zoo.export.int8_fallback`);
 the layers kept float are printed and recorded in the file's metadata (`int8_kept_float`). OpenVINO's NNCF INT8
-(`--format openvino --int8`) falls back to NNCF's quantization with accuracy control instead.
+(`--format openvino --int8`) falls back to NNCF's quantization with accuracy control instead; the quantizers it
+reverted to float are printed and recorded in the IR's metadata (`int8_kept_float`).
 
 Exit codes: 0 written; 1 parity (fp16 parity, or INT8 AP) gate failed, nothing written at that gate's output path
 (INT8: also when the fp32 model finds nothing on the gate data, so the AP gate could not check INT8); 2 user error

@@ -411,6 +411,7 @@ def _openvino_ap_gate(job: Job, fmt: Format, src: Path, dst: Path) -> GateResult
     from ..engine.evaluate import coco_evaluate
     from ..runtime.openvino import AccuracyControl, compile_model, quantizer_names, read_model
     from . import quantize
+    from .int8_fallback import kept_float_of
 
     s, target = job.settings, job.target
     mean, resize = json.loads(target.metadata['mean']), target.metadata['resize']
@@ -454,8 +455,8 @@ def _openvino_ap_gate(job: Job, fmt: Format, src: Path, dst: Path) -> GateResult
             return ap_of(record)['AP'], raw
 
         try:
-            _write_ir(job, fmt, dst, AccuracyControl(inputs, metric, s.ap_drop_max))
-            kept = sorted(plain - quantizer_names(read_model(dst)))
+            _write_ir(job, fmt, dst, AccuracyControl(inputs, metric, s.ap_drop_max, frozenset(plain)))
+            kept = kept_float_of(dst)
             ap8 = ap_of(outputs_of(compile_model(dst)))
         except Exception as e:
             _remove_ir(dst)  # NOTE: the plain IR failed its gate: nothing stays at `dst`

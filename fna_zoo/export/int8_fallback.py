@@ -276,10 +276,17 @@ def kept_float_of(path: str | os.PathLike) -> list[str]:
     """The layers an INT8 file's fallback kept in float (from its metadata; [] when none).
 
     Args:
-        path: An INT8 ONNX file of `quantize_int8`.
+        path: An INT8 ONNX file of `quantize_int8` (ONNX node names), or an OpenVINO INT8 IR (.xml) of
+            fna-export (the quantizers NNCF's accuracy control reverted, by name).
     """
     import json
 
-    from .onnx_export import metadata_of
+    if Path(path).suffix == '.xml':
+        from ..runtime.openvino import metadata, read_model
 
-    return json.loads(metadata_of(Path(path)).get('int8_kept_float', '[]'))
+        meta = metadata(read_model(path))
+    else:
+        from .onnx_export import metadata_of
+
+        meta = metadata_of(Path(path))
+    return json.loads(meta.get('int8_kept_float', '[]'))

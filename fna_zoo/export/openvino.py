@@ -12,6 +12,7 @@ and there, inside functions (`pip install 'fna-zoo[openvino]'`).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -55,7 +56,7 @@ def export_openvino(onnx_path: str | os.PathLike, out_xml: str | os.PathLike, *,
     from ..onnxgraph.precision import onnx_precision
     import onnx
 
-    from ..runtime.openvino import ir_precision, nncf_quantize, read_model, save_ir, set_metadata
+    from ..runtime.openvino import ir_precision, nncf_quantize, quantizer_names, read_model, save_ir, set_metadata
 
     if precision not in PRECISIONS:
         raise ValueError(f'OpenVINO precision {precision!r} is unknown; expected one of {", ".join(PRECISIONS)}')
@@ -76,7 +77,12 @@ def export_openvino(onnx_path: str | os.PathLike, out_xml: str | os.PathLike, *,
         model = nncf_quantize(model, list(calibration or ()), preset=preset, accuracy=accuracy)
         if ir_precision(model) != 'int8':
             raise RuntimeError(f'NNCF left {str(src)!r} without quantized nodes; expected FakeQuantize in the IR')
-    set_metadata(model, {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props})
+    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+    if accuracy is not None and accuracy.plain_quantizers:
+        # NOTE: as quantize_int8 records the onnxruntime fallback's float layers: the quantizers NNCF's accuracy
+        # control reverted, by name (`fna_zoo.export.int8_fallback.kept_float_of` reads either file)
+        meta['int8_kept_float'] = json.dumps(sorted(set(accuracy.plain_quantizers) - quantizer_names(model)))
+    set_metadata(model, meta)
     save_ir(model, out_xml, compress_to_fp16=False)
     _logger.info('OpenVINO %s IR of %s written to %s', precision, src, out_xml)
     return out_xml

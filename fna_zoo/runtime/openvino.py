@@ -186,11 +186,15 @@ class AccuracyControl:
         metric: (compiled model, indices of `inputs`) -> (the metric over those images, higher is better, e.g.
             COCO AP, or None when it is not defined for them; the model's outputs per image, a list of arrays each).
         max_drop: The largest absolute drop of the metric allowed against the float model.
+        plain_quantizers: The quantizers (`quantizer_names`) of the plain INT8 quantization of the same model, e.g.
+            the IR that failed its gate: those missing after the accuracy control are the ones it reverted to
+            float, recorded in the IR (`export_openvino`, metadata `int8_kept_float`).
     """
 
     inputs: Sequence['np.ndarray']
     metric: Callable[[Any, list[int]], 'tuple[float | None, list[list[np.ndarray]]]']
     max_drop: float
+    plain_quantizers: frozenset[str] = frozenset()
 
 
 def nncf_quantize(model: 'openvino.Model', calibration: Sequence['np.ndarray'], preset: str = 'mixed',
