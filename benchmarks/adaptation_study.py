@@ -10,6 +10,8 @@ The models, in the order they are retrained (every retrain seed of a model befor
   https://arxiv.org/abs/2001.02525);
 - `seed_w<m>`: the seed with every searchable stage's width times m (`--width-mults`; `SearchSpace.scaled_seed`),
   the baseline a user picks without search;
+- `seed_e<e>`: the seed with every searchable layer's expansion ratio e instead of 6 (`--expansions`;
+  `SearchSpace.expansion_seed_path`), the other baseline without search: thinner blocks, the seed's widths;
 - `--searched NAME=ARCH`: archs of searches (Jung et al., ICPR 2022 - https://arxiv.org/abs/2206.08509: channel
   dimensions searched and mapped), remapped;
 - `fna_retinanet`: the published FNA RetinaNet arch, remapped;
@@ -46,7 +48,7 @@ Another recipe is another study: `--recipe` with `--name` keeps its retrain reco
 (`configs/trees_retinanet_long.yaml`: 800 steps, channels_last):
 
     python benchmarks/adaptation_study.py --recipe configs/trees_retinanet_long.yaml --name study_long \
-        --runs runs/study_long --width-mults 0.75 --searched searched_lat100 searched_lat75 --random 0
+        --runs runs/study_long --width-mults 0.75 --expansions 3 --searched searched_lat100 searched_lat75 --random 0
 
 The second seed family, EfficientNet-Lite0 (`--family lite0`: the space of `configs/trees_search_lite0.yaml`, its
 ImageNet seed `asset:efficientnet_lite0.in1k`, the recipe `configs/trees_retinanet_lite0.yaml`), is its own study
@@ -132,8 +134,9 @@ METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'step')
 # two-sided 95 % critical values of Student's t for 1..30 degrees of freedom; the normal 1.96 beyond
 T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-GROUPS = {'seed': 'seed (ImageNet remap)', 'width': 'width-scaled seed', 'searched': 'searched',
-          'fna': 'FNA RetinaNet arch', 'random': 'random at the seed cost', 'init': 'seed (random init)'}
+GROUPS = {'seed': 'seed (ImageNet remap)', 'width': 'width-scaled seed', 'expansion': 'expansion-scaled seed',
+          'searched': 'searched', 'fna': 'FNA RetinaNet arch', 'random': 'random at the seed cost',
+          'init': 'seed (random init)'}
 _NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_.-]*$')
 
 
@@ -297,6 +300,7 @@ def study_arch(path: Path, make: Callable[[], Arch], header: str = '') -> Arch:
 
 
 def plan_models(space: SearchSpace, out: Path, seeds: int = 4, width_mults: Sequence[float] = (),
+                expansions: Sequence[int] = (),
                 searched: Sequence[tuple[str, Path | None]] = (), random_count: int = 5, random_seed: int = 0,
                 seed_weights: str = SEED_WEIGHTS, table: str | os.PathLike | None = None) -> list[Model]:
     """The study's models in their order of work, their archs read from `<out>/<family archs>/archs` (`study/archs`
@@ -307,6 +311,7 @@ def plan_models(space: SearchSpace, out: Path, seeds: int = 4, width_mults: Sequ
         out: The results folder.
         seeds: Retrain seeds of the compared models (0..seeds-1).
         width_mults: Width multipliers of the width-scaled seeds.
+        expansions: Expansion ratios of the expansion-scaled seeds.
         searched: (name, arch file or None for the committed one) of each searched arch.
         random_count: Random archs.
         random_seed: Seed of their draws.
@@ -330,6 +335,11 @@ def plan_models(space: SearchSpace, out: Path, seeds: int = 4, width_mults: Sequ
         name = f'seed_w{m:.2f}'
         add(name, GROUPS['width'], study_arch(archs / f'{name}.yaml', lambda m=m: space.scaled_seed(m),
                                               f'{name}: SearchSpace.scaled_seed({m})'), seed_weights, every)
+    for e in expansions:
+        name = f'seed_e{e}'
+        add(name, GROUPS['expansion'],
+            study_arch(archs / f'{name}.yaml', lambda e=e: space.derive(space.expansion_seed_path(e)),
+                       f'{name}: SearchSpace.expansion_seed_path({e})'), seed_weights, every)
     for name, path in searched:
         file = archs / f'{name}.yaml'
         if path is None or not path.is_file():
@@ -637,16 +647,19 @@ def summarize(models: Sequence[Model], rows: Sequence[dict[str, Any]],
 
 def comparisons(models: Sequence[Model], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """AP50 differences (percentage points) paired by retrain seed: each searched arch vs the seed and vs each
-    width-scaled seed, each width-scaled seed vs the seed, the FNA RetinaNet arch vs the seed.
+    width- or expansion-scaled seed, each scaled seed vs the seed, each expansion-scaled seed vs each width-scaled
+    seed, the FNA RetinaNet arch vs the seed.
 
     Args:
         models: The study's models.
         rows: The retrain rows (`load_rows`).
     """
     per = {m.name: {r['retrain_seed']: 100 * r['AP50'] for r in rows if r['name'] == m.name} for m in models}
-    names = {g: [m.name for m in models if m.group == GROUPS[g]] for g in ('searched', 'width', 'fna')}
-    pairs = [(s, b) for s in names['searched'] for b in ['seed', *names['width']]]
-    pairs += [(w, 'seed') for w in names['width']] + [(f, 'seed') for f in names['fna']]
+    names = {g: [m.name for m in models if m.group == GROUPS[g]] for g in ('searched', 'width', 'expansion', 'fna')}
+    scaled = names['width'] + names['expansion']
+    pairs = [(s, b) for s in names['searched'] for b in ['seed', *scaled]]
+    pairs += [(w, 'seed') for w in scaled] + [(e, w) for e in names['expansion'] for w in names['width']]
+    pairs += [(f, 'seed') for f in names['fna']]
     return [{'a': a, 'b': b, 'metric': 'AP50', **paired_difference(per[a], per[b])} for a, b in pairs]
 
 
@@ -992,6 +1005,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--seeds', type=int, default=4, help='retrain seeds of the compared models (default 4)')
     p.add_argument('--width-mults', nargs='+', type=float, default=[], metavar='M',
                    help='width multipliers of the width-scaled seeds (seed_w<M>)')
+    p.add_argument('--expansions', nargs='+', type=int, default=[], metavar='E',
+                   help="expansion ratios of the expansion-scaled seeds (seed_e<E>: every layer's expansion E where "
+                        "the space has that op, the seed's widths)")
     p.add_argument('--searched', nargs='+', action='extend', default=[], metavar='NAME=ARCH',
                    help="searched archs (a search's arch.yaml); NAME alone: the committed study/archs/NAME.yaml")
     p.add_argument('--random', type=int, default=5, help='random archs at the seed cost (default 5)')
@@ -1038,6 +1054,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f'--only-seeds {args.only_seeds}; expected retrain seeds from 0 to {args.seeds - 1}')
     if any(not m > 0 for m in args.width_mults) or len({f'{m:.2f}' for m in args.width_mults}) < len(args.width_mults):
         p.error(f'--width-mults {args.width_mults}; expected distinct positive multipliers (two decimals)')
+    if any(e < 1 for e in args.expansions) or len(set(args.expansions)) < len(args.expansions):
+        p.error(f'--expansions {args.expansions}; expected distinct integers >= 1')
     if args.table and not Path(args.table).is_file():
         p.error(f'--table {args.table!r} does not exist; expected a latency table file')
     if args.fidelity and not (Path(args.fidelity) / 'last.pth').is_file():
@@ -1049,7 +1067,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f'--set: {e}')
     out = Path(args.out) if args.out else ROOT / 'benchmarks' / 'results' / machine_slug()
     try:
-        models = plan_models(study_space(), out, args.seeds, args.width_mults, searched, args.random,
+        models = plan_models(study_space(), out, args.seeds, args.width_mults, args.expansions, searched, args.random,
                              args.random_seed, args.seed_weights, args.table)
     except (ValueError, FileNotFoundError) as e:
         p.error(str(e))

@@ -111,6 +111,15 @@ def test_plan_width_scaled_searched_and_committed_archs(space, tmp_path, capsys)
     again = study.plan_models(space, out, seeds=3, width_mults=[0.75, 0.5], searched=[('same', None)],
                               random_count=2, random_seed=5)
     assert [(m.name, m.arch) for m in again] == [(m.name, m.arch) for m in models]
+    # an expansion-scaled seed joins the scaled seeds: compared with the seed and with each width-scaled seed
+    thin = study.plan_models(space, out, seeds=3, width_mults=[0.75], expansions=[3], random_count=0)
+    assert [m.name for m in thin][:3] == ['seed', 'seed_w0.75', 'seed_e3']
+    assert thin[2].arch == space.derive(space.expansion_seed_path(3)) and thin[2].group == 'expansion-scaled seed'
+    rows = [{'name': m.name, 'retrain_seed': k, 'AP50': 0.1 + 0.01 * i + 0.001 * k}
+            for i, m in enumerate(thin) for k in range(3)]
+    pairs = {(c['a'], c['b']): c for c in study.comparisons(thin, rows)}
+    assert {('seed_e3', 'seed'), ('seed_e3', 'seed_w0.75'), ('seed_w0.75', 'seed')} <= set(pairs)
+    assert pairs[('seed_e3', 'seed_w0.75')]['mean'] == pytest.approx(1.0)
     # a searched arch that differs from its committed file is refused, in one line
     other = tmp_path / 'other.yaml'
     space.scaled_seed(0.75).save(other)
@@ -122,6 +131,7 @@ def test_plan_width_scaled_searched_and_committed_archs(space, tmp_path, capsys)
     for bad, message in ((['--searched', 'seed=x.yaml'], 'is a name of the study'),
                          (['--searched', f'new={tmp_path / "missing.yaml"}'], 'there is no committed'),
                          (['--width-mults', '0'], 'expected distinct positive'), (['--seeds', '0'], '--seeds is 0'),
+                         (['--expansions', '3', '3'], '--expansions [3, 3]; expected distinct integers >= 1'),
                          (['--only-seeds', '4'], '--only-seeds [4]; expected retrain seeds from 0 to 3'),
                          (['--name', 'Other'], "--name 'Other'; expected 'study' followed by"),
                          (['--recipe', 'configs/missing.yaml'], 'is not a config file under the repository')):

@@ -43,6 +43,21 @@ def test_seed_path_derives_the_seed_and_path_of_inverts_derive():
         space.scaled_seed(0)
 
 
+def test_expansion_seed_thins_every_layer_and_keeps_depth_and_widths():
+    space = space_of()
+    seed = space.derive(space.seed_path())
+    thin = space.derive(space.expansion_seed_path(3))
+    assert [s.out_chs for s in thin.stages] == [s.out_chs for s in seed.stages]
+    assert [[o.kernel for o in s.layers] for s in thin.stages] == [[o.kernel for o in s.layers] for s in seed.stages]
+    # the fixed first stage (e1) is not searched; every searchable layer of the seed (e6) becomes e3
+    assert [o.expansion for s in thin.stages[1:] for o in s.layers] == [3] * 16
+    assert thin.stages[0] == seed.stages[0] and space.path_of(thin) == space.expansion_seed_path(3)
+    assert space.expansion_seed_path(6) == space.seed_path()
+    assert space.expansion_seed_path(4) == space.seed_path()  # no e4 op in the space: the seed's choice stays
+    with pytest.raises(ValueError, match='expansion ratio is 0; expected an integer >= 1'):
+        space.expansion_seed_path(0)
+
+
 def test_seed_prior_starts_the_search_at_the_seed():
     space = space_of()
     net = SuperNet(space)

@@ -253,6 +253,27 @@ class SearchSpace:
                   for st in self.stages]
         return self.derive(self.seed_path(), widths)
 
+    def expansion_seed_path(self, expansion: int) -> ArchPath:
+        """The seed's path with every layer's expansion ratio set to `expansion` where the space has that op (the
+        same kernel), at the seed's widths: the expansion-scaled seed, the other baseline a user picks without
+        search (thinner blocks instead of narrower stages). Skips and layers without such a candidate keep the
+        seed's choice.
+
+        Args:
+            expansion: Expansion ratio (>= 1), e.g. 3 for the seed's 6.
+        """
+        if not (isinstance(expansion, int) and expansion >= 1):
+            raise ValueError(f'expansion ratio is {expansion!r}; expected an integer >= 1')
+        seed = self.seed_path()
+        ops = []
+        for st, chosen in zip(self.stages, seed.ops):
+            row = []
+            for slot, i in zip(st.slots, chosen):
+                want = SKIP if slot[i] == SKIP else Op(Op.parse(slot[i]).kernel, expansion).name
+                row.append(slot.index(want) if want in slot else i)
+            ops.append(tuple(row))
+        return ArchPath(tuple(ops), seed.widths)
+
     def max_path_arch(self, path: ArchPath) -> Arch:
         """The path's ops at every stage's largest width (the super network's weights of that path)."""
         return self.derive(path, [st.max_width for st in self.stages])
