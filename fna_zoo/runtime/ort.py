@@ -22,7 +22,7 @@ from ..onnxgraph import quant as _quant
 if TYPE_CHECKING:
     import onnxruntime
 
-__all__ = ['ort_session', 'session_record', 'bind_io']
+__all__ = ['ort_session', 'session_options', 'session_record', 'bind_io']
 
 _logger = logging.getLogger(__name__)
 
@@ -44,6 +44,28 @@ def _provider(device: str) -> str:
     return 'CPUExecutionProvider' if _cuda_index(device) is None else 'CUDAExecutionProvider'
 
 
+def session_options(threads: int | None = None) -> 'onnxruntime.SessionOptions':
+    """The one recipe's session options (`ort_session`; a caller may add to them, e.g. the profiler).
+
+    Args:
+        threads: Intra-op threads (None or 0: onnxruntime's default, the physical cores).
+    """
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)  # errors only: the optimiser's notes on unused initializers are noise
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    # NOTE: idle intra-op threads block instead of spinning: a spinning pool keeps its cores busy after each run,
+    # which slows whatever runs next (the next part, another session timed in alternation, other users of a
+    # shared machine) and so skews sums of separately timed parts.
+    opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    return opts
+
+
 def ort_session(model: str | os.PathLike | bytes, threads: int | None = None,
                 device: str = 'cpu') -> 'onnxruntime.InferenceSession':
     """An onnxruntime session made by the one recipe (see `session_record` for what it records).
@@ -61,17 +83,7 @@ def ort_session(model: str | os.PathLike | bytes, threads: int | None = None,
     """
     import onnxruntime as ort
 
-    ort.set_default_logger_severity(3)  # errors only: the optimiser's notes on unused initializers are noise
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.inter_op_num_threads = 1
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-    # NOTE: idle intra-op threads block instead of spinning: a spinning pool keeps its cores busy after each run,
-    # which slows whatever runs next (the next part, another session timed in alternation, other users of a
-    # shared machine) and so skews sums of separately timed parts.
-    opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    opts = session_options(threads)
     index = _cuda_index(device)
     providers: list[Any] = ['CPUExecutionProvider']
     if index is not None:
