@@ -46,13 +46,18 @@ CONV_KINDS = (('conv_stem', 'stem'), ('conv_dw', 'depthwise'), ('conv_pwl', 'pro
 def _variant_args(name: str, model: Any) -> dict[str, Any]:
     """quantize_int8 keyword arguments of a variant."""
     convs = [n for n in model.graph.node if n.op_type == 'Conv']
-    if name == 'int8_stem_float':
-        return {'exclude': [n.name for n in convs if '/conv_stem/' in n.name]}
     if name == 'int8_per_tensor':
         return {'per_channel': False}
-    if name == 'int8_dw_float':
-        return {'exclude': [n.name for n in convs if any(a.name == 'group' and a.i > 1 for a in n.attribute)]}
-    raise ValueError(f'unknown variant {name!r}')
+    if name == 'int8_stem_float':
+        kept = [n.name for n in convs if '/conv_stem/' in n.name]
+    elif name == 'int8_dw_float':
+        kept = [n.name for n in convs if any(a.name == 'group' and a.i > 1 for a in n.attribute)]
+    else:
+        raise ValueError(f'unknown variant {name!r}')
+    if not kept:  # NOTE: an empty list would make the variant the plain INT8 file under another name
+        raise ValueError(f'variant {name!r} keeps no convolution float in this model; expected a timm backbone '
+                         'with a conv_stem and depthwise convolutions')
+    return {'exclude': kept}
 
 
 def _part(node: str) -> str:
@@ -72,12 +77,14 @@ def profile(net: bytes, x: np.ndarray, threads: int, runs: int) -> dict[str, dic
         opts.profile_file_prefix = str(Path(tmp) / 'profile')
         sess = ort.InferenceSession(net, opts, providers=['CPUExecutionProvider'])
         feed = {sess.get_inputs()[0].name: x}
-        for _ in range(runs):
+        for _ in range(runs + 1):
             sess.run(None, feed)
         events = json.loads(Path(sess.end_profiling()).read_text())
+    # NOTE: the first run is a warm-up (one-time allocations and kernel preparation): its node events are dropped
+    first_end = min(e['ts'] + e['dur'] for e in events if e.get('name') == 'model_run')
     out: dict[str, collections.Counter] = {k: collections.Counter() for k in ('part', 'op', 'backbone conv')}
     for e in events:
-        if e.get('cat') != 'Node' or not e['name'].endswith('_kernel_time'):
+        if e.get('cat') != 'Node' or not e['name'].endswith('_kernel_time') or e['ts'] < first_end:
             continue
         name, op, ms = e['name'], e['args']['op_name'], e['dur'] / 1000 / runs
         out['part'][_part(name)] += ms

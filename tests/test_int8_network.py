@@ -40,6 +40,9 @@ def test_variants_keep_the_named_convolutions_float(tiny):
     assert bench._variant_args('int8_per_tensor', model) == {'per_channel': False}
     with pytest.raises(ValueError, match="unknown variant 'int4'"):
         bench._variant_args('int4', model)
+    plain = onnx.load_from_string(onnx_bytes(torch.nn.Conv2d(3, 4, 1).eval(), [torch.rand(1, 3, 8, 8)]))
+    with pytest.raises(ValueError, match="variant 'int8_dw_float' keeps no convolution float in this model"):
+        bench._variant_args('int8_dw_float', plain)
 
 
 def test_profile_splits_the_node_time_by_part_and_op(tiny):

@@ -53,9 +53,11 @@ def test_expansion_seed_thins_every_layer_and_keeps_depth_and_widths():
     assert [o.expansion for s in thin.stages[1:] for o in s.layers] == [3] * 16
     assert thin.stages[0] == seed.stages[0] and space.path_of(thin) == space.expansion_seed_path(3)
     assert space.expansion_seed_path(6) == space.seed_path()
-    assert space.expansion_seed_path(4) == space.seed_path()  # no e4 op in the space: the seed's choice stays
-    with pytest.raises(ValueError, match='expansion ratio is 0; expected an integer >= 1'):
-        space.expansion_seed_path(0)
+    with pytest.raises(ValueError, match='expansion ratio 4 is not in the search space'):
+        space.expansion_seed_path(4)
+    for bad in (0, True, 3.0):
+        with pytest.raises(ValueError, match=f'expansion ratio is {bad!r}; expected an integer >= 1'):
+            space.expansion_seed_path(bad)
 
 
 def test_seed_prior_starts_the_search_at_the_seed():

@@ -281,7 +281,7 @@ def kept_float_of(path: str | os.PathLike) -> list[str]:
     """
     import json
 
-    if Path(path).suffix == '.xml':
+    if Path(path).suffix.lower() == '.xml':
         from ..runtime.openvino import metadata, read_model
 
         meta = metadata(read_model(path))

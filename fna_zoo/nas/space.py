@@ -257,13 +257,17 @@ class SearchSpace:
         """The seed's path with every layer's expansion ratio set to `expansion` where the space has that op (the
         same kernel), at the seed's widths: the expansion-scaled seed, the other baseline a user picks without
         search (thinner blocks instead of narrower stages). Skips and layers without such a candidate keep the
-        seed's choice.
+        seed's choice; the widths are the seed path's (the candidate widths nearest the seed's).
 
         Args:
             expansion: Expansion ratio (>= 1), e.g. 3 for the seed's 6.
         """
-        if not (isinstance(expansion, int) and expansion >= 1):
+        if isinstance(expansion, bool) or not (isinstance(expansion, int) and expansion >= 1):
             raise ValueError(f'expansion ratio is {expansion!r}; expected an integer >= 1')
+        if not any(name != SKIP and Op.parse(name).expansion == expansion
+                   for st in self.stages for slot in st.slots for name in slot):
+            raise ValueError(f'expansion ratio {expansion} is not in the search space; expected one of its ops\' '
+                             'expansions')
         seed = self.seed_path()
         ops = []
         for st, chosen in zip(self.stages, seed.ops):
