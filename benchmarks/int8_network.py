@@ -87,9 +87,10 @@ def profile(net: bytes, x: np.ndarray, threads: int, runs: int) -> dict[str, dic
         if e.get('cat') != 'Node' or not e['name'].endswith('_kernel_time') or e['ts'] < first_end:
             continue
         name, op, ms = e['name'], e['args']['op_name'], e['dur'] / 1000 / runs
-        out['part'][_part(name)] += ms
+        part = _part(name)
+        out['part'][part] += ms
         out['op'][op] += ms
-        if _part(name) == 'backbone' and 'Conv' in op:
+        if part == 'backbone' and 'Conv' in op:
             # NOTE: names of the INT8 graph keep their module scope; the fp32 graph's NCHWc fusion renames its
             # convolutions after their activation, so this split is the INT8 file's only
             out['backbone conv'][next((k for s, k in CONV_KINDS if f'/{s}/' in name), 'other')] += ms
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from fna_zoo.export import quantize
     from fna_zoo.runtime.machine import machine_info, machine_slug
     from fna_zoo.runtime.ort import ort_session
+    from fna_zoo.runtime.preprocess import input_spec
     from fna_zoo.runtime.timing import paired_ratio, time_interleaved
 
     import onnx
@@ -124,9 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix='int8_network_') as tmp:
         fp32 = export(args.checkpoint, 'onnx', output=Path(tmp) / 'det.onnx', gate=False, report=print)['onnx'].path
         model = onnx.load(str(fp32))
-        meta = {m.key: m.value for m in model.metadata_props}
-        size = tuple(int(v) for v in meta['input_size'].split(','))
-        resize, mean = meta['resize'], json.loads(meta['mean'])
+        spec = input_spec({m.key: m.value for m in model.metadata_props})
+        size, resize, mean = spec.size, spec.resize, list(spec.mean)
         batches = quantize.calibration_batches(quantize.calibration_images(ckpt.config, args.calib_images), size,
                                                resize, mean)
         # NOTE: `int8` is what fna-export writes (`write_onnx_int8`: quantize_int8's defaults, these batches)

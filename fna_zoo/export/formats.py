@@ -444,7 +444,8 @@ def _openvino_ap_gate(job: Job, fmt: Format, src: Path, dst: Path) -> GateResult
 
         def metric(compiled: Any, items: list[int]) -> tuple[float | None, list[list[np.ndarray]]]:
             run = outputs_of(compiled)
-            if items != list(range(len(inputs))):  # NOTE: NNCF scores the whole gate set only; a part has no AP
+            # NOTE: NNCF scores the whole gate set only (in any order); a part has no AP
+            if sorted(items) != list(range(len(inputs))):
                 return None, [run(inputs[i]) for i in items]
             raw: list[list[np.ndarray]] = []  # the AP's own pass over the images, in order, gives their outputs
 
@@ -452,7 +453,8 @@ def _openvino_ap_gate(job: Job, fmt: Format, src: Path, dst: Path) -> GateResult
                 raw.append(run(x))
                 return raw[-1]
 
-            return ap_of(record)['AP'], raw
+            ap = ap_of(record)['AP']
+            return ap, [raw[i] for i in items]
 
         try:
             _write_ir(job, fmt, dst, AccuracyControl(inputs, metric, s.ap_drop_max, frozenset(plain)))
