@@ -10,8 +10,10 @@ seeded), adds any `--arch` files (e.g. derived archs of searches), builds each w
 the module the table predicts: stem, blocks, head conv) on the table's runtime and thread count, and times
 them interleaved (round after round, all archs once per round, `fna_zoo.runtime.timing.time_interleaved`), so
 background load on a shared machine hits every arch alike. Prints per arch: MAdds, predicted ms (the
-table's `CostTable.of_path`, the latency objective at one-hot probabilities), measured median ms and the
-error; then the mean absolute percentage error (MAPE) and the rank correlation over the random archs.
+table's `CostTable.of_path`, the latency objective at one-hot probabilities, calibrated when the table is),
+measured median ms and the error; then the mean absolute percentage error (MAPE) and the rank correlation over
+the random archs. With `--ratio-to`, every arch's measured ratio to that arch beside the table's predicted ratio
+and the plain sum of parts' (without the table's calibration).
 
 On a shared machine the table and the whole networks are timed at different moments under different
 background load; `--fresh-parts` separates that drift from the method's own error: per arch, its whole
@@ -63,8 +65,10 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def fresh_parts(space: SearchSpace, size: tuple, runtime, rows: list, image: torch.Tensor, args) -> None:
-    """Per arch: its whole backbone and its parts (and the overhead probe) timed in alternation."""
+def fresh_parts(space: SearchSpace, size: tuple, runtime, rows: list, image: torch.Tensor, args,
+                calibration: dict | None) -> None:
+    """Per arch: its whole backbone and its parts (and the overhead probe) timed in alternation; the parts summed
+    by the table's rule (its calibration included), so the error compares with the table's own."""
     plan = table_plan(space, size)
     print(f"{'arch':>40} {'whole ms':>9} {'parts ms':>9} {'err %':>7}")
     for r in rows:
@@ -82,6 +86,8 @@ def fresh_parts(space: SearchSpace, size: tuple, runtime, rows: list, image: tor
         med = dict(zip(['whole'] + unique, (1000 * float(np.median(t)) for t in times)))
         fresh = {k: {'ms': v} for k, v in med.items()}
         parts = sum(part_ms(fresh, plan, k) for k in keys)  # the table's rule on the fresh timings
+        if calibration:
+            parts = calibration['scale'] * parts + calibration['offset_ms']
         r.update(fresh_whole=med['whole'], fresh_parts=parts,
                  fresh_error_pct=100 * (parts - med['whole']) / med['whole'])
         print(f"{r['name'][-40:]:>40} {med['whole']:9.2f} {parts:9.2f} {r['fresh_error_pct']:+7.1f}")
@@ -108,6 +114,7 @@ def main(argv=None) -> dict:
     meta = load_table_file(args.table)
     size = tuple(meta['input_size'])
     table = latency_table(space, size, args.table)
+    raw = latency_table(space, size, args.table, calibrated=False)   # the plain sum of parts
     runtime = get_runtime(meta['runtime']['name'], meta['runtime']['threads'],
                           str(meta['runtime'].get('device') or 'cpu').split(' ', 1)[0])
     g = torch.Generator().manual_seed(args.seed)
@@ -118,7 +125,8 @@ def main(argv=None) -> dict:
     with runtime.active():
         for r in rows:
             arch = space.derive(r['path'])
-            r.update(arch=arch.to_fna_string(), madds=count_arch(arch, size).madds, predicted=table.of_path(r['path']))
+            r.update(arch=arch.to_fna_string(), madds=count_arch(arch, size).madds, predicted=table.of_path(r['path']),
+                     predicted_sum=raw.of_path(r['path']))
             runners.append(runtime.prepare(arch_module(arch), [image]))
         times = time_interleaved([x.fn for x in runners], warmup=args.warmup, runs=args.rounds,
                                  sync=runners[-1].sync)
@@ -134,22 +142,37 @@ def main(argv=None) -> dict:
               f"{r['iqr']:7.2f} {r['error_pct']:+7.1f}")
     if args.ratio_to:
         ref = [r['name'] for r in rows].index(args.ratio_to)
+        print(f"ratio to {args.ratio_to}: measured (median of per-round ratios, p10-p90), predicted by the table, "
+              'and by the plain sum of parts (without the calibration)')
         for r, t in zip(rows, times):
             q = paired_ratio(t, times[ref])
-            r['ratio_to_ref'] = q
-            print(f"{r['name'][-40:]:>40} / {args.ratio_to}: {q['ratio']:.3f} (p10 {q['p10']:.3f}, p90 {q['p90']:.3f})")
+            r.update(ratio_to_ref=q, predicted_ratio=r['predicted'] / rows[ref]['predicted'],
+                     predicted_sum_ratio=r['predicted_sum'] / rows[ref]['predicted_sum'])
+            print(f"{r['name'][-40:]:>40}: {q['ratio']:.3f} ({q['p10']:.3f}-{q['p90']:.3f}); table "
+                  f"{r['predicted_ratio']:.3f} ({r['predicted_ratio'] - q['ratio']:+.3f}); sum "
+                  f"{r['predicted_sum_ratio']:.3f} ({r['predicted_sum_ratio'] - q['ratio']:+.3f})")
+        others = [r for i, r in enumerate(rows) if i != ref]
+        if others:
+            worst = lambda k: max(abs(r[k] - r['ratio_to_ref']['ratio']) for r in others)  # noqa: E731
+            summary_ratio = {'max_abs_ratio_error': worst('predicted_ratio'),
+                             'max_abs_ratio_error_sum': worst('predicted_sum_ratio')}
+            print(f"largest ratio error: table {summary_ratio['max_abs_ratio_error']:.3f}, plain sum "
+                  f"{summary_ratio['max_abs_ratio_error_sum']:.3f}")
     if args.fresh_parts:
-        fresh_parts(space, size, runtime, rows, image, args)
+        fresh_parts(space, size, runtime, rows, image, args, meta.get('calibration'))
     rnd = [r for r in rows if r['name'].startswith('random')]
     summary: dict = {'runtime': meta['runtime'], 'input_size': list(size), 'rounds': args.rounds,
-                     'loadavg_1m': os.getloadavg()[0]}
+                     'loadavg_1m': os.getloadavg()[0], 'calibrated': 'calibration' in meta}
+    if args.ratio_to and len(rows) > 1:
+        summary.update(summary_ratio)
     if rnd:
         err = np.array([r['error_pct'] for r in rnd])
         pred, meas = np.array([r['predicted'] for r in rnd]), np.array([r['measured'] for r in rnd])
         summary.update(mape=float(np.abs(err).mean()), mean_error=float(err.mean()),
                        max_abs_error=float(np.abs(err).max()), spearman=spearman(pred, meas) if len(rnd) > 2 else None)
+        rho = 'n/a (fewer than 3)' if summary['spearman'] is None else f"{summary['spearman']:.3f}"
         print(f"random archs: MAPE {summary['mape']:.1f}% (mean signed {summary['mean_error']:+.1f}%, max "
-              f"{summary['max_abs_error']:.1f}%), Spearman rank correlation {summary['spearman']:.3f}")
+              f"{summary['max_abs_error']:.1f}%), Spearman rank correlation {rho}")
         if args.fresh_parts:
             ferr = np.array([r['fresh_error_pct'] for r in rnd])
             summary.update(fresh_mape=float(np.abs(ferr).mean()), fresh_mean_error=float(ferr.mean()))

@@ -4,12 +4,14 @@ hinge, the search summary and the command line. Timing values are never asserted
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from fna_zoo import load_arch
 from fna_zoo.runtime.timing import stats_from_times
@@ -50,13 +52,14 @@ def ort_table(tmp_path_factory):
     """A real onnxruntime table of the tiny space (1 warm-up, 2 timed runs per part)."""
     path = tmp_path_factory.mktemp('lat') / 'tiny.json'
     data = lat.build_latency_table(tiny_space(), SIZE, get_runtime('onnxruntime', 1), path, warmup=1, repeats=2,
-                                   progress=False)
+                                   progress=False, calibration_random=2, calibration_rounds=3, passes=2)
     return path, data
 
 
-def prediction(data: dict, arch, size=SIZE, fixed: int = 5) -> float:
+def prediction(data: dict, arch, size=SIZE, fixed: int = 5, calibrated: bool = True) -> float:
     """The table's latency of an arch, summed layer by layer from the file (independently of `CostTable`):
-    the stem as timed, then every block and the head conv minus the overhead and their input's boundary."""
+    the stem as timed, then every block and the head conv minus the overhead and their input's boundary; times
+    the calibration's scale plus its offset when the table has one."""
     e = data['entries']
     overhead = e['overhead']['ms']
 
@@ -72,7 +75,8 @@ def prediction(data: dict, arch, size=SIZE, fixed: int = 5) -> float:
         hw = tuple((v + 1) // 2 for v in hw) if stride == 2 else hw
     if arch.head_chs:
         total += part(f'head|{arch.out_chs}>{arch.head_chs}|{hw[0]}x{hw[1]}', arch.out_chs, hw)
-    return total
+    cal = data.get('calibration') if calibrated else None
+    return total * cal['scale'] + cal['offset_ms'] if cal else total
 
 
 def random_paths(space: SearchSpace, n: int, seed: int = 0):
@@ -96,7 +100,9 @@ def test_table_builds_and_round_trips(ort_table):
     assert saved['machine']['cpu_model'] and saved['space'] == lat.space_fingerprint(space)
     plan = lat.table_plan(space, SIZE)
     assert set(saved['entries']) == set(plan.parts)
-    assert all(v['ms'] > 0 and v['n'] == 2 for v in saved['entries'].values())
+    assert all(v['ms'] > 0 and v['n'] == 2 and len(v['passes']) == 2 for v in saved['entries'].values())
+    assert all(v['ms'] == pytest.approx(sum(v['passes']) / 2, abs=1e-5) for v in saved['entries'].values())
+    assert saved['measurement']['passes'] == 2
     # shared measurements: stage 5's later slots read the same blocks, and so does stage 6's first slot where it
     # is the same (op, 160, 160, stride 1, 2x2) block: 14 blocks serve 20 cells; plus 2 probes for each of the
     # 3 input shapes of blocks (96x4x4, 80x2x2, 160x2x2), the stem and the overhead
@@ -132,6 +138,59 @@ def test_one_hot_expectation_is_the_table_prediction(ort_table, tmp_path, monkey
         arch = ssd.derive(p)
         assert arch.head_chs == 1280
         assert ssd_table.of_path(p) == pytest.approx(prediction(ssd_data, arch, (96, 64)), rel=1e-9, abs=1e-12)
+
+
+def test_the_table_is_calibrated_on_whole_backbones(ort_table):
+    path, data = ort_table
+    space = tiny_space()
+    cal = json.loads(path.read_text())['calibration']
+    named = lat.calibration_paths(space, random_count=2)
+    # the seed, the seed at width 0.5 (at 1.0 it is the seed: dropped), then the random draws, no path twice
+    assert [n for n, _ in named][:2] == ['seed', 'seed_width0'] and len({p for _, p in named}) == len(named)
+    assert named[1][1].ops == space.seed_path().ops and named[1][1].widths == (0, 0)
+    assert [a['name'] for a in cal['archs']] == [n for n, _ in named]
+    assert [a['arch'] for a in cal['archs']] == [space.derive(p).to_fna_string() for _, p in named]
+    assert cal['scale'] > 0 and cal['fit'] in ('affine', 'scale') and cal['rounds'] == 3
+    raw = lat.latency_table(space, SIZE, path, calibrated=False)
+    table = lat.latency_table(space, SIZE, path)
+    for a, (_, p) in zip(cal['archs'], named):
+        assert a['measured_ms'] > 0 and raw.of_path(p) == pytest.approx(a['sum_ms'], abs=1e-4)
+        assert a['calibrated_ms'] == pytest.approx(cal['scale'] * a['sum_ms'] + cal['offset_ms'], abs=1e-3)
+        assert table.of_path(p) == pytest.approx(cal['scale'] * raw.of_path(p) + cal['offset_ms'], rel=1e-9)
+        assert table.of_path(p) == pytest.approx(prediction(data, space.derive(p)), rel=1e-9)
+        assert raw.of_path(p) == pytest.approx(prediction(data, space.derive(p), calibrated=False), rel=1e-9)
+
+
+def test_the_calibration_fit_recovers_an_affine_law_and_refuses_a_bad_one():
+    import numpy as np
+
+    sums = np.array([1.0, 2.0, 3.0, 5.0])
+    scale, offset, how = lat._fit(sums, 0.8 * sums + 0.5, fixed=0.5)
+    assert (scale, offset, how) == (pytest.approx(0.8), pytest.approx(0.5), 'affine')
+    # sums that do not spread, or too few backbones to fit two numbers through their noise: a scale alone (the
+    # least-squares one in relative error)
+    assert lat._fit(np.array([2.0, 2.0, 2.0, 2.0]), np.full(4, 3.0), fixed=1.0) == (pytest.approx(1.5), 0.0, 'scale')
+    assert lat._fit(sums[:3], 0.8 * sums[:3] + 0.5, fixed=0.5)[2] == 'scale'
+    # an offset that would make the fixed parts (in every network) cost less than half or more than twice their
+    # plain cost: a scale alone
+    for measured, fixed in ((2.0 * sums - 1.0, 0.4), (sums + 3.0, 1.0)):
+        scale, offset, how = lat._fit(sums, measured, fixed=fixed)
+        r = sums / measured
+        assert (offset, how) == (0.0, 'scale') and scale == pytest.approx(r.sum() / (r * r).sum())
+    # noisy backbones: the fit is never worse, in relative error, than the plain sum or the scale alone
+    rng, affine = np.random.default_rng(0), 0
+    for _ in range(20):
+        sums = rng.uniform(5.0, 25.0, 8)
+        measured = (0.9 * sums + 0.6) * rng.uniform(0.95, 1.05, 8)
+        scale, offset, how = lat._fit(sums, measured, fixed=4.0)
+        rel = lambda pred: float((((pred - measured) / measured) ** 2).sum())  # noqa: E731
+        r = sums / measured
+        if how == 'affine':
+            affine += 1
+            assert rel(scale * sums + offset) <= min(rel(sums), rel(r.sum() / (r * r).sum() * sums))
+        else:  # refused only for an offset outside the band
+            assert not 2.0 <= scale * 4.0 + offset <= 8.0 or scale <= 0
+    assert affine >= 15
 
 
 def test_gradients_reach_the_probabilities_and_the_target_hinge(ort_table):
@@ -205,7 +264,8 @@ def test_a_table_with_old_runtime_names_still_loads_and_resumes(ort_table, tmp_p
         lat.latency_table(space, SIZE, old_path, 'torch-cuda')
     calls: list = []
     monkeypatch.setattr(lat, 'measure_module', fake_measure(calls))
-    again = lat.build_latency_table(space, SIZE, get_runtime('onnxruntime', 1), old_path, progress=False)
+    monkeypatch.setattr(lat, 'calibrate_table', lambda *a, **k: calls.append('calibration'))
+    again = lat.build_latency_table(space, SIZE, get_runtime('onnxruntime', 1), old_path, progress=False, passes=2)
     assert calls == [] and again['runtime']['name'] == 'onnxruntime'
     assert again['runtime']['options'] == data['runtime']['options'] and again['entries'] == data['entries']
 
@@ -239,18 +299,20 @@ def test_resume_measures_only_the_missing_parts(tmp_path, monkeypatch):
 
     monkeypatch.setattr(lat, 'measure_module', killed_after_7)
     with pytest.raises(KeyboardInterrupt):
-        lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, save_every=3, progress=False)
+        lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, save_every=3, progress=False,
+                                passes=1)
     first = json.loads(path.read_text())
-    assert len(first['entries']) == 7 and first['complete'] is False
+    assert len(first['entries']) == 7 and first['complete'] is False and 'calibration' not in first
     with pytest.raises(ValueError, match=r'is incomplete \(7 of 22 parts measured\)'):
         lat.latency_table(space, SIZE, path)
     calls.clear()
     monkeypatch.setattr(lat, 'measure_module', measure)
-    data = lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, save_every=3, progress=False)
-    assert len(calls) == total - 7 and data['complete'] is True
+    data = lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, save_every=3, progress=False,
+                                   passes=1)
+    assert len(calls) == total - 7 and data['complete'] is True and data['calibration']['scale'] > 0
     assert all(data['entries'][k] == v for k, v in first['entries'].items())  # kept, not re-measured
     calls.clear()
-    lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, progress=False)
+    lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, progress=False, passes=1)
     assert calls == []
     # a table of another space or runtime setting is never resumed into (and left as it was)
     before = path.read_bytes()
@@ -259,6 +321,97 @@ def test_resume_measures_only_the_missing_parts(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match='measured with runtime threads 1, this run uses 2'):
         lat.build_latency_table(space, SIZE, get_runtime('onnxruntime', 2), path, progress=False)
     assert path.read_bytes() == before and calls == []
+
+
+def test_passes_in_shuffled_orders_keep_the_median_and_a_one_pass_table_gains_passes(tmp_path, monkeypatch):
+    space, path = tiny_space(), tmp_path / 'p.json'
+    runtime = get_runtime('onnxruntime', 1)
+    keys = list(lat.table_plan(space, SIZE).parts)
+    order: list = []
+    measure = fake_measure([])
+
+    def timed(runtime_, module, inputs, warmup, repeats):
+        order.append(len(order) // len(keys))          # the pass this call belongs to
+        base = measure(runtime_, module, inputs, warmup, repeats)
+        k = (1.0, 3.0, 2.0)[order[-1]]                 # pass 0 x1, pass 1 x3, pass 2 x2: the median is x2
+        return stats_from_times([base.p50 * k / 1000.0] * repeats)
+
+    monkeypatch.setattr(lat, 'measure_module', timed)
+    one = lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, progress=False, passes=1,
+                                  calibrate=False)
+    assert len(order) == len(keys) and all(len(e['passes']) == 1 for e in one['entries'].values())
+    three = lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, progress=False, passes=3,
+                                    calibrate=False)
+    assert len(order) == 3 * len(keys) and three['complete'] and three['measurement']['passes'] == 3
+    for key, e in three['entries'].items():
+        assert len(e['passes']) == 3 and e['passes'][1] == pytest.approx(3 * e['passes'][0], rel=1e-3)
+        assert e['ms'] == pytest.approx(2 * e['passes'][0], rel=1e-3)   # the median of x1, x3, x2
+    # each pass visits every part once, in its own order
+    calls: list = []
+    monkeypatch.setattr(lat, 'measure_module', lambda rt, module, *a: calls.append(module) or measure(rt, module, *a))
+    lat.build_latency_table(space, SIZE, runtime, tmp_path / 'q.json', warmup=0, repeats=1, progress=False, passes=2,
+                            calibrate=False)
+    first, second = calls[:len(keys)], calls[len(keys):]
+    shapes = lambda ms: [tuple(p.shape for p in m.parameters()) for m in ms]  # noqa: E731
+    assert len(second) == len(keys) and sorted(map(str, shapes(first))) == sorted(map(str, shapes(second)))
+    assert shapes(first) != shapes(second)
+    with pytest.raises(ValueError, match='passes is 0; expected an integer >= 1'):
+        lat.build_latency_table(space, SIZE, runtime, tmp_path / 'r.json', passes=0)
+
+
+def test_an_old_one_pass_table_gains_passes_and_a_calibration_and_unfinished_passes_are_refused(tmp_path,
+                                                                                                   monkeypatch, caplog):
+    space, path = tiny_space(), tmp_path / 'old.json'
+    runtime = get_runtime('onnxruntime', 1)
+    calls: list = []
+    monkeypatch.setattr(lat, 'measure_module', fake_measure(calls))
+    lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, progress=False, passes=1, calibrate=False)
+    old = json.loads(path.read_text())  # as written before passes and the calibration: one `ms` per part
+    for e in old['entries'].values():
+        del e['passes']
+    del old['measurement']['passes']
+    path.write_text(json.dumps(old))
+    plain = lat.latency_table(space, SIZE, path)
+    assert all(torch.equal(a, b) for a, b in zip(plain.first, lat.latency_table(space, SIZE, path,
+                                                                                calibrated=False).first))
+    n = len(old['entries'])   # 22: the old table needs passes 2 and 3 of each, one pass after the other
+
+    def killed_in_pass_2(*args):
+        if len(calls) == n + 5:
+            raise KeyboardInterrupt
+        return fake_measure(calls)(*args)
+
+    calls.clear()
+    monkeypatch.setattr(lat, 'measure_module', killed_in_pass_2)
+    with pytest.raises(KeyboardInterrupt):
+        lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, progress=False, passes=3)
+    stopped = json.loads(path.read_text())
+    assert stopped['complete'] is False and 'calibration' not in stopped and stopped['measurement']['passes'] == 3
+    with pytest.raises(ValueError, match=r'is incomplete \(17 of 22 parts have fewer than its 3 passes\); expected a '
+                                         'finished table'):
+        lat.latency_table(space, SIZE, path)
+    # resumed with fewer passes asked: the table keeps its 3, finishes them and is calibrated
+    calls.clear()
+    monkeypatch.setattr(lat, 'measure_module', fake_measure(calls))
+    done = lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, progress=False, passes=1,
+                                   calibration_random=1, calibration_rounds=3)
+    assert len(calls) == 2 * n - (n + 5) and done['complete'] and done['measurement']['passes'] == 3
+    for key, e in done['entries'].items():
+        assert len(e['passes']) == 3 and e['passes'][0] == old['entries'][key]['ms']
+        assert e['ms'] == pytest.approx(sorted(e['passes'])[1])
+    assert done['calibration']['scale'] > 0
+
+    # a calibration that cannot be timed leaves the table usable as the plain sum, with a warning
+    def cannot(*a, **k):
+        raise ValueError("runtime 'x' cannot time this module: no whole backbones here")
+
+    monkeypatch.setattr(lat, 'calibrate_table', cannot)
+    fresh = lat.build_latency_table(space, SIZE, runtime, tmp_path / 'uncal.json', warmup=0, repeats=1,
+                                    progress=False, passes=1)
+    assert fresh['complete'] and 'calibration' not in json.loads((tmp_path / 'uncal.json').read_text())
+    assert "left uncalibrated: the whole backbones could not be timed (runtime 'x' cannot time" in caplog.text
+    assert '--no-calibration' in caplog.text
+    lat.latency_table(space, SIZE, tmp_path / 'uncal.json')
 
 
 def test_search_summary_reports_the_predicted_latency(tmp_path, monkeypatch):
@@ -296,11 +449,31 @@ def cli(argv: list[str], capsys) -> tuple[int, str, str]:
 def test_cli_builds_resumes_and_refuses_bad_input_in_one_line(tmp_path, capsys):
     out = tmp_path / 'cli.json'
     base = ['--set', *TINY_SET, '--input-size', '64', '64', '--threads', '1', '--warmup', '0', '--repeats', '1',
-            '--no-detector', '--no-progress']
-    code, stdout, _ = cli(['--runtime', 'onnxruntime', '--output', str(out), *base], capsys)
+            '--no-detector', '--no-progress', '--passes', '2']
+    code, stdout, _ = cli(['--runtime', 'onnxruntime', '--output', str(out), *base, '--calibration-archs', '1',
+                           '--calibration-rounds', '3'], capsys)
     assert code == 0 and f'latency table: {out}' in stdout and '22 parts (14 blocks)' in stdout
     built = json.loads(out.read_text())
     assert built['complete'] and built['space'] == lat.space_fingerprint(tiny_space())
+    assert re.search(r'calibrated on 3 whole backbones: measured = [0-9.]+ x sum of parts [+-][0-9.]+ ms', stdout)
+    # a finished, calibrated table: rerunning times nothing; --recalibrate times the calibration again
+    calls: list = []
+    real = lat.calibrate_table
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lat, 'calibrate_table', lambda *a, **k: calls.append(1) or real(*a, **k))
+        assert cli(['--runtime', 'onnxruntime', '--output', str(out), *base], capsys)[0] == 0 and calls == []
+        assert json.loads(out.read_text())['calibration'] == built['calibration']
+        assert cli(['--runtime', 'onnxruntime', '--output', str(out), *base, '--recalibrate',
+                    '--calibration-archs', '0', '--calibration-rounds', '3'], capsys)[0] == 0 and calls == [1]
+        again = json.loads(out.read_text())
+        assert [a['name'] for a in again['calibration']['archs']] == ['seed', 'seed_width0']
+        plain = tmp_path / 'plain.json'
+        assert cli(['--runtime', 'onnxruntime', '--output', str(plain), *base, '--no-calibration'], capsys)[0] == 0
+        assert calls == [1] and 'calibration' not in json.loads(plain.read_text())
+        # --no-calibration on a calibrated table drops its calibration: the search then uses the plain sum
+        shutil.copy(out, plain)
+        assert cli(['--runtime', 'onnxruntime', '--output', str(plain), *base, '--no-calibration'], capsys)[0] == 0
+        assert calls == [1] and 'calibration' not in json.loads(plain.read_text())
     before = out.read_bytes()
     bad = tmp_path / 'bad.json'
     for argv, message, target in (
@@ -312,6 +485,12 @@ def test_cli_builds_resumes_and_refuses_bad_input_in_one_line(tmp_path, capsys):
              r"error: output path .*bad.csv' has suffix '.csv'; expected a .json file", tmp_path / 'bad.csv'),
             (['--runtime', 'onnxruntime', '--output', str(bad), *base, '--runs', '0'],
              'error: --runs is 0; expected an integer >= 1', bad),
+            (['--runtime', 'onnxruntime', '--output', str(bad), *base, '--passes', '0'],
+             'error: --passes is 0; expected an integer >= 1', bad),
+            (['--runtime', 'onnxruntime', '--output', str(bad), *base, '--calibration-rounds', '2'],
+             'error: --calibration-rounds is 2; expected an integer >= 3', bad),
+            (['--runtime', 'onnxruntime', '--output', str(bad), *base, '--recalibrate', '--no-calibration'],
+             'error: --recalibrate with --no-calibration; expected one of them', bad),
             (['--runtime', 'onnxruntime', '--output', str(bad), *base, '--set', 'search.space.ops=[k4_e6]'],
              "error: op 'k4_e6' has kernel 4", bad),
             (['--runtime', 'onnxruntime', '--output', str(out), *base, '--input-size', '96', '96'],
@@ -344,3 +523,70 @@ def test_missing_runtime_is_one_line_from_the_script(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: runtime 'tensorrt' needs the tensorrt Python package") and not out.exists()
+
+
+def test_accuracy_benchmark_reports_ratios_of_the_table_and_of_the_plain_sum(ort_table, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location('latency_table_accuracy',
+                                                  ROOT / 'benchmarks' / 'latency_table_accuracy.py')
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path, data = ort_table
+    space = tiny_space()
+    seed = tmp_path / 'seed.yaml'
+    space.derive(space.seed_path()).save(seed)
+    summary = bench.main(['--table', str(path), '--set', *TINY_SET, '--random', '2', '--arch', str(seed),
+                          '--ratio-to', str(seed), '--rounds', '3', '--warmup', '0'])
+    out = capsys.readouterr().out
+    assert summary['calibrated'] is True and 'largest ratio error: table' in out
+    rows = {r['name']: r for r in summary['rows']}
+    assert rows[str(seed)]['predicted_ratio'] == rows[str(seed)]['predicted_sum_ratio'] == 1.0
+    for r in rows.values():
+        arch = space.derive(ArchPath(tuple(map(tuple, r['path'][:-1])), tuple(r['path'][-1])))
+        assert r['predicted_sum'] == pytest.approx(prediction(data, arch, calibrated=False), rel=1e-9)
+        assert r['predicted'] == pytest.approx(prediction(data, arch), rel=1e-9)
+    worst = max(abs(r['predicted_ratio'] - r['ratio_to_ref']['ratio']) for r in rows.values())
+    assert summary['max_abs_ratio_error'] == pytest.approx(worst)
+
+
+def test_ratio_comparison_reads_tables_and_runs_and_refuses_a_run_without_ratios(ort_table, tmp_path, monkeypatch):
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / 'benchmarks'))
+    spec = importlib.util.spec_from_file_location('latency_table_ratios', ROOT / 'benchmarks' / 'latency_table_ratios.py')
+    ratios = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ratios)
+    path, data = ort_table
+    space = tiny_space()
+    monkeypatch.chdir(tmp_path)   # the archs named by relative paths, as the committed runs name them
+    seed, other = Path('seed.yaml'), Path('other.yaml')
+    space.derive(space.seed_path()).save(seed)
+    space.derive(space.width_seed_paths()[0]).save(other)
+    config = tmp_path / 'tiny.yaml'
+    config.write_text(yaml.safe_dump({'detector': 'retinanet', 'search': {'space': TINY}}))
+    runs = []
+    for i in range(2):   # two measured runs, made up: the seed at 1, the other at 0.5 and 0.7
+        rows = [{'name': str(seed), 'ratio_to_ref': {'ratio': 1.0}},
+                {'name': str(other), 'ratio_to_ref': {'ratio': 0.5 + 0.2 * i}},
+                {'name': 'random0', 'ratio_to_ref': {'ratio': 9.0}}]
+        runs.append(tmp_path / f'run{i}.json')
+        runs[-1].write_text(json.dumps({'input_size': list(SIZE), 'rows': rows}))
+    half = json.loads(path.read_text())   # a second table: every part but the stem at half its time
+    for e in half['entries'].values():
+        e['ms'] /= 2
+        e['passes'] = [e['ms']] * 2
+    stem = lat.table_plan(space, SIZE).stem
+    half['entries'][stem] = data['entries'][stem]
+    (tmp_path / 'half.json').write_text(json.dumps(half))
+    out = ratios.main(['--config', str(config), '--tables', str(path), str(tmp_path / 'half.json'),
+                       '--measured', *map(str, runs), '--json', str(tmp_path / 'r.json')])
+    raw = [lat.latency_table(space, SIZE, t, calibrated=False) for t in (path, tmp_path / 'half.json')]
+    want = [t.of_path(space.width_seed_paths()[0]) / t.of_path(space.seed_path()) for t in raw]
+    assert out['measured'][str(other)] == pytest.approx(0.6) and 'random0' not in out['measured']
+    assert [t['predicted'][str(other)] for t in out['tables'][:2]] == pytest.approx(want)
+    assert out['tables'][0]['mean_abs_error'] == pytest.approx(abs(want[0] - 0.6))
+    assert out['tables'][2]['table'] == 'median of the tables' and json.loads((tmp_path / 'r.json').read_text())
+    runs[0].write_text(json.dumps({'input_size': list(SIZE), 'rows': [{'name': str(seed)}]}))
+    with pytest.raises(ValueError, match='has no measured ratios; expected the --json of latency_table_accuracy.py'):
+        ratios.main(['--config', str(config), '--tables', str(path), '--measured', *map(str, runs)])

@@ -69,17 +69,32 @@ def latency_table_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument('--warmup', type=int, default=2, help='untimed runs per part (default 2)')
     p.add_argument('--runs', '--repeats', dest='runs', type=int, default=10,
                    help='timed runs per part; the median is kept (default 10; --repeats is an alias)')
+    p.add_argument('--passes', type=int, default=3, help="passes over all parts, each in its own shuffled order; a "
+                   "part keeps the median of its passes' medians (default 3; rerun with more to add passes)")
     p.add_argument('--save-every', type=int, default=25, help='parts between writes of the file (default 25)')
     p.add_argument('--no-detector', action='store_true', help="skip timing the detector's neck and head "
                    '(information only, not in the objective)')
+    p.add_argument('--no-calibration', action='store_true', help='do not calibrate the finished table on whole '
+                   'backbones (the search then uses the plain sum of parts)')
+    p.add_argument('--recalibrate', action='store_true', help='time the calibration again on a finished table that '
+                   'has one (e.g. after the machine drifted)')
+    p.add_argument('--calibration-archs', type=int, default=6, metavar='N', help='random archs among the '
+                   "calibration's whole backbones, beside the seed at each width multiplier (default 6)")
+    p.add_argument('--calibration-rounds', type=int, default=30, metavar='N',
+                   help='interleaved timed rounds of the calibration (default 30)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     add_verbosity(p)
     args = p.parse_args(argv)
     setup_logging(args)
     # every check before anything is written: config, space, size, runtime, output path (an existing table is
     # checked by build_latency_table before it measures or writes anything)
-    if args.runs < 1:
-        raise ValueError(f'--runs is {args.runs}; expected an integer >= 1')
+    for flag, value, low in (('--runs', args.runs, 1), ('--passes', args.passes, 1),
+                             ('--calibration-archs', args.calibration_archs, 0),
+                             ('--calibration-rounds', args.calibration_rounds, 3)):
+        if value < low:
+            raise ValueError(f'{flag} is {value}; expected an integer >= {low}')
+    if args.no_calibration and args.recalibrate:
+        raise ValueError('--recalibrate with --no-calibration; expected one of them')
     cfg = load_config(args.config, args.set, defaults=SEARCH_DEFAULTS)
     space = SearchSpace.from_config(cfg['search']['space'], cfg['detector'])
     size = list(args.input_size) if args.input_size else list(cfg['search']['objective']['input_size'])
@@ -94,16 +109,24 @@ def latency_table_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         det_kwargs['num_classes'] = cfg['model']['num_classes'] or 80
     data = build_latency_table(space, size, runtime, output, warmup=args.warmup, repeats=args.runs,
                                save_every=args.save_every, progress=not (args.no_progress or args.quiet),
-                               detector=detector, detector_kwargs=det_kwargs)
+                               detector=detector, detector_kwargs=det_kwargs, calibrate=not args.no_calibration,
+                               calibration_random=args.calibration_archs,
+                               calibration_rounds=args.calibration_rounds, recalibrate=args.recalibrate,
+                               passes=args.passes)
     print(f'latency table: {output}')
     blocks = sum(part.kind == 'block' for part in plan.parts.values())
     print(f"{len(data['entries'])} parts ({blocks} blocks) of the {cfg['detector']} space at "
-          f"{size[0]}x{size[1]} on {runtime.name} ({runtime.device}; {runtime.version}, {runtime.threads} threads): "
-          f"{data['build_time_s']:.0f} s of measuring")
+          f"{size[0]}x{size[1]} on {runtime.name} ({runtime.device}; {runtime.version}, {runtime.threads} threads), "
+          f"{args.passes} passes: {data['build_time_s']:.0f} s of measuring")
     if detector is not None:
         nh = data['entries'].get(f'{detector}_neck_head|{size[0]}x{size[1]}')
         if nh:
             print(f"{detector} neck + head at the seed widths (information, not in the objective): {nh['ms']:.2f} ms")
+    cal = data.get('calibration')
+    if cal:
+        err = cal['max_abs_error_pct']
+        print(f"calibrated on {len(cal['archs'])} whole backbones: measured = {cal['scale']:.3f} x sum of parts "
+              f"{cal['offset_ms']:+.2f} ms; largest error {err['sum']:.1f} % (sum) -> {err['calibrated']:.1f} %")
     print(f"search with it: --set search.objective.type=latency search.objective.table={output}")
     return data
 

@@ -22,7 +22,21 @@ Entries are shared wherever their keys are equal: a stage's later slots are all 
 resolution) block, and a stride-1 stage's first slot with C_in == C_out is that block too (its own later
 slots', and the previous stage's, which end at the same resolution). So the default MobileNetV2 space (6
 stages, 4 slots, 6 ops, 5 widths) times 852 blocks for the 11,202 cells of its cost tables; at 800x1088 the
-full table takes 3-10 minutes on 2 shared CPU cores with onnxruntime.
+full table takes 3-10 minutes a pass on 2 shared CPU cores with onnxruntime (3 passes by default).
+
+Two things keep a sum of parts from predicting whole networks on a shared CPU, and the build addresses both:
+
+* drift: the machine's speed wanders by tens of percent within minutes, and parts timed one after the other
+  share it. So every part is timed in several passes (`passes`, default 3), each over all parts in its own
+  shuffled order, and keeps the median of its passes (on this project's 2-core CPU, onnxruntime at 320x320, the
+  mean error of the predicted ratio to the seed over 14 archs fell from 0.04-0.06 with one pass to 0.03-0.04
+  with three; docs/latency_tables.md);
+* what whole networks pay that parts do not show, and the absolute scale: a finished table is calibrated
+  (`calibrate_table`) on whole backbones timed interleaved - the seed, the seed at each width multiplier of the
+  space and a few random archs - with `measured = scale * sum + offset` fitted in relative error. The
+  `CostTable` is `scale` times every part, plus `offset` on the fixed parts, so it stays a sum (differentiable,
+  exact at one-hot probabilities). It corrects predicted milliseconds at the time of the build (an absolute
+  `target`, the summary's predicted latency); on this project's machine it did not change ratios measurably.
 
 The table is a JSON file (`build_latency_table`, resumable; `load_table_file` documents the fields): it
 records the runtime, its version, threads, precision, device, the machine, the space fingerprint (seed arch,
@@ -39,12 +53,14 @@ import datetime as _dt
 import json
 import logging
 import os
+import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -56,20 +72,23 @@ from ..checks import check_input_file, check_input_size
 from ..fileio import atomic_write_text
 from ..runtime.machine import machine_info
 from ..runtime.names import ALIASES, runtime_matches
+from ..runtime.timing import time_interleaved
 from .cost import OBJECTIVES, Cell, CostObjective, CostTable, map_nested, space_cells
 from .latency_runtime import Runtime, measure_module
 from .space import ArchPath, SearchSpace
 
 __all__ = ['TABLE_FORMAT', 'Part', 'TablePlan', 'table_plan', 'check_space_buildable', 'space_fingerprint',
            'build_latency_table', 'load_table_file', 'check_table', 'latency_table', 'objective_latency_table',
-           'predicted_latency_ms', 'arch_module', 'part_module', 'part_ms']
+           'predicted_latency_ms', 'arch_module', 'part_module', 'part_ms', 'calibration_paths', 'calibrate_table']
 
 _logger = logging.getLogger(__name__)
 
 TABLE_FORMAT = 'fna_zoo.latency_table'
 TABLE_VERSION = 1
-_DOC = ('Latency lookup table of a search space (fna_zoo.nas.latency). entries: key -> median (ms, "ms") and '
-        'spread of `measurement.repeats` timed runs of that part alone on `runtime`. Keys: '
+_DOC = ('Latency lookup table of a search space (fna_zoo.nas.latency). entries: key -> "ms", the median over '
+        '`measurement.passes` passes ("passes") of the median of `measurement.repeats` timed runs of that part alone '
+        'on `runtime`, and the spread of its last pass. "calibration": scale and offset_ms of '
+        '`measured = scale * sum of parts + offset`, fitted on whole backbones (the objective uses them). Keys: '
         '"<op>|<C_in>><C_out>|s<stride>|<H>x<W>" a candidate block at input resolution HxW; '
         '"stem+<n>|<H>x<W>" the stem and the first n (fixed) stages at the image size; '
         '"head|<C_in>><C_out>|<H>x<W>" the final 1x1 conv; "overhead" one call of a trivial model (taken off '
@@ -310,9 +329,12 @@ def load_table_file(path: str | os.PathLike) -> dict[str, Any]:
 
     The JSON object holds: `format`, `format_version`, `doc` (the key grammar), `runtime` (name, version,
     precision, device, threads, session options), `machine` (`fna_zoo.runtime.machine.machine_info`),
-    `input_size` [H, W], `batch`, `space` (`space_fingerprint`), `measurement` (warm-up, repeats, statistic,
-    unit), `detector`, `created` / `updated`, `build_time_s`, `complete`, and `entries`: key -> {part,
-    ms (median), p90, mean, std, n}.
+    `input_size` [H, W], `batch`, `space` (`space_fingerprint`), `measurement` (warm-up, repeats, passes,
+    statistic, unit), `detector`, `created` / `updated`, `build_time_s`, `complete` (every part has its passes),
+    `entries`: key -> {part, ms (the median of its passes' medians), passes (each pass's median; absent in tables
+    built before passes: one pass, `ms`), p90, mean, std, n (of its last pass)}, and, once calibrated,
+    `calibration` (`calibrate_table`: scale, offset_ms, the whole backbones it was fitted on; absent in tables
+    built before it or with `calibrate=False`, which predict the plain sum).
 
     Args:
         path: The table file.
@@ -388,14 +410,16 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=1) + '\n')
 
 
-def _header(space: SearchSpace, size: tuple[int, int], runtime: Runtime, warmup: int, repeats: int,
+def _header(space: SearchSpace, size: tuple[int, int], runtime: Runtime, warmup: int, repeats: int, passes: int,
             detector: str | None) -> dict[str, Any]:
     return {
         'format': TABLE_FORMAT, 'format_version': TABLE_VERSION, 'doc': _DOC,
         'runtime': runtime.describe(), 'machine': machine_info(runtime.threads), 'input_size': list(size), 'batch': 1,
         'space': space_fingerprint(space),
-        'measurement': {'warmup': warmup, 'repeats': repeats, 'statistic': 'median', 'unit': 'ms',
-                        'isolation': 'each part alone, one session per part, inputs/outputs bound once'},
+        'measurement': {'warmup': warmup, 'repeats': repeats, 'passes': passes,
+                        'statistic': "median of the passes' medians", 'unit': 'ms',
+                        'isolation': 'each part alone, one session per part, inputs/outputs bound once',
+                        'order': 'every pass over all parts in its own shuffled order (seeded by the pass)'},
         'detector': detector, 'created': _now(), 'updated': None, 'build_time_s': 0.0, 'complete': False,
         'entries': {},
     }
@@ -417,13 +441,25 @@ def _check_resumable(old: dict[str, Any], new: dict[str, Any], path: Path, space
 
 def build_latency_table(space: SearchSpace, input_size: Sequence[int], runtime: Runtime, output: str | os.PathLike,
                         warmup: int = 2, repeats: int = 10, save_every: int = 25, progress: bool = True,
-                        detector: str | None = None, detector_kwargs: dict[str, Any] | None = None
-                        ) -> dict[str, Any]:
-    """Time every part of `space` at `input_size` on `runtime` into the JSON table `output`; returns it.
+                        detector: str | None = None, detector_kwargs: dict[str, Any] | None = None,
+                        calibrate: bool = True, calibration_random: int = 6, calibration_rounds: int = 30,
+                        recalibrate: bool = False, passes: int = 3) -> dict[str, Any]:
+    """Time every part of `space` at `input_size` on `runtime` into the JSON table `output`, then calibrate it on
+    whole backbones (`calibrate_table`); returns it.
+
+    Every part is timed in `passes` passes over all parts, each pass in its own shuffled order, and keeps the median
+    of its passes' medians.
+
+    NOTE: on a shared 2-core machine the speed drifts by tens of percent within minutes, and parts timed one after
+    the other share the drift: in one pass, an arch's parts (a stage's blocks are neighbours in the plan) are off
+    together. Three builds of the same table here predicted the 1.25x-width seed at 1.11x, 1.24x and 1.44x the
+    seed (measured 1.34x); passes in shuffled orders spread the drift over all parts and the median damps it.
 
     Resumable: an existing `output` made for the same space, input size, runtime settings and machine keeps
-    its entries and only the missing ones are timed. The file is rewritten atomically every `save_every`
-    new entries and when the build stops (finished, interrupted or failed).
+    its entries and only the missing parts and passes are timed (so a 1-pass table gains passes when rerun with
+    more); a calibration made before parts were added is made again.
+    The file is rewritten atomically every `save_every` new entries and when the build stops (finished,
+    interrupted or failed).
 
     Args:
         space: The search space.
@@ -436,9 +472,17 @@ def build_latency_table(space: SearchSpace, input_size: Sequence[int], runtime: 
         progress: Show a tqdm progress bar.
         detector: Also time this detector's neck and head (a name of `fna_zoo.detection.DETECTORS`), for information.
         detector_kwargs: Builder kwargs of that detector (num_classes, head_width, ...).
+        passes: Passes over all parts (each part's `ms` is the median of its passes' medians).
+        calibrate: Calibrate the finished table on whole backbones (kept when the file has a calibration already).
+        calibration_random: Random archs among the calibration's backbones (`calibration_paths`).
+        calibration_rounds: Interleaved timed rounds of the calibration.
+        recalibrate: Time the calibration again even when the file has one (e.g. on a machine that has drifted).
     """
     size = _check_size(input_size)
-    for name, value, low in (('warmup', warmup, 0), ('repeats', repeats, 1), ('save_every', save_every, 1)):
+    for name, value, low in (('warmup', warmup, 0), ('repeats', repeats, 1), ('save_every', save_every, 1),
+                             ('passes', passes, 1),
+                             ('calibration_random', calibration_random, 0), ('calibration_rounds', calibration_rounds,
+                                                                             3)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f'{name} is {value!r}; expected an integer >= {low}')
     path = Path(output)
@@ -447,18 +491,35 @@ def build_latency_table(space: SearchSpace, input_size: Sequence[int], runtime: 
     if detector is not None:
         key = f'{detector}_neck_head|{size[0]}x{size[1]}'
         parts[key] = Part(key, 'neck_head', (), (detector,))
-    data = _header(space, size, runtime, warmup, repeats, detector)
-    if path.exists():
-        old = load_table_file(path)
+    old = load_table_file(path) if path.exists() else None
+    if old is not None:
+        # NOTE: a table never loses passes: rerunning a 3-pass table with --passes 1 keeps (and checks) 3
+        passes = max(passes, int(old.get('measurement', {}).get('passes', 1)))
+    data = _header(space, size, runtime, warmup, repeats, passes, detector)
+    if old is not None:
         _check_resumable(old, data, path, space, size)
         data.update(created=old.get('created'), build_time_s=float(old.get('build_time_s', 0.0)),
                     entries=dict(old['entries']))
+        if 'calibration' in old and calibrate:
+            data['calibration'] = old['calibration']
     entries = data['entries']
-    todo = [k for k in parts if k not in entries]
-    _logger.info('latency table %s: %d parts at %dx%d on %s (%d threads), %d already measured, %d to measure',
-                 path, len(parts), size[0], size[1], runtime.name, runtime.threads, len(parts) - len(todo), len(todo))
+
+    def shuffled(seed: int) -> list[str]:
+        keys = list(parts)
+        random.Random(seed).shuffle(keys)
+        return keys
+
+    # the detector's neck and head (information only) are timed in one pass
+    need = {k: 1 if parts[k].kind == 'neck_head' else passes for k in parts}
+    todo = [key for p in range(passes) for key in shuffled(p) if _passes_done(entries.get(key)) <= p < need[key]]
+    if any(parts[k].kind != 'neck_head' for k in todo):
+        data.pop('calibration', None)   # fitted to parts that are about to change
+    total = sum(need.values())
+    _logger.info('latency table %s: %d parts x %d passes at %dx%d on %s (%d threads), %d timings done, %d to do',
+                 path, len(parts), passes, size[0], size[1], runtime.name, runtime.threads, total - len(todo),
+                 len(todo))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tic, bar = time.perf_counter(), tqdm(total=len(parts), initial=len(parts) - len(todo), desc='latency table',
+    tic, bar = time.perf_counter(), tqdm(total=total, initial=total - len(todo), desc='latency table',
                                          unit='part', disable=not progress)
     try:
         for n, key in enumerate(todo, 1):
@@ -468,50 +529,177 @@ def build_latency_table(space: SearchSpace, input_size: Sequence[int], runtime: 
             else:
                 module, inputs = part_module(space, part)
             stats = measure_module(runtime, module, inputs, warmup, repeats)
-            entries[key] = {'part': part.kind, 'ms': round(stats.p50, 5), 'p90': round(stats.p90, 5),
-                            'mean': round(stats.mean, 5), 'std': round(stats.std, 5), 'n': stats.n}
+            done = _pass_medians(entries.get(key)) + [round(stats.p50, 5)]
+            entries[key] = {'part': part.kind, 'ms': round(float(np.median(done)), 5), 'passes': done,
+                            'p90': round(stats.p90, 5), 'mean': round(stats.mean, 5), 'std': round(stats.std, 5),
+                            'n': stats.n}
             bar.update(1)
             if n % save_every == 0:
                 _write(path, data | {'build_time_s': round(data['build_time_s'] + time.perf_counter() - tic, 1)})
     finally:
         bar.close()
         data['build_time_s'] = round(data['build_time_s'] + time.perf_counter() - tic, 1)
-        data['complete'] = all(k in entries for k in parts)
+        data['complete'] = all(_passes_done(entries.get(k)) >= need[k] for k in parts)
         _write(path, data)
     _logger.info('latency table %s: %d parts, %.0f s of measuring in all', path, len(entries), data['build_time_s'])
+    if calibrate and (recalibrate or 'calibration' not in data):
+        try:
+            data['calibration'] = calibrate_table(space, size, runtime, data, calibration_random, calibration_rounds)
+        except (ValueError, RuntimeError, MemoryError) as e:
+            # NOTE: the parts are measured and written; a runtime that times parts but not a whole backbone (or
+            # runs out of memory holding them) leaves the table uncalibrated, usable as the plain sum
+            _logger.warning('latency table %s left uncalibrated: the whole backbones could not be timed (%s); '
+                            'the search uses the plain sum of parts (--no-calibration skips this step)', path,
+                            str(e).splitlines()[0] if str(e) else type(e).__name__)
+        else:
+            _write(path, data)
     return data
+
+
+def _pass_medians(entry: dict[str, Any] | None) -> list[float]:
+    """A part's per-pass medians (a table built before passes holds one, its `ms`)."""
+    if entry is None:
+        return []
+    return list(entry.get('passes', [entry['ms']]))
+
+
+def _passes_done(entry: dict[str, Any] | None) -> int:
+    return len(_pass_medians(entry))
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+def calibration_paths(space: SearchSpace, random_count: int = 6, seed: int = 1) -> list[tuple[str, ArchPath]]:
+    """The whole backbones a table is calibrated on, named: the seed, the seed at each width multiplier of the
+    space (`SearchSpace.width_seed_paths`, the search verification's baselines) and `random_count` uniform draws
+    of every slot's op and every stage's width; duplicates dropped.
+
+    Args:
+        space: The search space.
+        random_count: Random archs.
+        seed: Seed of the draws.
+    """
+    named = [('seed', space.seed_path())] + [(f'seed_width{k}', p) for k, p in enumerate(space.width_seed_paths())]
+    rng = random.Random(seed)
+    for i in range(random_count):
+        named.append((f'random{i}', ArchPath(
+            tuple(tuple(rng.randrange(len(slot)) for slot in st.slots) for st in space.stages),
+            tuple(rng.randrange(len(st.widths)) for st in space.stages))))
+    seen: set[ArchPath] = set()
+    return [(name, path) for name, path in named if not (path in seen or seen.add(path))]
+
+
+def _fit(sums: np.ndarray, measured: np.ndarray, fixed: float) -> tuple[float, float, str]:
+    """(scale, offset, how) with `measured ~ scale * sums + offset`, least squares in relative error.
+
+    NOTE: relative, so every backbone counts alike whatever its size (the search compares ratios). The affine fit
+    needs at least 4 backbones whose sums spread (with 2 or 3 it would pass through their noise) and must keep the
+    fixed parts' cost (in every network) between half and twice the plain one; else the scale alone is fitted
+    (`how` 'scale': the least-squares scale in relative error, offset 0).
+    """
+    if len(sums) >= 4 and np.ptp(sums) > 1e-3 * float(sums.max()):
+        a = np.stack([sums / measured, 1.0 / measured], axis=1)
+        (scale, offset), *_ = np.linalg.lstsq(a, np.ones_like(measured), rcond=None)
+        if scale > 0 and 0.5 * fixed <= scale * fixed + offset <= 2.0 * fixed:
+            return float(scale), float(offset), 'affine'
+    r = sums / measured
+    return float(r.sum() / (r * r).sum()), 0.0, 'scale'
+
+
+def calibrate_table(space: SearchSpace, input_size: Sequence[int], runtime: Runtime, data: dict[str, Any],
+                    random_count: int = 6, rounds: int = 30, warmup: int = 3, seed: int = 1) -> dict[str, Any]:
+    """Fit a finished table's sums to whole backbones timed on `runtime`: returns the table's `calibration`.
+
+    The backbones of `calibration_paths` (the module the table predicts, `arch_module`) are timed interleaved,
+    round after round, so load changes hit them alike; `measured median = scale * sum + offset` is fitted in
+    relative error (`_fit`).
+
+    Args:
+        space: The table's search space.
+        input_size: Its (H, W).
+        runtime: The runtime it was measured on (same threads).
+        data: The table (complete).
+        random_count: Random archs among the backbones.
+        rounds: Timed rounds.
+        warmup: Untimed rounds first.
+        seed: Seed of the random archs.
+
+    Returns:
+        `scale`, `offset_ms`, `fit` ('affine' or 'scale'), the settings, `max_abs_error_pct` of the plain sum and of
+        the calibrated prediction over the backbones, and per backbone its name, arch string, sum, measured and
+        calibrated ms.
+    """
+    size = _check_size(input_size)
+    raw = _cost_table(space, size, data, f'latency table of {runtime.name}', calibrated=False)
+    named = calibration_paths(space, random_count, seed)
+    image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    tic = time.perf_counter()
+    _logger.info('calibrating the latency table on %d whole backbones, %d interleaved rounds', len(named), rounds)
+    with runtime.active():
+        runners = [runtime.prepare(arch_module(space.derive(path)), [image]) for _, path in named]
+        times = time_interleaved([r.fn for r in runners], warmup=warmup, runs=rounds, sync=runners[-1].sync)
+    sums = np.array([raw.of_path(path) for _, path in named])
+    measured = np.array([1000.0 * float(np.median(t)) for t in times])
+    scale, offset, how = _fit(sums, measured, raw.constant)
+    calibrated = scale * sums + offset
+    err = lambda pred: round(float(np.abs(100 * (pred - measured) / measured).max()), 2)  # noqa: E731
+    out = {'scale': round(scale, 6), 'offset_ms': round(offset, 5), 'fit': how, 'rounds': rounds, 'warmup': warmup,
+           'seed': seed, 'created': _now(), 'time_s': round(time.perf_counter() - tic, 1),
+           'loadavg_1m': round(os.getloadavg()[0], 2),
+           'max_abs_error_pct': {'sum': err(sums), 'calibrated': err(calibrated)},
+           'archs': [{'name': name, 'arch': space.derive(path).to_fna_string(), 'sum_ms': round(float(s_), 4),
+                      'measured_ms': round(float(m), 4), 'calibrated_ms': round(float(c), 4)}
+                     for (name, path), s_, m, c in zip(named, sums, measured, calibrated)]}
+    _logger.info('latency table calibration: measured = %.4f * sum %+.3f ms (%s); largest error over %d backbones '
+                 '%.1f %% -> %.1f %%', scale, offset, how, len(named), out['max_abs_error_pct']['sum'],
+                 out['max_abs_error_pct']['calibrated'])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- the objective
 def latency_table(space: SearchSpace, input_size: Sequence[int], table: str | os.PathLike,
-                  runtime: str | None = None) -> CostTable:
+                  runtime: str | None = None, calibrated: bool = True) -> CostTable:
     """The latency `CostTable` (ms) of `space` at `input_size` from a table file, checked against both.
 
     Every part is its median minus the runtime's per-call overhead and minus the layout conversion of its
     input (`_boundary_ms`; at least 0); the stem and fixed stages keep theirs, so the overhead and the
-    conversions at the network's input and output are counted once, as a whole network pays them.
+    conversions at the network's input and output are counted once, as a whole network pays them. A calibrated
+    table (`calibrate_table`) scales every part by its `scale` and adds its `offset_ms` to the fixed parts.
 
     Args:
         space: The search space.
         input_size: The (H, W) the table must be measured at.
         table: The table file.
         runtime: The runtime it must be measured on (None: any).
+        calibrated: Apply the table's calibration when it has one (False: the plain sum of parts).
     """
     data = load_table_file(table)
     where = f'latency table {str(table)!r}'
     check_table(data, space, input_size, runtime, where=where)
+    return _cost_table(space, input_size, data, where, calibrated)
+
+
+def _cost_table(space: SearchSpace, input_size: Sequence[int], data: dict[str, Any], where: str,
+                calibrated: bool) -> CostTable:
     plan = table_plan(space, input_size)
     entries = data['entries']
     missing = [k for k in plan.cost_keys if k not in entries]
     if missing:
         raise ValueError(f'{where} is incomplete ({len(plan.cost_keys) - len(missing)} of {len(plan.cost_keys)} '
                          'parts measured); expected a finished table (rerun fna-latency-table, it resumes)')
+    passes = int(data.get('measurement', {}).get('passes', 1))
+    short = sum(_passes_done(entries[k]) < passes for k in plan.cost_keys)
+    if short:
+        raise ValueError(f'{where} is incomplete ({short} of {len(plan.cost_keys)} parts have fewer than its '
+                         f'{passes} passes); expected a finished table (rerun fna-latency-table, it resumes)')
+    cal = data.get('calibration') if calibrated else None
+    scale, offset = (float(cal['scale']), float(cal['offset_ms'])) if cal else (1.0, 0.0)
 
     def ms(key: str | None) -> float | None:
-        return None if key is None else part_ms(entries, plan, key)
+        return None if key is None else scale * part_ms(entries, plan, key)
 
     head = None if plan.head is None else map_nested(ms, plan.head)
-    return CostTable.from_lists(ms(plan.stem), map_nested(ms, plan.first), map_nested(ms, plan.rest), head, 'ms')
+    return CostTable.from_lists(ms(plan.stem) + offset, map_nested(ms, plan.first), map_nested(ms, plan.rest), head,
+                                'ms')
 
 
 def part_ms(entries: dict[str, Any], plan: TablePlan, key: str) -> float:

@@ -253,6 +253,17 @@ class SearchSpace:
                   for st in self.stages]
         return self.derive(self.seed_path(), widths)
 
+    def width_seed_paths(self) -> list[ArchPath]:
+        """The seed's ops at each width multiplier of the space: the k-th path takes every stage's k-th candidate
+        width (narrowest first), the width-scaled seeds that are paths of the space.
+
+        NOTE: the k-th width of every stage is the k-th multiplier where the rounding keeps widths distinct; a stage
+        with fewer candidates keeps its largest.
+        """
+        seed = self.seed_path()
+        return [ArchPath(seed.ops, tuple(min(k, len(st.widths) - 1) for st in self.stages))
+                for k in range(max(len(st.widths) for st in self.stages))]
+
     def expansion_seed_path(self, expansion: int) -> ArchPath:
         """The seed's path with every layer's expansion ratio set to `expansion` where the space has that op (the
         same kernel), at the seed's widths: the expansion-scaled seed, the other baseline a user picks without

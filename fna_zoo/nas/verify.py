@@ -183,10 +183,7 @@ def baseline(space: SearchSpace, objective: CostObjective) -> tuple[Arch, ArchPa
     seed_path = space.seed_path()
     options = [seed_path]
     if objective.target is not None:
-        for k in range(max(len(st.widths) for st in space.stages)):
-            # NOTE: the k-th width of every stage is the k-th multiplier where the rounding keeps widths distinct;
-            # a stage with fewer candidates keeps its largest
-            options.append(ArchPath(seed_path.ops, tuple(min(k, len(st.widths) - 1) for st in space.stages)))
+        options += space.width_seed_paths()
         options.sort(key=lambda p: abs(math.log(_cost(objective, p) / objective.target)))
     best = options[0]
     return space.derive(best), best, _cost(objective, best)
