@@ -473,16 +473,16 @@ def build_latency_table(space: SearchSpace, input_size: Sequence[int], runtime: 
         detector: Also time this detector's neck and head (a name of `fna_zoo.detection.DETECTORS`), for information.
         detector_kwargs: Builder kwargs of that detector (num_classes, head_width, ...).
         passes: Passes over all parts (each part's `ms` is the median of its passes' medians).
-        calibrate: Calibrate the finished table on whole backbones (kept when the file has a calibration already).
+        calibrate: Calibrate the finished table on whole backbones (a calibration the file has is kept unless parts
+            are timed; False drops it: the plain sum).
         calibration_random: Random archs among the calibration's backbones (`calibration_paths`).
         calibration_rounds: Interleaved timed rounds of the calibration.
         recalibrate: Time the calibration again even when the file has one (e.g. on a machine that has drifted).
     """
     size = _check_size(input_size)
     for name, value, low in (('warmup', warmup, 0), ('repeats', repeats, 1), ('save_every', save_every, 1),
-                             ('passes', passes, 1),
-                             ('calibration_random', calibration_random, 0), ('calibration_rounds', calibration_rounds,
-                                                                             3)):
+                             ('passes', passes, 1), ('calibration_random', calibration_random, 0),
+                             ('calibration_rounds', calibration_rounds, 3)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f'{name} is {value!r}; expected an integer >= {low}')
     path = Path(output)
