@@ -29,8 +29,8 @@ Two things keep a sum of parts from predicting whole networks on a shared CPU, a
 * drift: the machine's speed wanders by tens of percent within minutes, and parts timed one after the other
   share it. So every part is timed in several passes (`passes`, default 3), each over all parts in its own
   shuffled order, and keeps the median of its passes (on this project's 2-core CPU, onnxruntime at 320x320, the
-  mean error of the predicted ratio to the seed over 14 archs fell from 0.04-0.06 with one pass to 0.03-0.04
-  with three; docs/latency_tables.md);
+  mean error of the predicted ratio to the seed over 14 archs fell from 0.053 with one pass to 0.032 with three,
+  three builds each; five did no better; docs/latency_tables.md);
 * what whole networks pay that parts do not show, and the absolute scale: a finished table is calibrated
   (`calibrate_table`) on whole backbones timed interleaved - the seed, the seed at each width multiplier of the
   space and a few random archs - with `measured = scale * sum + offset` fitted in relative error. The
