@@ -273,8 +273,7 @@ def random_archs(space: SearchSpace, count: int, seed: int, cost: Callable[[Arch
         draws += 1
         if draws > 1_000_000:
             raise RuntimeError(f'found {len(out)} of {count} archs within {tolerance:.0%} of the seed cost')
-        path = ArchPath(tuple(tuple(rng.randrange(len(names)) for names in st.slots) for st in space.stages),
-                        tuple(rng.randrange(len(st.widths)) for st in space.stages))
+        path = space.random_path(rng)
         c = cost(path)
         if abs(c / target - 1) <= tolerance:
             out.append({'name': f'random_{len(out)}', 'arch': space.derive(path), 'path': path, 'cost': c,

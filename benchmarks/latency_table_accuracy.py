@@ -36,8 +36,8 @@ from fna_zoo import count_arch, load_arch  # noqa: E402
 from fna_zoo.cli.common import CliParser, run_cli  # noqa: E402
 from fna_zoo.engine.config import load_config  # noqa: E402
 from fna_zoo.nas.config import SEARCH_DEFAULTS  # noqa: E402
-from fna_zoo.nas.latency import (arch_module, latency_table, load_table_file, part_module, part_ms,  # noqa: E402
-                                  table_plan)
+from fna_zoo.nas.latency import (arch_module, check_table, load_table_file, part_module, part_ms,  # noqa: E402
+                                  table_costs, table_plan)
 from fna_zoo.nas.latency_runtime import get_runtime  # noqa: E402
 from fna_zoo.nas.space import ArchPath, SearchSpace  # noqa: E402
 from fna_zoo.runtime.timing import paired_ratio, time_interleaved  # noqa: E402
@@ -113,8 +113,9 @@ def main(argv=None) -> dict:
     space = SearchSpace.from_config(cfg['search']['space'], cfg['detector'])
     meta = load_table_file(args.table)
     size = tuple(meta['input_size'])
-    table = latency_table(space, size, args.table)
-    raw = latency_table(space, size, args.table, calibrated=False)   # the plain sum of parts
+    check_table(meta, space, size, where=f'latency table {args.table!r}')
+    table = table_costs(space, size, meta, f'latency table {args.table!r}')
+    raw = table_costs(space, size, meta, f'latency table {args.table!r}', calibrated=False)  # the plain sum of parts
     runtime = get_runtime(meta['runtime']['name'], meta['runtime']['threads'],
                           str(meta['runtime'].get('device') or 'cpu').split(' ', 1)[0])
     g = torch.Generator().manual_seed(args.seed)

@@ -29,7 +29,7 @@ from fna_zoo.cli.common import CliParser, run_cli  # noqa: E402
 from fna_zoo.engine.config import load_config  # noqa: E402
 from fna_zoo.fileio import atomic_write_text, portable_path  # noqa: E402
 from fna_zoo.nas.config import SEARCH_DEFAULTS  # noqa: E402
-from fna_zoo.nas.latency import check_table, latency_table, load_table_file  # noqa: E402
+from fna_zoo.nas.latency import check_table, load_table_file, table_costs  # noqa: E402
 from fna_zoo.nas.space import SearchSpace  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -70,21 +70,15 @@ def main(argv=None) -> dict:
     ref = next(n for n in names if measured[n] == 1.0)
     size = tuple(runs[0]['input_size'])
     paths = {n: path_of(space, load_arch(n)) for n in names}
-    loaded = [load_table_file(t) for t in args.tables]
-    for t, data in zip(args.tables, loaded):
-        check_table(data, space, size, where=f'latency table {t!r}')
-    predictions = {}
-    for label, table in [(portable_path(t), latency_table(space, size, t, calibrated=False)) for t in args.tables]:
-        predictions[label] = {n: table.of_path(paths[n]) / table.of_path(paths[ref]) for n in names}
+    loaded = {portable_path(t): load_table_file(t) for t in args.tables}
+    for label, data in loaded.items():
+        check_table(data, space, size, where=f'latency table {label!r}')
     if len(loaded) > 1:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            med = Path(tmp) / 'median.json'
-            med.write_text(json.dumps(median_table(loaded)))
-            table = latency_table(space, size, med, calibrated=False)
-            predictions['median of the tables'] = {n: table.of_path(paths[n]) / table.of_path(paths[ref])
-                                                   for n in names}
+        loaded['median of the tables'] = median_table(list(loaded.values()))
+    predictions = {}
+    for label, data in loaded.items():
+        table = table_costs(space, size, data, f'latency table {label!r}', calibrated=False)
+        predictions[label] = {n: table.of_path(paths[n]) / table.of_path(paths[ref]) for n in names}
     print(f"{'arch':>28} {'measured':>9} " + ' '.join(f'{i:>7}' for i in range(len(predictions))))
     for n in names:
         print(f'{Path(n).stem[-28:]:>28} {measured[n]:9.3f} ' + ' '.join(f'{pr[n]:7.3f}' for pr in predictions.values()))

@@ -79,7 +79,8 @@ from .space import ArchPath, SearchSpace
 
 __all__ = ['TABLE_FORMAT', 'Part', 'TablePlan', 'table_plan', 'check_space_buildable', 'space_fingerprint',
            'build_latency_table', 'load_table_file', 'check_table', 'latency_table', 'objective_latency_table',
-           'predicted_latency_ms', 'arch_module', 'part_module', 'part_ms', 'calibration_paths', 'calibrate_table']
+           'predicted_latency_ms', 'arch_module', 'part_module', 'part_ms', 'calibration_paths', 'calibrate_table',
+           'table_costs']
 
 _logger = logging.getLogger(__name__)
 
@@ -580,10 +581,7 @@ def calibration_paths(space: SearchSpace, random_count: int = 6, seed: int = 1) 
     """
     named = [('seed', space.seed_path())] + [(f'seed_width{k}', p) for k, p in enumerate(space.width_seed_paths())]
     rng = random.Random(seed)
-    for i in range(random_count):
-        named.append((f'random{i}', ArchPath(
-            tuple(tuple(rng.randrange(len(slot)) for slot in st.slots) for st in space.stages),
-            tuple(rng.randrange(len(st.widths)) for st in space.stages))))
+    named += [(f'random{i}', space.random_path(rng)) for i in range(random_count)]
     seen: set[ArchPath] = set()
     return [(name, path) for name, path in named if not (path in seen or seen.add(path))]
 
@@ -629,13 +627,14 @@ def calibrate_table(space: SearchSpace, input_size: Sequence[int], runtime: Runt
         calibrated ms.
     """
     size = _check_size(input_size)
-    raw = _cost_table(space, size, data, f'latency table of {runtime.name}', calibrated=False)
+    raw = table_costs(space, size, data, f'latency table of {runtime.name}', calibrated=False)
     named = calibration_paths(space, random_count, seed)
+    archs = [space.derive(path) for _, path in named]
     image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
     tic = time.perf_counter()
     _logger.info('calibrating the latency table on %d whole backbones, %d interleaved rounds', len(named), rounds)
     with runtime.active():
-        runners = [runtime.prepare(arch_module(space.derive(path)), [image]) for _, path in named]
+        runners = [runtime.prepare(arch_module(arch), [image]) for arch in archs]
         times = time_interleaved([r.fn for r in runners], warmup=warmup, runs=rounds, sync=runners[-1].sync)
     sums = np.array([raw.of_path(path) for _, path in named])
     measured = np.array([1000.0 * float(np.median(t)) for t in times])
@@ -646,9 +645,9 @@ def calibrate_table(space: SearchSpace, input_size: Sequence[int], runtime: Runt
            'seed': seed, 'created': _now(), 'time_s': round(time.perf_counter() - tic, 1),
            'loadavg_1m': round(os.getloadavg()[0], 2),
            'max_abs_error_pct': {'sum': err(sums), 'calibrated': err(calibrated)},
-           'archs': [{'name': name, 'arch': space.derive(path).to_fna_string(), 'sum_ms': round(float(s_), 4),
+           'archs': [{'name': name, 'arch': arch.to_fna_string(), 'sum_ms': round(float(s_), 4),
                       'measured_ms': round(float(m), 4), 'calibrated_ms': round(float(c), 4)}
-                     for (name, path), s_, m, c in zip(named, sums, measured, calibrated)]}
+                     for (name, _), arch, s_, m, c in zip(named, archs, sums, measured, calibrated)]}
     _logger.info('latency table calibration: measured = %.4f * sum %+.3f ms (%s); largest error over %d backbones '
                  '%.1f %% -> %.1f %%', scale, offset, how, len(named), out['max_abs_error_pct']['sum'],
                  out['max_abs_error_pct']['calibrated'])
@@ -675,11 +674,24 @@ def latency_table(space: SearchSpace, input_size: Sequence[int], table: str | os
     data = load_table_file(table)
     where = f'latency table {str(table)!r}'
     check_table(data, space, input_size, runtime, where=where)
-    return _cost_table(space, input_size, data, where, calibrated)
+    return table_costs(space, input_size, data, where, calibrated)
 
 
-def _cost_table(space: SearchSpace, input_size: Sequence[int], data: dict[str, Any], where: str,
-                calibrated: bool) -> CostTable:
+def table_costs(space: SearchSpace, input_size: Sequence[int], data: dict[str, Any], where: str = 'latency table',
+                calibrated: bool = True) -> CostTable:
+    """The `CostTable` (ms) of a loaded table (`load_table_file`; checked against the space with `check_table`):
+    what `latency_table` returns for its file.
+
+    Args:
+        space: The search space.
+        input_size: The (H, W) it was measured at.
+        data: The table.
+        where: How to name the table in messages.
+        calibrated: Apply the table's calibration when it has one (False: the plain sum of parts).
+
+    Raises:
+        ValueError: A part missing or short of the table's passes, in one line.
+    """
     plan = table_plan(space, input_size)
     entries = data['entries']
     missing = [k for k in plan.cost_keys if k not in entries]

@@ -13,6 +13,7 @@ A point of the space is an `ArchPath`: per searchable stage, the op index of eve
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -252,6 +253,15 @@ class SearchSpace:
         widths = [make_divisible(self.seed.stages[st.index].out_chs * width_mult, self.width_divisor)
                   for st in self.stages]
         return self.derive(self.seed_path(), widths)
+
+    def random_path(self, rng: random.Random) -> ArchPath:
+        """A path drawn uniformly: an op index per slot (stage by stage), then a width index per stage.
+
+        Args:
+            rng: The draws' generator (seeded by the caller, so the draws repeat).
+        """
+        return ArchPath(tuple(tuple(rng.randrange(len(slot)) for slot in st.slots) for st in self.stages),
+                        tuple(rng.randrange(len(st.widths)) for st in self.stages))
 
     def width_seed_paths(self) -> list[ArchPath]:
         """The seed's ops at each width multiplier of the space: the k-th path takes every stage's k-th candidate
