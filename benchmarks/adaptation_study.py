@@ -59,7 +59,10 @@ from `adaptation_study.json` (same recipe settings):
     python benchmarks/adaptation_study.py --family lite0 --seeds 2 --searched searched_lite0 --random 0
 
 `--only NAME ...` and `--only-seeds K ...` split a study across processes or machines (one thread each:
-`OMP_NUM_THREADS=1`; a run folder is locked while it trains).
+`OMP_NUM_THREADS=1`; a run folder is locked while it trains). `--more-seeds NAME=N ...` gives some models retrain
+seeds 0..N-1 instead of their planned ones where one comparison needs a tighter interval; every comparison pairs
+over the seeds both models have (the long recipe's seed and FNA arch have 8: add `--more-seeds seed=8
+fna_retinanet=8` to its command above).
 """
 from __future__ import annotations
 
@@ -301,7 +304,8 @@ def study_arch(path: Path, make: Callable[[], Arch], header: str = '') -> Arch:
 def plan_models(space: SearchSpace, out: Path, seeds: int = 4, width_mults: Sequence[float] = (),
                 expansions: Sequence[int] = (),
                 searched: Sequence[tuple[str, Path | None]] = (), random_count: int = 5, random_seed: int = 0,
-                seed_weights: str = SEED_WEIGHTS, table: str | os.PathLike | None = None) -> list[Model]:
+                seed_weights: str = SEED_WEIGHTS, table: str | os.PathLike | None = None,
+                more_seeds: dict[str, int] | None = None) -> list[Model]:
     """The study's models in their order of work, their archs read from `<out>/<family archs>/archs` (`study/archs`
     for MobileNetV2) or written there.
 
@@ -316,6 +320,8 @@ def plan_models(space: SearchSpace, out: Path, seeds: int = 4, width_mults: Sequ
         random_seed: Seed of their draws.
         seed_weights: The seed weights remapped into every model but `seed_random_init`.
         table: Latency table whose prediction is the random archs' cost (None: MAdds).
+        more_seeds: Retrain seeds (0..n-1) of named models instead of their planned ones (`--more-seeds`: more
+            seeds where one comparison needs a tighter interval).
 
     Raises:
         StudyError: A searched arch that differs from its committed file, or that is nowhere.
@@ -325,6 +331,8 @@ def plan_models(space: SearchSpace, out: Path, seeds: int = 4, width_mults: Sequ
     models: list[Model] = []
 
     def add(name: str, group: str, arch: Arch, weights: str | None, model_seeds: tuple[int, ...]) -> None:
+        if name in (more_seeds or {}):
+            model_seeds = tuple(range(more_seeds[name]))
         models.append(Model(name, group, arch, weights, model_seeds, archs / f'{name}.yaml'))
 
     seed = study_arch(archs / 'seed.yaml', lambda: space.derive(space.seed_path()),
@@ -540,6 +548,20 @@ def load_rows(models: Sequence[Model], out: Path, overrides: Sequence[str]) -> l
                          'run': f'{m.owner}_r{k}', 'curve': rec.get('curve', []),
                          'cpu': _machine_name(rec.get('machine') or {})})
     return rows
+
+
+def unplanned_seeds(out: Path, m: Model) -> list[int]:
+    """Retrain seeds of a model (owning its retrains) recorded under `out` but not planned (the report leaves them
+    out).
+
+    Args:
+        out: The results folder.
+        m: The model.
+    """
+    if m.owner != m.name:
+        return []
+    found = (re.fullmatch(rf'{re.escape(m.name)}_r([0-9]+)', f.stem) for f in (out / STUDY / 'runs').glob('*.json'))
+    return sorted(int(x[1]) for x in found if x and int(x[1]) not in m.seeds)
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -992,6 +1014,16 @@ def _parse_searched(p: argparse.ArgumentParser, items: Sequence[str]) -> list[tu
     return out
 
 
+def _parse_more_seeds(p: argparse.ArgumentParser, items: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        name, _, n = item.partition('=')
+        if not _NAME.match(name) or not re.fullmatch('[0-9]+', n) or int(n) < 1 or name in out:
+            p.error(f'--more-seeds {item!r}; expected NAME=N, each model once, N a number of retrain seeds >= 1')
+        out[name] = int(n)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     # NOTE: --family, --recipe and --name set them for the whole study (one study per process)
     global FAMILY, RECIPE, STUDY, SEARCH_CONFIG, SEED_WEIGHTS
@@ -1023,6 +1055,9 @@ def main(argv: list[str] | None = None) -> int:
                                   "archs and latency are shared from that folder)")
     p.add_argument('--runs', default='runs/study', help='parent of the run folders (default runs/study)')
     p.add_argument('--out', help='results folder (default benchmarks/results/<machine>)')
+    p.add_argument('--more-seeds', nargs='+', default=[], metavar='NAME=N',
+                   help='retrain seeds 0..N-1 of these models instead of their planned ones (a tighter interval for '
+                        'one comparison; pairs with the other models over the seeds both have)')
     p.add_argument('--only', nargs='+', metavar='NAME', help='retrain only these models')
     p.add_argument('--only-seeds', nargs='+', type=int, metavar='K',
                    help='retrain only these retrain seeds (split a study across processes or machines)')
@@ -1049,8 +1084,10 @@ def main(argv: list[str] | None = None) -> int:
                              ('--threads', args.threads, 1)):
         if value < low:
             p.error(f'{name} is {value}; expected an integer >= {low}')
-    if args.only_seeds is not None and any(not 0 <= k < args.seeds for k in args.only_seeds):
-        p.error(f'--only-seeds {args.only_seeds}; expected retrain seeds from 0 to {args.seeds - 1}')
+    more = _parse_more_seeds(p, args.more_seeds)
+    top = max([args.seeds, *more.values()])
+    if args.only_seeds is not None and any(not 0 <= k < top for k in args.only_seeds):
+        p.error(f'--only-seeds {args.only_seeds}; expected retrain seeds from 0 to {top - 1}')
     if any(not m > 0 for m in args.width_mults) or len({f'{m:.2f}' for m in args.width_mults}) < len(args.width_mults):
         p.error(f'--width-mults {args.width_mults}; expected distinct positive multipliers (two decimals)')
     if any(e < 1 for e in args.expansions) or len(set(args.expansions)) < len(args.expansions):
@@ -1067,13 +1104,19 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else ROOT / 'benchmarks' / 'results' / machine_slug()
     try:
         models = plan_models(study_space(), out, args.seeds, args.width_mults, args.expansions, searched, args.random,
-                             args.random_seed, args.seed_weights, args.table)
+                             args.random_seed, args.seed_weights, args.table, more)
     except (ValueError, FileNotFoundError) as e:
         p.error(str(e))
     names = [m.name for m in models]
+    if set(more) - set(names):
+        p.error(f'--more-seeds {sorted(set(more) - set(names))}: no such model; expected some of {", ".join(names)}')
     if args.only and set(args.only) - set(names):
         p.error(f'--only {sorted(set(args.only) - set(names))}: no such model; expected some of {", ".join(names)}')
     by_name = {m.name: m for m in models}
+    for m in models:
+        if extra := unplanned_seeds(out, m):
+            print(f'study: {m.name} has retrains recorded with seeds {extra} beyond its planned ones, left out of the '
+                  f'report (--more-seeds {m.name}={max(extra) + 1} includes them)')
     try:
         if args.latency:
             print(f'study: timing {len(models)} backbones, {args.rounds} rounds at {args.threads} threads')

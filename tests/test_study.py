@@ -120,6 +120,23 @@ def test_plan_width_scaled_searched_and_committed_archs(space, tmp_path, capsys)
     pairs = {(c['a'], c['b']): c for c in study.comparisons(thin, rows)}
     assert {('seed_e3', 'seed'), ('seed_e3', 'seed_w0.75'), ('seed_w0.75', 'seed')} <= set(pairs)
     assert pairs[('seed_e3', 'seed_w0.75')]['mean'] == pytest.approx(1.0)
+    # more retrain seeds for some models: their comparisons pair over the seeds both have
+    more = study.plan_models(space, out, seeds=3, width_mults=[0.75], random_count=0,
+                             more_seeds={'seed': 5, 'fna_retinanet': 5})
+    by = {m.name: m for m in more}
+    assert by['seed'].seeds == (0, 1, 2, 3, 4) and by['seed_w0.75'].seeds == (0, 1, 2)
+    rows = [{'name': m.name, 'retrain_seed': k, 'AP50': 0.1 + 0.01 * i + 0.001 * k}
+            for i, m in enumerate(more) for k in m.seeds]
+    pairs = {(c['a'], c['b']): c for c in study.comparisons(more, rows)}
+    assert pairs[('fna_retinanet', 'seed')]['n'] == 5 and pairs[('seed_w0.75', 'seed')]['n'] == 3
+    # retrains recorded beyond a model's planned seeds are named (the report leaves them out)
+    runs = out / study.STUDY / 'runs'
+    runs.mkdir(parents=True, exist_ok=True)
+    for name in ('seed_r0.json', 'seed_r6.json', 'seed_w0.75_r1.json', 'seed_w0.75_r3.json'):
+        (runs / name).write_text('{}')
+    assert study.unplanned_seeds(out, by['seed']) == [6] and study.unplanned_seeds(out, by['seed_w0.75']) == [3]
+    for name in ('seed_r6.json', 'seed_w0.75_r1.json', 'seed_w0.75_r3.json', 'seed_r0.json'):
+        (runs / name).unlink()
     # a searched arch that differs from its committed file is refused, in one line
     other = tmp_path / 'other.yaml'
     space.scaled_seed(0.75).save(other)
@@ -133,6 +150,10 @@ def test_plan_width_scaled_searched_and_committed_archs(space, tmp_path, capsys)
                          (['--width-mults', '0'], 'expected distinct positive'), (['--seeds', '0'], '--seeds is 0'),
                          (['--expansions', '3', '3'], '--expansions [3, 3]; expected distinct integers >= 1'),
                          (['--only-seeds', '4'], '--only-seeds [4]; expected retrain seeds from 0 to 3'),
+                         (['--more-seeds', 'seed=6', '--only-seeds', '6'], 'expected retrain seeds from 0 to 5'),
+                         (['--more-seeds', 'seed=0'], "--more-seeds 'seed=0'; expected NAME=N, each model once, N a "
+                                                      'number of retrain seeds >= 1'),
+                         (['--more-seeds', 'nope=6'], "--more-seeds ['nope']: no such model"),
                          (['--name', 'Other'], "--name 'Other'; expected 'study' followed by"),
                          (['--recipe', 'configs/missing.yaml'], 'is not a config file under the repository')):
         with pytest.raises(SystemExit):
