@@ -11,11 +11,13 @@ from fna_zoo import count_arch, load_arch
 from fna_zoo.cli.search import verification_table
 from fna_zoo.data import CocoDetection
 from fna_zoo.engine.config import load_config
+from fna_zoo.fileio import portable_path
 from fna_zoo.nas.config import SEARCH_DEFAULTS
 from fna_zoo.nas import SearchSpace, SuperNet
+from fna_zoo.nas.space import ArchPath
 from fna_zoo.nas import cost as cost_mod
 from fna_zoo.nas.searcher import check_search_config, search
-from fna_zoo.nas.verify import baseline, holdout_split, top_candidates
+from fna_zoo.nas.verify import Candidate, baseline, holdout_split, top_candidates, zoo_candidates
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = SEARCH_DEFAULTS['search']['space']
@@ -117,13 +119,17 @@ def test_baseline_is_the_width_scaled_seed_nearest_the_target():
     assert cost == pytest.approx(count_arch(arch, (320, 320)).madds / 1e9)
 
 
-def test_top_candidates_rank_by_probability_within_the_band():
+def _seed_prior_search_at(target: str) -> tuple:
+    """(space, MAdds objective at `target`, a super network's op and width probabilities under a seed prior 2)."""
     space = space_of()
-    cfg = {'type': 'madds', 'lambda': 1.0, 'input_size': [320, 320], 'target': '1.0x', 'target_mode': 'match'}
-    objective = cost_mod.build_objective(space, cfg)
+    cfg = {'type': 'madds', 'lambda': 1.0, 'input_size': [320, 320], 'target': target, 'target_mode': 'match'}
     net = SuperNet(space)
     net.set_prior(space.seed_path(), 2.0)
-    ops, widths = net.probabilities()
+    return (space, cost_mod.build_objective(space, cfg), net, *net.probabilities())
+
+
+def test_top_candidates_rank_by_probability_within_the_band():
+    space, objective, net, ops, widths = _seed_prior_search_at('1.0x')
     seed_arch = space.derive(space.seed_path())
     found = top_candidates(space, objective, ops, widths, net.argmax_path(), 4, 0.1, exclude=[seed_arch], draws=300)
     assert len(found) == 4 and [c.name for c in found] == [f'candidate_{i}' for i in range(4)]
@@ -132,6 +138,37 @@ def test_top_candidates_rank_by_probability_within_the_band():
     assert [c.log_prob for c in found] == sorted((c.log_prob for c in found), reverse=True)
     again = top_candidates(space, objective, ops, widths, net.argmax_path(), 4, 0.1, exclude=[seed_arch], draws=300)
     assert [c.arch for c in again] == [c.arch for c in found]  # seeded draws
+
+
+def test_zoo_candidates_join_within_the_band_labelled_with_their_name(tmp_path):
+    space, objective, _, ops, widths = _seed_prior_search_at('1.0x')
+    half = tmp_path / 'half.yaml'
+    space.scaled_seed(0.5).save(half)
+    seed_arch = space.derive(space.seed_path())
+    base = Candidate('baseline', seed_arch, space.seed_path(), 0.57, 0.0, 'the seed')
+    found, left_out = zoo_candidates(space, objective, ['fna_retinanet_backbone', 'mobilenetv2_100', str(half)], 0.1,
+                                     ops, widths, taken=[base], first_index=3)
+    fna = load_arch('fna_retinanet_backbone')
+    assert [(c.name, c.label) for c in found] == [('candidate_3', 'zoo: fna_retinanet_backbone')]
+    assert found[0].arch.stages == fna.stages and found[0].path == space.path_of(fna)
+    assert found[0].cost == pytest.approx(count_arch(fna, (320, 320)).madds / 1e9)
+    assert found[0].log_prob < 0  # under the search's probabilities (the seed prior makes it unlikely)
+    assert left_out[0] == {'zoo': 'mobilenetv2_100', 'why': 'the same arch as baseline (the seed)'}
+    assert left_out[1]['zoo'] == portable_path(half) and 'is more than 10% from the target' in left_out[1]['why']
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (['search.verify.zoo=[nope]'], "search.verify.zoo names 'nope': unknown arch 'nope'"),
+    (['search.verify.zoo=[efficientnet_b0]'], "search.verify.zoo names 'efficientnet_b0', which is not in the search "
+                                              'space; expected an arch of the space of mobilenetv2_100'),
+    (['search.verify.zoo=[mobilenetv2_100, mobilenetv2_100]'],
+     'search.verify.zoo is .*; expected a list of distinct registered arch'),
+    (['search.verify.zoo=[fna_retinanet_backbone]', 'search.verify.candidates=0'],
+     'candidates is 0 \\(no verification\\); expected candidates >= 1'),
+])
+def test_bad_zoo_archs_are_one_line_errors_before_the_search(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        check_search_config(_search_cfg(tmp_path, *overrides))
 
 
 def _tree(root: Path, size: tuple[int, int]) -> None:
@@ -183,14 +220,24 @@ def _search_cfg(tmp_path: Path, *extra: str) -> dict:
         'search.verify.band=0.5', *extra], defaults=SEARCH_DEFAULTS)
 
 
-def test_verification_hands_on_the_winner_and_reports_every_score(tmp_path, capsys):
-    cfg = _search_cfg(tmp_path)
+def test_verification_hands_on_the_winner_and_reports_every_score(tmp_path, capsys, monkeypatch):
+    space = space_of(layers=[2, 2, 2, 2, 2, 1], width_mults=[0.5, 1.0])
+    wide = space.derive(ArchPath(tuple(tuple(slot.index('k5_e6') for slot in st.slots) for st in space.stages),
+                                 space.seed_path().widths))  # every layer k5: no draw near the seed proposes it
+    wide.save(tmp_path / 'zoo_k5.yaml')
+    space.derive(space.seed_path()).save(tmp_path / 'zoo_seed.yaml')  # the baseline itself: left out
+    cfg = _search_cfg(tmp_path, f'search.verify.zoo=[{tmp_path / "zoo_k5.yaml"}, {tmp_path / "zoo_seed.yaml"}]')
     result = search(cfg)
     run, record = tmp_path / 's', result['verify']
     names = [a['name'] for a in record['archs']]
-    assert names == ['baseline', 'candidate_0', 'candidate_1'] and record['archs'][0]['label'] == 'the seed'
+    assert names == ['baseline', 'candidate_0', 'candidate_1', 'candidate_2']
+    assert record['archs'][0]['label'] == 'the seed'
+    assert record['archs'][3]['label'] == f'zoo: {portable_path(tmp_path / "zoo_k5.yaml")}'
+    assert record['archs'][3]['arch'] == wide.to_fna_string()
+    assert record['zoo_left_out'] == [{'zoo': portable_path(tmp_path / 'zoo_seed.yaml'),
+                                       'why': 'the same arch as baseline (the seed)'}]
     assert [s['steps'] for s in record['archs'][0]['scores']] == [1, 2]  # the baseline runs every rung
-    assert sum(len(a['scores']) == 2 for a in record['archs'][1:]) == 1  # halving: one candidate goes on
+    assert sum(len(a['scores']) == 2 for a in record['archs'][1:]) == 2  # halving: two of three candidates go on
     finals = {a['name']: 100 * a['scores'][-1]['AP50'] for a in record['archs'] if len(a['scores']) == 2}
     best = max((n for n in finals if n != 'baseline'), key=finals.get)
     assert record['margin_AP50'] == pytest.approx(finals[best] - finals['baseline'])
@@ -205,11 +252,42 @@ def test_verification_hands_on_the_winner_and_reports_every_score(tmp_path, caps
     assert json.loads((run / 'verify' / 'verify.json').read_text()) == record
     table = verification_table(record, result['cost_unit'])
     assert table.splitlines()[2].startswith('  baseline') and f'winner: {want}' in table
+    assert f"  left out: zoo: {portable_path(tmp_path / 'zoo_seed.yaml')}: the same arch as baseline" in table
     # rerun with --resume: every run is finished, nothing is retrained, the record is the same
     stamp = (run / 'verify' / 'baseline' / 'final.pth').stat().st_mtime_ns
     again = search(cfg, resume=True)
     assert again['verify']['winner'] == record['winner']
     assert (run / 'verify' / 'baseline' / 'final.pth').stat().st_mtime_ns >= stamp
+    # benchmarks/reverify.py reruns that verification from the folder's files, with one more zoo arch: the search's
+    # own archs keep their names and scores (same seeds, same held-out split), the new one joins after them
+    monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
+    import reverify
+
+    k7 = space.derive(ArchPath(tuple(tuple(slot.index('k7_e6') for slot in st.slots) for st in space.stages),
+                               space.seed_path().widths))
+    k7.save(tmp_path / 'zoo_k7.yaml')
+    rerun = reverify.main([str(run), '--zoo', str(tmp_path / 'zoo_k5.yaml'), str(tmp_path / 'zoo_k7.yaml'),
+                           '--out', str(tmp_path / 're'), '--results', str(tmp_path / 'res')])
+    assert [a['name'] for a in rerun['archs']] == names + ['candidate_3']
+    assert rerun['archs'][4]['label'] == f'zoo: {portable_path(tmp_path / "zoo_k7.yaml")}'
+    assert rerun['archs'][4]['log_prob'] is None and '/tmp/' not in json.dumps(rerun)  # no absolute path
+    assert rerun['zoo_left_out'] == [{'zoo': portable_path(tmp_path / 'zoo_k5.yaml'),
+                                      'why': f"the same arch as candidate_2 (zoo: {portable_path(tmp_path / 'zoo_k5.yaml')})"}]
+    first = {a['name']: a['scores'][0]['AP50_seeds'] for a in record['archs']}
+    for a in rerun['archs'][:4]:
+        assert a['scores'][0]['AP50_seeds'] == pytest.approx(first[a['name']])
+    printed = (tmp_path / 'res' / 'verification_table.txt').read_text()
+    assert 'committed -> rerun' in printed and f"committed winner: {record['winner']}" in printed
+    assert json.loads((tmp_path / 'res' / 'verify.json').read_text()) == rerun
+    assert load_config(tmp_path / 'res' / 'config.yaml', defaults=SEARCH_DEFAULTS)['output'].startswith('<tmp>')
+    with pytest.raises(SystemExit):  # results into the search folder would overwrite it: one error line
+        reverify.main([str(run), '--out', str(tmp_path / 're2'), '--results', str(run / 'copy')])
+    assert "--results" in capsys.readouterr().err
+    # a rerun with another zoo arch into the same folder would resume the k7 arch's runs as candidate_3: refused
+    space.derive(ArchPath(tuple(tuple(slot.index('k5_e3') for slot in st.slots) for st in space.stages),
+                          space.seed_path().widths)).save(tmp_path / 'zoo_k5e3.yaml')
+    with pytest.raises(ValueError, match='trained another arch than candidate_3'):
+        reverify.main([str(run), '--zoo', str(tmp_path / 'zoo_k5e3.yaml'), '--out', str(tmp_path / 're')])
 
 
 def test_a_channel_search_derives_the_seed_ops(tmp_path):
@@ -264,7 +342,7 @@ def _fake_retrains(monkeypatch, ap50: dict) -> list:
 
 
 def _verify_with(tmp_path, monkeypatch, ap50: dict, seeds: int, margin: float = 1.0) -> tuple[dict, list]:
-    from fna_zoo.nas.verify import Candidate, verify_candidates
+    from fna_zoo.nas.verify import verify_candidates
 
     space = space_of()
     arch = space.derive(space.seed_path())

@@ -72,6 +72,7 @@ def verification_table(record: dict[str, Any], unit: str) -> str:
     if gain is not None and seeds > 1:
         versus = versus[:-1] + ', by seed ' + ' / '.join(f'{g:+.1f}' for g in record['paired_gains_AP50']) + ')'
 
+    lines += [f"  left out: zoo: {z['zoo']}: {z['why']}" for z in record.get('zoo_left_out', [])]
     lines.append(f"winner: {record['winner']}, {record['winner_label']}; baseline held-out AP50 "
                  f"{record['baseline_AP50']:.1f}{versus}; rule: {record['rule']}")
     return '\n'.join(lines)

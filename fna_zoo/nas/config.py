@@ -57,9 +57,11 @@ SEARCH_DEFAULTS['search'] = {
     # that cost (the baseline) with the retrain config `recipe` for `steps` (successive-halving rungs) on a
     # held-out `holdout` share of the training split; hand on the best candidate only when its held-out AP50 beats
     # the baseline's by `margin` points, else the baseline (fna_zoo/nas/verify.py). candidates 0 = off. seeds:
-    # retrain seeds per arch and rung; with more than one, the candidate must also beat the baseline with every seed
+    # retrain seeds per arch and rung; with more than one, the candidate must also beat the baseline with every seed.
+    # zoo: registered arch names or arch files of the space that join the candidates when within `band` of the
+    # target (e.g. [fna_retinanet_backbone], FNA's published arch)
     'verify': {'candidates': 0, 'recipe': None, 'steps': [100, 200], 'margin': 1.0, 'holdout': 0.2, 'band': 0.1,
-               'seeds': 1},
+               'seeds': 1, 'zoo': []},
     'arch_optimizer': {'lr': 3.0e-4, 'betas': [0.5, 0.999], 'weight_decay': 1.0e-3, 'grad_clip': 35.0},
     # type 'madds' or 'latency' (needs `table`, from fna-latency-table); target: in GMAdds / ms, with target_mode
     # 'max' (a hinge: no cost above it) or 'match' (two-sided: land at it);
@@ -114,6 +116,11 @@ def check_search_section(cfg: dict[str, Any]) -> None:
         raise ValueError(f'config search.objective.input_size is {size!r}; expected [H, W], two multiples of 32 '
                          f'from 32 to {MAX_SIDE}')
     check_float_ranges(cfg, _FLOAT_RANGES)
+    zoo = setting(cfg, 'search.verify.zoo')
+    if zoo is not ABSENT and not (isinstance(zoo, list) and all(isinstance(z, str) and z.strip() for z in zoo)
+                                  and len(set(zoo)) == len(zoo)):
+        raise ValueError(f'config search.verify.zoo is {zoo!r}; expected a list of distinct registered arch names or '
+                         'arch files (e.g. [fna_retinanet_backbone])')
     for path, allowed in _CHOICES.items():
         if (value := setting(cfg, path)) is not ABSENT and value not in allowed:
             raise ValueError(f'config {path} is {value!r}; expected one of {", ".join(allowed)}')

@@ -27,7 +27,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import timm
 import torch
@@ -52,7 +52,11 @@ from .latency import objective_latency_table, predicted_latency_ms
 from .space import ArchPath, SearchSpace
 from .supernet import SuperNet
 
-__all__ = ['entropy_fraction', 'split_indices', 'check_search_config', 'build_search', 'recalibrate_bn', 'search']
+if TYPE_CHECKING:
+    from .verify import Candidate
+
+__all__ = ['entropy_fraction', 'split_indices', 'check_search_config', 'verify_recipe', 'verification_setup',
+           'build_search', 'recalibrate_bn', 'search']
 
 _logger = logging.getLogger(__name__)
 
@@ -109,7 +113,13 @@ def check_search_config(cfg: dict[str, Any]) -> tuple[SearchSpace, CostObjective
     space = SearchSpace.from_config(s['space'], cfg['detector'])
     objective = build_objective(space, s['objective'])
     if s['verify']['candidates'] > 0:
+        from .verify import zoo_paths
+
         verify_recipe(cfg)
+        zoo_paths(space, s['verify']['zoo'])
+    elif s['verify']['zoo']:
+        raise ValueError(f"config search.verify.zoo is {s['verify']['zoo']!r} but search.verify.candidates is 0 (no "
+                         'verification); expected candidates >= 1 for zoo archs to be verified')
     if s['objective']['type'] != 'latency':
         objective_latency_table(space, s['objective'])  # a table given for the summary must fit the space too
     return space, objective, model_kwargs(cfg, DETECTORS[cfg['detector']])
@@ -340,10 +350,18 @@ def search(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     return result
 
 
-def _verify(cfg: dict[str, Any], job: '_Search', root: Path) -> dict[str, Any]:
-    """The verification stage (`fna_zoo.nas.verify`) of a finished search: its record; `arch.yaml` becomes the
-    winner, `searched_arch.yaml` keeps the search's argmax."""
-    from .verify import Candidate, baseline, holdout_split, top_candidates, verify_candidates
+def verification_setup(cfg: dict[str, Any], root: Path, space: SearchSpace,
+                       objective: CostObjective) -> tuple[dict[str, Any], Candidate]:
+    """(the retrain config of the verification runs on the held-out tree, the baseline) of a search config: the
+    held-out tree is cut from the training split under `<output>/verify/data` (`holdout_split`).
+
+    Args:
+        cfg: The search config.
+        root: Its COCO tree (`data_root`).
+        space: Its search space.
+        objective: Its cost objective.
+    """
+    from .verify import Candidate, baseline, holdout_split
 
     out, v = Path(cfg['output']), cfg['search']['verify']
     recipe = verify_recipe(cfg)
@@ -351,17 +369,30 @@ def _verify(cfg: dict[str, Any], job: '_Search', root: Path) -> dict[str, Any]:
     tree = holdout_split(root, cfg['data']['train_split'], v['holdout'], crop, out / 'verify' / 'data',
                          cfg['data']['val_split'], cfg['seed'])
     recipe['data']['path'] = str(tree)
-    space, objective = job.space, job.objective
     arch, path, cost = baseline(space, objective)
     label = 'the seed' if path == space.seed_path() else 'the width-scaled seed at the target'
-    base = Candidate('baseline', arch, path, cost, 0.0, label)
+    return recipe, Candidate('baseline', arch, path, cost, 0.0, label)
+
+
+def _verify(cfg: dict[str, Any], job: '_Search', root: Path) -> dict[str, Any]:
+    """The verification stage (`fna_zoo.nas.verify`) of a finished search: its record; `arch.yaml` becomes the
+    winner, `searched_arch.yaml` keeps the search's argmax."""
+    from .verify import top_candidates, verify_candidates, zoo_candidates
+
+    out, v = Path(cfg['output']), cfg['search']['verify']
+    space, objective = job.space, job.objective
+    recipe, base = verification_setup(cfg, root, space, objective)
     with torch.no_grad():
         ops, widths = job.supernet.probabilities()
     candidates = top_candidates(space, objective, ops, widths, job.supernet.argmax_path(), v['candidates'], v['band'],
-                                exclude=[arch], seed=cfg['seed'])
+                                exclude=[base.arch], seed=cfg['seed'])
+    zoo, left_out = zoo_candidates(space, objective, v['zoo'], v['band'], ops, widths, taken=[base, *candidates],
+                                   first_index=len(candidates))
+    candidates += zoo
     searched = space.derive(job.supernet.argmax_path())
     searched.save(out / 'searched_arch.yaml')
-    record = verify_candidates(candidates, base, recipe, v['steps'], v['margin'], out / 'verify', v['seeds'])
+    record = verify_candidates(candidates, base, recipe, v['steps'], v['margin'], out / 'verify', v['seeds'],
+                               left_out)
     winner = base if record['winner'] == base.name else next(c for c in candidates if c.name == record['winner'])
     winner.arch.save(out / 'arch.yaml')
     _logger.info('verification: %s wins (%s); baseline held-out AP50 %.1f, best candidate %s', record['winner'],

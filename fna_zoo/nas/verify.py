@@ -13,6 +13,11 @@ at the seed's cost, the width-scaled seed below it), the network a user has with
 Do no harm: the arch handed on (`arch.yaml`) is the best candidate only when its held-out AP50 beats the
 baseline's by `search.verify.margin` points; otherwise it is the baseline, and the summary says so.
 
+Zoo candidates (`search.verify.zoo`): archs the user names (a registered arch such as FNA's published
+`fna_retinanet_backbone`, or an arch file) join the search's candidates when they lie in the space and within the
+cost band of the target, so a published arch retrained on the user's data competes with what the search proposes;
+the record labels each candidate with where it came from.
+
 Held-out data: images of the training split the search saw are also the candidates' training images, so the
 scores come from a part of the training split the candidate retrains never see (`holdout_split`): whole images
 when the split has several, else a strip of each large image (the tree set has one training image), cut into
@@ -36,11 +41,12 @@ from PIL import Image
 from ..arch import Arch
 from ..data.coco import coco_split_paths
 from ..data.crops import crop_boxes, tile_windows
-from ..fileio import atomic_path, atomic_write_text
+from ..fileio import atomic_path, atomic_write_text, portable_path
 from .cost import CostObjective
 from .space import ArchPath, SearchSpace
 
-__all__ = ['Candidate', 'holdout_split', 'baseline', 'top_candidates', 'verify_candidates']
+__all__ = ['Candidate', 'holdout_split', 'path_cost', 'baseline', 'top_candidates', 'zoo_candidates', 'zoo_paths',
+           'verify_candidates']
 
 _logger = logging.getLogger(__name__)
 
@@ -57,7 +63,8 @@ class Candidate:
         arch: The arch.
         path: Its path in the space.
         cost: Its cost under the search objective, in the objective's unit.
-        log_prob: Log-probability of its path under the final architecture probabilities.
+        log_prob: Log-probability of its path under the final architecture probabilities (None: not known, e.g. a
+            zoo arch in a verification rerun without the super network).
         label: What it is, in words.
     """
 
@@ -65,7 +72,7 @@ class Candidate:
     arch: Arch
     path: ArchPath
     cost: float
-    log_prob: float
+    log_prob: float | None
     label: str
 
 
@@ -168,8 +175,23 @@ def _path_log_prob(path: ArchPath, ops: Sequence[torch.Tensor], widths: Sequence
                  + sum(math.log(max(float(p[i]), 1e-30)) for p, i in zip(widths, path.widths)))
 
 
-def _cost(objective: CostObjective, path: ArchPath) -> float:
+def path_cost(objective: CostObjective, path: ArchPath) -> float:
+    """The cost of a path under the search objective, in the objective's unit.
+
+    Args:
+        objective: The search's cost objective.
+        path: A path of its space.
+    """
     return objective.table.of_path(path) / objective.scale
+
+
+def _in_band(objective: CostObjective, cost: float, band: float) -> bool:
+    """Whether `cost` is within `band` (relative) of the objective's target (always, without a target)."""
+    return objective.target is None or abs(cost / objective.target - 1) <= band
+
+
+def _on_cpu(probs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [p.detach().float().cpu() for p in probs]
 
 
 def baseline(space: SearchSpace, objective: CostObjective) -> tuple[Arch, ArchPath, float]:
@@ -184,9 +206,9 @@ def baseline(space: SearchSpace, objective: CostObjective) -> tuple[Arch, ArchPa
     options = [seed_path]
     if objective.target is not None:
         options += space.width_seed_paths()
-        options.sort(key=lambda p: abs(math.log(_cost(objective, p) / objective.target)))
+        options.sort(key=lambda p: abs(math.log(path_cost(objective, p) / objective.target)))
     best = options[0]
-    return space.derive(best), best, _cost(objective, best)
+    return space.derive(best), best, path_cost(objective, best)
 
 
 def top_candidates(space: SearchSpace, objective: CostObjective, ops: Sequence[torch.Tensor],
@@ -208,7 +230,7 @@ def top_candidates(space: SearchSpace, objective: CostObjective, ops: Sequence[t
         seed: Seed of the draws.
     """
     gen = torch.Generator().manual_seed(seed)
-    ops, widths = [p.detach().float().cpu() for p in ops], [p.detach().float().cpu() for p in widths]
+    ops, widths = _on_cpu(ops), _on_cpu(widths)
     sizes = [len(st.slots) for st in space.stages]
     found: dict[str, Candidate] = {}
     skip = {a.to_fna_string() for a in exclude}
@@ -216,10 +238,10 @@ def top_candidates(space: SearchSpace, objective: CostObjective, ops: Sequence[t
     def consider(path: ArchPath, first: bool = False) -> None:
         arch = space.derive(path)
         key = arch.to_fna_string()
-        cost = _cost(objective, path)
+        cost = path_cost(objective, path)
         if key in skip or key in found:
             return
-        if not first and objective.target is not None and abs(cost / objective.target - 1) > band:
+        if not first and not _in_band(objective, cost, band):
             return
         found[key] = Candidate('', arch, path, cost, _path_log_prob(path, ops, widths),
                                'argmax of the search' if first else 'drawn from the search probabilities')
@@ -238,9 +260,91 @@ def top_candidates(space: SearchSpace, objective: CostObjective, ops: Sequence[t
     return [Candidate(f'candidate_{i}', c.arch, c.path, c.cost, c.log_prob, c.label) for i, c in enumerate(chosen)]
 
 
+def zoo_candidates(space: SearchSpace, objective: CostObjective, specs: Sequence[str], band: float,
+                   ops: Sequence[torch.Tensor] | None, widths: Sequence[torch.Tensor] | None,
+                   taken: Sequence[Candidate] = (), first_index: int = 0) -> tuple[list[Candidate], list[dict[str, str]]]:
+    """Named archs as further candidates: (the candidates, one `{'zoo': name, 'why': reason}` per arch left out). An
+    arch is left out when its cost is more than `band` (relative) from the target, or when it is the same arch as
+    one already in the verification.
+
+    Args:
+        space: The search space.
+        objective: The cost objective (its target sets the band; no target: no band).
+        specs: Registered arch names or arch files (`fna_zoo.arch.load_arch`), each in the space (`zoo_paths`).
+        band: Relative cost band around the target.
+        ops: Final probabilities of every slot's ops (the candidates' log-probabilities; None: not known).
+        widths: Final probabilities of every stage's widths (None with `ops`).
+        taken: The archs already in the verification (the baseline, the search's candidates).
+        first_index: Index of the first one's name (`candidate_<i>`).
+
+    Raises:
+        ValueError: A name that cannot be read or is not in the space (`zoo_paths`).
+    """
+    known = ops is not None and widths is not None
+    if known:
+        ops, widths = _on_cpu(ops), _on_cpu(widths)
+    seen = {c.arch.to_fna_string(): c for c in taken}
+    chosen: list[Candidate] = []
+    left_out: list[dict[str, str]] = []
+    for spec, path in zoo_paths(space, specs).items():
+        arch, cost = space.derive(path), path_cost(objective, path)
+        name = portable_path(spec)  # NOTE: records hold no absolute path of this machine
+        if (same := seen.get(arch.to_fna_string())) is not None:
+            left_out.append({'zoo': name, 'why': f'the same arch as {same.name} ({same.label})'})
+        elif not _in_band(objective, cost, band):
+            left_out.append({'zoo': name, 'why': f'cost {cost:.4g} is more than {band:.0%} from the target '
+                                                 f'{objective.target:.4g}'})
+        else:
+            c = Candidate(f'candidate_{first_index + len(chosen)}', arch, path, cost,
+                          _path_log_prob(path, ops, widths) if known else None, f'zoo: {name}')
+            chosen.append(c)
+            seen[arch.to_fna_string()] = c
+    for item in left_out:
+        _logger.info('verification: zoo arch %s left out: %s', item['zoo'], item['why'])
+    return chosen, left_out
+
+
+def zoo_paths(space: SearchSpace, specs: Sequence[str]) -> dict[str, ArchPath]:
+    """The path in the space of every named arch (`search.verify.zoo`).
+
+    Args:
+        space: The search space.
+        specs: Registered arch names or arch files.
+
+    Raises:
+        ValueError: The first name that cannot be read or is not in the space, in one line.
+    """
+    from ..arch import load_arch
+
+    paths: dict[str, ArchPath] = {}
+    for spec in specs:
+        try:
+            arch = load_arch(spec)
+        except (ValueError, OSError) as e:
+            raise ValueError(f'config search.verify.zoo names {spec!r}: {e}') from None
+        path = space.path_of(arch)
+        if path is None:
+            raise ValueError(f'config search.verify.zoo names {spec!r}, which is not in the search space; expected an '
+                             f'arch of the space of {space.seed_name} (its stem and fixed stages, the widths and ops '
+                             'of search.space)')
+        paths[spec] = path
+    return paths
+
+
 def _run_name(name: str, k: int) -> str:
     """The run folder of retrain seed offset `k` of an arch (`k` 0: the arch's own name, as with one seed)."""
     return name if k == 0 else f'{name}_s{k}'
+
+
+def _check_run_arch(run: Path, c: Candidate) -> None:
+    """Refuse to resume a verification run that trained another arch (its candidates changed since it ran, e.g. a
+    different `search.verify.zoo`): a resumed run keeps the arch it started with, whatever `c` is."""
+    from ..arch import load_arch
+
+    if (run / 'arch.yaml').is_file() and any((run / f).is_file() for f in ('last.pth', 'final.pth')):
+        if load_arch(run / 'arch.yaml').to_fna_string() != c.arch.to_fna_string():
+            raise ValueError(f'verification run {portable_path(run)} trained another arch than {c.name} ({c.label}); '
+                             'expected the same candidates as when it ran: remove its verify/ folder to verify anew')
 
 
 def _rung_score(c: Candidate, steps: int, recipe: dict[str, Any], out: Path, seeds: int) -> dict[str, Any]:
@@ -255,6 +359,7 @@ def _rung_score(c: Candidate, steps: int, recipe: dict[str, Any], out: Path, see
         cfg['train']['max_iters'] = steps
         cfg['seed'] = int(recipe['seed']) + k
         cfg['output'] = str(out / _run_name(c.name, k))
+        _check_run_arch(Path(cfg['output']), c)
         runs.append(retrain(cfg, resume=True))
     ap50s = [float(res.get('AP50') or 0.0) for res in runs]
     return {'steps': int(runs[0].get('step', steps)), 'AP': sum(float(res.get('AP') or 0.0) for res in runs) / seeds,
@@ -262,7 +367,8 @@ def _rung_score(c: Candidate, steps: int, recipe: dict[str, Any], out: Path, see
 
 
 def verify_candidates(candidates: list[Candidate], base: Candidate, recipe: dict[str, Any], steps: Sequence[int],
-                      margin: float, out: Path, seeds: int = 1) -> dict[str, Any]:
+                      margin: float, out: Path, seeds: int = 1,
+                      left_out: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Successive halving over `candidates` and `base`: each rung retrains the survivors to that many steps (runs
     resume, so a rung continues the last) with `seeds` retrain seeds and scores them on the held-out split (the
     mean AP50 over the seeds); after every rung but the last the better half of the candidates goes on, the
@@ -284,6 +390,7 @@ def verify_candidates(candidates: list[Candidate], base: Candidate, recipe: dict
         out: Folder of the runs (`<out>/<name>`, `<out>/<name>_s<k>` for the further seeds), of `verify.json` and of
             `winner.pth` (a copy of the winner's first-seed checkpoint, to evaluate or export).
         seeds: Retrain seeds per arch and rung.
+        left_out: Zoo archs left out of the verification and why (`zoo_candidates`), recorded as `zoo_left_out`.
 
     Returns:
         The verification record: every arch's scores per rung (mean and per seed), the winner, the baseline's
@@ -313,13 +420,14 @@ def verify_candidates(candidates: list[Candidate], base: Candidate, recipe: dict
     record = {
         'rule': rule, 'steps': list(steps), 'seeds': seeds, 'margin_required': margin,
         'archs': [{'name': c.name, 'label': c.label, 'arch': c.arch.to_fna_string(), 'cost': c.cost,
-                   'log_prob': None if c is base else round(c.log_prob, 3), 'scores': scores[c.name]}
+                   'log_prob': None if c is base or c.log_prob is None else round(c.log_prob, 3),
+                   'scores': scores[c.name]}
                   for c in [base] + list(candidates)],
         'baseline': base.name, 'baseline_AP50': finals[base.name],
         'best_candidate': None if best is None else best.name,
         'best_candidate_AP50': None if best is None else finals[best.name],
         'margin_AP50': gain, 'paired_gains_AP50': paired, 'winner': winner.name, 'winner_label': winner.label,
-        'winner_arch': winner.arch.to_fna_string(),
+        'winner_arch': winner.arch.to_fna_string(), 'zoo_left_out': list(left_out),
     }
     with atomic_path(out / 'winner.pth') as tmp:  # the winner's checkpoint (held-out data, `steps[-1]` steps)
         shutil.copyfile(out / winner.name / 'final.pth', tmp)
