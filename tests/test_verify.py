@@ -27,6 +27,12 @@ def space_of(**changes) -> SearchSpace:
     return SearchSpace.from_config({**SPACE, **changes}, 'retinanet')
 
 
+def every_layer(space: SearchSpace, op: str):
+    """The arch of `space` with `op` in every slot at the seed's widths."""
+    return space.derive(ArchPath(tuple(tuple(slot.index(op) for slot in st.slots) for st in space.stages),
+                                 space.seed_path().widths))
+
+
 def test_seed_path_derives_the_seed_and_path_of_inverts_derive():
     space = space_of()
     seed = load_arch('mobilenetv2_100')
@@ -222,8 +228,7 @@ def _search_cfg(tmp_path: Path, *extra: str) -> dict:
 
 def test_verification_hands_on_the_winner_and_reports_every_score(tmp_path, capsys, monkeypatch):
     space = space_of(layers=[2, 2, 2, 2, 2, 1], width_mults=[0.5, 1.0])
-    wide = space.derive(ArchPath(tuple(tuple(slot.index('k5_e6') for slot in st.slots) for st in space.stages),
-                                 space.seed_path().widths))  # every layer k5: no draw near the seed proposes it
+    wide = every_layer(space, 'k5_e6')  # every layer k5: no draw near the seed proposes it
     wide.save(tmp_path / 'zoo_k5.yaml')
     space.derive(space.seed_path()).save(tmp_path / 'zoo_seed.yaml')  # the baseline itself: left out
     cfg = _search_cfg(tmp_path, f'search.verify.zoo=[{tmp_path / "zoo_k5.yaml"}, {tmp_path / "zoo_seed.yaml"}]')
@@ -263,16 +268,14 @@ def test_verification_hands_on_the_winner_and_reports_every_score(tmp_path, caps
     monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
     import reverify
 
-    k7 = space.derive(ArchPath(tuple(tuple(slot.index('k7_e6') for slot in st.slots) for st in space.stages),
-                               space.seed_path().widths))
-    k7.save(tmp_path / 'zoo_k7.yaml')
+    every_layer(space, 'k7_e6').save(tmp_path / 'zoo_k7.yaml')
     rerun = reverify.main([str(run), '--zoo', str(tmp_path / 'zoo_k5.yaml'), str(tmp_path / 'zoo_k7.yaml'),
                            '--out', str(tmp_path / 're'), '--results', str(tmp_path / 'res')])
     assert [a['name'] for a in rerun['archs']] == names + ['candidate_3']
     assert rerun['archs'][4]['label'] == f'zoo: {portable_path(tmp_path / "zoo_k7.yaml")}'
     assert rerun['archs'][4]['log_prob'] is None and '/tmp/' not in json.dumps(rerun)  # no absolute path
-    assert rerun['zoo_left_out'] == [{'zoo': portable_path(tmp_path / 'zoo_k5.yaml'),
-                                      'why': f"the same arch as candidate_2 (zoo: {portable_path(tmp_path / 'zoo_k5.yaml')})"}]
+    k5_name = portable_path(tmp_path / 'zoo_k5.yaml')
+    assert rerun['zoo_left_out'] == [{'zoo': k5_name, 'why': f'the same arch as candidate_2 (zoo: {k5_name})'}]
     first = {a['name']: a['scores'][0]['AP50_seeds'] for a in record['archs']}
     for a in rerun['archs'][:4]:
         assert a['scores'][0]['AP50_seeds'] == pytest.approx(first[a['name']])
@@ -284,8 +287,7 @@ def test_verification_hands_on_the_winner_and_reports_every_score(tmp_path, caps
         reverify.main([str(run), '--out', str(tmp_path / 're2'), '--results', str(run / 'copy')])
     assert "--results" in capsys.readouterr().err
     # a rerun with another zoo arch into the same folder would resume the k7 arch's runs as candidate_3: refused
-    space.derive(ArchPath(tuple(tuple(slot.index('k5_e3') for slot in st.slots) for st in space.stages),
-                          space.seed_path().widths)).save(tmp_path / 'zoo_k5e3.yaml')
+    every_layer(space, 'k5_e3').save(tmp_path / 'zoo_k5e3.yaml')
     with pytest.raises(ValueError, match='trained another arch than candidate_3'):
         reverify.main([str(run), '--zoo', str(tmp_path / 'zoo_k5e3.yaml'), '--out', str(tmp_path / 're')])
 

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from ..arch import Arch
+from ..arch import Arch, load_arch
 from ..data.coco import coco_split_paths
 from ..data.crops import crop_boxes, tile_windows
 from ..fileio import atomic_path, atomic_write_text, portable_path
@@ -314,8 +314,6 @@ def zoo_paths(space: SearchSpace, specs: Sequence[str]) -> dict[str, ArchPath]:
     Raises:
         ValueError: The first name that cannot be read or is not in the space, in one line.
     """
-    from ..arch import load_arch
-
     paths: dict[str, ArchPath] = {}
     for spec in specs:
         try:
@@ -339,8 +337,6 @@ def _run_name(name: str, k: int) -> str:
 def _check_run_arch(run: Path, c: Candidate) -> None:
     """Refuse to resume a verification run that trained another arch (its candidates changed since it ran, e.g. a
     different `search.verify.zoo`): a resumed run keeps the arch it started with, whatever `c` is."""
-    from ..arch import load_arch
-
     if (run / 'arch.yaml').is_file() and any((run / f).is_file() for f in ('last.pth', 'final.pth')):
         if load_arch(run / 'arch.yaml').to_fna_string() != c.arch.to_fna_string():
             raise ValueError(f'verification run {portable_path(run)} trained another arch than {c.name} ({c.label}); '
