@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.results:
         dest = Path(args.results)
         dest.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / 'verify' / 'verify.json', dest / 'verify.json')
+        atomic_write_text(dest / 'verify.json', (out / 'verify' / 'verify.json').read_text())
         cfg['output'] = portable_path(out)  # NOTE: results hold no absolute path of this machine
         atomic_write_text(dest / 'config.yaml', yaml.safe_dump(cfg, sort_keys=False))
         atomic_write_text(dest / 'verification_table.txt', text + '\n')
