@@ -165,11 +165,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(r: dict[str, Any]) -> str:
     """The markdown report of a record of `main`."""
+    from fna_zoo.runtime.machine import cpu_label
+
     m = r['machine']
     threads = list(r['network'])
     lines = ['# INT8 network: where the time goes, and quantization variants', '',
              f"HF_HUB_OFFLINE=1 python benchmarks/int8_network.py --checkpoint {r['checkpoint']}", '',
-             f"{m['cpu_model']} ({m['cores']} cores, load {m.get('loadavg_1m')}); onnxruntime {m.get('onnxruntime')}; "
+             f"{cpu_label(m)} ({m['cores']} cores, load {m.get('loadavg_1m')}); onnxruntime {m.get('onnxruntime')}; "
              f"input {r['input_size'][0]}x{r['input_size'][1]}, batch 1; {r['calibration_images']} calibration images. "
              'The network sub-graph of the detector (normalisation, backbone, FPN, head; not the NMS), every file '
              'timed in alternation; x fp32: median of the per-round ratios. AP on the run\'s validation set.', '',

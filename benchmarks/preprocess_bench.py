@@ -44,7 +44,7 @@ from fna_zoo.assets.store import resolve_asset  # noqa: E402
 from fna_zoo.cli.common import CliParser, run_cli  # noqa: E402
 from fna_zoo.fileio import atomic_write_text, portable_path  # noqa: E402
 from fna_zoo.runtime import preprocess as pp  # noqa: E402
-from fna_zoo.runtime.machine import machine_info, machine_slug  # noqa: E402
+from fna_zoo.runtime.machine import cpu_label, machine_info, machine_slug  # noqa: E402
 from fna_zoo.runtime.timing import paired_ratio  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +171,7 @@ def report(result: dict[str, Any]) -> str:
         '',
         f"{result['command']}",
         '',
-        f"{m['cpu_model']} ({m['cores']} cores, 1 thread, load {m['loadavg_1m']}); "
+        f"{cpu_label(m)} ({m['cores']} cores, 1 thread, load {m['loadavg_1m']}); "
         f"numpy {result['versions']['numpy']}, "
         f"Pillow {result['versions']['Pillow']}, OpenCV {result['versions']['opencv']}, simplejpeg "
         f"{result['versions']['simplejpeg']}, pyspng {result['versions']['pyspng']}. Network input {h}x{w} letterbox, float32 [3, H, W] in [0, 1]. "

@@ -321,6 +321,17 @@ def test_resume_measures_only_the_missing_parts(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match='measured with runtime threads 1, this run uses 2'):
         lat.build_latency_table(space, SIZE, get_runtime('onnxruntime', 2), path, progress=False)
     assert path.read_bytes() == before and calls == []
+    # nor one measured on a CPU of another instruction set behind the same model name; a table written before the
+    # instruction set was recorded resumes on its model name
+    other, legacy = json.loads(before), json.loads(before)
+    other['machine']['cpu_isa'] = 'isa-of-another-machine'
+    del legacy['machine']['cpu_isa']
+    path.write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="measured on another machine \\(cpu_isa 'isa-of-another-machine'"):
+        lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, progress=False, passes=1)
+    path.write_text(json.dumps(legacy))
+    lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, progress=False, passes=1)
+    assert calls == []
 
 
 def test_passes_in_shuffled_orders_keep_the_median_and_a_one_pass_table_gains_passes(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..fileio import atomic_write_text
-from ..runtime.machine import machine_info
+from ..runtime.machine import cpu_label, machine_info
 from ..runtime.names import canonical_runtime
 from ..runtime.prefetch import PrefetchClock, prefetch
 from ..runtime.preprocess import InputSpec, set_threads
@@ -39,7 +39,7 @@ FIELDS = ['model', 'format', 'runtime', 'precision', 'device', 'status', 'size_m
           'pre_p50_ms', 'net_p50_ms', 'post_p50_ms', 'e2e_p50_ms', 'e2e_p90_ms', 'pre_p90_ms', 'net_p90_ms',
           'post_p90_ms', 'throughput_ips', 'pre_pct', 'stream_ms', 'stream_wait_pct', 'unsplit_p50_ms',
           'split_ratio', 'n', 'warmup', 'images', 'data',
-          'input_h', 'input_w', 'file', 'note', 'runtime_options', 'cpu_model', 'cores', 'threads', 'gpu',
+          'input_h', 'input_w', 'file', 'note', 'runtime_options', 'cpu_model', 'cpu_isa', 'cores', 'threads', 'gpu',
           *runtime_packages(), 'python', 'loadavg_1m', 'timestamp']
 LEGEND = [
     'size MB: the ONNX file (TensorRT: the engine; OpenVINO IR: its network, .xml + .bin); PyTorch: its weights '
@@ -267,7 +267,7 @@ HEAD = ['format', 'runtime', 'precision', 'size MB', 'AP', 'AP50', 'pre ms', 'ne
 def _caption(rows: Sequence[dict[str, Any]]) -> str:
     r = rows[0]
     n = next((x['n'] for x in rows if x.get('n')), 0)
-    return (f"{r['model']} on {r['data']}, input {r['input_h']}x{r['input_w']}, batch 1; {r['cpu_model']} "
+    return (f"{r['model']} on {r['data']}, input {r['input_h']}x{r['input_w']}, batch 1; {cpu_label(r)} "
             f"({r['cores']} cores, {r['threads']} threads, load {r['loadavg_1m']}), gpu {r['gpu']}; "
             f"{', '.join(f'{k} {r.get(k)}' for k in runtime_packages())}; latency (ms, p50 unless named) over {n} runs "
             f"per cell after {r['warmup']} warm-up runs, the cells run image by image in turn.")

@@ -37,8 +37,8 @@ _logger = logging.getLogger(__name__)
 # `ort`, ...) and no `runtime_options`; `fna_zoo.bench.report.row_runtime` reads both.
 FIELDS = ['model', 'arch_id', 'what', 'runtime', 'precision', 'device', 'batch', 'input_h', 'input_w',
           'p50_ms', 'p90_ms', 'p99_ms', 'mean_ms', 'std_ms', 'throughput_ips', 'n', 'warmup', 'status', 'note',
-          'io_included', 'runtime_options', 'cpu_model', 'cores', 'threads', 'gpu', 'cuda', *runtime_packages(),
-          'python', 'loadavg_1m', 'timestamp']
+          'io_included', 'runtime_options', 'cpu_model', 'cpu_isa', 'cores', 'threads', 'gpu', 'cuda',
+          *runtime_packages(), 'python', 'loadavg_1m', 'timestamp']
 # the row fields that name one file (a model argument may be a name instead: kept as it is), written portably
 PATH_FIELDS = ('model', 'file')
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..fileio import portable_path, save_figure
+from ..runtime.machine import cpu_label
 from ..runtime.names import canonical_runtime
 
 __all__ = ['PUBLISHED', 'ReportEntry', 'published_entries', 'run_entry', 'build_report', 'write_report', 'row_runtime']
@@ -204,7 +205,7 @@ def write_report(joined: Sequence[dict[str, Any]], outdir: str | os.PathLike, ma
         lines.append('| ' + ' | '.join(cells) + ' |')
     m = machine or {}
     caption = (f"Latency: backbone only (features_only, normalisation included), batch 1, median (p50) in ms, "
-               f"on {m.get('cpu_model', '?')} ({m.get('cores', '?')} cores, {m.get('threads', '?')} threads; "
+               f"on {cpu_label(m)} ({m.get('cores', '?')} cores, {m.get('threads', '?')} threads; "
                f"torch {m.get('torch', '?')}, onnxruntime {m.get('onnxruntime', '?')}; random-init weights). "
                "AP 'paper' is the FNA paper's COCO AP of the whole detector, not measured here; Params / MAdds are "
                "`count_arch` of the backbone at that input size. '—': not measured.")
@@ -237,7 +238,7 @@ def write_report(joined: Sequence[dict[str, Any]], outdir: str | os.PathLike, ma
 
     handles = [Line2D([], [], marker='o', ls='', color=c, label=k) for k, c in colors.items()]
     fig.legend(handles=handles, loc='lower center', ncol=max(1, len(handles)), fontsize=8, frameon=False)
-    fig.suptitle(f"{m.get('cpu_model', '')} · {m.get('threads', '?')} threads", fontsize=9)
+    fig.suptitle(f"{cpu_label(m)} · {m.get('threads', '?')} threads", fontsize=9)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     png = outdir / f'{stem}.png'
     save_figure(fig, png)

@@ -136,6 +136,7 @@ def _split(item: str, default: str, device: str) -> tuple[str, str]:
 
 def _run(args: Any) -> None:
     from ..bench.grid import format_table, run_grid, write_results
+    from ..runtime.machine import cpu_label
     from ..runtime.names import canonical_runtime
 
     if args.ap:
@@ -151,7 +152,7 @@ def _run(args: Any) -> None:
     rows = run_grid(args.models, runtimes, args.what, args.batch, sizes, args.warmup, args.runs,
                     args.min_time, args.threads, args.device, args.detector, progress=not args.quiet)
     m = rows[0] if rows else {}
-    print(f"{m.get('cpu_model')} ({m.get('cores')} cores, {m.get('threads')} threads, load {m.get('loadavg_1m')}), "
+    print(f"{cpu_label(m)} ({m.get('cores')} cores, {m.get('threads')} threads, load {m.get('loadavg_1m')}), "
           f"gpu {m.get('gpu')}; torch {m.get('torch')}, onnxruntime {m.get('onnxruntime')}, "
           f"tensorrt {m.get('tensorrt')}; {args.warmup} warm-up + {args.runs} timed runs per cell")
     print(format_table(rows))
@@ -211,6 +212,7 @@ def _deploy(args: Any) -> None:
 def _compare(args: Any) -> None:
     from ..fileio import atomic_write_text
     from ..bench.grid import compare, portable_row
+    from ..runtime.machine import cpu_label
 
     _check_counts(args)
     if args.batch < 1:
@@ -221,7 +223,7 @@ def _compare(args: Any) -> None:
         raise ValueError(f'A and B are both {a[0]}@{a[1]}; expected two different models or runtimes')
     r = compare(a, b, args.what, args.batch, size, args.warmup, args.runs, args.threads, args.device, args.detector)
     ra, rb = r['a'], r['b']
-    print(f"{ra['cpu_model']} ({ra['cores']} cores, {ra['threads']} threads, load {ra['loadavg_1m']}); "
+    print(f"{cpu_label(ra)} ({ra['cores']} cores, {ra['threads']} threads, load {ra['loadavg_1m']}); "
           f"{args.what} {size[0]}x{size[1]}, batch {args.batch}, {r['n']} interleaved rounds after {args.warmup} warm-up")
     for tag, row in (('A', ra), ('B', rb)):
         print(f"  {tag}: {row['model']} @ {row['runtime']} ({row['precision']}): p50 {row['p50_ms']:.1f} ms, "

@@ -434,10 +434,11 @@ def _check_resumable(old: dict[str, Any], new: dict[str, Any], path: Path, space
         if old['runtime'].get(key) != new['runtime'][key]:
             raise ValueError(f"{where} was measured with runtime {key} {old['runtime'].get(key)!r}, this run uses "
                              f"{new['runtime'][key]!r}; expected the same settings to resume (or another --output)")
-    for key in ('cpu_model', 'gpu'):
-        if old.get('machine', {}).get(key) != new['machine'][key]:
+    # NOTE: tables written before `cpu_isa` was recorded lack it; their model name alone is compared then.
+    for key in ('cpu_model', 'cpu_isa', 'gpu'):
+        if key in old.get('machine', {}) and old['machine'][key] != new['machine'].get(key):
             raise ValueError(f"{where} was measured on another machine ({key} {old['machine'].get(key)!r}, here "
-                             f"{new['machine'][key]!r}); expected another --output for this machine")
+                             f"{new['machine'].get(key)!r}); expected another --output for this machine")
 
 
 def build_latency_table(space: SearchSpace, input_size: Sequence[int], runtime: Runtime, output: str | os.PathLike,

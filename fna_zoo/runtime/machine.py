@@ -1,5 +1,6 @@
-"""What a benchmark ran on: CPU model, cores, threads, GPU, and the versions of every registered runtime's package
-(`fna_zoo.runtime.registry.runtime_packages`: torch, onnxruntime, tensorrt, openvino; None where not installed)."""
+"""What a benchmark ran on: CPU model and its widest vector/INT8 instruction set, cores, threads, GPU, and the versions
+of every registered runtime's package (`fna_zoo.runtime.registry.runtime_packages`: torch, onnxruntime, tensorrt,
+openvino; None where not installed)."""
 from __future__ import annotations
 
 import importlib
@@ -9,7 +10,7 @@ import platform
 import re
 from typing import Any
 
-__all__ = ['cpu_model', 'machine_info', 'machine_slug', 'machine_fields']
+__all__ = ['cpu_model', 'cpu_isa', 'cpu_label', 'machine_info', 'machine_slug', 'machine_fields']
 
 _logger = logging.getLogger(__name__)
 
@@ -26,6 +27,32 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or 'unknown'
 
 
+# NOTE: the instruction set is part of a machine's identity: a virtual machine may report only 'AMD EPYC' for both an
+# AVX2-only and an AVX512-VNNI generation, and INT8 kernels (onnxruntime's MLAS, OpenVINO, fbgemm) differ most between
+# them (VNNI's one-instruction u8 x s8 dot product, AMX's tiles). First match wins, widest first.
+_ISA_TIERS = (('amx', ('amx_int8',)), ('avx512-vnni', ('avx512_vnni',)), ('avx512', ('avx512f',)),
+              ('avx-vnni', ('avx_vnni',)), ('avx2', ('avx2',)), ('sve', ('sve',)), ('i8mm', ('i8mm',)),
+              ('dotprod', ('asimddp',)), ('neon', ('asimd',)))
+
+
+def cpu_isa(flags: str | None = None) -> str | None:
+    """The CPU's widest vector / INT8 instruction set, e.g. 'avx2', 'avx512-vnni', 'amx' or 'dotprod'.
+
+    Args:
+        flags: The CPU's flags, space-separated (default: /proc/cpuinfo's `flags` / `Features` line); None where they
+            cannot be read or name none of the tiers.
+    """
+    if flags is None:
+        try:
+            with open('/proc/cpuinfo') as f:
+                flags = next((line.split(':', 1)[1] for line in f
+                              if line.lower().startswith(('flags', 'features'))), '')
+        except OSError:
+            return None
+    have = set(flags.lower().split())
+    return next((name for name, needs in _ISA_TIERS if all(n in have for n in needs)), None)
+
+
 def _version(module: str) -> str | None:
     try:
         return str(importlib.import_module(module).__version__)
@@ -37,7 +64,8 @@ def machine_fields() -> list[str]:
     """The keys of a `machine_info` record, in order (result files' columns)."""
     from .registry import runtime_packages
 
-    return ['cpu_model', 'cores', 'threads', 'gpu', 'cuda', *runtime_packages(), 'python', 'os', 'loadavg_1m']
+    return ['cpu_model', 'cpu_isa', 'cores', 'threads', 'gpu', 'cuda', *runtime_packages(), 'python', 'os',
+            'loadavg_1m']
 
 
 def machine_info(threads: int | None = None) -> dict[str, Any]:
@@ -55,6 +83,7 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         gpu = torch.cuda.get_device_name(0)
     return {
         'cpu_model': cpu_model(),
+        'cpu_isa': cpu_isa(),
         'cores': os.cpu_count() or 0,
         'threads': int(threads if threads else torch.get_num_threads()),
         'gpu': gpu,
@@ -67,13 +96,28 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
     }
 
 
+def cpu_label(info: dict[str, Any]) -> str:
+    """The CPU as result captions name it: model and instruction set, e.g. 'AMD EPYC [avx2]' (the model alone in
+    records written before `cpu_isa` was recorded).
+
+    Args:
+        info: A `machine_info` record, or a result row holding its fields.
+    """
+    isa = info.get('cpu_isa')
+    return f"{info.get('cpu_model') or '?'}{f' [{isa}]' if isa else ''}"
+
+
 def machine_slug(info: dict[str, Any] | None = None) -> str:
-    """A folder name for a machine, e.g. 'amd-epyc-2c' or 'nvidia-h100-80gb-hbm3'.
+    """A folder name for a machine, e.g. 'amd-epyc-2c-avx2' or 'nvidia-h100-80gb-hbm3'.
+
+    CPU machines are named by model, cores and instruction set (`cpu_isa`; records without it, written before it
+    was recorded, give the model and cores alone: the committed `amd-epyc-2c` is an AVX512-VNNI machine and
+    `intel-xeon-2c` an AMX one, see benchmarks/results/README.md).
 
     Args:
         info: A `machine_info` record (default: this machine).
     """
     info = info or machine_info()
-    name = info.get('gpu') or f"{info['cpu_model']} {info['cores']}c"
+    name = info.get('gpu') or f"{info['cpu_model']} {info['cores']}c {info.get('cpu_isa') or ''}"
     name = re.sub(r'\((r|tm)\)|processor|\bcpu\b|\d+-core', ' ', name.lower())
     return re.sub(r'[^a-z0-9]+', '-', name).strip('-') or 'unknown'
