@@ -8,7 +8,10 @@ it to fp32 ONNX through `fna_zoo.export.export` and quantizes that file as fna-e
 * `int8`: the exporter's file (per-channel int8 weights, uint8 activations, MinMax calibration);
 * `int8_stem_float`: the stem convolution (3 input channels: a poor fit for an int8 GEMM) kept float;
 * `int8_per_tensor`: one weight scale per tensor instead of per output channel;
-* `int8_dw_float`: every depthwise convolution kept float (int8 depthwise kernels are memory-bound).
+* `int8_dw_float`: every depthwise convolution kept float (int8 depthwise kernels are memory-bound);
+* `int8_u8_weights`: asymmetric uint8 weights (onnxruntime's u8 x u8 kernels) and `int8_reduce_range`: 7-bit
+  weights, onnxruntime's two remedies where a CPU without VNNI adds u8 x s8 products in 16 bits and may saturate
+  (`--variants` adds them; they tell a saturation loss from the quantization's own error).
 
 Each network sub-graph (`fna_zoo.bench.pipelines.split_nms_graph`) runs in a session of the one onnxruntime recipe
 (`fna_zoo.runtime.ort.ort_session`) at each `--threads`, all files timed in alternation round by round
@@ -39,6 +42,7 @@ from fna_zoo.cli.common import CliParser, run_cli  # noqa: E402
 from fna_zoo.fileio import atomic_write_text, portable_path  # noqa: E402
 
 VARIANTS = ('int8_stem_float', 'int8_per_tensor', 'int8_dw_float')
+MORE_VARIANTS = ('int8_u8_weights', 'int8_reduce_range')
 CONV_KINDS = (('conv_stem', 'stem'), ('conv_dw', 'depthwise'), ('conv_pwl', 'projection 1x1'),
               ('conv_pw', 'expansion 1x1'))
 
@@ -48,6 +52,10 @@ def _variant_args(name: str, model: Any) -> dict[str, Any]:
     convs = [n for n in model.graph.node if n.op_type == 'Conv']
     if name == 'int8_per_tensor':
         return {'per_channel': False}
+    if name == 'int8_u8_weights':
+        return {'weights': 'uint8'}
+    if name == 'int8_reduce_range':
+        return {'reduce_range': True}
     if name == 'int8_stem_float':
         kept = [n.name for n in convs if '/conv_stem/' in n.name]
     elif name == 'int8_dw_float':
@@ -114,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--threads', type=int, nargs='+', default=[1, 2], help='onnxruntime threads (default 1 2)')
     p.add_argument('--runs', type=int, default=60, help='timed rounds per thread count (default 60)')
     p.add_argument('--calib-images', type=int, default=32, help='INT8 calibration images (default 32)')
+    p.add_argument('--variants', nargs='+', choices=VARIANTS + MORE_VARIANTS, default=list(VARIANTS),
+                   help=f"quantization variants beside int8 (default {' '.join(VARIANTS)})")
     p.add_argument('--out', help='results folder (default benchmarks/results/<machine>)')
     args = p.parse_args(argv)
     if min(args.threads) < 1 or args.runs < 1 or args.calib_images < 1:
@@ -132,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                                                resize, mean)
         # NOTE: `int8` is what fna-export writes (`write_onnx_int8`: quantize_int8's defaults, these batches)
         files = {'fp32': fp32, 'int8': quantize.quantize_int8(fp32, Path(tmp) / 'int8.onnx', batches)}
-        for name in VARIANTS:
+        for name in args.variants:
             files[name] = quantize.quantize_int8(fp32, Path(tmp) / f'{name}.onnx', batches,
                                                  **_variant_args(name, model))
         dataset = quantize.eval_dataset(ckpt.config)
@@ -155,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         prof = {name: profile(nets[name], x, 1, 30) for name in ('fp32', 'int8')}
     out = Path(args.out) if args.out else ROOT / 'benchmarks' / 'results' / machine_slug()
     record = {'checkpoint': portable_path(args.checkpoint), 'input_size': list(size), 'machine': machine_info(),
-              'calibration_images': args.calib_images, 'ap': aps, 'network': times, 'profile_1_thread': prof}
+              'calibration_images': args.calib_images, 'variants': args.variants, 'ap': aps, 'network': times,
+              'profile_1_thread': prof}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / 'int8_network.json', json.dumps(record, indent=1) + '\n')
     atomic_write_text(out / 'int8_network.md', report(record))
@@ -170,7 +181,9 @@ def report(r: dict[str, Any]) -> str:
     m = r['machine']
     threads = list(r['network'])
     lines = ['# INT8 network: where the time goes, and quantization variants', '',
-             f"HF_HUB_OFFLINE=1 python benchmarks/int8_network.py --checkpoint {r['checkpoint']}", '',
+             f"HF_HUB_OFFLINE=1 python benchmarks/int8_network.py --checkpoint {r['checkpoint']}"
+             + (f" --variants {' '.join(r['variants'])}" if r.get('variants', list(VARIANTS)) != list(VARIANTS)
+                else ''), '',
              f"{cpu_label(m)} ({m['cores']} cores, load {m.get('loadavg_1m')}); onnxruntime {m.get('onnxruntime')}; "
              f"input {r['input_size'][0]}x{r['input_size'][1]}, batch 1; {r['calibration_images']} calibration images. "
              'The network sub-graph of the detector (normalisation, backbone, FPN, head; not the NMS), every file '

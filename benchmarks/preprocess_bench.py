@@ -15,8 +15,8 @@ Each path takes an image file to the detector's network input (`fna_zoo.runtime.
 * reduced decodes, which change the pixels (options): JPEG draft (PIL `Image.draft`, OpenCV `IMREAD_REDUCED_*`,
   simplejpeg `min_width/min_height`; `load_input(draft=True)`) and PIL `Image.reduce` (integer box filter) before
   the resize;
-* the parts alone: decode only (PIL, OpenCV, simplejpeg, pyspng) and resize + scale only (numpy, OpenCV) of a
-  decoded image.
+* the parts alone: decode only (PIL, OpenCV, simplejpeg, pyspng; for PNG also imagecodecs' libpng and Wuffs where
+  installed, not offered by `load_input`) and resize + scale only (numpy, OpenCV) of a decoded image.
 
 One thread (`cv2.setNumThreads(1)`, `OMP_NUM_THREADS=1`), one image at a time, every path on the same image in
 turn, round after round (interleaved, so load changes hit every path alike); per path and set the median and p90
@@ -96,6 +96,33 @@ def paths(spec: pp.InputSpec, jpeg: bool) -> dict[str, tuple[Path_, bool]]:
         out['decode only: simplejpeg'] = (lambda p: pp.decode_image(p, 'simplejpeg'), False)
     if not jpeg and have['spng']:
         out['decode only: pyspng'] = (lambda p: pp.decode_image(p, 'spng'), False)
+    if not jpeg:
+        out.update({f'decode only: {name} (not offered)': (fn, False) for name, fn in _other_png_decoders().items()})
+    return out
+
+
+def _other_png_decoders() -> dict[str, Callable[[str], np.ndarray]]:
+    """PNG decoders `load_input` does not use, where installed (none is a dependency): libpng through imagecodecs,
+    and Wuffs (pywuffs; an sdist only, compiled at install), to show where the PNG decode floor is."""
+    out: dict[str, Callable[[str], np.ndarray]] = {}
+    try:
+        import imagecodecs
+
+        out['imagecodecs libpng'] = lambda p: imagecodecs.png_decode(Path(p).read_bytes())
+    except ImportError:
+        pass
+    try:
+        from pywuffs import ImageDecoderType, PixelFormat
+        from pywuffs.aux import ImageDecoder, ImageDecoderConfig
+
+        config = ImageDecoderConfig()
+        config.enabled_decoders = [ImageDecoderType.PNG]
+        config.pixel_format = PixelFormat.BGR
+        decoder = ImageDecoder(config)
+        # NOTE: Wuffs writes BGR; the reversed view is RGB without a copy (the resize reads either)
+        out['wuffs'] = lambda p: decoder.decode(Path(p).read_bytes()).pixbuf[..., ::-1]
+    except ImportError:
+        pass
     return out
 
 
@@ -172,12 +199,11 @@ def report(result: dict[str, Any]) -> str:
         f"{result['command']}",
         '',
         f"{cpu_label(m)} ({m['cores']} cores, 1 thread, load {m['loadavg_1m']}); "
-        f"numpy {result['versions']['numpy']}, "
-        f"Pillow {result['versions']['Pillow']}, OpenCV {result['versions']['opencv']}, simplejpeg "
-        f"{result['versions']['simplejpeg']}, pyspng {result['versions']['pyspng']}. Network input {h}x{w} letterbox, float32 [3, H, W] in [0, 1]. "
+        + ', '.join(f'{k} {v}' for k, v in result['versions'].items() if v) + '. '
+        f"Network input {h}x{w} letterbox, float32 [3, H, W] in [0, 1]. "
         f"{result['rounds']} rounds after {result['warmup']} warm-up rounds; per round every image through every path "
-        'in turn. The machine was shared with other jobs during this run: read the `x ref` column (median of '
-        'per-image time ratios to the reference path, interleaved), not the absolute ms.',
+        'in turn. Absolute ms move with the machine\'s load (the load average above); the `x ref` column (median '
+        'of per-image time ratios to the reference path, interleaved) is the comparison that holds under load.',
         '',
         '| images | path | p50 ms | p90 ms | x ref | max abs diff | mean abs diff | same geometry |',
         '|---|---|---|---|---|---|---|---|',
@@ -202,9 +228,19 @@ def report(result: dict[str, Any]) -> str:
         'image is at most half the file\'s size; other pixels (the diff columns), the same letterbox size and '
         'scale (boxes map back to the full image). PIL reduce: integer box filter before the resize, not offered.',
         '- decode only / resize + scale only: the parts of the path (resize + scale: an already decoded image '
-        'to the network input).',
+        'to the network input). (not offered): PNG decoders load_input does not use, rows only where installed '
+        '(imagecodecs\' libpng; Wuffs through pywuffs).',
     ]
     return '\n'.join(lines) + '\n'
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -236,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
         'machine': info, 'input_size': list(spec.size), 'resize': spec.resize, 'rounds': args.rounds,
         'warmup': args.warmup,
         'versions': {'numpy': np.__version__, 'Pillow': version('PIL'), 'opencv': version('cv2'),
-                     'simplejpeg': version('simplejpeg'), 'pyspng': version('pyspng')},
+                     'simplejpeg': version('simplejpeg'), 'pyspng': version('pyspng'),
+                     'imagecodecs': version('imagecodecs'), 'pywuffs': _dist_version('pywuffs')},
         'sets': {},
     }
     start = time.perf_counter()

@@ -202,7 +202,8 @@ def _own_initializers(model: 'onnx.ModelProto', nodes: Sequence[str]) -> int:
 
 
 def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, batches: list[np.ndarray],
-                  per_channel: bool = True, flavor: str = 'onnxruntime', exclude: Sequence[str] = ()) -> Path:
+                  per_channel: bool = True, flavor: str = 'onnxruntime', exclude: Sequence[str] = (),
+                  weights: str = 'int8', reduce_range: bool = False) -> Path:
     """Static QDQ quantization (int8 weights, MinMax calibration), written atomically.
 
     The normalisation and the postprocessing (box decoding, NMS) stay in float: only the network is quantized.
@@ -217,9 +218,16 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ba
             quantization TensorRT builds; onnxruntime runs it too).
         exclude: Names of more nodes to keep in float (the INT8 fallback's most sensitive layers,
             `fna_zoo.export.int8_fallback`).
+        weights: 'int8' (symmetric; the fast u8 x s8 kernels) or 'uint8' (asymmetric: onnxruntime's u8 x u8
+            kernels, which do not saturate where x86 CPUs without VNNI add u8 x s8 pairs in 16 bits; slower);
+            onnxruntime flavor only.
+        reduce_range: 7-bit weights (onnxruntime's other remedy for that saturation).
     """
     if flavor not in ('onnxruntime', 'tensorrt'):
         raise ValueError(f"INT8 flavor {flavor!r} is unknown; expected 'onnxruntime' or 'tensorrt'")
+    if weights not in ('int8', 'uint8') or (weights == 'uint8' and flavor != 'onnxruntime'):
+        raise ValueError(f"INT8 weights {weights!r} with flavor {flavor!r}; expected 'int8', or 'uint8' with the "
+                         "'onnxruntime' flavor")
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -254,7 +262,8 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ba
             quantize_static(tmp, tmp, _Reader(model.graph.input[0].name, batches),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             activation_type=QuantType.QInt8 if trt else QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            weight_type=QuantType.QUInt8 if weights == 'uint8' else QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax, reduce_range=reduce_range,
                             nodes_to_exclude=exclude, extra_options=options)
         finally:
             root.setLevel(level)
@@ -263,6 +272,7 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ba
         for p in model.metadata_props:
             q.metadata_props.add(key=p.key, value=p.value)
         kind = 'symmetric int8 activations, float biases (TensorRT)' if trt else 'uint8 activations (onnxruntime CPU)'
+        kind += (', uint8 weights' if weights == 'uint8' else '') + (', 7-bit weights' if reduce_range else '')
         q.metadata_props.add(key='quantization',
                              value=f'onnxruntime static QDQ int8, {kind}, {len(batches)} calibration images'
                                    + (f', {len(kept)} layers kept float' if kept else ''))
