@@ -10,7 +10,8 @@ onnx = pytest.importorskip('onnx')
 import fna_zoo.export.quantize as quantize  # noqa: E402
 from fna_zoo.cli.export import main as export_cli  # noqa: E402
 from fna_zoo.export import ExportGateError, export, metadata_of  # noqa: E402
-from fna_zoo.export.int8_fallback import fallback_schedule, kept_float_of, layer_sensitivity  # noqa: E402
+from fna_zoo.export.int8_fallback import (  # noqa: E402
+    bisect_counts, fallback_schedule, kept_float_of, layer_sensitivity)
 from fna_zoo.onnxgraph.quant import count_ops, quantized_layers  # noqa: E402
 
 from test_export import _checkpoint  # noqa: E402
@@ -53,12 +54,27 @@ def test_fallback_schedule():
     assert fallback_schedule(1, 5) == [1] and fallback_schedule(0, 5) == []
 
 
+@pytest.mark.parametrize('smallest', [1, 5, 6, 7, 8])
+def test_halving_finds_the_smallest_passing_count_in_log2_steps(smallest):
+    tried = []
+
+    def passes(k: int) -> bool:
+        tried.append(k)
+        return k >= smallest
+
+    assert bisect_counts(4, 8, passes) == max(smallest, 5) and len(tried) <= 2
+    assert bisect_counts(0, 1, passes) == 1 and tried[2:] == []  # nothing between: no step
+    # a noisy gate (5 passes, 6 fails, 7 passes): it ends next to a failure, at a count that passed
+    assert bisect_counts(4, 8, lambda k: k in (5, 7, 8)) in (5, 7)
+
+
 def test_tight_limit_keeps_the_most_sensitive_layers_float(tiny, tmp_path, monkeypatch):
     ckpt, fp32, int8, _ = tiny
     total = len(quantized_layers(onnx.load(str(int8))))
     monkeypatch.setattr(quantize, 'onnx_ap', _fake_ap)
     assert _fake_ap(fp32)['AP'] == 0.5 and _fake_ap(int8)['AP'] == pytest.approx(0.5 - 0.001 * total)
-    # the drop is 0.001 per quantized layer: within 0.001 * (total - 3) once 3 or more layers are float (1, 2, 4: 4)
+    # the drop is 0.001 per quantized layer: within 0.001 * (total - 3) once 3 or more layers are float (doubling
+    # 1, 2, 4 passes at 4; halving (2, 4] then tries 3, which passes: the fewest float layers)
     lines = []
     res = export(ckpt, 'onnx-int8', output=tmp_path / 'det.onnx', calib_images=2,
                  ap_drop_max=0.001 * (total - 3) + 1e-6, report=lines.append)
@@ -66,25 +82,28 @@ def test_tight_limit_keeps_the_most_sensitive_layers_float(tiny, tmp_path, monke
     f = res['onnx-int8']
     path, kept = f.path, f.kept_float
     assert path == tmp_path / 'det.int8.onnx' and kept_float_of(path) == kept
-    assert len(kept) == 4 and 'int8 fallback: 1 of' in out and 'int8 fallback: 4 of' in out
-    assert 'int8 re-quantized with those 4 layers excluded' in out and f'int8 kept float: {", ".join(kept)}' in out
+    assert len(kept) == 3 and 'int8 fallback: 1 of' in out and 'int8 fallback: 4 of' in out
+    assert 'int8 fallback: 3 of' in out and 'int8 re-quantized with those 4' not in out
+    assert 'int8 re-quantized with those 3 layers excluded' in out and f'int8 kept float: {", ".join(kept)}' in out
     ranking = [node for node, _ in f.info['sensitivity']]
-    assert kept == ranking[:4] and len(ranking) == total  # the most sensitive first
+    assert kept == ranking[:3] and len(ranking) == total  # the most sensitive first
     q = onnx.load(str(path))
-    assert len(quantized_layers(q)) == total - 4 and not set(kept) & set(quantized_layers(q))
+    assert len(quantized_layers(q)) == total - 3 and not set(kept) & set(quantized_layers(q))
     plain = onnx.load(str(int8))
     # NOTE: weights are stored quantized (a DequantizeLinear each, no QuantizeLinear): a float layer has fewer of
     # those; its input activation's QuantizeLinear stays where another quantized layer reads the same tensor
     assert count_ops(q, 'DequantizeLinear') < count_ops(plain, 'DequantizeLinear')
     assert count_ops(q, 'QuantizeLinear') <= count_ops(plain, 'QuantizeLinear')
-    assert '4 layers kept float' in metadata_of(path)['quantization']
+    assert '3 layers kept float' in metadata_of(path)['quantization']
     # the result: the layers, AP before (fp32) and after, the plain INT8 AP and the steps
     gate = f.gate('ap')
     assert gate.passed and gate.ap_before['AP'] == 0.5
-    assert gate.ap_after['AP'] == pytest.approx(0.5 - 0.001 * (total - 4))
+    assert gate.ap_after['AP'] == pytest.approx(0.5 - 0.001 * (total - 3))
     assert gate.details['ap_int8_plain']['AP'] == pytest.approx(0.5 - 0.001 * total)
-    assert [s['float_layers'] for s in gate.details['fallback_steps']] == [1, 2, 4]
-    assert 'fallback: 4 layers kept float' in gate.note and '4 layers kept float' in res.summary()
+    steps = gate.details['fallback_steps']
+    assert [s['float_layers'] for s in steps] == [1, 2, 4, 3]
+    assert [s['float_layers'] for s in steps if 'AP_requantized' in s] == [3]  # one re-quantization
+    assert 'fallback: 3 layers kept float' in gate.note and '3 layers kept float' in res.summary()
 
 
 def test_fallback_that_cannot_meet_the_limit_is_one_line(tiny, tmp_path, monkeypatch, capsys):

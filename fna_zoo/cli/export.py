@@ -13,7 +13,8 @@ file when neither is asked): TensorRT 11 has no precision flags, the ONNX file s
 The work is `fna_zoo.export.export` (the Python API, one format table): this command maps its flags onto that
 call and prints the lines it reports. INT8: when the AP gate fails, the fallback is on by default
 (`--no-int8-fallback` turns it off): the quantized layers are ranked by a measured sensitivity and the most
-sensitive kept in float, 1, 2, 4, ... of them, until the drop is within `--ap-drop-max` (`fna_zoo.export.int8_fallback`);
+sensitive kept in float, 1, 2, 4, ... of them, until the drop is within `--ap-drop-max`, then as few as pass
+between the last two counts (halving; `fna_zoo.export.int8_fallback`);
 the layers kept float are printed and recorded in the file's metadata (`int8_kept_float`). OpenVINO's NNCF INT8
 (`--format openvino --int8`) falls back to NNCF's quantization with accuracy control instead; the quantizers it
 reverted to float are printed and recorded in the IR's metadata (`int8_kept_float`).

@@ -253,7 +253,9 @@ def _fallback(job: Job, src: Path, tmp: Path, ap_of: Callable[[Path], dict[str, 
               ap32: dict[str, float], drop: float, info: dict[str, Any], steps: list[dict[str, Any]]
               ) -> tuple[list[str], dict[str, float], float]:
     """The INT8 fallback (`fna_zoo.export.int8_fallback`): rank the layers, keep 1, 2, 4, ... of the most sensitive
-    float until the AP drop is within the limit; `tmp` ends as onnxruntime's quantization with them excluded.
+    float until the AP drop is within the limit, then halve the interval between the last count that failed and the
+    first that passed (`bisect_counts`) to keep as few float as the gate allows; `tmp` ends as onnxruntime's
+    quantization with them excluded.
 
     Returns:
         (the layers kept float, the AP of `tmp`, its drop); the drop is above the limit when no step met it.
@@ -261,7 +263,7 @@ def _fallback(job: Job, src: Path, tmp: Path, ap_of: Callable[[Path], dict[str, 
     import tempfile
 
     from . import quantize
-    from .int8_fallback import fallback_schedule, keep_float, layer_sensitivity
+    from .int8_fallback import bisect_counts, fallback_schedule, keep_float, layer_sensitivity
 
     s, batches = job.settings, job.calibration()
     job.say(f'int8 AP drop {100 * drop:.2f} points (max {100 * s.ap_drop_max:.2f}): ranking the quantized layers by '
@@ -273,26 +275,40 @@ def _fallback(job: Job, src: Path, tmp: Path, ap_of: Callable[[Path], dict[str, 
     with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f'.{tmp.name}.') as work:
         plain, step = Path(work) / 'plain.onnx', Path(work) / 'step.onnx'
         tmp.replace(plain)
-        for k in fallback_schedule(len(ranking), s.fallback_steps):
+
+        def passes(k: int) -> bool:
+            """One step: the calibrated model with the k most sensitive layers float; whether it meets the limit."""
+            nonlocal ap8, drop, kept
             kept = [r.node for r in ranking[:k]]
-            ap_step = ap_of(keep_float(src, plain, kept, step))
-            drop = ap32['AP'] - ap_step['AP']
-            steps.append({'float_layers': k, 'AP': ap_step['AP'], 'drop': drop})
-            job.say(f'int8 fallback: {k} of {len(ranking)} layers float -> AP {100 * ap_step["AP"]:.2f}, drop '
+            ap8 = ap_of(keep_float(src, plain, kept, step))
+            drop = ap32['AP'] - ap8['AP']
+            steps.append({'float_layers': k, 'AP': ap8['AP'], 'drop': drop})
+            job.say(f'int8 fallback: {k} of {len(ranking)} layers float -> AP {100 * ap8["AP"]:.2f}, drop '
                     f'{100 * drop:.2f} points')
-            ap8 = ap_step
-            if drop > s.ap_drop_max:
+            return drop <= s.ap_drop_max
+
+        failed = 0  # the largest count known to fail
+        for k in fallback_schedule(len(ranking), s.fallback_steps):
+            if k <= failed:
                 continue
+            if not passes(k):
+                failed = k
+                continue
+            k = bisect_counts(failed, k, passes)
+            kept = [r.node for r in ranking[:k]]
             # NOTE: the step passed with the first calibration; the file written is onnxruntime's quantization with
             # those layers excluded, and the gate's verdict is its own AP
             quantize.quantize_int8(src, tmp, batches, flavor=job.int8_flavor, exclude=kept)
             ap8 = ap_of(tmp)
             drop = ap32['AP'] - ap8['AP']
-            steps[-1].update(AP_requantized=ap8['AP'], drop_requantized=drop)
+            next(e for e in reversed(steps) if e['float_layers'] == k).update(AP_requantized=ap8['AP'],
+                                                                              drop_requantized=drop)
             job.say(f'int8 re-quantized with those {k} layers excluded -> AP {100 * ap8["AP"]:.2f}, drop '
                     f'{100 * drop:.2f} points')
             if drop <= s.ap_drop_max:
                 break
+            failed = k
+            tmp.unlink()
         if not tmp.exists():  # no step passed: the last step's model stands for the verdict (not written)
             (step if step.exists() else plain).replace(tmp)
     info['fallback_steps'] = steps

@@ -2,7 +2,8 @@
 
 When the INT8 AP gate fails (`fna_zoo.export.formats`, `ap_drop_max`), the exporter keeps the most sensitive
 layers in float, 1, 2, 4, ... of them (`fallback_schedule`), until the AP drop is within the limit or every
-quantized layer has been tried.
+quantized layer has been tried; then it halves the interval between the last count that failed and the first that
+passed (`bisect_counts`), since every layer kept float costs INT8 speed.
 
 The sensitivity of a layer (`layer_sensitivity`) is its quantization error measured on the calibration images:
 the relative squared error (1 / SQNR) of the layer's output in the quantized model against the same layer run in
@@ -22,7 +23,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -33,7 +34,7 @@ from .quantize import _unshare_conv_biases
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ['LayerSensitivity', 'layer_sensitivity', 'keep_float', 'fallback_schedule',
+__all__ = ['LayerSensitivity', 'layer_sensitivity', 'keep_float', 'fallback_schedule', 'bisect_counts',
            'kept_float_of']
 
 _logger = logging.getLogger(__name__)
@@ -270,6 +271,28 @@ def fallback_schedule(num_layers: int, max_steps: int) -> list[int]:
         steps.append(k)
         k *= 2
     return steps + [num_layers]
+
+
+def bisect_counts(failed: int, passed: int, passes: Callable[[int], bool]) -> int:
+    """The smallest count in (failed, passed] that `passes`, by halving the interval (log2 of its width steps).
+
+    NOTE: each layer kept float costs INT8 speed (its convolution in float, a dequantize/quantize pair around it),
+    and doubling may keep up to twice the layers needed. The AP of a step need not fall monotonically with the
+    count on a small gate set (one detection moves it); halving then ends at a count that passed next to one that
+    failed, not necessarily the smallest that would pass.
+
+    Args:
+        failed: A count that failed (0: none kept float).
+        passed: A larger count that passed.
+        passes: Count -> whether keeping that many float meets the limit (one AP pass each).
+    """
+    while passed - failed > 1:
+        mid = (failed + passed) // 2
+        if passes(mid):
+            passed = mid
+        else:
+            failed = mid
+    return passed
 
 
 def kept_float_of(path: str | os.PathLike) -> list[str]:
