@@ -117,10 +117,9 @@ def _other_png_decoders() -> dict[str, Callable[[str], np.ndarray]]:
 
         config = ImageDecoderConfig()
         config.enabled_decoders = [ImageDecoderType.PNG]
-        config.pixel_format = PixelFormat.BGR
+        config.pixel_format = PixelFormat.RGB  # contiguous RGB, as the other decoders return
         decoder = ImageDecoder(config)
-        # NOTE: Wuffs writes BGR; the reversed view is RGB without a copy (the resize reads either)
-        out['wuffs'] = lambda p: decoder.decode(Path(p).read_bytes()).pixbuf[..., ::-1]
+        out['wuffs'] = lambda p: decoder.decode(Path(p).read_bytes()).pixbuf
     except ImportError:
         pass
     return out

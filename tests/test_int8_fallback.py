@@ -106,6 +106,33 @@ def test_tight_limit_keeps_the_most_sensitive_layers_float(tiny, tmp_path, monke
     assert 'fallback: 3 layers kept float' in gate.note and '3 layers kept float' in res.summary()
 
 
+def test_a_re_quantization_that_fails_the_gate_goes_on_doubling(tiny, tmp_path, monkeypatch):
+    ckpt, fp32, int8, _ = tiny
+    total = len(quantized_layers(onnx.load(str(int8))))
+    assert total > 8
+
+    def ap(path, *args):
+        """As `_fake_ap`, but a re-quantized file (not a fallback step) loses 2 layers' worth more."""
+        n = len(quantized_layers(onnx.load(str(path))))
+        worse = 0.002 if Path(path).name != 'step.onnx' and 0 < n < total else 0.0
+        return {k: 0.5 - 0.001 * n - worse for k in ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')}
+
+    monkeypatch.setattr(quantize, 'onnx_ap', ap)
+    # steps pass from 3 float layers, re-quantized files from 5: doubling 1, 2, 4 (passes), halving 3 (passes);
+    # its re-quantization fails, and the search doubles on from 4 without halving back: 8 passes and is re-quantized
+    lines = []
+    res = export(ckpt, 'onnx-int8', output=tmp_path / 'det.onnx', calib_images=2,
+                 ap_drop_max=0.001 * (total - 3) + 1e-6, report=lines.append)
+    f, gate = res['onnx-int8'], res['onnx-int8'].gate('ap')
+    steps = gate.details['fallback_steps']
+    assert [s['float_layers'] for s in steps] == [1, 2, 4, 3, 8]
+    assert [(s['float_layers'], s['drop_requantized'] <= 0.001 * (total - 3) + 1e-6)
+            for s in steps if 'AP_requantized' in s] == [(3, False), (8, True)]
+    assert gate.passed and len(f.kept_float) == 8 and kept_float_of(f.path) == f.kept_float
+    assert gate.ap_after['AP'] == pytest.approx(0.5 - 0.001 * (total - 8) - 0.002)
+    assert 'int8 re-quantized with those 3 layers excluded' in '\n'.join(lines)
+
+
 def test_fallback_that_cannot_meet_the_limit_is_one_line(tiny, tmp_path, monkeypatch, capsys):
     ckpt, _, int8, _ = tiny
     total = len(quantized_layers(onnx.load(str(int8))))

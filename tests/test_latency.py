@@ -330,8 +330,12 @@ def test_resume_measures_only_the_missing_parts(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="measured on another machine \\(cpu_isa 'isa-of-another-machine'"):
         lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, progress=False, passes=1)
     path.write_text(json.dumps(legacy))
-    lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, progress=False, passes=1)
-    assert calls == []
+    resumed = lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, progress=False, passes=1)
+    assert calls == [] and 'cpu_isa' not in resumed['machine']  # its entries' instruction set stays unknown
+    del legacy['machine']
+    path.write_text(json.dumps(legacy))  # no machine record at all: refused, as before
+    with pytest.raises(ValueError, match="measured on another machine \\(cpu_model None"):
+        lat.build_latency_table(space, SIZE, runtime, path, warmup=0, repeats=1, progress=False, passes=1)
 
 
 def test_passes_in_shuffled_orders_keep_the_median_and_a_one_pass_table_gains_passes(tmp_path, monkeypatch):

@@ -14,6 +14,8 @@ from fna_zoo.runtime.machine import cpu_isa, cpu_label, machine_fields, machine_
     ('avx2 avx_vnni', 'avx-vnni'),
     ('fp asimd asimddp', 'dotprod'),
     ('fp asimd asimddp i8mm', 'i8mm'),
+    ('fp asimd asimddp sve i8mm', 'i8mm'),
+    ('fp asimd asimddp sve', 'sve'),
     ('fp asimd', 'neon'),
     ('fpu sse2', None),
     ('', None),
@@ -33,7 +35,16 @@ def test_machines_with_one_model_name_and_two_instruction_sets_get_two_folders()
 
 
 def test_this_machine_records_its_instruction_set_in_every_row():
+    import torch
+
     info = machine_info(1)
     assert list(info)[:len(machine_fields()) - 1] == machine_fields()[:-1]  # loadavg last, where the OS has one
-    assert info['cpu_isa'] == cpu_isa()
-    assert machine_slug(info).startswith(machine_slug({'cpu_model': info['cpu_model'], 'cores': info['cores']}))
+    # what /proc/cpuinfo's flags give agrees with the kernels torch picked for this CPU (torch may pick fewer
+    # than the CPU has, never more)
+    avx512 = ('avx512', 'avx512-vnni', 'amx')
+    agrees = {'AVX2': ('avx2', 'avx-vnni', *avx512), 'AVX512': avx512}
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability in agrees:
+        assert info['cpu_isa'] in agrees[capability]
+    if info['cpu_isa'] and not info['gpu']:
+        assert machine_slug(info).endswith(f"-{info['cpu_isa']}")

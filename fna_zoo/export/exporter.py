@@ -69,7 +69,7 @@ class ExportSettings:
         ap_drop_max: Largest accepted INT8 AP drop, AP units [0, 1].
         int8_fallback: On an AP gate failure, keep the most sensitive layers float until the drop is within
             `ap_drop_max` (`fna_zoo.export.int8_fallback`; OpenVINO INT8: NNCF's accuracy control).
-        fallback_steps: Most re-quantizations of the fallback.
+        fallback_steps: Most doubling steps of the fallback (halving then adds at most log2 of the last interval).
         sensitivity_images: Calibration images the layer ranking is measured on.
         max_batch: TensorRT: largest batch of the optimisation profile.
         timing_cache: TensorRT timing cache file.

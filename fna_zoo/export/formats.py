@@ -255,7 +255,8 @@ def _fallback(job: Job, src: Path, tmp: Path, ap_of: Callable[[Path], dict[str, 
     """The INT8 fallback (`fna_zoo.export.int8_fallback`): rank the layers, keep 1, 2, 4, ... of the most sensitive
     float until the AP drop is within the limit, then halve the interval between the last count that failed and the
     first that passed (`bisect_counts`) to keep as few float as the gate allows; `tmp` ends as onnxruntime's
-    quantization with them excluded.
+    quantization with them excluded. When that re-quantization fails the gate, doubling goes on from there
+    without halving.
 
     Returns:
         (the layers kept float, the AP of `tmp`, its drop); the drop is above the limit when no step met it.
@@ -275,42 +276,45 @@ def _fallback(job: Job, src: Path, tmp: Path, ap_of: Callable[[Path], dict[str, 
     with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f'.{tmp.name}.') as work:
         plain, step = Path(work) / 'plain.onnx', Path(work) / 'step.onnx'
         tmp.replace(plain)
+        last = plain  # the model `kept`, `ap8` and `drop` describe
 
         def passes(k: int) -> bool:
             """One step: the calibrated model with the k most sensitive layers float; whether it meets the limit."""
-            nonlocal ap8, drop, kept
+            nonlocal ap8, drop, kept, last
             kept = [r.node for r in ranking[:k]]
             ap8 = ap_of(keep_float(src, plain, kept, step))
-            drop = ap32['AP'] - ap8['AP']
+            drop, last = ap32['AP'] - ap8['AP'], step
             steps.append({'float_layers': k, 'AP': ap8['AP'], 'drop': drop})
             job.say(f'int8 fallback: {k} of {len(ranking)} layers float -> AP {100 * ap8["AP"]:.2f}, drop '
                     f'{100 * drop:.2f} points')
             return drop <= s.ap_drop_max
 
-        failed = 0  # the largest count known to fail
+        failed, halve = 0, True  # the largest count known to fail; whether to halve down to it
         for k in fallback_schedule(len(ranking), s.fallback_steps):
             if k <= failed:
                 continue
             if not passes(k):
                 failed = k
                 continue
-            k = bisect_counts(failed, k, passes)
+            if halve:
+                k = bisect_counts(failed, k, passes)
             kept = [r.node for r in ranking[:k]]
             # NOTE: the step passed with the first calibration; the file written is onnxruntime's quantization with
             # those layers excluded, and the gate's verdict is its own AP
             quantize.quantize_int8(src, tmp, batches, flavor=job.int8_flavor, exclude=kept)
             ap8 = ap_of(tmp)
-            drop = ap32['AP'] - ap8['AP']
+            drop, last = ap32['AP'] - ap8['AP'], tmp
             next(e for e in reversed(steps) if e['float_layers'] == k).update(AP_requantized=ap8['AP'],
                                                                               drop_requantized=drop)
             job.say(f'int8 re-quantized with those {k} layers excluded -> AP {100 * ap8["AP"]:.2f}, drop '
                     f'{100 * drop:.2f} points')
             if drop <= s.ap_drop_max:
                 break
-            failed = k
-            tmp.unlink()
-        if not tmp.exists():  # no step passed: the last step's model stands for the verdict (not written)
-            (step if step.exists() else plain).replace(tmp)
+            # NOTE: the re-quantization lost more than the step: the count that passed has no margin, so the search
+            # goes on doubling (the next counts re-quantized as they pass) without halving back to it
+            failed, halve = k, False
+        if last != tmp:  # no step passed: the model the last AP describes stands for the verdict (not written)
+            last.replace(tmp)
     info['fallback_steps'] = steps
     return kept, ap8, drop
 

@@ -262,7 +262,7 @@ def fallback_schedule(num_layers: int, max_steps: int) -> list[int]:
 
     Args:
         num_layers: Quantized layers ranked.
-        max_steps: Most re-quantizations.
+        max_steps: Most steps (AP passes of the doubling).
     """
     if num_layers < 1 or max_steps < 1:
         return []

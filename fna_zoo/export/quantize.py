@@ -204,7 +204,7 @@ def _own_initializers(model: 'onnx.ModelProto', nodes: Sequence[str]) -> int:
 def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, batches: list[np.ndarray],
                   per_channel: bool = True, flavor: str = 'onnxruntime', exclude: Sequence[str] = (),
                   weights: str = 'int8', reduce_range: bool = False) -> Path:
-    """Static QDQ quantization (int8 weights, MinMax calibration), written atomically.
+    """Static QDQ quantization (int8 weights, or uint8 with `weights`; MinMax calibration), written atomically.
 
     The normalisation and the postprocessing (box decoding, NMS) stay in float: only the network is quantized.
 

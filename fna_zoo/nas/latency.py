@@ -434,10 +434,12 @@ def _check_resumable(old: dict[str, Any], new: dict[str, Any], path: Path, space
         if old['runtime'].get(key) != new['runtime'][key]:
             raise ValueError(f"{where} was measured with runtime {key} {old['runtime'].get(key)!r}, this run uses "
                              f"{new['runtime'][key]!r}; expected the same settings to resume (or another --output)")
-    # NOTE: tables written before `cpu_isa` was recorded lack it; their model name alone is compared then.
+    machine = old.get('machine', {})
     for key in ('cpu_model', 'cpu_isa', 'gpu'):
-        if key in old.get('machine', {}) and old['machine'][key] != new['machine'].get(key):
-            raise ValueError(f"{where} was measured on another machine ({key} {old['machine'].get(key)!r}, here "
+        if key == 'cpu_isa' and key not in machine:
+            continue  # NOTE: tables written before `cpu_isa` was recorded lack it: their model name is compared
+        if machine.get(key) != new['machine'].get(key):
+            raise ValueError(f"{where} was measured on another machine ({key} {machine.get(key)!r}, here "
                              f"{new['machine'].get(key)!r}); expected another --output for this machine")
 
 
@@ -500,6 +502,8 @@ def build_latency_table(space: SearchSpace, input_size: Sequence[int], runtime: 
     data = _header(space, size, runtime, warmup, repeats, passes, detector)
     if old is not None:
         _check_resumable(old, data, path, space, size)
+        if 'cpu_isa' not in old.get('machine', {}):  # entries of an unrecorded instruction set: not stamped with ours
+            data['machine'].pop('cpu_isa', None)
         data.update(created=old.get('created'), build_time_s=float(old.get('build_time_s', 0.0)),
                     entries=dict(old['entries']))
         if 'calibration' in old and calibrate:

@@ -31,12 +31,13 @@ def cpu_model() -> str:
 # AVX2-only and an AVX512-VNNI generation, and INT8 kernels (onnxruntime's MLAS, OpenVINO, fbgemm) differ most between
 # them (VNNI's one-instruction u8 x s8 dot product, AMX's tiles). First match wins, widest first.
 _ISA_TIERS = (('amx', ('amx_int8',)), ('avx512-vnni', ('avx512_vnni',)), ('avx512', ('avx512f',)),
-              ('avx-vnni', ('avx_vnni',)), ('avx2', ('avx2',)), ('sve', ('sve',)), ('i8mm', ('i8mm',)),
+              ('avx-vnni', ('avx_vnni',)), ('avx2', ('avx2',)), ('i8mm', ('i8mm',)), ('sve', ('sve',)),
               ('dotprod', ('asimddp',)), ('neon', ('asimd',)))
 
 
 def cpu_isa(flags: str | None = None) -> str | None:
-    """The CPU's widest vector / INT8 instruction set, e.g. 'avx2', 'avx512-vnni', 'amx' or 'dotprod'.
+    """The CPU's widest vector / INT8 instruction set, e.g. 'avx2', 'avx512-vnni', 'amx' or 'dotprod' (ARM: the
+    INT8 matrix multiply 'i8mm' ranks above 'sve', which without it adds no INT8 instruction over 'dotprod').
 
     Args:
         flags: The CPU's flags, space-separated (default: /proc/cpuinfo's `flags` / `Features` line); None where they
