@@ -233,15 +233,6 @@ def report(result: dict[str, Any]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def _dist_version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
 def main(argv: list[str] | None = None) -> None:
     p = CliParser(description='Time decode + resize to the network input per library and file type.')
     p.add_argument('--size', type=int, nargs=2, default=[320, 320], metavar=('H', 'W'))
@@ -260,8 +251,16 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.output) if args.output else ROOT / 'benchmarks' / 'results' / machine_slug(info)
 
     def version(name: str) -> str | None:
+        """A module's __version__, else (a compiled module without one, e.g. pywuffs) its distribution's."""
+        from importlib.metadata import PackageNotFoundError, version as dist_version
+
         try:
             return str(__import__(name).__version__)
+        except AttributeError:
+            try:
+                return dist_version(name)
+            except PackageNotFoundError:
+                return None
         except Exception:  # noqa: BLE001
             return None
 
@@ -272,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         'warmup': args.warmup,
         'versions': {'numpy': np.__version__, 'Pillow': version('PIL'), 'opencv': version('cv2'),
                      'simplejpeg': version('simplejpeg'), 'pyspng': version('pyspng'),
-                     'imagecodecs': version('imagecodecs'), 'pywuffs': _dist_version('pywuffs')},
+                     'imagecodecs': version('imagecodecs'), 'pywuffs': version('pywuffs')},
         'sets': {},
     }
     start = time.perf_counter()

@@ -15,16 +15,22 @@ __all__ = ['cpu_model', 'cpu_isa', 'cpu_label', 'machine_info', 'machine_slug', 
 _logger = logging.getLogger(__name__)
 
 
-def cpu_model() -> str:
-    """The CPU model name (from /proc/cpuinfo on Linux; `platform.processor()` elsewhere)."""
+def _cpuinfo(*keys: str) -> str | None:
+    """The value of /proc/cpuinfo's first line whose key starts with one of `keys` (lower case), whitespace
+    collapsed; None where the file cannot be read (not Linux) or has no such line."""
     try:
         with open('/proc/cpuinfo') as f:
             for line in f:
-                if line.lower().startswith('model name'):
+                if line.lower().startswith(keys):
                     return ' '.join(line.split(':', 1)[1].split())
     except OSError:
         pass
-    return platform.processor() or platform.machine() or 'unknown'
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU model name (from /proc/cpuinfo on Linux; `platform.processor()` elsewhere)."""
+    return _cpuinfo('model name') or platform.processor() or platform.machine() or 'unknown'
 
 
 # NOTE: the instruction set is part of a machine's identity: a virtual machine may report only 'AMD EPYC' for both an
@@ -43,13 +49,9 @@ def cpu_isa(flags: str | None = None) -> str | None:
         flags: The CPU's flags, space-separated (default: /proc/cpuinfo's `flags` / `Features` line); None where they
             cannot be read or name none of the tiers.
     """
+    flags = _cpuinfo('flags', 'features') if flags is None else flags
     if flags is None:
-        try:
-            with open('/proc/cpuinfo') as f:
-                flags = next((line.split(':', 1)[1] for line in f
-                              if line.lower().startswith(('flags', 'features'))), '')
-        except OSError:
-            return None
+        return None
     have = set(flags.lower().split())
     return next((name for name, needs in _ISA_TIERS if all(n in have for n in needs)), None)
 
