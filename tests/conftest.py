@@ -1,6 +1,8 @@
-"""Shared fixtures: an offline random-init MobileNetV2 seed standing in for timm's ImageNet weights, and tiny
-hand-made Pascal-VOC files."""
+"""Shared fixtures: an offline random-init MobileNetV2 seed standing in for timm's ImageNet weights, tiny
+hand-made Pascal-VOC files, and command lines run side by side."""
 import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
@@ -11,6 +13,19 @@ import torch
 from PIL import Image
 
 import fna_zoo  # noqa: F401  (registers the fna* models)
+
+
+def run_side_by_side(cmds: list[list[str]], **kwargs) -> list[subprocess.CompletedProcess]:
+    """Run command lines two at a time (one per core of the project's 2-core machine), outputs captured as text.
+
+    Each process gets one intra-op thread (OMP_NUM_THREADS=1 unless `env` sets it): two processes with a thread
+    pool per core each would oversubscribe the cores. The results are in the order of `cmds`.
+    """
+    env = {**os.environ, **kwargs.pop('env', {})}
+    env.setdefault('OMP_NUM_THREADS', '1')
+    kwargs = {'capture_output': True, 'text': True, 'timeout': 300, 'env': env, **kwargs}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda cmd: subprocess.run(cmd, **kwargs), cmds))
 
 
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

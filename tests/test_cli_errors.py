@@ -4,7 +4,8 @@ bad value, exits 2 and leaves no file at the output path (search/retrain.py, sea
 Every case runs in its own process through the command's real `__main__` (the script file, or
 `python -m fna_zoo.export`). Importing torch + timm costs ~3-8 CPU seconds per fresh interpreter, so one
 case per command runs in a fresh interpreter and the others in processes forked from a helper that has
-imported the project once (`_FORKSERVER`); each case fails before any heavy work (tiny data, no training).
+imported the project once (`_FORKSERVER`), two at a time; each case fails before any heavy work (tiny data, no
+training).
 """
 import json
 import os
@@ -27,8 +28,11 @@ ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1', 'FNA_ZOO_DEB
 _FORKSERVER = r"""
 import json, os, runpy, sys, traceback
 import fna_zoo, fna_zoo.cli.retrain, fna_zoo.cli.test, fna_zoo.cli.export  # the imports every case shares
-results = {}
+results, running = {}, {}
 for case in json.load(sys.stdin):
+    if len(running) == 2:  # two cases at a time, one per core
+        pid, status = os.wait()
+        results[running.pop(pid)] = os.waitstatus_to_exitcode(status)
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -52,7 +56,9 @@ for case in json.load(sys.stdin):
         finally:
             sys.stdout.flush(); sys.stderr.flush()
             os._exit(code)
-    results[case['id']] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    running[pid] = case['id']
+for pid, case_id in running.items():
+    results[case_id] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 print(json.dumps(results))
 """
 FRESH = ('retrain-bad-config-key', 'test-corrupt-checkpoint', 'export-unknown-model')  # fresh interpreters

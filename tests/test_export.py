@@ -248,13 +248,14 @@ def test_int8_quantization_and_ap_gate(tmp_path, checkpoints, capsys, monkeypatc
     assert not any(n.op_type == 'QuantizeLinear' and n.name.startswith('/postprocess') for n in q.graph.node)
     assert 'quantization' in metadata_of(int8['path'])
     assert 'int8 AP drop' in capsys.readouterr().out
-    # the gate: a (simulated) AP drop beyond --ap-drop-max writes no INT8 file
+    # the gate: a (simulated) AP drop beyond --ap-drop-max writes no INT8 file (the fallback that follows a failed
+    # gate by default: tests/test_int8_fallback.py)
     import fna_zoo.export.quantize as quantize
 
     monkeypatch.setattr(quantize, 'onnx_ap', lambda path, *a: {k: (0.5 if Path(path) == tmp_path / 'g.onnx' else 0.1)
                                                                for k in ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')})
     code = export_cli(['--checkpoint', str(checkpoints['retinanet']), '--output', str(tmp_path / 'g.onnx'), '--int8',
-                       '--calib-images', '2', '--ap-drop-max', '0.1'])
+                       '--calib-images', '2', '--ap-drop-max', '0.1', '--no-int8-fallback'])
     assert code == 1 and 'exceeds --ap-drop-max' in capsys.readouterr().err
     assert not (tmp_path / 'g.int8.onnx').exists() and not list(tmp_path.glob('.*'))
 

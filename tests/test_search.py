@@ -12,7 +12,7 @@ import pytest
 import timm
 import torch
 
-from conftest import randomize_bn
+from conftest import randomize_bn, run_side_by_side
 from fna_zoo import build_backbone, count_arch, load_arch
 from fna_zoo.detection import SSDLiteBackbone
 from fna_zoo.engine.config import load_config
@@ -309,16 +309,14 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
 
 
 def test_cli_errors_leave_nothing(tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE='1')
-    for args, message in (
-            (['--set', 'search.space.ops=[k3_e1]'], "error: op 'k3_e1' cannot be mapped from the seed"),
-            (['--set', 'search.objectiv.lambda=1'], "error: unknown config key 'search.objectiv'"),
-            (['--set', 'search.relaxation=random'], "error: config search.relaxation is 'random'; expected one of"),
-            (['--config', str(tmp_path / 'none.yaml')], 'error: config file .* does not exist'),
-    ):
-        out = tmp_path / 'run'
-        proc = subprocess.run([sys.executable, str(ROOT / 'search' / 'run.py'), '--output', str(out), *args],
-                              env=env, capture_output=True, text=True, timeout=300)
+    cases = [(['--set', 'search.space.ops=[k3_e1]'], "error: op 'k3_e1' cannot be mapped from the seed"),
+             (['--set', 'search.objectiv.lambda=1'], "error: unknown config key 'search.objectiv'"),
+             (['--set', 'search.relaxation=random'], "error: config search.relaxation is 'random'; expected one of"),
+             (['--config', str(tmp_path / 'none.yaml')], 'error: config file .* does not exist')]
+    outs = [tmp_path / f'run{i}' for i in range(len(cases))]
+    procs = run_side_by_side([[sys.executable, str(ROOT / 'search' / 'run.py'), '--output', str(out), *args]
+                              for out, (args, _) in zip(outs, cases)], env={'HF_HUB_OFFLINE': '1'})
+    for proc, out, (_, message) in zip(procs, outs, cases):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr
         assert re.match(message, lines[0]), lines[0]
