@@ -10,6 +10,7 @@ onnx = pytest.importorskip('onnx')
 import fna_zoo.export.quantize as quantize  # noqa: E402
 from fna_zoo.cli.export import main as export_cli  # noqa: E402
 from fna_zoo.export import ExportGateError, export, metadata_of  # noqa: E402
+from fna_zoo.export.formats import _points  # noqa: E402
 from fna_zoo.export.int8_fallback import (  # noqa: E402
     bisect_counts, fallback_schedule, kept_float_of, layer_sensitivity)
 from fna_zoo.onnxgraph.quant import count_ops, quantized_layers  # noqa: E402
@@ -52,6 +53,12 @@ def test_fallback_schedule():
     assert fallback_schedule(10, 8) == [1, 2, 4, 8, 10]
     assert fallback_schedule(100, 3) == [1, 2, 100]  # the last step: every layer float
     assert fallback_schedule(1, 5) == [1] and fallback_schedule(0, 5) == []
+
+
+def test_drop_and_limit_print_with_the_digits_that_tell_them_apart():
+    assert _points(0.004, 0.005) == ('0.40', '0.50')
+    assert _points(0.00503, 0.005) == ('0.503', '0.500') and _points(0.0049993, 0.005) == ('0.4999', '0.5000')
+    assert _points(0.005, 0.005) == ('0.50', '0.50')
 
 
 @pytest.mark.parametrize('smallest', [1, 5, 6, 7, 8])
@@ -147,7 +154,9 @@ def test_fallback_that_cannot_meet_the_limit_is_one_line(tiny, tmp_path, monkeyp
                       f"kept float; nothing written to {str(tmp_path / 'det.int8.onnx')!r}")
     assert not (tmp_path / 'det.int8.onnx').exists() and not list(tmp_path.glob('.*'))
     assert 'int8 fallback: 1 of' in out and f'int8 fallback: {total} of {total} layers float' in out
-    # without the fallback: the plain gate's error, at once
-    with pytest.raises(ExportGateError, match=r'exceeds --ap-drop-max 2.00; nothing written') as e:
-        export(ckpt, 'onnx-int8', output=tmp_path / 'det.onnx', calib_images=2, int8_fallback=False)
+    # without the fallback: the plain gate's error, at once; a limit missed by a hair is printed with the digits
+    # that tell the two apart
+    with pytest.raises(ExportGateError, match=r'drop 40\.000 points exceeds --ap-drop-max 39\.998; nothing written') as e:
+        export(ckpt, 'onnx-int8', output=tmp_path / 'det.onnx', calib_images=2, int8_fallback=False,
+               ap_drop_max=0.39998)
     assert e.value.result['onnx-int8'].path is None and e.value.result['onnx'].path == tmp_path / 'det.onnx'
