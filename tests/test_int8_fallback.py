@@ -10,7 +10,7 @@ onnx = pytest.importorskip('onnx')
 import fna_zoo.export.quantize as quantize  # noqa: E402
 from fna_zoo.cli.export import main as export_cli  # noqa: E402
 from fna_zoo.export import ExportGateError, export, metadata_of  # noqa: E402
-from fna_zoo.export.formats import _points  # noqa: E402
+from fna_zoo.export.results import GateResult, drop_points  # noqa: E402
 from fna_zoo.export.int8_fallback import (  # noqa: E402
     bisect_counts, fallback_schedule, kept_float_of, layer_sensitivity)
 from fna_zoo.onnxgraph.quant import count_ops, quantized_layers  # noqa: E402
@@ -56,9 +56,13 @@ def test_fallback_schedule():
 
 
 def test_drop_and_limit_print_with_the_digits_that_tell_them_apart():
-    assert _points(0.004, 0.005) == ('0.40', '0.50')
-    assert _points(0.00503, 0.005) == ('0.503', '0.500') and _points(0.0049993, 0.005) == ('0.4999', '0.5000')
-    assert _points(0.005, 0.005) == ('0.50', '0.50')
+    assert drop_points(0.004, 0.005) == ('0.40', '0.50')
+    assert drop_points(0.00503, 0.005) == ('0.503', '0.500')
+    assert drop_points(0.0049993, 0.005) == ('0.4999', '0.5000')
+    assert drop_points(0.005, 0.005) == ('0.50', '0.50')
+    # the gate's own line (fna-export's summary) as well
+    gate = GateResult('ap', False, 0.00503, 0.005, ap_before={'AP': 0.1}, ap_after={'AP': 0.09497})
+    assert gate.summary() == 'ap FAILED: AP 10.00 -> 9.50 (drop 0.503 points, max 0.500)'
 
 
 @pytest.mark.parametrize('smallest', [1, 5, 6, 7, 8])

@@ -27,7 +27,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from ..fileio import atomic_path
-from .results import FileResult, FormatUnavailable, GateResult
+from .results import FileResult, FormatUnavailable, GateResult, drop_points
 
 __all__ = ['Format', 'FORMATS', 'get_format', 'format_table', 'Refused']
 
@@ -100,19 +100,6 @@ class Format:
 
 
 # ------------------------------------------------------------------------------------------------ writers
-def _points(drop: float, limit: float) -> tuple[str, str]:
-    """An AP drop and its limit in AP points, as messages print them side by side.
-
-    NOTE: 2 decimals, more (up to 4) where 2 would print a drop that differs from the limit as the limit itself:
-    a drop that misses 0.50 points by a hair would read '0.50 points exceeds --ap-drop-max 0.50'.
-    """
-    for digits in (2, 3, 4):
-        pair = f'{100 * drop:.{digits}f}', f'{100 * limit:.{digits}f}'
-        if pair[0] != pair[1] or drop == limit:
-            break
-    return pair
-
-
 def _size_mb(path: Path) -> float:
     return path.stat().st_size / 2 ** 20
 
@@ -244,7 +231,7 @@ def _int8_ap_gated(job: Job, fmt: Format, src: Path, dst: Path, info: dict[str, 
         info.update(ms_fp32=lat32, ms_int8=lat8, mb_fp32=size32, mb_int8=size8)
         job.say(f'fp32: {format_stats(ap32)} | {size32:.2f} MB | ORT {lat32:.1f} ms (batch 1)')
         job.say(f'int8: {format_stats(ap8)} | {size8:.2f} MB | ORT {lat8:.1f} ms (batch 1)')
-        shown, limit = _points(drop, s.ap_drop_max)
+        shown, limit = drop_points(drop, s.ap_drop_max)
         job.say(f'int8 AP drop {shown} points (max {limit}; {len(dataset)} images, {len(batches)} calibration images)')
         note = f'{len(dataset)} gate images, {len(batches)} calibration images'
         if steps:
@@ -280,7 +267,7 @@ def _fallback(job: Job, src: Path, tmp: Path, ap_of: Callable[[Path], dict[str, 
     from .int8_fallback import bisect_counts, fallback_schedule, keep_float, layer_sensitivity
 
     s, batches = job.settings, job.calibration()
-    shown, limit = _points(drop, s.ap_drop_max)
+    shown, limit = drop_points(drop, s.ap_drop_max)
     job.say(f'int8 AP drop {shown} points (max {limit}): ranking the quantized layers by their quantization error '
             f'on {min(len(batches), s.sensitivity_images)} calibration images')
     ranking = layer_sensitivity(src, tmp, batches[:s.sensitivity_images])
@@ -300,7 +287,7 @@ def _fallback(job: Job, src: Path, tmp: Path, ap_of: Callable[[Path], dict[str, 
             drop, last = ap32['AP'] - ap8['AP'], step
             steps.append({'float_layers': k, 'AP': ap8['AP'], 'drop': drop})
             job.say(f'int8 fallback: {k} of {len(ranking)} layers float -> AP {100 * ap8["AP"]:.2f}, drop '
-                    f'{_points(drop, s.ap_drop_max)[0]} points')
+                    f'{drop_points(drop, s.ap_drop_max)[0]} points')
             return drop <= s.ap_drop_max
 
         failed, halve = 0, True  # the largest count known to fail; whether to halve down to it
@@ -321,7 +308,7 @@ def _fallback(job: Job, src: Path, tmp: Path, ap_of: Callable[[Path], dict[str, 
             next(e for e in reversed(steps) if e['float_layers'] == k).update(AP_requantized=ap8['AP'],
                                                                               drop_requantized=drop)
             job.say(f'int8 re-quantized with those {k} layers excluded -> AP {100 * ap8["AP"]:.2f}, drop '
-                    f'{_points(drop, s.ap_drop_max)[0]} points')
+                    f'{drop_points(drop, s.ap_drop_max)[0]} points')
             if drop <= s.ap_drop_max:
                 break
             # NOTE: the re-quantization lost more than the step: the count that passed has no margin, so the search
@@ -467,7 +454,7 @@ def _openvino_ap_gate(job: Job, fmt: Format, src: Path, dst: Path) -> GateResult
 
     first = ap8 = ap_of(outputs_of(compile_model(dst)))
     drop = ap32['AP'] - ap8['AP']
-    shown, limit = _points(drop, s.ap_drop_max)
+    shown, limit = drop_points(drop, s.ap_drop_max)
     job.say(f'openvino int8 AP drop {shown} points (max {limit})')
     kept: list[str] = []
     if drop > s.ap_drop_max and s.int8_fallback:
@@ -506,7 +493,7 @@ def _openvino_ap_gate(job: Job, fmt: Format, src: Path, dst: Path) -> GateResult
             raise
         drop = ap32['AP'] - ap8['AP']
         job.say(f'openvino int8 with accuracy control: {len(kept)} of {len(plain)} quantizers reverted to float -> '
-                f'AP drop {_points(drop, s.ap_drop_max)[0]} points')
+                f'AP drop {drop_points(drop, s.ap_drop_max)[0]} points')
     note = f'OpenVINO INT8 vs onnxruntime fp32 on {len(dataset)} gate images'
     if first is not ap8:
         note += (f'; NNCF accuracy control: {len(kept)} quantizer{"s" if len(kept) != 1 else ""} float (AP before '
@@ -516,7 +503,7 @@ def _openvino_ap_gate(job: Job, fmt: Format, src: Path, dst: Path) -> GateResult
     if not gate.passed:
         _remove_ir(dst)
         tried = ' even with NNCF\'s accuracy control' if first is not ap8 else ''
-        shown, limit = _points(drop, s.ap_drop_max)
+        shown, limit = drop_points(drop, s.ap_drop_max)
         raise Refused(f'OpenVINO INT8 AP drop {shown} points exceeds --ap-drop-max {limit}{tried}; nothing written to '
                       f'{str(dst)!r}', FileResult(fmt.name, None, [gate], source=src))
     return gate

@@ -11,7 +11,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ['GateResult', 'FileResult', 'ExportResult', 'ExportGateError', 'FormatUnavailable']
+__all__ = ['GateResult', 'FileResult', 'ExportResult', 'ExportGateError', 'FormatUnavailable', 'drop_points']
+
+
+def drop_points(drop: float, limit: float) -> tuple[str, str]:
+    """An AP drop and its limit in AP points, as the INT8 gates' messages print them side by side.
+
+    NOTE: 2 decimals, more (up to 4) where 2 would print a drop that differs from the limit as the limit itself:
+    a drop that misses 0.50 points by a hair would read '0.50 points exceeds --ap-drop-max 0.50'.
+
+    Args:
+        drop: The AP drop, AP units.
+        limit: The largest accepted drop, AP units.
+    """
+    for digits in (2, 3, 4):
+        pair = f'{100 * drop:.{digits}f}', f'{100 * limit:.{digits}f}'
+        if pair[0] != pair[1] or drop == limit:
+            break
+    return pair
 
 
 @dataclass
@@ -43,8 +60,9 @@ class GateResult:
         """One line: the verdict and what was measured."""
         verdict = {True: 'PASSED', False: 'FAILED', None: 'not run'}[self.passed]
         if self.name == 'ap' and self.ap_before is not None and self.ap_after is not None:
+            drop, limit = drop_points(self.value or 0, self.tolerance or 0)
             text = (f"ap {verdict}: AP {100 * self.ap_before['AP']:.2f} -> {100 * self.ap_after['AP']:.2f} "
-                    f'(drop {100 * (self.value or 0):.2f} points, max {100 * (self.tolerance or 0):.2f})')
+                    f'(drop {drop} points, max {limit})')
         elif self.value is not None:
             text = f'{self.name} {verdict}: {self.value:.3g} (tolerance {self.tolerance:.3g})'
         else:
