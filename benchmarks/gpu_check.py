@@ -111,19 +111,12 @@ def _one_line(e: BaseException, limit: int = 300) -> str:
     return f'{type(e).__name__}: {text}'[:limit]
 
 
-def _version(module: str) -> str | None:
-    try:
-        return str(importlib.import_module(module).__version__)
-    except Exception:  # noqa: BLE001  (absent or broken: recorded as None)
-        return None
-
-
 def machine_record(device: str) -> dict[str, Any]:
     """The machine and every version a result depends on."""
-    from fna_zoo.runtime.machine import machine_info
+    from fna_zoo.runtime.machine import machine_info, package_version
 
     info = machine_info()
-    info.update({k: _version(k) for k in ('torchvision', 'timm', 'onnx', 'numpy')})
+    info.update({k: package_version(k) for k in ('torchvision', 'timm', 'onnx', 'numpy')})
     info['fna_zoo'] = str(Path(importlib.import_module('fna_zoo').__file__).parent)
     info['install'] = os.environ.get('GPU_CHECK_INSTALL', 'not through gpu_check.sh')
     info['device'] = device

@@ -44,7 +44,7 @@ from fna_zoo.assets.store import resolve_asset  # noqa: E402
 from fna_zoo.cli.common import CliParser, run_cli  # noqa: E402
 from fna_zoo.fileio import atomic_write_text, portable_path  # noqa: E402
 from fna_zoo.runtime import preprocess as pp  # noqa: E402
-from fna_zoo.runtime.machine import cpu_label, machine_info, machine_slug  # noqa: E402
+from fna_zoo.runtime.machine import cpu_label, machine_info, machine_slug, package_version  # noqa: E402
 from fna_zoo.runtime.timing import paired_ratio  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,28 +250,14 @@ def main(argv: list[str] | None = None) -> None:
     info = machine_info(threads=1)
     out = Path(args.output) if args.output else ROOT / 'benchmarks' / 'results' / machine_slug(info)
 
-    def version(name: str) -> str | None:
-        """A module's __version__, else (a compiled module without one, e.g. pywuffs) its distribution's."""
-        from importlib.metadata import PackageNotFoundError, version as dist_version
-
-        try:
-            return str(__import__(name).__version__)
-        except AttributeError:
-            try:
-                return dist_version(name)
-            except PackageNotFoundError:
-                return None
-        except Exception:  # noqa: BLE001
-            return None
-
     result: dict[str, Any] = {
         'command': 'HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/preprocess_bench.py '
                    + ' '.join(argv if argv is not None else sys.argv[1:]),
         'machine': info, 'input_size': list(spec.size), 'resize': spec.resize, 'rounds': args.rounds,
         'warmup': args.warmup,
-        'versions': {'numpy': np.__version__, 'Pillow': version('PIL'), 'opencv': version('cv2'),
-                     'simplejpeg': version('simplejpeg'), 'pyspng': version('pyspng'),
-                     'imagecodecs': version('imagecodecs'), 'pywuffs': version('pywuffs')},
+        'versions': {'numpy': np.__version__, 'Pillow': package_version('PIL'), 'opencv': package_version('cv2'),
+                     'simplejpeg': package_version('simplejpeg'), 'pyspng': package_version('pyspng'),
+                     'imagecodecs': package_version('imagecodecs'), 'pywuffs': package_version('pywuffs')},
         'sets': {},
     }
     start = time.perf_counter()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fna_zoo.runtime.machine import cpu_isa, cpu_label, machine_fields, machine_info, machine_slug
+from fna_zoo.runtime.machine import cpu_isa, cpu_label, machine_fields, machine_info, machine_slug, package_version
 
 
 @pytest.mark.parametrize('flags, want', [
@@ -48,3 +48,15 @@ def test_this_machine_records_its_instruction_set_in_every_row():
         assert info['cpu_isa'] in agrees[capability]
     if info['cpu_isa'] and not info['gpu']:
         assert machine_slug(info).endswith(f"-{info['cpu_isa']}")
+
+
+def test_package_version_falls_back_to_the_distribution():
+    import importlib.metadata
+
+    import numpy
+    import pycocotools
+
+    assert package_version('numpy') == numpy.__version__
+    assert not hasattr(pycocotools, '__version__')  # a module without one: its distribution's version
+    assert package_version('pycocotools') == importlib.metadata.version('pycocotools')
+    assert package_version('no_such_module_here') is None

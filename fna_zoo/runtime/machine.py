@@ -10,7 +10,7 @@ import platform
 import re
 from typing import Any
 
-__all__ = ['cpu_model', 'cpu_isa', 'cpu_label', 'machine_info', 'machine_slug', 'machine_fields']
+__all__ = ['cpu_model', 'cpu_isa', 'cpu_label', 'machine_info', 'machine_slug', 'machine_fields', 'package_version']
 
 _logger = logging.getLogger(__name__)
 
@@ -56,10 +56,25 @@ def cpu_isa(flags: str | None = None) -> str | None:
     return next((name for name, needs in _ISA_TIERS if all(n in have for n in needs)), None)
 
 
-def _version(module: str) -> str | None:
+def package_version(module: str) -> str | None:
+    """A module's `__version__`, else its distribution's (a compiled module without one, e.g. pywuffs); None where
+    it does not import (absent or broken: not recorded) or neither names a version.
+
+    Args:
+        module: The import name, e.g. 'onnxruntime'.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return str(importlib.import_module(module).__version__)
-    except Exception:  # noqa: BLE001  (absent or broken: not recorded)
+        mod = importlib.import_module(module)
+    except Exception:  # noqa: BLE001
+        return None
+    found = getattr(mod, '__version__', None)
+    if found is not None:
+        return str(found)
+    try:
+        return version(module)
+    except PackageNotFoundError:
         return None
 
 
@@ -92,7 +107,7 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         'gpu': gpu,
         'cuda': torch.version.cuda if gpu else None,
         'torch': torch.__version__,
-        **{p: _version(p) for p in runtime_packages() if p != 'torch'},
+        **{p: package_version(p) for p in runtime_packages() if p != 'torch'},
         'python': platform.python_version(),
         'os': f'{platform.system()} {platform.release()}',
         'loadavg_1m': round(os.getloadavg()[0], 2) if hasattr(os, 'getloadavg') else None,
