@@ -15,7 +15,7 @@ from PIL import Image
 pytest.importorskip('onnxruntime')
 pytest.importorskip('onnx')
 
-from fna_zoo.bench.deploy import FIELDS, LEGEND  # noqa: E402
+from fna_zoo.bench.deploy import FIELDS, LEGEND, deploy_summary  # noqa: E402
 from fna_zoo.cli.bench import main  # noqa: E402
 from fna_zoo.data import make_synthetic_coco  # noqa: E402
 from fna_zoo.fileio import portable_path  # noqa: E402
@@ -86,6 +86,7 @@ def test_every_cell_is_a_row_with_its_status(table):
     # the printed table and deploy.md carry the legend; the CSV the fields
     for text in (printed, (out / 'deploy.md').read_text()):
         assert 'e2e p50 ms' in text and all(line in text for line in LEGEND)
+        assert all(line in text for line in deploy_summary(rows)) and 'fastest INT8: ' in text
     assert (out / 'deploy.csv').read_text().splitlines()[0].split(',') == FIELDS
 
 
@@ -231,3 +232,41 @@ def test_a_table_with_no_runnable_cell_is_written(ckpt, tmp_path):
                  '-o', str(tmp_path)]) == 0
     rows = json.loads((tmp_path / 'deploy.json').read_text())['rows']
     assert rows and all(r['status'].startswith(('skipped', 'failed')) for r in rows)
+
+
+def _row(runtime: str, precision: str, e2e: float | None, net: float = 0.0, ap: float | None = 0.02,
+         fmt: str = 'ONNX', **extra) -> dict:
+    ok = e2e is not None
+    return {'runtime': runtime, 'precision': precision, 'format': fmt, 'status': 'ok' if ok else 'skipped: why',
+            'e2e_p50_ms': e2e, 'net_p50_ms': net if ok else None, 'AP': ap if ok else None, **extra}
+
+
+def test_summary_reads_the_ratios_off_the_rows():
+    """The fastest row and the fastest INT8 row against eager fp32 (e2e) and onnxruntime fp32 (network); each INT8
+    row's AP against its own runtime's fp32 row."""
+    stream = dict(pre_pct=20.0, pre_p50_ms=3.0, stream_wait_pct=4.0, stream_ms=14.0)
+    rows = [_row('torch', 'fp32', 60.0, 50.0, 0.040, 'PyTorch eager'),
+            _row('onnxruntime', 'fp32', 40.0, 30.0, 0.041), _row('onnxruntime', 'int8', 20.0, 12.0, 0.037),
+            _row('tensorrt', 'int8', None), _row('openvino', 'fp32', 42.0, 31.0, 0.050),
+            _row('openvino', 'int8', 15.0, 10.0, 0.046, 'OpenVINO IR', **stream)]
+    fastest, int8, ap = deploy_summary(rows)
+    assert fastest == ('fastest end to end: openvino int8 (OpenVINO IR) 15.0 ms, 4.00x eager PyTorch fp32 (60.0 ms); '
+                       'pre-processing 20 % of it image by image (3.0 ms), the network waiting 4 % of the time '
+                       'streaming (14.0 ms per image)')
+    assert int8.endswith("its network 10.0 ms, 3.00x onnxruntime fp32's (30.0 ms)")
+    # onnxruntime's INT8 against onnxruntime fp32 (4.1), OpenVINO's against OpenVINO fp32 (5.0); TensorRT skipped
+    assert ap == ('INT8 AP against fp32: onnxruntime int8 (ONNX) 3.70 vs 4.10 (onnxruntime; -0.40 points); '
+                  'openvino int8 (OpenVINO IR) 4.60 vs 5.00 (openvino; -0.40 points)')
+
+
+def test_summary_says_only_what_the_table_has():
+    # an older table (no pre % or stream columns), onnxruntime only: no eager ratio, INT8 against onnxruntime fp32
+    rows = [_row('onnxruntime', 'fp32', 40.0, 30.0, 0.041), _row('onnxruntime', 'int8', 25.0, 15.0, 0.041)]
+    assert deploy_summary(rows) == [
+        'fastest end to end: onnxruntime int8 (ONNX) 25.0 ms',
+        "fastest INT8: onnxruntime int8 (ONNX) 25.0 ms; its network 15.0 ms, 2.00x onnxruntime fp32's (30.0 ms)",
+        'INT8 AP against fp32: onnxruntime int8 (ONNX) 4.10 vs 4.10 (onnxruntime; +0.00 points)']
+    # eager PyTorch only: no INT8 lines; every cell skipped: no summary
+    assert deploy_summary([_row('torch', 'fp32', 60.0, 50.0, fmt='PyTorch eager')]) == [
+        'fastest end to end: torch fp32 (PyTorch eager) 60.0 ms']
+    assert deploy_summary([_row('torch', 'fp32', None), _row('onnxruntime', 'int8', None)]) == []

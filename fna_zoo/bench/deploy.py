@@ -30,7 +30,7 @@ from ..runtime.timing import paired_ratio, stats_from_times, time_interleaved, t
 from .pipelines import CELLS, Exports, Pipeline, build_pipeline, nms_fp16, nms_fp32, nms_int8
 from .grid import _keeps_threads, portable_row, write_results
 
-__all__ = ['FIELDS', 'LEGEND', 'run_deploy', 'format_deploy', 'deploy_markdown', 'write_deploy']
+__all__ = ['FIELDS', 'LEGEND', 'run_deploy', 'deploy_summary', 'format_deploy', 'deploy_markdown', 'write_deploy']
 
 _logger = logging.getLogger(__name__)
 
@@ -281,27 +281,92 @@ def _split_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
         [f"{r['runtime']} {r['precision']} ({r['format']}): {r['note']}" for r in rows if r.get('note')]
 
 
+def _label(row: dict[str, Any]) -> str:
+    return f"{row['runtime']} {row['precision']} ({row['format']})"
+
+
+def _fp32_of(row: dict[str, Any], ok: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The fp32 row an INT8 row is compared with: the same runtime's, else eager PyTorch's."""
+    for runtime in (row['runtime'], 'torch'):
+        ref = next((r for r in ok if r['runtime'] == runtime and r['precision'] == 'fp32'), None)
+        if ref is not None:
+            return ref
+    return None
+
+
+def deploy_summary(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """What a reader of the deployment table looks for first, from its rows: the fastest row and the fastest INT8
+    row against eager PyTorch fp32 (end to end) and onnxruntime fp32 (network), the pre-processing's share of the
+    fastest row image by image and streaming, and each INT8 row's AP against fp32.
+
+    NOTE: the speed-ups are ratios of p50s. The cells of one table take turns image by image, so load changes hit
+    them alike; two tables made at different times are not comparable this way.
+
+    Args:
+        rows: `run_deploy` rows (or those of a deploy.json).
+
+    Returns:
+        One sentence per line; none for what the table lacks (a row skipped or not asked for).
+    """
+    ok = [r for r in rows if r.get('status') == 'ok' and r.get('e2e_p50_ms')]
+    if not ok:
+        return []
+    eager = next((r for r in ok if r['runtime'] == 'torch' and r['precision'] == 'fp32'), None)
+    ort = next((r for r in ok if r['runtime'] == 'onnxruntime' and r['precision'] == 'fp32'), None)
+
+    def vs_eager(r: dict[str, Any]) -> str:
+        return '' if eager is None or r is eager else \
+            f", {eager['e2e_p50_ms'] / r['e2e_p50_ms']:.2f}x eager PyTorch fp32 ({eager['e2e_p50_ms']:.1f} ms)"
+
+    best = min(ok, key=lambda r: r['e2e_p50_ms'])
+    first = f"fastest end to end: {_label(best)} {best['e2e_p50_ms']:.1f} ms{vs_eager(best)}"
+    if best.get('pre_pct') is not None:  # NOTE: tables before the column lack it
+        first += f"; pre-processing {best['pre_pct']:.0f} % of it image by image ({best['pre_p50_ms']:.1f} ms)"
+    if best.get('stream_wait_pct') is not None:
+        first += (f", the network waiting {best['stream_wait_pct']:.0f} % of the time streaming "
+                  f"({best['stream_ms']:.1f} ms per image)")
+    out = [first]
+    int8 = [r for r in ok if r['precision'] == 'int8']
+    if int8:
+        fast = min(int8, key=lambda r: r['e2e_p50_ms'])
+        net = '' if ort is None else (f"; its network {fast['net_p50_ms']:.1f} ms, "
+                                      f"{ort['net_p50_ms'] / fast['net_p50_ms']:.2f}x onnxruntime fp32's "
+                                      f"({ort['net_p50_ms']:.1f} ms)")
+        out.append(f"fastest INT8: {_label(fast)} {fast['e2e_p50_ms']:.1f} ms{vs_eager(fast)}{net}")
+    pairs = [(r, ref) for r in int8 if (ref := _fp32_of(r, ok)) is not None
+             and r.get('AP') is not None and ref.get('AP') is not None]
+    if pairs:
+        out.append('INT8 AP against fp32: ' + '; '.join(
+            f"{_label(r)} {100 * r['AP']:.2f} vs {100 * ref['AP']:.2f} ({ref['runtime']}; "
+            f"{100 * (r['AP'] - ref['AP']):+.2f} points)" for r, ref in pairs))
+    return out
+
+
 def format_deploy(rows: Sequence[dict[str, Any]]) -> str:
-    """The deployment table for a console: caption, fixed-width rows, and what each column includes."""
+    """The deployment table for a console: caption, fixed-width rows, its summary and what each column includes."""
     body = [_cells(r) for r in rows]
     widths = [max(len(HEAD[i]), *(len(c[i]) for c in body)) for i in range(len(HEAD))]
     left = (0, 1, 2, len(HEAD) - 1)
     line = lambda cells: '  '.join(c.ljust(w) if i in left else c.rjust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     out = [_caption(rows), line(HEAD), '  '.join('-' * w for w in widths)] + [line(c) for c in body]
+    summary = deploy_summary(rows)
+    out += [''] + summary if summary else []
     return '\n'.join(out + [''] + [f'* {s}' for s in LEGEND + _split_notes(rows)])
 
 
 def deploy_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """The deployment table in markdown, with its caption and legend."""
+    """The deployment table in markdown, with its caption, summary and legend."""
     lines = ['# Deployment: AP and end-to-end latency per runtime and precision', '', _caption(rows), '',
              '| ' + ' | '.join(HEAD) + ' |', '|' + '---|' * len(HEAD)]
     lines += ['| ' + ' | '.join(_cells(r)) + ' |' for r in rows]
+    summary = deploy_summary(rows)
+    lines += ['', '## Summary', ''] + [f'- {s}' for s in summary] + ['', '## Columns and notes'] if summary else []
     return '\n'.join(lines + [''] + [f'- {s}' for s in LEGEND + _split_notes(rows)]) + '\n'
 
 
 def write_deploy(rows: Sequence[dict[str, Any]], outdir: str | os.PathLike) -> list[Path]:
-    """Write `deploy.md` (table, caption, legend), `deploy.csv` and `deploy.json` (atomically) in `outdir`, their
+    """Write `deploy.md` (table, caption, summary, legend), `deploy.csv` and `deploy.json` (atomically) in `outdir`, their
     paths portable (`fna_zoo.bench.grid.portable_row`).
 
     Args:
