@@ -366,8 +366,8 @@ def deploy_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_deploy(rows: Sequence[dict[str, Any]], outdir: str | os.PathLike) -> list[Path]:
-    """Write `deploy.md` (table, caption, summary, legend), `deploy.csv` and `deploy.json` (atomically) in `outdir`, their
-    paths portable (`fna_zoo.bench.grid.portable_row`).
+    """Write `deploy.md` (table, caption, summary, legend), `deploy.csv` and `deploy.json` (atomically) in
+    `outdir`, their paths portable (`fna_zoo.bench.grid.portable_row`).
 
     Args:
         rows: `run_deploy` rows.
