@@ -266,6 +266,11 @@ def test_summary_says_only_what_the_table_has():
         'fastest end to end: onnxruntime int8 (ONNX) 25.0 ms',
         "fastest INT8: onnxruntime int8 (ONNX) 25.0 ms; its network 15.0 ms, 2.00x onnxruntime fp32's (30.0 ms)",
         'INT8 AP against fp32: onnxruntime int8 (ONNX) 4.10 vs 4.10 (onnxruntime; +0.00 points)']
+    # no onnxruntime fp32 row: no network ratio, the INT8 AP against eager PyTorch's fp32
+    rows = [_row('torch', 'fp32', 60.0, 50.0, 0.040, 'PyTorch eager'), _row('onnxruntime', 'int8', 20.0, 12.0, 0.037)]
+    assert deploy_summary(rows)[1:] == [
+        'fastest INT8: onnxruntime int8 (ONNX) 20.0 ms, 3.00x eager PyTorch fp32 (60.0 ms)',
+        'INT8 AP against fp32: onnxruntime int8 (ONNX) 3.70 vs 4.00 (torch; -0.30 points)']
     # eager PyTorch only: no INT8 lines; every cell skipped: no summary
     assert deploy_summary([_row('torch', 'fp32', 60.0, 50.0, fmt='PyTorch eager')]) == [
         'fastest end to end: torch fp32 (PyTorch eager) 60.0 ms']
