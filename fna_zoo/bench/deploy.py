@@ -273,25 +273,21 @@ def _caption(rows: Sequence[dict[str, Any]]) -> str:
             f"per cell after {r['warmup']} warm-up runs, the cells run image by image in turn.")
 
 
-def _split_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
-    return [f"{r['runtime']} {r['precision']} ({r['format']}): the unsplit file in one session p50 "
-            f"{r['unsplit_p50_ms']:.1f} ms; "
-            f"net + post as two sessions / one session = {r['split_ratio']:.3f} (median of interleaved runs on the "
-            'first image)' for r in rows if r.get('unsplit_p50_ms') is not None] + \
-        [f"{r['runtime']} {r['precision']} ({r['format']}): {r['note']}" for r in rows if r.get('note')]
-
-
 def _label(row: dict[str, Any]) -> str:
     return f"{row['runtime']} {row['precision']} ({row['format']})"
 
 
-def _fp32_of(row: dict[str, Any], ok: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The fp32 row an INT8 row is compared with: the same runtime's, else eager PyTorch's."""
-    for runtime in (row['runtime'], 'torch'):
-        ref = next((r for r in ok if r['runtime'] == runtime and r['precision'] == 'fp32'), None)
-        if ref is not None:
-            return ref
-    return None
+def _split_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return [f"{_label(r)}: the unsplit file in one session p50 "
+            f"{r['unsplit_p50_ms']:.1f} ms; "
+            f"net + post as two sessions / one session = {r['split_ratio']:.3f} (median of interleaved runs on the "
+            'first image)' for r in rows if r.get('unsplit_p50_ms') is not None] + \
+        [f"{_label(r)}: {r['note']}" for r in rows if r.get('note')]
+
+
+def _fp32(ok: Sequence[dict[str, Any]], runtime: str) -> dict[str, Any] | None:
+    """The fp32 row of `runtime` among `ok` (None where it was skipped or not asked for)."""
+    return next((r for r in ok if r['runtime'] == runtime and r['precision'] == 'fp32'), None)
 
 
 def deploy_summary(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -311,8 +307,7 @@ def deploy_summary(rows: Sequence[dict[str, Any]]) -> list[str]:
     ok = [r for r in rows if r.get('status') == 'ok' and r.get('e2e_p50_ms')]
     if not ok:
         return []
-    eager = next((r for r in ok if r['runtime'] == 'torch' and r['precision'] == 'fp32'), None)
-    ort = next((r for r in ok if r['runtime'] == 'onnxruntime' and r['precision'] == 'fp32'), None)
+    eager, ort = _fp32(ok, 'torch'), _fp32(ok, 'onnxruntime')
 
     def vs_eager(r: dict[str, Any]) -> str:
         return '' if eager is None or r is eager else \
@@ -333,7 +328,8 @@ def deploy_summary(rows: Sequence[dict[str, Any]]) -> list[str]:
                                       f"{ort['net_p50_ms'] / fast['net_p50_ms']:.2f}x onnxruntime fp32's "
                                       f"({ort['net_p50_ms']:.1f} ms)")
         out.append(f"fastest INT8: {_label(fast)} {fast['e2e_p50_ms']:.1f} ms{vs_eager(fast)}{net}")
-    pairs = [(r, ref) for r in int8 if (ref := _fp32_of(r, ok)) is not None
+    # an INT8 row against its own runtime's fp32 row, else eager PyTorch's
+    pairs = [(r, ref) for r in int8 if (ref := _fp32(ok, r['runtime']) or eager) is not None
              and r.get('AP') is not None and ref.get('AP') is not None]
     if pairs:
         out.append('INT8 AP against fp32: ' + '; '.join(
